@@ -1,0 +1,117 @@
+//! The seam between model code and hardware: a small trait of memory plus
+//! execute, in the spirit of ggml's backend vtable. Ops are data (`Op`), so
+//! adding an op never adds a method here.
+
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::ops::{Op, OpKind, TensorSpec};
+use crate::tensor::Tensor;
+
+/// A place where tensors live and ops run.
+///
+/// Every method reports failure as `Err`; a backend never panics on bad input.
+/// Execution may be asynchronous: `read` and `sync` are the points where the
+/// host waits.
+pub trait Backend: Send + Sync {
+    /// Short name used on the command line: "cpu", "wgpu", "cuda".
+    fn name(&self) -> &str;
+
+    /// Human-readable description of the device (adapter name, GPU model...).
+    fn device_description(&self) -> String;
+
+    /// Whether `op` runs here when its primary operand has `dtype` (the weight
+    /// for matmul and gather_rows, the activation otherwise).
+    fn supports(&self, op: OpKind, dtype: DType) -> bool;
+
+    /// A new zero-filled tensor.
+    fn alloc(&self, shape: &[usize], dtype: DType) -> Result<Tensor>;
+
+    /// A new tensor holding `bytes` (little-endian elements of `dtype`).
+    fn upload(&self, shape: &[usize], dtype: DType, bytes: &[u8]) -> Result<Tensor>;
+
+    /// Overwrite the whole of `dst` with `bytes`.
+    fn write(&self, dst: &Tensor, bytes: &[u8]) -> Result<()>;
+
+    /// Copy the whole of `src` back to the host.
+    fn read(&self, src: &Tensor) -> Result<Vec<u8>>;
+
+    /// Run `op` on `inputs`, writing `out`. `out` must match
+    /// `op.output_spec(inputs)` and must not share a buffer with any input.
+    fn execute(&self, op: &Op, inputs: &[&Tensor], out: &Tensor) -> Result<()>;
+
+    /// Wait until all submitted work has finished.
+    fn sync(&self) -> Result<()>;
+}
+
+/// Conveniences every caller of a backend wants; written once over the trait.
+pub trait BackendExt: Backend {
+    /// Allocate the output `op` produces from `inputs`, run it, return it.
+    fn run(&self, op: &Op, inputs: &[&Tensor]) -> Result<Tensor> {
+        let spec = op.output_spec(&specs(inputs))?;
+        let out = self.alloc(&spec.shape, spec.dtype)?;
+        self.execute(op, inputs, &out)?;
+        Ok(out)
+    }
+
+    fn upload_f32(&self, shape: &[usize], data: &[f32]) -> Result<Tensor> {
+        self.upload(shape, DType::F32, bytemuck::cast_slice(data))
+    }
+
+    fn upload_u32(&self, shape: &[usize], data: &[u32]) -> Result<Tensor> {
+        self.upload(shape, DType::U32, bytemuck::cast_slice(data))
+    }
+
+    /// Read any float tensor back as f32.
+    fn read_f32(&self, src: &Tensor) -> Result<Vec<f32>> {
+        let bytes = self.read(src)?;
+        Ok(match src.dtype() {
+            DType::F32 => bytemuck::pod_collect_to_vec(&bytes),
+            DType::F16 => bytemuck::pod_collect_to_vec::<u8, half::f16>(&bytes)
+                .into_iter()
+                .map(f32::from)
+                .collect(),
+            DType::BF16 => bytemuck::pod_collect_to_vec::<u8, half::bf16>(&bytes)
+                .into_iter()
+                .map(f32::from)
+                .collect(),
+            DType::U32 => {
+                return Err(Error::Backend("read_f32 on a u32 tensor".into()));
+            }
+        })
+    }
+
+    fn read_u32(&self, src: &Tensor) -> Result<Vec<u32>> {
+        if src.dtype() != DType::U32 {
+            return Err(Error::Backend(format!("read_u32 on a {} tensor", src.dtype())));
+        }
+        Ok(bytemuck::pod_collect_to_vec(&self.read(src)?))
+    }
+}
+
+impl<B: Backend + ?Sized> BackendExt for B {}
+
+pub fn specs(tensors: &[&Tensor]) -> Vec<TensorSpec> {
+    tensors.iter().map(|t| TensorSpec::of(t)).collect()
+}
+
+/// Checks what every backend must check before running an op: the output has
+/// the shape the op's rule gives, and does not alias an input.
+pub fn validate(op: &Op, inputs: &[&Tensor], out: &Tensor) -> Result<()> {
+    let spec = op.output_spec(&specs(inputs))?;
+    if spec.shape != out.shape() || spec.dtype != out.dtype() {
+        return Err(Error::op(
+            op.kind().name(),
+            format!(
+                "output is {:?} {} but the op makes {:?} {}",
+                out.shape(),
+                out.dtype(),
+                spec.shape,
+                spec.dtype
+            ),
+        ));
+    }
+    if inputs.iter().any(|t| t.same_buffer(out)) {
+        return Err(Error::op(op.kind().name(), "output aliases an input"));
+    }
+    Ok(())
+}

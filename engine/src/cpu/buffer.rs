@@ -1,0 +1,115 @@
+//! Host memory for the CPU reference backend: a typed vector behind a lock.
+
+use std::any::Any;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use half::{bf16, f16};
+
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::ops::FloatSlice;
+use crate::tensor::{Buffer, Tensor};
+
+#[derive(Debug)]
+pub enum CpuData {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+    BF16(Vec<bf16>),
+    U32(Vec<u32>),
+}
+
+impl CpuData {
+    pub fn zeros(dtype: DType, n: usize) -> Self {
+        match dtype {
+            DType::F32 => CpuData::F32(vec![0.0; n]),
+            DType::F16 => CpuData::F16(vec![f16::ZERO; n]),
+            DType::BF16 => CpuData::BF16(vec![bf16::ZERO; n]),
+            DType::U32 => CpuData::U32(vec![0; n]),
+        }
+    }
+
+    /// Copies `bytes` (little-endian) in; works whatever their alignment.
+    pub fn from_bytes(dtype: DType, bytes: &[u8]) -> Self {
+        match dtype {
+            DType::F32 => CpuData::F32(bytemuck::pod_collect_to_vec(bytes)),
+            DType::F16 => CpuData::F16(bytemuck::pod_collect_to_vec(bytes)),
+            DType::BF16 => CpuData::BF16(bytemuck::pod_collect_to_vec(bytes)),
+            DType::U32 => CpuData::U32(bytemuck::pod_collect_to_vec(bytes)),
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            CpuData::F32(v) => bytemuck::cast_slice(v),
+            CpuData::F16(v) => bytemuck::cast_slice(v),
+            CpuData::BF16(v) => bytemuck::cast_slice(v),
+            CpuData::U32(v) => bytemuck::cast_slice(v),
+        }
+    }
+
+    pub fn floats(&self) -> Result<FloatSlice<'_>> {
+        match self {
+            CpuData::F32(v) => Ok(FloatSlice::F32(v)),
+            CpuData::F16(v) => Ok(FloatSlice::F16(v)),
+            CpuData::BF16(v) => Ok(FloatSlice::BF16(v)),
+            CpuData::U32(_) => Err(Error::Backend("expected a float tensor, got u32".into())),
+        }
+    }
+
+    pub fn f32(&self) -> Result<&[f32]> {
+        match self {
+            CpuData::F32(v) => Ok(v),
+            _ => Err(Error::Backend("expected an f32 tensor".into())),
+        }
+    }
+
+    pub fn f32_mut(&mut self) -> Result<&mut [f32]> {
+        match self {
+            CpuData::F32(v) => Ok(v),
+            _ => Err(Error::Backend("expected an f32 tensor".into())),
+        }
+    }
+
+    pub fn u32(&self) -> Result<&[u32]> {
+        match self {
+            CpuData::U32(v) => Ok(v),
+            _ => Err(Error::Backend("expected a u32 tensor".into())),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct CpuBuffer(RwLock<CpuData>);
+
+impl CpuBuffer {
+    pub fn new(data: CpuData) -> Self {
+        CpuBuffer(RwLock::new(data))
+    }
+}
+
+impl Buffer for CpuBuffer {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+fn cpu_buffer(t: &Tensor) -> Result<&CpuBuffer> {
+    t.buffer()
+        .as_any()
+        .downcast_ref::<CpuBuffer>()
+        .ok_or_else(|| Error::Backend(format!("{t:?} does not live on the cpu backend")))
+}
+
+pub fn read_lock(t: &Tensor) -> Result<RwLockReadGuard<'_, CpuData>> {
+    cpu_buffer(t)?
+        .0
+        .read()
+        .map_err(|_| Error::Backend("cpu buffer lock poisoned".into()))
+}
+
+pub fn write_lock(t: &Tensor) -> Result<RwLockWriteGuard<'_, CpuData>> {
+    cpu_buffer(t)?
+        .0
+        .write()
+        .map_err(|_| Error::Backend("cpu buffer lock poisoned".into()))
+}

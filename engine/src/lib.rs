@@ -1,0 +1,41 @@
+//! # ferrum-engine
+//!
+//! Everything Ferrum does that does not depend on a GPU. Map:
+//!
+//! - [`backend`]: the `Backend` trait (memory + execute), the seam every device plugs into.
+//! - [`ops`]: the op table; one file per op with its parameters, shape rule, math and CPU reference.
+//! - [`cpu`]: the CPU reference backend (plain loops, f32 accumulation): the oracle.
+//! - [`tensor`], [`dtype`]: backend-owned tensors and their element types.
+//! - [`config`]: `config.json` in the transformers-4 and -5 spellings.
+//! - [`loader`]: safetensors (single and sharded, memory-mapped, validated) and model folders.
+//! - [`model`]: the Llama-family decoder, written once against the trait, batched over sequences.
+//! - [`kv_cache`]: the paged KV cache (blocks, block tables, the block pool).
+//! - [`tokenizer`], [`chat_template`]: text in and out; incremental detokenisation.
+//! - [`sampler`]: greedy, temperature, top-k/p, min-p, penalties, seeded.
+//! - [`generate`]: the generation loop for one sequence, with stop conditions.
+//!
+//! Data flows one way: files -> loader -> weights -> model -> Backend -> logits
+//! -> sampler -> tokens -> detokenizer.
+
+pub mod backend;
+pub mod chat_template;
+pub mod config;
+pub mod cpu;
+pub mod dtype;
+pub mod error;
+pub mod generate;
+pub mod kv_cache;
+pub mod loader;
+pub mod model;
+pub mod ops;
+pub mod sampler;
+pub mod tensor;
+pub mod tokenizer;
+
+pub use backend::{Backend, BackendExt};
+pub use config::{Architecture, ModelConfig};
+pub use cpu::CpuBackend;
+pub use dtype::DType;
+pub use error::{Error, Result};
+pub use model::{Logits, LogitsWanted, Model, SeqChunk};
+pub use tensor::Tensor;

@@ -1,0 +1,150 @@
+//! The Llama-family decoder, written once against the Backend trait. Llama,
+//! Mistral, Qwen2 and Qwen3 differ only in switches read from the config:
+//! q/k/v bias, q/k norm, sliding windows, rope scaling, tied embeddings.
+//!
+//! Per layer (pre-norm residual blocks):
+//!   h = x + o_proj(attention(rope(q_norm(q_proj(norm(x)))), rope(k_norm(k_proj(..))), v_proj(..)))
+//!   x = h + down_proj(silu(gate_proj(norm(h))) * up_proj(norm(h)))
+
+use crate::backend::{Backend, BackendExt};
+use crate::config::ModelConfig;
+use crate::dtype::DType;
+use crate::error::Result;
+use crate::loader::WeightStore;
+use crate::model::weights::stored_float_dtype;
+use crate::kv_cache::KvCache;
+use crate::model::batch::BatchLayout;
+use crate::model::weights::{DecoderWeights, LayerWeights, Linear};
+use crate::ops::{Activation, Add, Attention, GatherRows, Glu, KvStore, Matmul, Op, OpKind, RmsNorm, Rope, RopeStyle};
+use crate::tensor::Tensor;
+
+/// Per-step inputs, uploaded once and shared by every layer.
+struct StepTensors {
+    positions: Tensor,
+    token_seq: Tensor,
+    slots: Tensor,
+    block_tables: Tensor,
+}
+
+pub(crate) struct Decoder<'a> {
+    pub config: &'a ModelConfig,
+    pub backend: &'a dyn Backend,
+    pub weights: &'a DecoderWeights,
+    /// (rotary_dim / 2,) rotary frequencies
+    pub inv_freq: &'a Tensor,
+    pub rope_scale: f32,
+}
+
+impl Decoder<'_> {
+    /// Runs the batch through the model, writing its keys and values into
+    /// the cache, and returns logits [logit_rows, vocab] as host f32.
+    pub fn forward(&self, batch: &BatchLayout, cache: &KvCache) -> Result<Vec<f32>> {
+        let b = self.backend;
+        let t = batch.token_ids.len();
+        let step = StepTensors {
+            positions: b.upload_u32(&[t], &batch.positions)?,
+            token_seq: b.upload_u32(&[t], &batch.token_seq)?,
+            slots: b.upload_u32(&[t], &batch.slots)?,
+            block_tables: b.upload_u32(&[batch.block_tables.len() / batch.max_blocks, batch.max_blocks], &batch.block_tables)?,
+        };
+        let ids = b.upload_u32(&[t], &batch.token_ids)?;
+        let mut x = b.run(&Op::GatherRows(GatherRows), &[&self.weights.embed, &ids])?; // (T, hidden)
+        for (l, layer) in self.weights.layers.iter().enumerate() {
+            x = self.layer(l, layer, &x, &step, cache)?;
+        }
+        if batch.logit_rows.is_empty() {
+            b.sync()?;
+            return Ok(Vec::new());
+        }
+        let rows = b.upload_u32(&[batch.logit_rows.len()], &batch.logit_rows)?;
+        let x = b.run(&Op::GatherRows(GatherRows), &[&x, &rows])?; // (R, hidden)
+        let x = self.norm(&x, &self.weights.final_norm)?;
+        let logits = b.run(&Op::Matmul(Matmul), &[&x, self.weights.lm_head_weight()])?; // (R, vocab)
+        b.read_f32(&logits)
+    }
+
+    fn layer(&self, l: usize, w: &LayerWeights, x: &Tensor, step: &StepTensors, cache: &KvCache) -> Result<Tensor> {
+        let b = self.backend;
+        let c = self.config;
+        let t = x.shape()[0];
+        let (heads, kv_heads, d) = (c.num_heads, c.num_kv_heads, c.head_dim);
+
+        let h = self.norm(x, &w.input_norm)?;
+        let q = self.linear(&h, &w.q)?.reshape(&[t, heads, d])?;
+        let k = self.linear(&h, &w.k)?.reshape(&[t, kv_heads, d])?;
+        let v = self.linear(&h, &w.v)?.reshape(&[t, kv_heads, d])?;
+        let q = self.head_norm(q, w.q_norm.as_ref())?;
+        let k = self.head_norm(k, w.k_norm.as_ref())?;
+        let rope = Op::Rope(Rope { style: RopeStyle::Neox, attention_scale: self.rope_scale });
+        let q = b.run(&rope, &[&q, &step.positions, self.inv_freq])?;
+        let k = b.run(&rope, &[&k, &step.positions, self.inv_freq])?;
+
+        let store = Op::KvStore(KvStore { num_slots: cache.num_slots() });
+        b.execute(&store, &[&k, &step.slots], &cache.k[l])?;
+        b.execute(&store, &[&v, &step.slots], &cache.v[l])?;
+        let attention = Op::Attention(Attention {
+            block_size: cache.block_size,
+            scale: 1.0 / (d as f32).sqrt(),
+            softcap: None,
+            window: c.layer_windows[l],
+        });
+        let a = b.run(
+            &attention,
+            &[&q, &cache.k[l], &cache.v[l], &step.block_tables, &step.token_seq, &step.positions],
+        )?;
+        let a = self.linear(&a.reshape(&[t, heads * d])?, &w.o)?;
+        let x = b.run(&Op::Add(Add), &[x, &a])?;
+
+        let h = self.norm(&x, &w.post_attention_norm)?;
+        let gate = self.linear(&h, &w.gate)?;
+        let up = self.linear(&h, &w.up)?;
+        let m = b.run(&Op::Glu(Glu { activation: Activation::Silu }), &[&gate, &up])?;
+        let m = self.linear(&m, &w.down)?;
+        b.run(&Op::Add(Add), &[&x, &m])
+    }
+
+    fn norm(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        let op = Op::RmsNorm(RmsNorm { eps: self.config.rms_norm_eps, unit_offset: false });
+        self.backend.run(&op, &[x, w])
+    }
+
+    /// RMSNorm over each head of a [T, heads, d] tensor (Qwen3), or nothing.
+    fn head_norm(&self, x: Tensor, w: Option<&Tensor>) -> Result<Tensor> {
+        let Some(w) = w else { return Ok(x) };
+        let shape = x.shape().to_vec();
+        let rows = x.reshape(&[shape[0] * shape[1], shape[2]])?;
+        self.norm(&rows, w)?.reshape(&shape)
+    }
+
+    fn linear(&self, x: &Tensor, l: &Linear) -> Result<Tensor> {
+        match &l.bias {
+            Some(bias) => self.backend.run(&Op::Matmul(Matmul), &[x, &l.weight, bias]),
+            None => self.backend.run(&Op::Matmul(Matmul), &[x, &l.weight]),
+        }
+    }
+}
+
+/// Every (op, dtype) pair the decoder will ask of a backend, from the
+/// stored dtypes alone, so a missing op is found before any upload.
+pub(crate) fn required_ops(store: &WeightStore) -> Result<Vec<(OpKind, DType)>> {
+    let float = |name: &str| -> Result<DType> {
+        let raw = store.get(name)?;
+        stored_float_dtype(name, raw.dtype)
+    };
+    let mut ops = vec![
+        (OpKind::GatherRows, float("model.embed_tokens.weight")?),
+        (OpKind::GatherRows, DType::F32),
+        (OpKind::RmsNorm, DType::F32),
+        (OpKind::Rope, DType::F32),
+        (OpKind::KvStore, DType::F32),
+        (OpKind::Attention, DType::F32),
+        (OpKind::Glu, DType::F32),
+        (OpKind::Add, DType::F32),
+    ];
+    for name in store.names().filter(|n| n.ends_with("_proj.weight") || *n == "lm_head.weight") {
+        ops.push((OpKind::Matmul, float(name)?));
+    }
+    ops.sort_by_key(|(op, d)| (*op, d.name()));
+    ops.dedup();
+    Ok(ops)
+}

@@ -1,0 +1,77 @@
+//! Rotary frequencies from the config: every rope scaling variant becomes an
+//! `inv_freq` vector (and an attention scale) that the `rope` op consumes.
+
+use crate::config::{RopeConfig, RopeScaling};
+
+/// Frequencies of the rotary pairs, `rotary_dim / 2` of them, and the factor
+/// cos/sin are multiplied by.
+pub fn inv_freq(rope: &RopeConfig, head_dim: usize) -> (Vec<f32>, f32) {
+    let dim = rotary_dim(rope, head_dim);
+    // base frequencies: theta^(-2i/dim)
+    let base: Vec<f64> = (0..dim / 2).map(|i| rope.theta.powf(-((2 * i) as f64) / dim as f64)).collect();
+    let freqs = match &rope.scaling {
+        RopeScaling::None => base,
+        RopeScaling::Linear { factor } => base.iter().map(|f| f / factor).collect(),
+        RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => {
+            // Long wavelengths are interpolated by `factor`, short ones kept,
+            // and the band between blended linearly in 1/wavelength.
+            let low_freq_wavelen = original_max_position_embeddings / low_freq_factor;
+            let high_freq_wavelen = original_max_position_embeddings / high_freq_factor;
+            base.iter()
+                .map(|&f| {
+                    let wavelen = 2.0 * std::f64::consts::PI / f;
+                    if wavelen < high_freq_wavelen {
+                        f
+                    } else if wavelen > low_freq_wavelen {
+                        f / factor
+                    } else {
+                        let smooth = (original_max_position_embeddings / wavelen - low_freq_factor)
+                            / (high_freq_factor - low_freq_factor);
+                        (1.0 - smooth) * f / factor + smooth * f
+                    }
+                })
+                .collect()
+        }
+    };
+    (freqs.into_iter().map(|f| f as f32).collect(), 1.0)
+}
+
+pub fn rotary_dim(rope: &RopeConfig, head_dim: usize) -> usize {
+    let dim = (head_dim as f64 * rope.partial_rotary_factor) as usize;
+    dim - dim % 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(scaling: RopeScaling) -> RopeConfig {
+        RopeConfig { theta: 500_000.0, scaling, partial_rotary_factor: 1.0 }
+    }
+
+    #[test]
+    fn default_frequencies_fall_geometrically() {
+        let (f, scale) = inv_freq(&cfg(RopeScaling::None), 8);
+        assert_eq!(scale, 1.0);
+        assert_eq!(f.len(), 4);
+        assert_eq!(f[0], 1.0);
+        let ratio = 500_000f64.powf(-0.25) as f32;
+        assert!((f[1] - ratio).abs() < 1e-7);
+    }
+
+    #[test]
+    fn llama3_keeps_high_and_divides_low_frequencies() {
+        let scaling = RopeScaling::Llama3 {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8192.0,
+        };
+        let (base, _) = inv_freq(&cfg(RopeScaling::None), 128);
+        let (scaled, _) = inv_freq(&cfg(scaling), 128);
+        assert_eq!(scaled[0], base[0], "wavelength 2pi < 8192/4: kept");
+        let last = base.len() - 1;
+        assert!((scaled[last] - base[last] / 8.0).abs() <= base[last] * 1e-6, "longest wavelength: divided by 8");
+        assert!(scaled.iter().zip(&base).all(|(s, b)| s <= b && *s >= b / 8.0 - 1e-12));
+    }
+}

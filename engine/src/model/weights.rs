@@ -1,0 +1,150 @@
+//! The decoder's weights, read from a checkpoint by their Hugging Face names,
+//! checked against the config, and uploaded to the backend.
+
+use crate::backend::{Backend, BackendExt};
+use crate::config::ModelConfig;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::loader::{RawTensor, StDtype, WeightStore};
+use crate::tensor::Tensor;
+
+/// A linear layer: weight [out, in] in its stored dtype, optional f32 bias.
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+pub struct LayerWeights {
+    pub input_norm: Tensor,
+    pub q: Linear,
+    pub k: Linear,
+    pub v: Linear,
+    pub o: Linear,
+    pub q_norm: Option<Tensor>,
+    pub k_norm: Option<Tensor>,
+    pub post_attention_norm: Tensor,
+    pub gate: Linear,
+    pub up: Linear,
+    pub down: Linear,
+}
+
+pub struct DecoderWeights {
+    pub embed: Tensor,
+    pub layers: Vec<LayerWeights>,
+    pub final_norm: Tensor,
+    /// `None` when tied to the embedding.
+    pub lm_head: Option<Linear>,
+}
+
+impl DecoderWeights {
+    pub fn lm_head_weight(&self) -> &Tensor {
+        self.lm_head.as_ref().map_or(&self.embed, |l| &l.weight)
+    }
+}
+
+/// Loads by name with shape checks; norms and biases become f32.
+pub struct WeightLoader<'a> {
+    pub store: &'a WeightStore,
+    pub backend: &'a dyn Backend,
+}
+
+impl WeightLoader<'_> {
+    pub fn load(&self, config: &ModelConfig) -> Result<DecoderWeights> {
+        let (h, i) = (config.hidden_size, config.intermediate_size);
+        let q_out = config.num_heads * config.head_dim;
+        let kv_out = config.num_kv_heads * config.head_dim;
+        let mut layers = Vec::with_capacity(config.num_layers);
+        for l in 0..config.num_layers {
+            let p = format!("model.layers.{l}");
+            let qk_norm = |name: &str| -> Result<Option<Tensor>> {
+                config
+                    .qk_norm
+                    .then(|| self.vector(&format!("{p}.self_attn.{name}.weight"), config.head_dim))
+                    .transpose()
+            };
+            layers.push(LayerWeights {
+                input_norm: self.vector(&format!("{p}.input_layernorm.weight"), h)?,
+                q: self.linear(&format!("{p}.self_attn.q_proj"), q_out, h, config.qkv_bias)?,
+                k: self.linear(&format!("{p}.self_attn.k_proj"), kv_out, h, config.qkv_bias)?,
+                v: self.linear(&format!("{p}.self_attn.v_proj"), kv_out, h, config.qkv_bias)?,
+                o: self.linear(&format!("{p}.self_attn.o_proj"), h, q_out, config.o_bias)?,
+                q_norm: qk_norm("q_norm")?,
+                k_norm: qk_norm("k_norm")?,
+                post_attention_norm: self.vector(&format!("{p}.post_attention_layernorm.weight"), h)?,
+                gate: self.linear(&format!("{p}.mlp.gate_proj"), i, h, config.mlp_bias)?,
+                up: self.linear(&format!("{p}.mlp.up_proj"), i, h, config.mlp_bias)?,
+                down: self.linear(&format!("{p}.mlp.down_proj"), h, i, config.mlp_bias)?,
+            });
+        }
+        let lm_head = if config.tie_word_embeddings || !self.store.contains("lm_head.weight") {
+            None
+        } else {
+            Some(self.linear("lm_head", config.vocab_size, h, false)?)
+        };
+        Ok(DecoderWeights {
+            embed: self.matrix("model.embed_tokens.weight", config.vocab_size, h)?,
+            layers,
+            final_norm: self.vector("model.norm.weight", h)?,
+            lm_head,
+        })
+    }
+
+    fn raw(&self, name: &str, shape: &[usize]) -> Result<RawTensor<'_>> {
+        let raw = self.store.get(name)?;
+        if raw.shape != shape {
+            return Err(Error::Weight {
+                name: name.into(),
+                msg: format!("shape {:?}, the config implies {shape:?}", raw.shape),
+            });
+        }
+        Ok(raw)
+    }
+
+    /// A matrix kept in its stored float dtype.
+    fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Tensor> {
+        let raw = self.raw(name, &[rows, cols])?;
+        let dtype = stored_float_dtype(name, raw.dtype)?;
+        self.backend.upload(&[rows, cols], dtype, raw.bytes)
+    }
+
+    fn linear(&self, prefix: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
+        Ok(Linear {
+            weight: self.matrix(&format!("{prefix}.weight"), out, inp)?,
+            bias: bias.then(|| self.vector(&format!("{prefix}.bias"), out)).transpose()?,
+        })
+    }
+
+    /// A vector widened to f32 (norm gains, biases).
+    fn vector(&self, name: &str, len: usize) -> Result<Tensor> {
+        let raw = self.raw(name, &[len])?;
+        let values = widen_to_f32(name, raw)?;
+        self.backend.upload_f32(&[len], &values)
+    }
+}
+
+/// The engine dtype a stored float weight keeps.
+pub fn stored_float_dtype(name: &str, dtype: StDtype) -> Result<DType> {
+    match dtype {
+        StDtype::F32 => Ok(DType::F32),
+        StDtype::F16 => Ok(DType::F16),
+        StDtype::BF16 => Ok(DType::BF16),
+        other => Err(Error::Weight {
+            name: name.into(),
+            msg: format!("stored as {}, which is not supported yet (f32, f16, bf16)", other.name()),
+        }),
+    }
+}
+
+pub fn widen_to_f32(name: &str, raw: RawTensor<'_>) -> Result<Vec<f32>> {
+    Ok(match raw.dtype {
+        StDtype::F32 => bytemuck::pod_collect_to_vec(raw.bytes),
+        StDtype::F16 => bytemuck::pod_collect_to_vec::<u8, half::f16>(raw.bytes).into_iter().map(f32::from).collect(),
+        StDtype::BF16 => bytemuck::pod_collect_to_vec::<u8, half::bf16>(raw.bytes).into_iter().map(f32::from).collect(),
+        other => {
+            return Err(Error::Weight {
+                name: name.into(),
+                msg: format!("stored as {}, expected a float type", other.name()),
+            });
+        }
+    })
+}

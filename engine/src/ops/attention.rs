@@ -1,0 +1,147 @@
+//! attention: causal scaled-dot-product attention over a paged KV cache, for
+//! a batch of tokens from many sequences (prefill chunks and decode steps
+//! alike), with grouped-query heads, an optional sliding window and optional
+//! soft-capping of the scores.
+//!
+//! Token t belongs to sequence s = token_seq[t] and sits at position
+//! p = positions[t]; its keys and values for positions 0..=p are already in
+//! the cache. Query head h reads kv head h / (heads / kv_heads). Over the
+//! visible positions j (p - j < window, or all j <= p without a window):
+//! `score_j = scale * q·k_j`, then `score_j = cap * tanh(score_j / cap)` when
+//! soft-capping, `out = sum_j softmax(score)_j * v_j`. Position j lives in
+//! cache slot `block_tables[s, j / block_size] * block_size + j % block_size`.
+
+use super::{TensorSpec, expect_dtype, expect_inputs, expect_rank};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+
+/// Inputs: q [T, heads, head_dim] f32, k_cache and v_cache [slots, kv_heads, head_dim] f32,
+/// block_tables [seqs, max_blocks] u32, token_seq [T] u32, positions [T] u32.
+/// Output: [T, heads, head_dim] f32.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attention {
+    pub block_size: usize,
+    pub scale: f32,
+    pub softcap: Option<f32>,
+    /// A key at position j is visible from position p iff p - j < window.
+    pub window: Option<usize>,
+}
+
+/// The shapes the reference loops need, read off the inputs.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionDims {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub max_blocks: usize,
+}
+
+impl Attention {
+    const NAME: &'static str = "attention";
+
+    pub fn output_spec(&self, inputs: &[TensorSpec]) -> Result<TensorSpec> {
+        expect_inputs(Self::NAME, inputs, 6)?;
+        let [q, k, v, tables, seq, pos] = inputs else { unreachable!() };
+        expect_rank(Self::NAME, "q", q, 3)?;
+        expect_rank(Self::NAME, "k_cache", k, 3)?;
+        expect_rank(Self::NAME, "block_tables", tables, 2)?;
+        expect_rank(Self::NAME, "token_seq", seq, 1)?;
+        expect_rank(Self::NAME, "positions", pos, 1)?;
+        for (what, t) in [("q", q), ("k_cache", k), ("v_cache", v)] {
+            expect_dtype(Self::NAME, what, t, &[DType::F32])?;
+        }
+        for (what, t) in [("block_tables", tables), ("token_seq", seq), ("positions", pos)] {
+            expect_dtype(Self::NAME, what, t, &[DType::U32])?;
+        }
+        if k.shape != v.shape {
+            return Err(Error::op(Self::NAME, format!("k_cache {:?} != v_cache {:?}", k.shape, v.shape)));
+        }
+        let (t, heads, head_dim) = (q.shape[0], q.shape[1], q.shape[2]);
+        let kv_heads = k.shape[1];
+        if k.shape[2] != head_dim || kv_heads == 0 || heads % kv_heads != 0 {
+            return Err(Error::op(
+                Self::NAME,
+                format!("q {:?} does not fit cache {:?} (heads must be a multiple of kv heads)", q.shape, k.shape),
+            ));
+        }
+        if seq.shape[0] != t || pos.shape[0] != t {
+            return Err(Error::op(Self::NAME, "token_seq and positions need one entry per token"));
+        }
+        if self.block_size == 0 || k.shape[0] % self.block_size != 0 {
+            return Err(Error::op(Self::NAME, format!("{} slots are not whole blocks of {}", k.shape[0], self.block_size)));
+        }
+        Ok(q.clone())
+    }
+
+    /// q (T, heads, d), k_cache/v_cache (slots, kv_heads, d), block_tables (seqs, max_blocks),
+    /// token_seq (T,), positions (T,) -> out (T, heads, d)
+    #[allow(clippy::too_many_arguments)]
+    pub fn reference(
+        &self,
+        dims: AttentionDims,
+        q: &[f32],
+        k_cache: &[f32],
+        v_cache: &[f32],
+        block_tables: &[u32],
+        token_seq: &[u32],
+        positions: &[u32],
+        out: &mut [f32],
+    ) -> Result<()> {
+        let AttentionDims { heads, kv_heads, head_dim: d, max_blocks } = dims;
+        let group = heads / kv_heads;
+        let num_slots = k_cache.len() / (kv_heads * d);
+        let seqs = block_tables.len() / max_blocks.max(1);
+        let mut scores = Vec::new(); // (visible keys,) for one query head
+        for t in 0..positions.len() {
+            let (s, p) = (token_seq[t] as usize, positions[t] as usize);
+            if s >= seqs {
+                return Err(Error::op(Self::NAME, format!("token {t} names sequence {s} of {seqs}")));
+            }
+            let first = match self.window {
+                Some(w) => (p + 1).saturating_sub(w),
+                None => 0,
+            };
+            // slot of every visible position, checked once per token
+            let mut slots = Vec::with_capacity(p + 1 - first);
+            for j in first..=p {
+                let b = j / self.block_size;
+                if b >= max_blocks {
+                    return Err(Error::op(Self::NAME, format!("position {j} past the block table of sequence {s}")));
+                }
+                let slot = block_tables[s * max_blocks + b] as usize * self.block_size + j % self.block_size;
+                if slot >= num_slots {
+                    return Err(Error::op(Self::NAME, format!("slot {slot} past {num_slots} cache slots")));
+                }
+                slots.push(slot);
+            }
+            for h in 0..heads {
+                let kvh = h / group;
+                let q_row = &q[(t * heads + h) * d..][..d];
+                scores.clear();
+                for &slot in &slots {
+                    let k_row = &k_cache[(slot * kv_heads + kvh) * d..][..d];
+                    let mut score = self.scale * q_row.iter().zip(k_row).map(|(a, b)| a * b).sum::<f32>();
+                    if let Some(cap) = self.softcap {
+                        score = cap * (score / cap).tanh();
+                    }
+                    scores.push(score);
+                }
+                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut denom = 0.0f32;
+                for sc in scores.iter_mut() {
+                    *sc = (*sc - max).exp();
+                    denom += *sc;
+                }
+                let o_row = &mut out[(t * heads + h) * d..][..d];
+                o_row.fill(0.0);
+                for (&slot, &w) in slots.iter().zip(&scores) {
+                    let v_row = &v_cache[(slot * kv_heads + kvh) * d..][..d];
+                    for (o, v) in o_row.iter_mut().zip(v_row) {
+                        *o += w / denom * v;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,57 @@
+//! glu: the gated activation of a gated MLP.
+//!
+//! `out[i] = act(gate[i]) * up[i]`, with
+//! `silu(x) = x / (1 + exp(-x))` (Llama, Mistral, Qwen) or
+//! `gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))` (Gemma).
+
+use super::{TensorSpec, expect_dtype, expect_inputs};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Silu,
+    GeluTanh,
+}
+
+impl Activation {
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Activation::Silu => x / (1.0 + (-x).exp()),
+            Activation::GeluTanh => {
+                let c = (2.0f32 / std::f32::consts::PI).sqrt();
+                0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
+            }
+        }
+    }
+}
+
+/// Inputs: gate, up f32 of the same shape. Output: that shape, f32.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Glu {
+    pub activation: Activation,
+}
+
+impl Glu {
+    const NAME: &'static str = "glu";
+
+    pub fn output_spec(&self, inputs: &[TensorSpec]) -> Result<TensorSpec> {
+        expect_inputs(Self::NAME, inputs, 2)?;
+        expect_dtype(Self::NAME, "gate", &inputs[0], &[DType::F32])?;
+        expect_dtype(Self::NAME, "up", &inputs[1], &[DType::F32])?;
+        if inputs[0].shape != inputs[1].shape {
+            return Err(Error::op(
+                Self::NAME,
+                format!("gate {:?} and up {:?} differ", inputs[0].shape, inputs[1].shape),
+            ));
+        }
+        Ok(inputs[0].clone())
+    }
+
+    /// gate (n,), up (n,) -> out (n,)
+    pub fn reference(&self, gate: &[f32], up: &[f32], out: &mut [f32]) {
+        for i in 0..out.len() {
+            out[i] = self.activation.apply(gate[i]) * up[i];
+        }
+    }
+}

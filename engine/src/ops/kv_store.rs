@@ -1,0 +1,47 @@
+//! kv_store: write this step's keys (or values) into their slots of a paged
+//! cache (vLLM's `reshape_and_cache`). The cache is the op's output and is
+//! updated in place: slots not named keep their contents.
+//!
+//! `cache[slots[t], :, :] = src[t, :, :]`, where a slot is
+//! `block_table[pos / block_size] * block_size + pos % block_size`.
+
+use super::{TensorSpec, expect_dtype, expect_inputs, expect_rank};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+
+/// Inputs: src [T, kv_heads, head_dim] f32, slots [T] u32.
+/// Output (updated in place): cache [num_slots, kv_heads, head_dim] f32.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KvStore {
+    pub num_slots: usize,
+}
+
+impl KvStore {
+    const NAME: &'static str = "kv_store";
+
+    pub fn output_spec(&self, inputs: &[TensorSpec]) -> Result<TensorSpec> {
+        expect_inputs(Self::NAME, inputs, 2)?;
+        let (src, slots) = (&inputs[0], &inputs[1]);
+        expect_rank(Self::NAME, "src", src, 3)?;
+        expect_dtype(Self::NAME, "src", src, &[DType::F32])?;
+        expect_rank(Self::NAME, "slots", slots, 1)?;
+        expect_dtype(Self::NAME, "slots", slots, &[DType::U32])?;
+        if slots.shape[0] != src.shape[0] {
+            return Err(Error::op(Self::NAME, format!("{} slots for {} rows", slots.shape[0], src.shape[0])));
+        }
+        Ok(TensorSpec::new(&[self.num_slots, src.shape[1], src.shape[2]], DType::F32))
+    }
+
+    /// src (T, row), slots (T,) -> cache (num_slots, row), in place
+    pub fn reference(&self, src: &[f32], slots: &[u32], cache: &mut [f32]) -> Result<()> {
+        let row = src.len() / slots.len().max(1);
+        for (t, &slot) in slots.iter().enumerate() {
+            let slot = slot as usize;
+            if slot >= self.num_slots {
+                return Err(Error::op(Self::NAME, format!("slot {slot} past {} slots", self.num_slots)));
+            }
+            cache[slot * row..(slot + 1) * row].copy_from_slice(&src[t * row..(t + 1) * row]);
+        }
+        Ok(())
+    }
+}

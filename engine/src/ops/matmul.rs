@@ -1,0 +1,57 @@
+//! matmul: a linear layer. The weight is stored [out_features, in_features]
+//! as in PyTorch's `nn.Linear`, so this computes `x · wᵀ (+ b)`.
+//!
+//! `out[m, n] = sum_k x[m, k] * w[n, k] (+ b[n])`, accumulated in f32.
+
+use super::{FLOATS, FloatSlice, TensorSpec, expect_dtype, expect_rank};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+
+/// Inputs: x [m, k] f32, w [n, k] (f32|f16|bf16), optional bias [n] f32.
+/// Output: [m, n] f32.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Matmul;
+
+impl Matmul {
+    const NAME: &'static str = "matmul";
+
+    pub fn output_spec(&self, inputs: &[TensorSpec]) -> Result<TensorSpec> {
+        if !(2..=3).contains(&inputs.len()) {
+            return Err(Error::op(Self::NAME, format!("expects 2 or 3 inputs, got {}", inputs.len())));
+        }
+        let (x, w) = (&inputs[0], &inputs[1]);
+        expect_rank(Self::NAME, "x", x, 2)?;
+        expect_rank(Self::NAME, "w", w, 2)?;
+        expect_dtype(Self::NAME, "x", x, &[DType::F32])?;
+        expect_dtype(Self::NAME, "w", w, FLOATS)?;
+        if x.shape[1] != w.shape[1] {
+            return Err(Error::op(
+                Self::NAME,
+                format!("x {:?} and w {:?} disagree on k", x.shape, w.shape),
+            ));
+        }
+        if let Some(b) = inputs.get(2) {
+            expect_dtype(Self::NAME, "bias", b, &[DType::F32])?;
+            if b.shape != [w.shape[0]] {
+                return Err(Error::op(Self::NAME, format!("bias {:?} for n = {}", b.shape, w.shape[0])));
+            }
+        }
+        Ok(TensorSpec::new(&[x.shape[0], w.shape[0]], DType::F32))
+    }
+
+    /// x (m, k), w (n, k), bias (n,) -> out (m, n)
+    pub fn reference(&self, x: &[f32], w: FloatSlice, bias: Option<&[f32]>, k: usize, out: &mut [f32]) {
+        let n = w.len() / k.max(1);
+        let m = x.len() / k.max(1);
+        let mut w_row = vec![0.0f32; k]; // (k,) one weight row widened to f32
+        for j in 0..n {
+            w.widen_into(j * k, &mut w_row);
+            let b = bias.map_or(0.0, |b| b[j]);
+            for i in 0..m {
+                let x_row = &x[i * k..(i + 1) * k];
+                let dot: f32 = x_row.iter().zip(&w_row).map(|(a, b)| a * b).sum();
+                out[i * n + j] = dot + b;
+            }
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! The op table. Each op is a variant carrying a named parameter struct; its
+//! file holds the parameters, the shape rule, the math (doc comment) and the
+//! CPU reference. Adding an op: see `docs/adding-an-op.md`.
+
+mod add;
+pub mod attention;
+mod gather_rows;
+mod glu;
+mod kv_store;
+mod matmul;
+mod rms_norm;
+mod rope;
+
+pub use add::Add;
+pub use attention::Attention;
+pub use gather_rows::GatherRows;
+pub use glu::{Activation, Glu};
+pub use kv_store::KvStore;
+pub use matmul::Matmul;
+pub use rms_norm::RmsNorm;
+pub use rope::{Rope, RopeStyle};
+
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+use half::{bf16, f16};
+
+/// One operation with its parameters. Backends match on this without a
+/// catch-all arm, so a new variant is a compile error until every backend
+/// says what it does with it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    GatherRows(GatherRows),
+    RmsNorm(RmsNorm),
+    Matmul(Matmul),
+    Rope(Rope),
+    KvStore(KvStore),
+    Attention(Attention),
+    Glu(Glu),
+    Add(Add),
+}
+
+/// The op without its parameters: what `Backend::supports` is asked about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OpKind {
+    GatherRows,
+    RmsNorm,
+    Matmul,
+    Rope,
+    KvStore,
+    Attention,
+    Glu,
+    Add,
+}
+
+impl OpKind {
+    pub const ALL: [OpKind; 8] = [
+        OpKind::GatherRows,
+        OpKind::RmsNorm,
+        OpKind::Matmul,
+        OpKind::Rope,
+        OpKind::KvStore,
+        OpKind::Attention,
+        OpKind::Glu,
+        OpKind::Add,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            OpKind::GatherRows => "gather_rows",
+            OpKind::RmsNorm => "rms_norm",
+            OpKind::Matmul => "matmul",
+            OpKind::Rope => "rope",
+            OpKind::KvStore => "kv_store",
+            OpKind::Attention => "attention",
+            OpKind::Glu => "glu",
+            OpKind::Add => "add",
+        }
+    }
+}
+
+impl Op {
+    pub fn kind(&self) -> OpKind {
+        match self {
+            Op::GatherRows(_) => OpKind::GatherRows,
+            Op::RmsNorm(_) => OpKind::RmsNorm,
+            Op::Matmul(_) => OpKind::Matmul,
+            Op::Rope(_) => OpKind::Rope,
+            Op::KvStore(_) => OpKind::KvStore,
+            Op::Attention(_) => OpKind::Attention,
+            Op::Glu(_) => OpKind::Glu,
+            Op::Add(_) => OpKind::Add,
+        }
+    }
+
+    /// The shape rule: what the op produces from inputs of these specs, or
+    /// why the inputs are wrong.
+    pub fn output_spec(&self, inputs: &[TensorSpec]) -> Result<TensorSpec> {
+        match self {
+            Op::GatherRows(p) => p.output_spec(inputs),
+            Op::RmsNorm(p) => p.output_spec(inputs),
+            Op::Matmul(p) => p.output_spec(inputs),
+            Op::Rope(p) => p.output_spec(inputs),
+            Op::KvStore(p) => p.output_spec(inputs),
+            Op::Attention(p) => p.output_spec(inputs),
+            Op::Glu(p) => p.output_spec(inputs),
+            Op::Add(p) => p.output_spec(inputs),
+        }
+    }
+}
+
+/// Shape and dtype without storage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorSpec {
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+}
+
+impl TensorSpec {
+    pub fn new(shape: &[usize], dtype: DType) -> Self {
+        TensorSpec {
+            shape: shape.to_vec(),
+            dtype,
+        }
+    }
+
+    pub fn of(t: &Tensor) -> Self {
+        TensorSpec::new(t.shape(), t.dtype())
+    }
+
+    pub fn elem_count(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// A read-only view of float data in its stored dtype. Reference ops widen
+/// to f32 element by element (or a row at a time) and accumulate in f32.
+#[derive(Clone, Copy, Debug)]
+pub enum FloatSlice<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+    BF16(&'a [bf16]),
+}
+
+impl FloatSlice<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            FloatSlice::F32(s) => s.len(),
+            FloatSlice::F16(s) => s.len(),
+            FloatSlice::BF16(s) => s.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Widen `out.len()` elements starting at `start` into `out`.
+    pub fn widen_into(&self, start: usize, out: &mut [f32]) {
+        let end = start + out.len();
+        match self {
+            FloatSlice::F32(s) => out.copy_from_slice(&s[start..end]),
+            FloatSlice::F16(s) => {
+                for (o, v) in out.iter_mut().zip(&s[start..end]) {
+                    *o = v.to_f32();
+                }
+            }
+            FloatSlice::BF16(s) => {
+                for (o, v) in out.iter_mut().zip(&s[start..end]) {
+                    *o = v.to_f32();
+                }
+            }
+        }
+    }
+}
+
+// Small helpers for the shape rules.
+
+pub(crate) fn expect_inputs(op: &'static str, inputs: &[TensorSpec], n: usize) -> Result<()> {
+    if inputs.len() != n {
+        return Err(Error::op(op, format!("expects {n} inputs, got {}", inputs.len())));
+    }
+    Ok(())
+}
+
+pub(crate) fn expect_rank(op: &'static str, what: &str, t: &TensorSpec, rank: usize) -> Result<()> {
+    if t.shape.len() != rank {
+        return Err(Error::op(
+            op,
+            format!("{what} must have rank {rank}, got shape {:?}", t.shape),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn expect_dtype(op: &'static str, what: &str, t: &TensorSpec, ok: &[DType]) -> Result<()> {
+    if !ok.contains(&t.dtype) {
+        let names: Vec<_> = ok.iter().map(|d| d.name()).collect();
+        return Err(Error::op(
+            op,
+            format!("{what} has dtype {}, expected one of {}", t.dtype, names.join("|")),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) const FLOATS: &[DType] = &[DType::F32, DType::F16, DType::BF16];

@@ -1,0 +1,263 @@
+//! Choosing the next token from logits: penalties, then temperature, top-k,
+//! top-p and min-p, then a seeded draw (or argmax when temperature is 0).
+//! The order is transformers' and vLLM's.
+
+use std::collections::HashMap;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SamplingParams {
+    /// 0 means greedy.
+    pub temperature: f32,
+    /// 0 means off.
+    pub top_k: usize,
+    /// 1 means off.
+    pub top_p: f32,
+    /// 0 means off.
+    pub min_p: f32,
+    /// Divides positive (multiplies negative) logits of every token seen in
+    /// the prompt or output; 1 means off (transformers' semantics).
+    pub repetition_penalty: f32,
+    /// Subtracted once from tokens already generated (OpenAI's semantics).
+    pub presence_penalty: f32,
+    /// Subtracted per occurrence in the generated tokens.
+    pub frequency_penalty: f32,
+    pub seed: u64,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        SamplingParams {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            seed: 0,
+        }
+    }
+}
+
+impl SamplingParams {
+    pub fn validate(&self) -> Result<(), String> {
+        let bad = |what: &str| Err(what.to_string());
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return bad("temperature must be >= 0");
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad("top_p must be in (0, 1]");
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return bad("min_p must be in [0, 1]");
+        }
+        if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
+            return bad("repetition_penalty must be > 0");
+        }
+        if !self.presence_penalty.is_finite() || !self.frequency_penalty.is_finite() {
+            return bad("penalties must be finite");
+        }
+        Ok(())
+    }
+}
+
+/// A small, fast, reproducible generator (SplitMix64): same seed, same draws,
+/// on every platform and every version of Ferrum.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+pub struct Sampler {
+    pub params: SamplingParams,
+    rng: Rng,
+    /// every token of the prompt and output, for the repetition penalty
+    seen: HashMap<u32, ()>,
+    /// occurrences in the output, for presence and frequency penalties
+    generated: HashMap<u32, u32>,
+}
+
+impl Sampler {
+    pub fn new(params: SamplingParams, prompt: &[u32]) -> Self {
+        let rng = Rng::new(params.seed);
+        Sampler { params, rng, seen: prompt.iter().map(|&t| (t, ())).collect(), generated: HashMap::new() }
+    }
+
+    /// Picks the next token and records it as generated.
+    pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        let mut logits = logits.to_vec();
+        self.apply_penalties(&mut logits);
+        let token = if self.params.temperature == 0.0 { argmax(&logits) } else { self.draw(&logits) };
+        self.seen.insert(token, ());
+        *self.generated.entry(token).or_insert(0) += 1;
+        token
+    }
+
+    fn apply_penalties(&self, logits: &mut [f32]) {
+        let p = &self.params;
+        if p.repetition_penalty != 1.0 {
+            for &t in self.seen.keys() {
+                if let Some(l) = logits.get_mut(t as usize) {
+                    *l = if *l < 0.0 { *l * p.repetition_penalty } else { *l / p.repetition_penalty };
+                }
+            }
+        }
+        if p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 {
+            for (&t, &count) in &self.generated {
+                if let Some(l) = logits.get_mut(t as usize) {
+                    *l -= p.presence_penalty + p.frequency_penalty * count as f32;
+                }
+            }
+        }
+    }
+
+    fn draw(&mut self, logits: &[f32]) -> u32 {
+        let p = &self.params;
+        // candidates sorted by logit, highest first
+        let mut cand: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l / p.temperature)).collect();
+        cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        if p.top_k > 0 {
+            cand.truncate(p.top_k);
+        }
+        let probs = softmax(&cand.iter().map(|c| c.1).collect::<Vec<_>>());
+        // top-p: the shortest head whose mass reaches top_p
+        let mut keep = probs.len();
+        if p.top_p < 1.0 {
+            let mut mass = 0.0;
+            for (i, &pr) in probs.iter().enumerate() {
+                mass += pr;
+                if mass >= p.top_p {
+                    keep = i + 1;
+                    break;
+                }
+            }
+        }
+        // min-p: drop tokens less likely than min_p times the best
+        if p.min_p > 0.0 {
+            let floor = p.min_p * probs[0];
+            keep = keep.min(probs.iter().take_while(|&&pr| pr >= floor).count().max(1));
+        }
+        let kept = &probs[..keep];
+        let total: f32 = kept.iter().sum();
+        let mut r = self.rng.next_f64() as f32 * total;
+        for (i, &pr) in kept.iter().enumerate() {
+            r -= pr;
+            if r < 0.0 {
+                return cand[i].0;
+            }
+        }
+        cand[keep - 1].0
+    }
+}
+
+pub fn argmax(x: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in x.iter().enumerate() {
+        if v > x[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+pub fn softmax(x: &[f32]) -> Vec<f32> {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = x.iter().map(|v| (v - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    exps.into_iter().map(|e| e / sum).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(f: impl FnOnce(&mut SamplingParams)) -> SamplingParams {
+        let mut p = SamplingParams { temperature: 1.0, seed: 7, ..Default::default() };
+        f(&mut p);
+        p
+    }
+
+    #[test]
+    fn greedy_takes_the_argmax() {
+        let mut s = Sampler::new(SamplingParams::default(), &[]);
+        assert_eq!(s.sample(&[0.1, 3.0, -1.0, 2.9]), 1);
+    }
+
+    #[test]
+    fn top_k_one_is_greedy() {
+        let mut s = Sampler::new(params(|p| p.top_k = 1), &[]);
+        for _ in 0..20 {
+            assert_eq!(s.sample(&[0.0, 0.5, 0.4]), 1);
+        }
+    }
+
+    #[test]
+    fn top_p_drops_the_tail() {
+        // probs ~ [0.665, 0.245, 0.09]: top_p 0.8 keeps the first two
+        let mut s = Sampler::new(params(|p| p.top_p = 0.8), &[]);
+        for _ in 0..200 {
+            assert_ne!(s.sample(&[2.0, 1.0, 0.0]), 2);
+        }
+    }
+
+    #[test]
+    fn min_p_drops_unlikely_tokens() {
+        let mut s = Sampler::new(params(|p| p.min_p = 0.5), &[]);
+        for _ in 0..200 {
+            assert_eq!(s.sample(&[5.0, 0.0, 0.0]), 0);
+        }
+    }
+
+    #[test]
+    fn same_seed_same_tokens_and_draws_follow_probabilities() {
+        let logits = [1.0f32, 0.0, 0.5];
+        let run = |seed| {
+            let mut s = Sampler::new(params(|p| p.seed = seed), &[]);
+            (0..2000).map(|_| s.sample(&logits)).collect::<Vec<_>>()
+        };
+        assert_eq!(run(3), run(3));
+        assert_ne!(run(3), run(4));
+        let draws = run(5);
+        let probs = softmax(&logits);
+        for t in 0..3 {
+            let freq = draws.iter().filter(|&&d| d == t as u32).count() as f32 / 2000.0;
+            assert!((freq - probs[t]).abs() < 0.04, "token {t}: {freq} vs {}", probs[t]);
+        }
+    }
+
+    #[test]
+    fn repetition_penalty_follows_transformers() {
+        // token 0 seen: 2.0 / 2 = 1.0 < 1.5, so greedy moves to token 1
+        let mut s = Sampler::new(SamplingParams { repetition_penalty: 2.0, ..Default::default() }, &[0]);
+        assert_eq!(s.sample(&[2.0, 1.5]), 1);
+        // negative logits are multiplied: -1 * 2 = -2 < -1.5
+        let mut s = Sampler::new(SamplingParams { repetition_penalty: 2.0, ..Default::default() }, &[0]);
+        assert_eq!(s.sample(&[-1.0, -1.5]), 1);
+    }
+
+    #[test]
+    fn presence_and_frequency_penalties_count_generated_tokens() {
+        let mut s = Sampler::new(SamplingParams { frequency_penalty: 0.6, ..Default::default() }, &[]);
+        let logits = [1.0, 0.0];
+        let picks: Vec<u32> = (0..3).map(|_| s.sample(&logits)).collect();
+        // 1.0, then 1.0 - 0.6 = 0.4 > 0, then 1.0 - 1.2 < 0
+        assert_eq!(picks, [0, 0, 1]);
+    }
+}

@@ -1,0 +1,83 @@
+//! Text to token ids and back, through Hugging Face's `tokenizers` crate,
+//! plus the special tokens named in `tokenizer_config.json`.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    pub bos_token: Option<String>,
+    pub eos_token: Option<String>,
+}
+
+impl Tokenizer {
+    /// Reads `tokenizer.json`, and the special tokens of
+    /// `tokenizer_config.json` when that file is beside it.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            return Err(Error::Tokenizer(format!(
+                "{} not found; this model folder has no tokenizer (pass token ids instead of text)",
+                path.display()
+            )));
+        }
+        let inner = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+        let cfg = path.with_file_name("tokenizer_config.json");
+        let cfg: Option<Value> = std::fs::read_to_string(&cfg).ok().and_then(|t| serde_json::from_str(&t).ok());
+        let special = |key: &str| cfg.as_ref().and_then(|c| special_token_text(c.get(key)?));
+        Ok(Tokenizer { bos_token: special("bos_token"), eos_token: special("eos_token"), inner })
+    }
+
+    pub fn from_json_bytes(bytes: &[u8]) -> Result<Self> {
+        let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(Tokenizer { inner, bos_token: None, eos_token: None })
+    }
+
+    /// `add_special_tokens` adds what the tokenizer's post-processor adds
+    /// (usually BOS), as transformers does for a plain prompt.
+    pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
+        let enc = self.inner.encode(text, add_special_tokens).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        self.inner.decode(ids, skip_special_tokens).map_err(|e| Error::Tokenizer(e.to_string()))
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Detokenises one id at a time, yielding text only once it is complete
+    /// UTF-8 (a multi-byte character split over tokens waits for its end).
+    pub fn decode_stream(&self, skip_special_tokens: bool) -> DecodeStream<'_> {
+        DecodeStream { inner: self.inner.decode_stream(skip_special_tokens) }
+    }
+}
+
+pub struct DecodeStream<'a> {
+    inner: tokenizers::DecodeStream<'a, tokenizers::ModelWrapper, tokenizers::NormalizerWrapper, tokenizers::PreTokenizerWrapper, tokenizers::PostProcessorWrapper, tokenizers::DecoderWrapper>,
+}
+
+impl DecodeStream<'_> {
+    /// The text this token completes, if any.
+    pub fn step(&mut self, id: u32) -> Result<Option<String>> {
+        self.inner.step(id).map_err(|e| Error::Tokenizer(e.to_string()))
+    }
+}
+
+/// A special token is written as a string or as an AddedToken object.
+fn special_token_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o.get("content")?.as_str().map(str::to_string),
+        _ => None,
+    }
+}
