@@ -12,6 +12,7 @@
 //! - [`kv_cache`]: the paged KV cache (blocks, block tables, the block pool).
 //! - [`tokenizer`], [`chat_template`]: text in and out; incremental detokenisation.
 //! - [`sampler`]: greedy, temperature, top-k/p, min-p, penalties, seeded.
+//! - [`logits`]: logits of every position, by prefill or by decode (for checks and perplexity).
 //! - [`generate`]: the generation loop for one sequence, with stop conditions.
 //!
 //! Data flows one way: files -> loader -> weights -> model -> Backend -> logits
@@ -26,6 +27,7 @@ pub mod error;
 pub mod generate;
 pub mod kv_cache;
 pub mod loader;
+pub mod logits;
 pub mod model;
 pub mod ops;
 pub mod sampler;
