@@ -1,1 +1,52 @@
-fn main() {}
+//! `ferrum`: run open-weight LLMs on CUDA, WebGPU or the CPU.
+//!
+//! Each subcommand lives in `commands/`; `backends.rs` is the only place that
+//! names backend crates; `model_args.rs` holds the flags shared by commands
+//! that load a model.
+
+mod backends;
+mod commands;
+mod model_args;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "ferrum", version, about = "Run open-weight LLMs on CUDA, WebGPU or the CPU")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Complete a prompt, streaming the text.
+    Generate(commands::generate::GenerateArgs),
+    /// Chat through the model's chat template (one message, or interactive).
+    Chat(commands::chat::ChatArgs),
+    /// Write the logits of every position of a token sequence to a safetensors file.
+    Logits(commands::logits::LogitsArgs),
+    /// Describe a model: architecture, parameters, dtypes, memory needed.
+    Info(commands::info::InfoArgs),
+    /// List the backends on this machine, and why any is unavailable.
+    Devices,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Generate(a) => commands::generate::run(a),
+        Command::Chat(a) => commands::chat::run(a),
+        Command::Logits(a) => commands::logits::run(a),
+        Command::Info(a) => commands::info::run(a),
+        Command::Devices => commands::devices::run(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

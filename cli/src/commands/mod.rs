@@ -1,0 +1,7 @@
+//! One file per `ferrum` subcommand.
+
+pub mod chat;
+pub mod devices;
+pub mod generate;
+pub mod info;
+pub mod logits;
