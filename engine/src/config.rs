@@ -342,3 +342,74 @@ pub(crate) fn token_ids(value: Option<&Value>) -> std::result::Result<Vec<u32>, 
         Some(v) => Ok(vec![as_id(v)?]),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<ModelConfig> {
+        ModelConfig::from_json_str(json, Path::new("config.json"))
+    }
+
+    const BASE: &str = r#""hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
+        "num_hidden_layers": 2, "vocab_size": 100"#;
+
+    #[test]
+    fn transformers_4_and_5_spellings_give_the_same_config() {
+        let v4 = parse(&format!(
+            r#"{{"architectures": ["LlamaForCausalLM"], {BASE}, "rope_theta": 500000.0, "torch_dtype": "bfloat16",
+            "rope_scaling": {{"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}, "eos_token_id": [7, 9]}}"#
+        ))
+        .unwrap();
+        let v5 = parse(&format!(
+            r#"{{"architectures": ["LlamaForCausalLM"], {BASE}, "dtype": "bfloat16",
+            "rope_parameters": {{"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}, "eos_token_id": [7, 9]}}"#
+        ))
+        .unwrap();
+        assert_eq!(v4, v5);
+        assert_eq!(v4.rope.theta, 500000.0);
+        assert_eq!(v4.eos_token_ids, [7, 9]);
+        assert_eq!(v4.dtype.as_deref(), Some("bfloat16"));
+        assert!(matches!(v4.rope.scaling, RopeScaling::Llama3 { factor: 8.0, .. }));
+    }
+
+    #[test]
+    fn defaults_fill_what_older_configs_omit() {
+        let c = parse(&format!(r#"{{"model_type": "llama", {BASE}, "eos_token_id": 2}}"#)).unwrap();
+        assert_eq!(c.head_dim, 16, "hidden / heads when head_dim is missing");
+        assert_eq!(c.num_kv_heads, 4, "kv heads default to heads");
+        assert_eq!(c.eos_token_ids, [2]);
+        assert_eq!(c.rope, RopeConfig { theta: 10_000.0, scaling: RopeScaling::None, partial_rotary_factor: 1.0 });
+    }
+
+    #[test]
+    fn architecture_switches() {
+        let qwen2 = parse(&format!(
+            r#"{{"architectures": ["Qwen2ForCausalLM"], {BASE}, "sliding_window": 8, "use_sliding_window": true, "max_window_layers": 1}}"#
+        ))
+        .unwrap();
+        assert!(qwen2.qkv_bias && !qwen2.o_bias);
+        assert_eq!(qwen2.layer_windows, [None, Some(8)]);
+        let mistral = parse(&format!(r#"{{"architectures": ["MistralForCausalLM"], {BASE}, "sliding_window": 8}}"#)).unwrap();
+        assert_eq!(mistral.layer_windows, [Some(8), Some(8)]);
+        let typed = parse(&format!(
+            r#"{{"architectures": ["Qwen3ForCausalLM"], {BASE}, "sliding_window": 4, "layer_types": ["sliding_attention", "full_attention"]}}"#
+        ))
+        .unwrap();
+        assert!(typed.qk_norm);
+        assert_eq!(typed.layer_windows, [Some(4), None]);
+    }
+
+    #[test]
+    fn bad_configs_say_what_is_wrong() {
+        let err = |json: String| parse(&json).unwrap_err().to_string();
+        assert!(err(format!(r#"{{"architectures": ["BertModel"], {BASE}}}"#)).contains("supported: LlamaForCausalLM"));
+        assert!(err(format!(r#"{{"model_type": "llama", {BASE}, "num_key_value_heads": 3}}"#)).contains("multiple"));
+        assert!(err(format!(r#"{{"model_type": "llama", {BASE}, "rope_scaling": {{"type": "su"}}}}"#)).contains("not supported"));
+        assert!(err(format!(r#"{{"model_type": "llama", {BASE}, "hidden_act": "relu"}}"#)).contains("relu"));
+        assert!(err(r#"[1, 2]"#.into()).contains("not a JSON object"));
+        assert!(err(format!(r#"{{"model_type": "llama", {BASE}, "vocab_size": -3}}"#)).contains("vocab_size"));
+    }
+}

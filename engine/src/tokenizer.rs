@@ -81,3 +81,39 @@ fn special_token_text(v: &Value) -> Option<String> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture_tokenizer() -> Tokenizer {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/llama/tokenizer.json");
+        Tokenizer::from_file(&path).unwrap()
+    }
+
+    #[test]
+    fn streaming_yields_only_whole_characters() {
+        let tok = fixture_tokenizer();
+        let text = "Ferrum: café, ☃ and 😀 — done.";
+        let ids = tok.encode(text, false).unwrap();
+        assert!(ids.len() > text.chars().count() / 2, "byte-level pieces: {}", ids.len());
+        let mut stream = tok.decode_stream(true);
+        let mut pieces = Vec::new();
+        for &id in &ids {
+            if let Some(p) = stream.step(id).unwrap() {
+                assert!(!p.contains('\u{FFFD}'), "a split character leaked: {p:?}");
+                pieces.push(p);
+            }
+        }
+        assert_eq!(pieces.concat(), text);
+        // the emoji's 4 bytes are byte tokens, so some steps yielded nothing
+        assert!(pieces.len() < ids.len());
+    }
+
+    #[test]
+    fn special_tokens_come_from_tokenizer_config() {
+        let tok = fixture_tokenizer();
+        assert_eq!(tok.bos_token.as_deref(), Some("<|begin_of_text|>"));
+        assert_eq!(tok.encode("hi", true).unwrap()[0], 0, "BOS added by the post-processor");
+    }
+}
