@@ -4,12 +4,12 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use ferrum_engine::Model;
 use ferrum_engine::chat_template::ChatTemplate;
 use ferrum_engine::generate::{GenerateOptions, GenerationDefaults};
 use ferrum_engine::loader::ModelDir;
 use ferrum_engine::sampler::SamplingParams;
 use ferrum_engine::tokenizer::Tokenizer;
-use ferrum_engine::Model;
 
 use crate::backends::{self, BackendChoice};
 
@@ -40,20 +40,32 @@ impl ModelArgs {
             false => None,
         };
         let defaults = GenerationDefaults::from_file(&dir.generation_config())?;
-        Ok(Loaded { dir, model, tokenizer, defaults })
+        Ok(Loaded {
+            dir,
+            model,
+            tokenizer,
+            defaults,
+        })
     }
 }
 
 impl Loaded {
     pub fn tokenizer(&self) -> Result<&Tokenizer> {
         self.tokenizer.as_ref().with_context(|| {
-            format!("{} has no tokenizer.json; pass token ids instead of text", self.dir.root.display())
+            format!(
+                "{} has no tokenizer.json; pass token ids instead of text",
+                self.dir.root.display()
+            )
         })
     }
 
     pub fn chat_template(&self) -> Result<ChatTemplate> {
         let tok = self.tokenizer()?;
-        Ok(ChatTemplate::from_model_dir(&self.dir, tok.bos_token.as_deref(), tok.eos_token.as_deref())?)
+        Ok(ChatTemplate::from_model_dir(
+            &self.dir,
+            tok.bos_token.as_deref(),
+            tok.eos_token.as_deref(),
+        )?)
     }
 
     /// EOS ids from config.json, generation_config.json and the tokenizer's eos_token.

@@ -26,8 +26,12 @@ impl Architecture {
         ("Qwen3ForCausalLM", "qwen3", Architecture::Qwen3),
     ];
 
-    pub const SUPPORTED_NAMES: [&'static str; 4] =
-        ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"];
+    pub const SUPPORTED_NAMES: [&'static str; 4] = [
+        "LlamaForCausalLM",
+        "MistralForCausalLM",
+        "Qwen2ForCausalLM",
+        "Qwen3ForCausalLM",
+    ];
 
     fn from_config(root: &Map<String, Value>) -> Result<Self> {
         let class = root
@@ -41,12 +45,19 @@ impl Architecture {
                 return Ok(arch);
             }
         }
-        let found = class.or(model_type).unwrap_or("<none: no `architectures` or `model_type`>");
-        Err(Error::UnknownArchitecture { found: found.to_string() })
+        let found = class
+            .or(model_type)
+            .unwrap_or("<none: no `architectures` or `model_type`>");
+        Err(Error::UnknownArchitecture {
+            found: found.to_string(),
+        })
     }
 
     pub fn hf_name(self) -> &'static str {
-        Self::TABLE.iter().find(|(_, _, a)| *a == self).map_or("?", |(c, _, _)| c)
+        Self::TABLE
+            .iter()
+            .find(|(_, _, a)| *a == self)
+            .map_or("?", |(c, _, _)| c)
     }
 }
 
@@ -55,7 +66,9 @@ impl Architecture {
 pub enum RopeScaling {
     None,
     /// Position interpolation: every frequency divided by `factor`.
-    Linear { factor: f64 },
+    Linear {
+        factor: f64,
+    },
     /// Llama 3.1's band-wise interpolation.
     Llama3 {
         factor: f64,
@@ -117,7 +130,11 @@ impl ModelConfig {
             path: path.to_path_buf(),
             msg: "top level is not a JSON object".into(),
         })?;
-        Reader { root, path: path.to_path_buf() }.parse()
+        Reader {
+            root,
+            path: path.to_path_buf(),
+        }
+        .parse()
     }
 
     /// Key and value heads times head_dim times 2 (k and v), in f32 elements.
@@ -134,7 +151,10 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn err(&self, msg: impl Into<String>) -> Error {
-        Error::Config { path: self.path.clone(), msg: msg.into() }
+        Error::Config {
+            path: self.path.clone(),
+            msg: msg.into(),
+        }
     }
 
     fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
@@ -187,9 +207,15 @@ impl Reader<'_> {
             None if hidden_size % num_heads == 0 => hidden_size / num_heads,
             None => return Err(self.err("no `head_dim` and hidden_size is not a multiple of num_attention_heads")),
         };
-        let act = self.opt_str("hidden_act").or(self.opt_str("hidden_activation")).unwrap_or("silu");
+        let act = self
+            .opt_str("hidden_act")
+            .or(self.opt_str("hidden_activation"))
+            .unwrap_or("silu");
         if act != "silu" {
-            return Err(self.err(format!("hidden_act {act:?} is not supported for {}", architecture.hf_name())));
+            return Err(self.err(format!(
+                "hidden_act {act:?} is not supported for {}",
+                architecture.hf_name()
+            )));
         }
         let attention_bias = self.opt_bool("attention_bias")?;
         let (qkv_bias, o_bias) = match architecture {
@@ -218,7 +244,10 @@ impl Reader<'_> {
             mlp_bias: self.opt_bool("mlp_bias")?.unwrap_or(false),
             qk_norm: architecture == Architecture::Qwen3,
             layer_windows: self.layer_windows(architecture, num_layers)?,
-            dtype: self.opt_str("dtype").or(self.opt_str("torch_dtype")).map(str::to_string),
+            dtype: self
+                .opt_str("dtype")
+                .or(self.opt_str("torch_dtype"))
+                .map(str::to_string),
             bos_token_id: self.token_ids("bos_token_id")?.first().copied(),
             eos_token_ids: self.token_ids("eos_token_id")?,
         };
@@ -252,7 +281,11 @@ impl Reader<'_> {
         if params.is_some_and(|p| !p.contains_key("rope_type") && !p.contains_key("rope_theta")) {
             return Err(self.err("per-layer-type `rope_parameters` are not supported for this architecture"));
         }
-        let theta = match params.map(|p| opt_f64_in(p, "rope_theta")).transpose().map_err(|m| self.err(m))? {
+        let theta = match params
+            .map(|p| opt_f64_in(p, "rope_theta"))
+            .transpose()
+            .map_err(|m| self.err(m))?
+        {
             Some(Some(t)) => t,
             _ => self.opt_f64("rope_theta")?.unwrap_or(10_000.0),
         };
@@ -287,7 +320,11 @@ impl Reader<'_> {
                 )));
             }
         };
-        Ok(RopeConfig { theta, scaling, partial_rotary_factor })
+        Ok(RopeConfig {
+            theta,
+            scaling,
+            partial_rotary_factor,
+        })
     }
 
     /// Which layers use a sliding window: `layer_types` when given; otherwise
@@ -297,15 +334,18 @@ impl Reader<'_> {
         let window = self.opt_usize("sliding_window")?;
         if let Some(Value::Array(types)) = self.root.get("layer_types") {
             if types.len() != num_layers {
-                return Err(self.err(format!("`layer_types` has {} entries for {num_layers} layers", types.len())));
+                return Err(self.err(format!(
+                    "`layer_types` has {} entries for {num_layers} layers",
+                    types.len()
+                )));
             }
             return types
                 .iter()
                 .map(|t| match t.as_str() {
                     Some("full_attention") => Ok(None),
-                    Some("sliding_attention") => {
-                        window.map(Some).ok_or_else(|| self.err("a sliding_attention layer but no `sliding_window`"))
-                    }
+                    Some("sliding_attention") => window
+                        .map(Some)
+                        .ok_or_else(|| self.err("a sliding_attention layer but no `sliding_window`")),
                     _ => Err(self.err(format!("unknown layer type {t}"))),
                 })
                 .collect();
@@ -314,7 +354,9 @@ impl Reader<'_> {
             Architecture::Mistral => vec![window; num_layers],
             Architecture::Qwen2 | Architecture::Qwen3 if self.opt_bool("use_sliding_window")? == Some(true) => {
                 let first = self.opt_usize("max_window_layers")?.unwrap_or(num_layers);
-                (0..num_layers).map(|l| if l >= first { window } else { None }).collect()
+                (0..num_layers)
+                    .map(|l| if l >= first { window } else { None })
+                    .collect()
             }
             _ => vec![None; num_layers],
         })
@@ -324,7 +366,10 @@ impl Reader<'_> {
 fn opt_f64_in(map: &Map<String, Value>, key: &str) -> std::result::Result<Option<f64>, String> {
     match map.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_f64().map(Some).ok_or_else(|| format!("`{key}` must be a number, got {v}")),
+        Some(v) => v
+            .as_f64()
+            .map(Some)
+            .ok_or_else(|| format!("`{key}` must be a number, got {v}")),
     }
 }
 
@@ -381,7 +426,14 @@ mod tests {
         assert_eq!(c.head_dim, 16, "hidden / heads when head_dim is missing");
         assert_eq!(c.num_kv_heads, 4, "kv heads default to heads");
         assert_eq!(c.eos_token_ids, [2]);
-        assert_eq!(c.rope, RopeConfig { theta: 10_000.0, scaling: RopeScaling::None, partial_rotary_factor: 1.0 });
+        assert_eq!(
+            c.rope,
+            RopeConfig {
+                theta: 10_000.0,
+                scaling: RopeScaling::None,
+                partial_rotary_factor: 1.0
+            }
+        );
     }
 
     #[test]
@@ -392,7 +444,10 @@ mod tests {
         .unwrap();
         assert!(qwen2.qkv_bias && !qwen2.o_bias);
         assert_eq!(qwen2.layer_windows, [None, Some(8)]);
-        let mistral = parse(&format!(r#"{{"architectures": ["MistralForCausalLM"], {BASE}, "sliding_window": 8}}"#)).unwrap();
+        let mistral = parse(&format!(
+            r#"{{"architectures": ["MistralForCausalLM"], {BASE}, "sliding_window": 8}}"#
+        ))
+        .unwrap();
         assert_eq!(mistral.layer_windows, [Some(8), Some(8)]);
         let typed = parse(&format!(
             r#"{{"architectures": ["Qwen3ForCausalLM"], {BASE}, "sliding_window": 4, "layer_types": ["sliding_attention", "full_attention"]}}"#
@@ -406,8 +461,18 @@ mod tests {
     fn bad_configs_say_what_is_wrong() {
         let err = |json: String| parse(&json).unwrap_err().to_string();
         assert!(err(format!(r#"{{"architectures": ["BertModel"], {BASE}}}"#)).contains("supported: LlamaForCausalLM"));
-        assert!(err(format!(r#"{{"model_type": "llama", {BASE}, "num_key_value_heads": 3}}"#)).contains("multiple"));
-        assert!(err(format!(r#"{{"model_type": "llama", {BASE}, "rope_scaling": {{"type": "su"}}}}"#)).contains("not supported"));
+        assert!(
+            err(format!(
+                r#"{{"model_type": "llama", {BASE}, "num_key_value_heads": 3}}"#
+            ))
+            .contains("multiple")
+        );
+        assert!(
+            err(format!(
+                r#"{{"model_type": "llama", {BASE}, "rope_scaling": {{"type": "su"}}}}"#
+            ))
+            .contains("not supported")
+        );
         assert!(err(format!(r#"{{"model_type": "llama", {BASE}, "hidden_act": "relu"}}"#)).contains("relu"));
         assert!(err(r#"[1, 2]"#.into()).contains("not a JSON object"));
         assert!(err(format!(r#"{{"model_type": "llama", {BASE}, "vocab_size": -3}}"#)).contains("vocab_size"));

@@ -8,10 +8,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: invalid config: {msg}")]
     Config { path: PathBuf, msg: String },
     #[error(
@@ -28,10 +25,7 @@ pub enum Error {
     #[error("chat template: {0}")]
     ChatTemplate(String),
     #[error("backend {backend} lacks ops this model needs: {}", missing.join(", "))]
-    Unsupported {
-        backend: String,
-        missing: Vec<String>,
-    },
+    Unsupported { backend: String, missing: Vec<String> },
     #[error("op {op}: {msg}")]
     Op { op: &'static str, msg: String },
     #[error("KV cache: {0}")]
@@ -51,9 +45,6 @@ impl Error {
     }
 
     pub fn op(op: &'static str, msg: impl Into<String>) -> Self {
-        Error::Op {
-            op,
-            msg: msg.into(),
-        }
+        Error::Op { op, msg: msg.into() }
     }
 }

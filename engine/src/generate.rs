@@ -32,8 +32,13 @@ pub struct GenerationDefaults {
 impl GenerationDefaults {
     /// Missing file: no defaults. Malformed file: an error.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let Ok(text) = std::fs::read_to_string(path) else { return Ok(Self::default()) };
-        let bad = |msg: String| Error::Config { path: path.to_path_buf(), msg };
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return Ok(Self::default());
+        };
+        let bad = |msg: String| Error::Config {
+            path: path.to_path_buf(),
+            msg,
+        };
         let v: Value = serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
         let f = |k: &str| v.get(k).and_then(Value::as_f64).map(|x| x as f32);
         Ok(GenerationDefaults {
@@ -44,7 +49,8 @@ impl GenerationDefaults {
             min_p: f("min_p"),
             repetition_penalty: f("repetition_penalty"),
             max_new_tokens: v.get("max_new_tokens").and_then(Value::as_u64).map(|x| x as usize),
-            eos_token_ids: crate::config::token_ids(v.get("eos_token_id")).map_err(|m| bad(format!("eos_token_id: {m}")))?,
+            eos_token_ids: crate::config::token_ids(v.get("eos_token_id"))
+                .map_err(|m| bad(format!("eos_token_id: {m}")))?,
         })
     }
 
@@ -92,11 +98,19 @@ impl Generation {
     /// Decode speed: tokens after the first over the time they took.
     pub fn decode_tokens_per_sec(&self) -> f64 {
         let n = self.tokens.len().saturating_sub(1);
-        if self.decode_secs > 0.0 { n as f64 / self.decode_secs } else { 0.0 }
+        if self.decode_secs > 0.0 {
+            n as f64 / self.decode_secs
+        } else {
+            0.0
+        }
     }
 
     pub fn prefill_tokens_per_sec(&self) -> f64 {
-        if self.prefill_secs > 0.0 { self.prompt_tokens as f64 / self.prefill_secs } else { 0.0 }
+        if self.prefill_secs > 0.0 {
+            self.prompt_tokens as f64 / self.prefill_secs
+        } else {
+            0.0
+        }
     }
 }
 
@@ -147,7 +161,12 @@ pub fn generate(
     };
 
     let started = Instant::now();
-    let mut chunk = SeqChunk { tokens: prompt, start_pos: 0, block_table: table.blocks(), logits: LogitsWanted::Last };
+    let mut chunk = SeqChunk {
+        tokens: prompt,
+        start_pos: 0,
+        block_table: table.blocks(),
+        logits: LogitsWanted::Last,
+    };
     let mut next: [u32; 1];
     let mut decode_started = None;
     while out.tokens.len() < opts.max_tokens {
@@ -198,7 +217,11 @@ pub struct StopMatcher {
 
 impl StopMatcher {
     pub fn new(stops: Vec<String>) -> Self {
-        StopMatcher { stops: stops.into_iter().filter(|s| !s.is_empty()).collect(), pending: String::new(), stopped: false }
+        StopMatcher {
+            stops: stops.into_iter().filter(|s| !s.is_empty()).collect(),
+            pending: String::new(),
+            stopped: false,
+        }
     }
 
     /// Adds text; returns what may be shown now, and whether a stop string was hit.

@@ -54,7 +54,10 @@ pub struct BlockPool {
 impl BlockPool {
     pub fn new(num_blocks: usize) -> Self {
         // pop() hands out low ids first
-        BlockPool { free: (0..num_blocks as u32).rev().collect(), total: num_blocks }
+        BlockPool {
+            free: (0..num_blocks as u32).rev().collect(),
+            total: num_blocks,
+        }
     }
 
     pub fn free_count(&self) -> usize {
@@ -124,7 +127,12 @@ impl PagedKv {
     }
 
     /// A cache with room for `tokens` positions of one sequence.
-    pub fn for_tokens(backend: &Arc<dyn Backend>, config: &ModelConfig, tokens: usize, block_size: usize) -> Result<Self> {
+    pub fn for_tokens(
+        backend: &Arc<dyn Backend>,
+        config: &ModelConfig,
+        tokens: usize,
+        block_size: usize,
+    ) -> Result<Self> {
         Self::new(backend, config, tokens.div_ceil(block_size).max(1), block_size)
     }
 }

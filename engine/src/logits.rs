@@ -50,7 +50,10 @@ pub fn sequence_logits(model: &Model, tokens: &[u32], mode: LogitsMode) -> Resul
     match mode {
         LogitsMode::Prefill => model.forward(&[chunk(0, tokens.len())], &kv.cache),
         LogitsMode::Decode => {
-            let mut all = Logits { data: Vec::with_capacity(tokens.len() * model.config.vocab_size), vocab: model.config.vocab_size };
+            let mut all = Logits {
+                data: Vec::with_capacity(tokens.len() * model.config.vocab_size),
+                vocab: model.config.vocab_size,
+            };
             for i in 0..tokens.len() {
                 all.data.extend(model.forward(&[chunk(i, i + 1)], &kv.cache)?.data);
             }

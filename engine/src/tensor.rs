@@ -23,11 +23,7 @@ pub struct Tensor {
 impl Tensor {
     /// Only backends create tensors, around buffers they allocated.
     pub fn from_buffer(shape: Vec<usize>, dtype: DType, buffer: Arc<dyn Buffer>) -> Self {
-        Tensor {
-            shape,
-            dtype,
-            buffer,
-        }
+        Tensor { shape, dtype, buffer }
     }
 
     pub fn shape(&self) -> &[usize] {

@@ -55,11 +55,17 @@ impl StDtype {
     }
 
     pub fn name(self) -> &'static str {
-        Self::NAMES.iter().find(|(_, d, _)| *d == self).map_or("?", |(n, _, _)| n)
+        Self::NAMES
+            .iter()
+            .find(|(_, d, _)| *d == self)
+            .map_or("?", |(n, _, _)| n)
     }
 
     pub fn size_bytes(self) -> usize {
-        Self::NAMES.iter().find(|(_, d, _)| *d == self).map_or(0, |(_, _, s)| *s)
+        Self::NAMES
+            .iter()
+            .find(|(_, d, _)| *d == self)
+            .map_or(0, |(_, _, s)| *s)
     }
 }
 
@@ -90,7 +96,12 @@ impl SafetensorsFile {
             path: path.to_path_buf(),
             msg,
         })?;
-        Ok(SafetensorsFile { path: path.to_path_buf(), mmap, tensors, metadata })
+        Ok(SafetensorsFile {
+            path: path.to_path_buf(),
+            mmap,
+            tensors,
+            metadata,
+        })
     }
 
     pub fn bytes(&self, entry: &TensorEntry) -> &[u8] {
@@ -103,15 +114,23 @@ impl SafetensorsFile {
 /// nor run past the end.
 fn parse_header(file: &[u8]) -> std::result::Result<(BTreeMap<String, TensorEntry>, BTreeMap<String, String>), String> {
     if file.len() < 8 {
-        return Err(format!("file is {} bytes, shorter than the 8-byte header length", file.len()));
+        return Err(format!(
+            "file is {} bytes, shorter than the 8-byte header length",
+            file.len()
+        ));
     }
     let header_len = u64::from_le_bytes(file[..8].try_into().expect("8 bytes"));
     let data_start = 8u64
         .checked_add(header_len)
         .filter(|&end| end <= file.len() as u64)
-        .ok_or_else(|| format!("header length {header_len} runs past the end of the file ({} bytes)", file.len()))?
-        as usize;
-    let header: Value = serde_json::from_slice(&file[8..data_start]).map_err(|e| format!("header is not valid JSON: {e}"))?;
+        .ok_or_else(|| {
+            format!(
+                "header length {header_len} runs past the end of the file ({} bytes)",
+                file.len()
+            )
+        })? as usize;
+    let header: Value =
+        serde_json::from_slice(&file[8..data_start]).map_err(|e| format!("header is not valid JSON: {e}"))?;
     let header = header.as_object().ok_or("header is not a JSON object")?;
     let data_len = file.len() - data_start;
 
@@ -130,7 +149,8 @@ fn parse_header(file: &[u8]) -> std::result::Result<(BTreeMap<String, TensorEntr
         tensors.insert(name.clone(), entry);
     }
 
-    let mut ranges: Vec<(&str, &std::ops::Range<usize>)> = tensors.iter().map(|(n, e)| (n.as_str(), &e.range)).collect();
+    let mut ranges: Vec<(&str, &std::ops::Range<usize>)> =
+        tensors.iter().map(|(n, e)| (n.as_str(), &e.range)).collect();
     ranges.sort_by_key(|(_, r)| (r.start, r.end));
     for pair in ranges.windows(2) {
         let ((a, ra), (b, rb)) = (pair[0], pair[1]);
@@ -149,9 +169,16 @@ fn parse_entry(info: &Value, data_start: usize, data_len: usize) -> std::result:
         .and_then(|s| s.as_array())
         .ok_or("no shape")?
         .iter()
-        .map(|d| d.as_u64().map(|d| d as usize).ok_or_else(|| format!("bad dimension {d}")))
+        .map(|d| {
+            d.as_u64()
+                .map(|d| d as usize)
+                .ok_or_else(|| format!("bad dimension {d}"))
+        })
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    let offsets = info.get("data_offsets").and_then(|o| o.as_array()).ok_or("no data_offsets")?;
+    let offsets = info
+        .get("data_offsets")
+        .and_then(|o| o.as_array())
+        .ok_or("no data_offsets")?;
     let [begin, end] = offsets.as_slice() else {
         return Err("data_offsets must be [begin, end]".into());
     };
@@ -167,9 +194,16 @@ fn parse_entry(info: &Value, data_start: usize, data_len: usize) -> std::result:
         .try_fold(dtype.size_bytes(), |acc, &d| acc.checked_mul(d))
         .ok_or("shape overflows")?;
     if bytes != end - begin {
-        return Err(format!("{dtype_name} {shape:?} needs {bytes} bytes but data_offsets span {}", end - begin));
+        return Err(format!(
+            "{dtype_name} {shape:?} needs {bytes} bytes but data_offsets span {}",
+            end - begin
+        ));
     }
-    Ok(TensorEntry { dtype, shape, range: data_start + begin..data_start + end })
+    Ok(TensorEntry {
+        dtype,
+        shape,
+        range: data_start + begin..data_start + end,
+    })
 }
 
 /// One tensor to write: its dtype, shape and little-endian bytes.
@@ -196,7 +230,7 @@ pub fn write_safetensors(path: &Path, tensors: &[TensorToWrite<'_>]) -> Result<(
         offset += t.data.len();
     }
     let mut header = serde_json::to_vec(&Value::Object(header)).expect("a JSON map serialises");
-    while header.len() % 8 != 0 {
+    while !header.len().is_multiple_of(8) {
         header.push(b' '); // keeps the data 8-byte aligned
     }
     let mut out = Vec::with_capacity(8 + header.len() + offset);

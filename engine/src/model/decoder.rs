@@ -10,10 +10,10 @@ use crate::backend::{Backend, BackendExt};
 use crate::config::ModelConfig;
 use crate::dtype::DType;
 use crate::error::Result;
-use crate::loader::WeightStore;
-use crate::model::weights::stored_float_dtype;
 use crate::kv_cache::KvCache;
+use crate::loader::WeightStore;
 use crate::model::batch::BatchLayout;
+use crate::model::weights::stored_float_dtype;
 use crate::model::weights::{DecoderWeights, LayerWeights, Linear};
 use crate::ops::{Activation, Add, Attention, GatherRows, Glu, KvStore, Matmul, Op, OpKind, RmsNorm, Rope, RopeStyle};
 use crate::tensor::Tensor;
@@ -45,7 +45,10 @@ impl Decoder<'_> {
             positions: b.upload_u32(&[t], &batch.positions)?,
             token_seq: b.upload_u32(&[t], &batch.token_seq)?,
             slots: b.upload_u32(&[t], &batch.slots)?,
-            block_tables: b.upload_u32(&[batch.block_tables.len() / batch.max_blocks, batch.max_blocks], &batch.block_tables)?,
+            block_tables: b.upload_u32(
+                &[batch.block_tables.len() / batch.max_blocks, batch.max_blocks],
+                &batch.block_tables,
+            )?,
         };
         let ids = b.upload_u32(&[t], &batch.token_ids)?;
         let mut x = b.run(&Op::GatherRows(GatherRows), &[&self.weights.embed, &ids])?; // (T, hidden)
@@ -75,11 +78,16 @@ impl Decoder<'_> {
         let v = self.linear(&h, &w.v)?.reshape(&[t, kv_heads, d])?;
         let q = self.head_norm(q, w.q_norm.as_ref())?;
         let k = self.head_norm(k, w.k_norm.as_ref())?;
-        let rope = Op::Rope(Rope { style: RopeStyle::Neox, attention_scale: self.rope_scale });
+        let rope = Op::Rope(Rope {
+            style: RopeStyle::Neox,
+            attention_scale: self.rope_scale,
+        });
         let q = b.run(&rope, &[&q, &step.positions, self.inv_freq])?;
         let k = b.run(&rope, &[&k, &step.positions, self.inv_freq])?;
 
-        let store = Op::KvStore(KvStore { num_slots: cache.num_slots() });
+        let store = Op::KvStore(KvStore {
+            num_slots: cache.num_slots(),
+        });
         b.execute(&store, &[&k, &step.slots], &cache.k[l])?;
         b.execute(&store, &[&v, &step.slots], &cache.v[l])?;
         let attention = Op::Attention(Attention {
@@ -90,7 +98,14 @@ impl Decoder<'_> {
         });
         let a = b.run(
             &attention,
-            &[&q, &cache.k[l], &cache.v[l], &step.block_tables, &step.token_seq, &step.positions],
+            &[
+                &q,
+                &cache.k[l],
+                &cache.v[l],
+                &step.block_tables,
+                &step.token_seq,
+                &step.positions,
+            ],
         )?;
         let a = self.linear(&a.reshape(&[t, heads * d])?, &w.o)?;
         let x = b.run(&Op::Add(Add), &[x, &a])?;
@@ -98,13 +113,21 @@ impl Decoder<'_> {
         let h = self.norm(&x, &w.post_attention_norm)?;
         let gate = self.linear(&h, &w.gate)?;
         let up = self.linear(&h, &w.up)?;
-        let m = b.run(&Op::Glu(Glu { activation: Activation::Silu }), &[&gate, &up])?;
+        let m = b.run(
+            &Op::Glu(Glu {
+                activation: Activation::Silu,
+            }),
+            &[&gate, &up],
+        )?;
         let m = self.linear(&m, &w.down)?;
         b.run(&Op::Add(Add), &[&x, &m])
     }
 
     fn norm(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
-        let op = Op::RmsNorm(RmsNorm { eps: self.config.rms_norm_eps, unit_offset: false });
+        let op = Op::RmsNorm(RmsNorm {
+            eps: self.config.rms_norm_eps,
+            unit_offset: false,
+        });
         self.backend.run(&op, &[x, w])
     }
 
@@ -141,7 +164,10 @@ pub(crate) fn required_ops(store: &WeightStore) -> Result<Vec<(OpKind, DType)>> 
         (OpKind::Glu, DType::F32),
         (OpKind::Add, DType::F32),
     ];
-    for name in store.names().filter(|n| n.ends_with("_proj.weight") || *n == "lm_head.weight") {
+    for name in store
+        .names()
+        .filter(|n| n.ends_with("_proj.weight") || *n == "lm_head.weight")
+    {
         ops.push((OpKind::Matmul, float(name)?));
     }
     ops.sort_by_key(|(op, d)| (*op, d.name()));

@@ -62,12 +62,25 @@ impl Model {
             .map(|(op, dtype)| format!("{}({dtype})", op.name()))
             .collect();
         if !missing.is_empty() {
-            return Err(Error::Unsupported { backend: backend.name().to_string(), missing });
+            return Err(Error::Unsupported {
+                backend: backend.name().to_string(),
+                missing,
+            });
         }
-        let weights = WeightLoader { store, backend: backend.as_ref() }.load(&config)?;
+        let weights = WeightLoader {
+            store,
+            backend: backend.as_ref(),
+        }
+        .load(&config)?;
         let (freqs, rope_scale) = rope::inv_freq(&config.rope, config.head_dim);
         let inv_freq = backend.upload_f32(&[freqs.len()], &freqs)?;
-        Ok(Model { config, backend, weights, inv_freq, rope_scale })
+        Ok(Model {
+            config,
+            backend,
+            weights,
+            inv_freq,
+            rope_scale,
+        })
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
@@ -79,7 +92,9 @@ impl Model {
     pub fn forward(&self, chunks: &[SeqChunk<'_>], cache: &KvCache) -> Result<Logits> {
         let vocab = self.config.vocab_size;
         if let Some(&bad) = chunks.iter().flat_map(|c| c.tokens).find(|&&t| t as usize >= vocab) {
-            return Err(Error::Request(format!("token id {bad} is outside the vocabulary of {vocab}")));
+            return Err(Error::Request(format!(
+                "token id {bad} is outside the vocabulary of {vocab}"
+            )));
         }
         let layout = BatchLayout::build(chunks, cache.block_size, cache.num_blocks)?;
         let decoder = Decoder {
@@ -89,6 +104,9 @@ impl Model {
             inv_freq: &self.inv_freq,
             rope_scale: self.rope_scale,
         };
-        Ok(Logits { data: decoder.forward(&layout, cache)?, vocab })
+        Ok(Logits {
+            data: decoder.forward(&layout, cache)?,
+            vocab,
+        })
     }
 }

@@ -130,7 +130,10 @@ pub fn stored_float_dtype(name: &str, dtype: StDtype) -> Result<DType> {
         StDtype::BF16 => Ok(DType::BF16),
         other => Err(Error::Weight {
             name: name.into(),
-            msg: format!("stored as {}, which is not supported yet (f32, f16, bf16)", other.name()),
+            msg: format!(
+                "stored as {}, which is not supported yet (f32, f16, bf16)",
+                other.name()
+            ),
         }),
     }
 }
@@ -138,8 +141,14 @@ pub fn stored_float_dtype(name: &str, dtype: StDtype) -> Result<DType> {
 pub fn widen_to_f32(name: &str, raw: RawTensor<'_>) -> Result<Vec<f32>> {
     Ok(match raw.dtype {
         StDtype::F32 => bytemuck::pod_collect_to_vec(raw.bytes),
-        StDtype::F16 => bytemuck::pod_collect_to_vec::<u8, half::f16>(raw.bytes).into_iter().map(f32::from).collect(),
-        StDtype::BF16 => bytemuck::pod_collect_to_vec::<u8, half::bf16>(raw.bytes).into_iter().map(f32::from).collect(),
+        StDtype::F16 => bytemuck::pod_collect_to_vec::<u8, half::f16>(raw.bytes)
+            .into_iter()
+            .map(f32::from)
+            .collect(),
+        StDtype::BF16 => bytemuck::pod_collect_to_vec::<u8, half::bf16>(raw.bytes)
+            .into_iter()
+            .map(f32::from)
+            .collect(),
         other => {
             return Err(Error::Weight {
                 name: name.into(),

@@ -3,7 +3,7 @@
 //!
 //! `out[i, :] = f32(table[ids[i], :])`
 
-use super::{FloatSlice, TensorSpec, expect_dtype, expect_inputs, expect_rank, FLOATS};
+use super::{FLOATS, FloatSlice, TensorSpec, expect_dtype, expect_inputs, expect_rank};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 
@@ -30,7 +30,10 @@ impl GatherRows {
         for (i, &id) in ids.iter().enumerate() {
             let id = id as usize;
             if id >= rows {
-                return Err(Error::op(Self::NAME, format!("index {id} out of range for {rows} rows")));
+                return Err(Error::op(
+                    Self::NAME,
+                    format!("index {id} out of range for {rows} rows"),
+                ));
             }
             table.widen_into(id * cols, &mut out[i * cols..(i + 1) * cols]);
         }

@@ -17,7 +17,10 @@ impl Matmul {
 
     pub fn output_spec(&self, inputs: &[TensorSpec]) -> Result<TensorSpec> {
         if !(2..=3).contains(&inputs.len()) {
-            return Err(Error::op(Self::NAME, format!("expects 2 or 3 inputs, got {}", inputs.len())));
+            return Err(Error::op(
+                Self::NAME,
+                format!("expects 2 or 3 inputs, got {}", inputs.len()),
+            ));
         }
         let (x, w) = (&inputs[0], &inputs[1]);
         expect_rank(Self::NAME, "x", x, 2)?;
@@ -33,7 +36,10 @@ impl Matmul {
         if let Some(b) = inputs.get(2) {
             expect_dtype(Self::NAME, "bias", b, &[DType::F32])?;
             if b.shape != [w.shape[0]] {
-                return Err(Error::op(Self::NAME, format!("bias {:?} for n = {}", b.shape, w.shape[0])));
+                return Err(Error::op(
+                    Self::NAME,
+                    format!("bias {:?} for n = {}", b.shape, w.shape[0]),
+                ));
             }
         }
         Ok(TensorSpec::new(&[x.shape[0], w.shape[0]], DType::F32))
