@@ -26,19 +26,13 @@ pub fn probe_all() -> Vec<(&'static str, Result<Arc<dyn Backend>, String>)> {
 pub fn open(choice: BackendChoice) -> Result<Arc<dyn Backend>> {
     let wanted = match choice {
         BackendChoice::Auto => {
-            let (_, first) = probe_all()
-                .into_iter()
-                .find(|(_, b)| b.is_ok())
-                .expect("cpu is always present");
+            let (_, first) = probe_all().into_iter().find(|(_, b)| b.is_ok()).expect("cpu is always present");
             return first.map_err(|e| anyhow!(e));
         }
         BackendChoice::Cpu => "cpu",
         BackendChoice::Wgpu => "wgpu",
         BackendChoice::Cuda => "cuda",
     };
-    let (_, backend) = probe_all()
-        .into_iter()
-        .find(|(n, _)| *n == wanted)
-        .expect("every choice is probed");
+    let (_, backend) = probe_all().into_iter().find(|(n, _)| *n == wanted).expect("every choice is probed");
     backend.map_err(|why| anyhow!("backend {wanted} is unavailable: {why}"))
 }

@@ -40,32 +40,20 @@ impl ModelArgs {
             false => None,
         };
         let defaults = GenerationDefaults::from_file(&dir.generation_config())?;
-        Ok(Loaded {
-            dir,
-            model,
-            tokenizer,
-            defaults,
-        })
+        Ok(Loaded { dir, model, tokenizer, defaults })
     }
 }
 
 impl Loaded {
     pub fn tokenizer(&self) -> Result<&Tokenizer> {
         self.tokenizer.as_ref().with_context(|| {
-            format!(
-                "{} has no tokenizer.json; pass token ids instead of text",
-                self.dir.root.display()
-            )
+            format!("{} has no tokenizer.json; pass token ids instead of text", self.dir.root.display())
         })
     }
 
     pub fn chat_template(&self) -> Result<ChatTemplate> {
         let tok = self.tokenizer()?;
-        Ok(ChatTemplate::from_model_dir(
-            &self.dir,
-            tok.bos_token.as_deref(),
-            tok.eos_token.as_deref(),
-        )?)
+        Ok(ChatTemplate::from_model_dir(&self.dir, tok.bos_token.as_deref(), tok.eos_token.as_deref())?)
     }
 
     /// EOS ids from config.json, generation_config.json and the tokenizer's eos_token.

@@ -5,16 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(name)
 }
 
 fn ferrum(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ferrum"))
-        .args(args)
-        .output()
-        .expect("runs")
+    Command::new(env!("CARGO_BIN_EXE_ferrum")).args(args).output().expect("runs")
 }
 
 /// A scratch copy of a fixture folder, removed on drop.
@@ -59,20 +54,13 @@ fn assert_clean_error(out: &Output, expected: &str) {
 fn read_f32_tensor(path: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
     let f = ferrum_engine::loader::SafetensorsFile::open(path).unwrap();
     let e = &f.tensors[name];
-    let data = f
-        .bytes(e)
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
+    let data = f.bytes(e).chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
     (e.shape.clone(), data)
 }
 
 fn read_i64_tensor(path: &Path, name: &str) -> Vec<i64> {
     let f = ferrum_engine::loader::SafetensorsFile::open(path).unwrap();
-    f.bytes(&f.tensors[name])
-        .chunks_exact(8)
-        .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
-        .collect()
+    f.bytes(&f.tensors[name]).chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()
 }
 
 /// Only the safetensors header of a single-file fixture, rewritten.
@@ -90,10 +78,8 @@ fn with_header(original: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> Ve
 #[test]
 fn logits_command_matches_transformers_in_both_modes() {
     let dir = fixture("qwen2");
-    let ids: Vec<String> = read_i64_tensor(&dir.join("reference.safetensors"), "input_ids")
-        .iter()
-        .map(i64::to_string)
-        .collect();
+    let ids: Vec<String> =
+        read_i64_tensor(&dir.join("reference.safetensors"), "input_ids").iter().map(i64::to_string).collect();
     let (_, want) = read_f32_tensor(&dir.join("reference.safetensors"), "logits");
     for mode in ["prefill", "decode"] {
         let out_file = std::env::temp_dir().join(format!("ferrum-logits-{mode}-{}.safetensors", std::process::id()));
@@ -123,14 +109,8 @@ fn logits_command_matches_transformers_in_both_modes() {
 fn greedy_generate_without_a_tokenizer_prints_the_reference_ids() {
     let dir = fixture("llama-notok");
     let reference = dir.join("reference.safetensors");
-    let prompt: Vec<String> = read_i64_tensor(&reference, "input_ids")
-        .iter()
-        .map(i64::to_string)
-        .collect();
-    let want: Vec<String> = read_i64_tensor(&reference, "greedy_ids")
-        .iter()
-        .map(i64::to_string)
-        .collect();
+    let prompt: Vec<String> = read_i64_tensor(&reference, "input_ids").iter().map(i64::to_string).collect();
+    let want: Vec<String> = read_i64_tensor(&reference, "greedy_ids").iter().map(i64::to_string).collect();
     let out = ferrum(&[
         "generate",
         "--model",
@@ -149,26 +129,9 @@ fn greedy_generate_without_a_tokenizer_prints_the_reference_ids() {
 #[test]
 fn chat_and_generate_with_text_run_end_to_end() {
     let dir = fixture("qwen3");
-    let out = ferrum(&[
-        "chat",
-        "--model",
-        dir.to_str().unwrap(),
-        "Hello",
-        "--max-tokens",
-        "8",
-        "--seed",
-        "3",
-    ]);
+    let out = ferrum(&["chat", "--model", dir.to_str().unwrap(), "Hello", "--max-tokens", "8", "--seed", "3"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = ferrum(&[
-        "generate",
-        "--model",
-        dir.to_str().unwrap(),
-        "--prompt",
-        "The fox",
-        "--max-tokens",
-        "8",
-    ]);
+    let out = ferrum(&["generate", "--model", dir.to_str().unwrap(), "--prompt", "The fox", "--max-tokens", "8"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!out.stdout.is_empty());
 }
@@ -178,10 +141,7 @@ fn info_and_devices_describe_what_is_there() {
     let out = ferrum(&["info", "--model", fixture("llama3-tied").to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
-    assert!(
-        text.contains("LlamaForCausalLM") && text.contains("llama3") && text.contains("BF16"),
-        "{text}"
-    );
+    assert!(text.contains("LlamaForCausalLM") && text.contains("llama3") && text.contains("BF16"), "{text}");
     let out = ferrum(&["devices"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("cpu   available"), "{text}");
@@ -195,23 +155,16 @@ fn a_missing_or_garbled_config_is_a_clear_error() {
     assert_clean_error(&ferrum(&["info", "--model", s.path()]), "config.json");
     s.write("config.json", b"{ \"hidden_size\": ");
     assert_clean_error(&ferrum(&["info", "--model", s.path()]), "not valid JSON");
-    s.write(
-        "config.json",
-        br#"{"architectures": ["LlamaForCausalLM"], "hidden_size": 64}"#,
-    );
+    s.write("config.json", br#"{"architectures": ["LlamaForCausalLM"], "hidden_size": 64}"#);
     assert_clean_error(&ferrum(&["info", "--model", s.path()]), "missing `num_attention_heads`");
-    assert_clean_error(
-        &ferrum(&["info", "--model", "/nonexistent/model"]),
-        "model folder not found",
-    );
+    assert_clean_error(&ferrum(&["info", "--model", "/nonexistent/model"]), "model folder not found");
 }
 
 #[test]
 fn an_unknown_architecture_lists_the_supported_ones() {
     let s = Scratch::copy_of("llama", "arch");
-    let text = std::fs::read_to_string(s.0.join("config.json"))
-        .unwrap()
-        .replace("LlamaForCausalLM", "GPTNeoXForCausalLM");
+    let text =
+        std::fs::read_to_string(s.0.join("config.json")).unwrap().replace("LlamaForCausalLM", "GPTNeoXForCausalLM");
     s.write("config.json", text.as_bytes());
     let out = ferrum(&["generate", "--model", s.path(), "--prompt-ids", "1,2"]);
     assert_clean_error(&out, "GPTNeoXForCausalLM");
@@ -247,9 +200,7 @@ fn malformed_safetensors_are_clear_errors() {
     s.write("model.safetensors", &wrong_dtype);
     assert_clean_error(&run(), "needs 128 bytes but data_offsets span 256");
 
-    let huge = with_header(&good, |h| {
-        h["model.norm.weight"]["shape"] = serde_json::json!([u64::MAX, 4])
-    });
+    let huge = with_header(&good, |h| h["model.norm.weight"]["shape"] = serde_json::json!([u64::MAX, 4]));
     s.write("model.safetensors", &huge);
     assert_clean_error(&run(), "overflows");
 
@@ -273,10 +224,7 @@ fn a_shard_named_in_the_index_but_absent_is_a_clear_error() {
 fn text_without_a_tokenizer_and_bad_token_ids_are_clear_errors() {
     let dir = fixture("llama-notok");
     let dir = dir.to_str().unwrap();
-    assert_clean_error(
-        &ferrum(&["generate", "--model", dir, "--prompt", "hi"]),
-        "no tokenizer.json",
-    );
+    assert_clean_error(&ferrum(&["generate", "--model", dir, "--prompt", "hi"]), "no tokenizer.json");
     assert_clean_error(&ferrum(&["chat", "--model", dir, "hi"]), "no tokenizer.json");
     assert_clean_error(
         &ferrum(&["logits", "--model", dir, "--tokens", "1,99999", "--out", "/dev/null"]),
@@ -289,14 +237,7 @@ fn text_without_a_tokenizer_and_bad_token_ids_are_clear_errors() {
 
 #[test]
 fn an_absent_backend_is_named_with_its_reason() {
-    let out = ferrum(&[
-        "generate",
-        "--model",
-        fixture("llama").to_str().unwrap(),
-        "--prompt-ids",
-        "1",
-        "--backend",
-        "cuda",
-    ]);
+    let out =
+        ferrum(&["generate", "--model", fixture("llama").to_str().unwrap(), "--prompt-ids", "1", "--backend", "cuda"]);
     assert_clean_error(&out, "backend cuda is unavailable");
 }

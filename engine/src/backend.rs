@@ -66,14 +66,8 @@ pub trait BackendExt: Backend {
         let bytes = self.read(src)?;
         Ok(match src.dtype() {
             DType::F32 => bytemuck::pod_collect_to_vec(&bytes),
-            DType::F16 => bytemuck::pod_collect_to_vec::<u8, half::f16>(&bytes)
-                .into_iter()
-                .map(f32::from)
-                .collect(),
-            DType::BF16 => bytemuck::pod_collect_to_vec::<u8, half::bf16>(&bytes)
-                .into_iter()
-                .map(f32::from)
-                .collect(),
+            DType::F16 => bytemuck::pod_collect_to_vec::<u8, half::f16>(&bytes).into_iter().map(f32::from).collect(),
+            DType::BF16 => bytemuck::pod_collect_to_vec::<u8, half::bf16>(&bytes).into_iter().map(f32::from).collect(),
             DType::U32 => {
                 return Err(Error::Backend("read_f32 on a u32 tensor".into()));
             }
@@ -101,13 +95,7 @@ pub fn validate(op: &Op, inputs: &[&Tensor], out: &Tensor) -> Result<()> {
     if spec.shape != out.shape() || spec.dtype != out.dtype() {
         return Err(Error::op(
             op.kind().name(),
-            format!(
-                "output is {:?} {} but the op makes {:?} {}",
-                out.shape(),
-                out.dtype(),
-                spec.shape,
-                spec.dtype
-            ),
+            format!("output is {:?} {} but the op makes {:?} {}", out.shape(), out.dtype(), spec.shape, spec.dtype),
         ));
     }
     if inputs.iter().any(|t| t.same_buffer(out)) {

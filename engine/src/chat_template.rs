@@ -19,10 +19,7 @@ pub struct Message {
 
 impl Message {
     pub fn new(role: &str, content: &str) -> Self {
-        Message {
-            role: role.into(),
-            content: content.into(),
-        }
+        Message { role: role.into(), content: content.into() }
     }
 }
 
@@ -47,33 +44,23 @@ impl ChatTemplate {
     }
 
     pub fn new(source: String, bos_token: &str, eos_token: &str) -> Self {
-        ChatTemplate {
-            source,
-            bos_token: bos_token.into(),
-            eos_token: eos_token.into(),
-        }
+        ChatTemplate { source, bos_token: bos_token.into(), eos_token: eos_token.into() }
     }
 
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
         let mut env = Environment::new();
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function(
-            "raise_exception",
-            |msg: String| -> std::result::Result<String, minijinja::Error> {
-                Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
-            },
-        );
+        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+        });
         env.add_function("strftime_now", |_fmt: String| -> String {
             // Templates use it for a "today is" line; a fixed date keeps
             // prompts reproducible.
             "26 Jul 2024".to_string()
         });
-        env.add_template("chat", &self.source)
-            .map_err(|e| Error::ChatTemplate(e.to_string()))?;
-        let tmpl = env
-            .get_template("chat")
-            .map_err(|e| Error::ChatTemplate(e.to_string()))?;
+        env.add_template("chat", &self.source).map_err(|e| Error::ChatTemplate(e.to_string()))?;
+        let tmpl = env.get_template("chat").map_err(|e| Error::ChatTemplate(e.to_string()))?;
         tmpl.render(context! {
             messages => minijinja::value::Serde(messages),
             add_generation_prompt => add_generation_prompt,
@@ -85,12 +72,8 @@ impl ChatTemplate {
 }
 
 fn template_from_tokenizer_config(path: &Path) -> Result<String> {
-    let missing = || {
-        Error::ChatTemplate(format!(
-            "no chat_template.jinja and no `chat_template` in {}",
-            path.display()
-        ))
-    };
+    let missing =
+        || Error::ChatTemplate(format!("no chat_template.jinja and no `chat_template` in {}", path.display()));
     let text = std::fs::read_to_string(path).map_err(|_| missing())?;
     let cfg: Value =
         serde_json::from_str(&text).map_err(|e| Error::ChatTemplate(format!("{}: {e}", path.display())))?;

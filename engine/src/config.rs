@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::ops::Activation;
 
 /// The decoder families Ferrum runs. They share one decoder with switches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,49 +16,52 @@ pub enum Architecture {
     Mistral,
     Qwen2,
     Qwen3,
+    Gemma,
+    Gemma2,
+    Gemma3,
 }
 
 impl Architecture {
     /// `(architectures[0] in config.json, model_type, our variant)`
-    const TABLE: [(&'static str, &'static str, Architecture); 4] = [
+    const TABLE: [(&'static str, &'static str, Architecture); 7] = [
         ("LlamaForCausalLM", "llama", Architecture::Llama),
         ("MistralForCausalLM", "mistral", Architecture::Mistral),
         ("Qwen2ForCausalLM", "qwen2", Architecture::Qwen2),
         ("Qwen3ForCausalLM", "qwen3", Architecture::Qwen3),
+        ("GemmaForCausalLM", "gemma", Architecture::Gemma),
+        ("Gemma2ForCausalLM", "gemma2", Architecture::Gemma2),
+        ("Gemma3ForCausalLM", "gemma3_text", Architecture::Gemma3),
     ];
 
-    pub const SUPPORTED_NAMES: [&'static str; 4] = [
+    pub const SUPPORTED_NAMES: [&'static str; 7] = [
         "LlamaForCausalLM",
         "MistralForCausalLM",
         "Qwen2ForCausalLM",
         "Qwen3ForCausalLM",
+        "GemmaForCausalLM",
+        "Gemma2ForCausalLM",
+        "Gemma3ForCausalLM",
     ];
 
+    pub fn is_gemma(self) -> bool {
+        matches!(self, Architecture::Gemma | Architecture::Gemma2 | Architecture::Gemma3)
+    }
+
     fn from_config(root: &Map<String, Value>) -> Result<Self> {
-        let class = root
-            .get("architectures")
-            .and_then(|a| a.as_array())
-            .and_then(|a| a.first())
-            .and_then(|a| a.as_str());
+        let class =
+            root.get("architectures").and_then(|a| a.as_array()).and_then(|a| a.first()).and_then(|a| a.as_str());
         let model_type = root.get("model_type").and_then(|m| m.as_str());
         for (c, m, arch) in Self::TABLE {
             if class == Some(c) || (class.is_none() && model_type == Some(m)) {
                 return Ok(arch);
             }
         }
-        let found = class
-            .or(model_type)
-            .unwrap_or("<none: no `architectures` or `model_type`>");
-        Err(Error::UnknownArchitecture {
-            found: found.to_string(),
-        })
+        let found = class.or(model_type).unwrap_or("<none: no `architectures` or `model_type`>");
+        Err(Error::UnknownArchitecture { found: found.to_string() })
     }
 
     pub fn hf_name(self) -> &'static str {
-        Self::TABLE
-            .iter()
-            .find(|(_, _, a)| *a == self)
-            .map_or("?", |(c, _, _)| c)
+        Self::TABLE.iter().find(|(_, _, a)| *a == self).map_or("?", |(c, _, _)| c)
     }
 }
 
@@ -105,10 +109,24 @@ pub struct ModelConfig {
     /// Bias on the output projection (Llama's `attention_bias` only).
     pub o_bias: bool,
     pub mlp_bias: bool,
-    /// Per-head RMSNorm on q and k before rope (Qwen3).
+    /// Per-head RMSNorm on q and k before rope (Qwen3, Gemma 3).
     pub qk_norm: bool,
     /// Sliding window per layer (None: full attention on that layer).
     pub layer_windows: Vec<Option<usize>>,
+    /// Rope of sliding-window layers when it differs from `rope` (Gemma 3's local base).
+    pub rope_local: Option<RopeConfig>,
+    /// The gated MLP's activation.
+    pub activation: Activation,
+    /// Norm weights store `gain - 1` (Gemma).
+    pub norm_unit_offset: bool,
+    /// Embeddings are multiplied by sqrt(hidden_size) (Gemma).
+    pub scale_embeddings: bool,
+    /// Norms after attention and after the MLP too (Gemma 2 and 3).
+    pub sandwich_norms: bool,
+    /// Multiplies q·k: head_dim^-1/2, or query_pre_attn_scalar^-1/2 (Gemma 2 and 3).
+    pub attention_scale: f32,
+    pub attention_softcap: Option<f32>,
+    pub final_logit_softcap: Option<f32>,
     /// The dtype the checkpoint says it was saved in, if it says.
     pub dtype: Option<String>,
     pub bos_token_id: Option<u32>,
@@ -122,19 +140,12 @@ impl ModelConfig {
     }
 
     pub fn from_json_str(text: &str, path: &Path) -> Result<Self> {
-        let value: Value = serde_json::from_str(text).map_err(|e| Error::Config {
-            path: path.to_path_buf(),
-            msg: format!("not valid JSON: {e}"),
-        })?;
-        let root = value.as_object().ok_or_else(|| Error::Config {
-            path: path.to_path_buf(),
-            msg: "top level is not a JSON object".into(),
-        })?;
-        Reader {
-            root,
-            path: path.to_path_buf(),
-        }
-        .parse()
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| Error::Config { path: path.to_path_buf(), msg: format!("not valid JSON: {e}") })?;
+        let root = value
+            .as_object()
+            .ok_or_else(|| Error::Config { path: path.to_path_buf(), msg: "top level is not a JSON object".into() })?;
+        Reader { root, path: path.to_path_buf() }.parse()
     }
 
     /// Key and value heads times head_dim times 2 (k and v), in f32 elements.
@@ -151,10 +162,7 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn err(&self, msg: impl Into<String>) -> Error {
-        Error::Config {
-            path: self.path.clone(),
-            msg: msg.into(),
-        }
+        Error::Config { path: self.path.clone(), msg: msg.into() }
     }
 
     fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
@@ -207,16 +215,14 @@ impl Reader<'_> {
             None if hidden_size % num_heads == 0 => hidden_size / num_heads,
             None => return Err(self.err("no `head_dim` and hidden_size is not a multiple of num_attention_heads")),
         };
-        let act = self
-            .opt_str("hidden_act")
-            .or(self.opt_str("hidden_activation"))
-            .unwrap_or("silu");
-        if act != "silu" {
-            return Err(self.err(format!(
-                "hidden_act {act:?} is not supported for {}",
-                architecture.hf_name()
-            )));
-        }
+        let activation = self.activation(architecture)?;
+        let attention_scale = match self.opt_f64("query_pre_attn_scalar")? {
+            Some(s) if s > 0.0 => (1.0 / s.sqrt()) as f32,
+            Some(s) => return Err(self.err(format!("query_pre_attn_scalar must be positive, got {s}"))),
+            None => 1.0 / (head_dim as f32).sqrt(),
+        };
+        let (rope, rope_local) = self.ropes()?;
+        let gemma = architecture.is_gemma();
         let attention_bias = self.opt_bool("attention_bias")?;
         let (qkv_bias, o_bias) = match architecture {
             Architecture::Qwen2 => (true, false),
@@ -236,18 +242,23 @@ impl Reader<'_> {
             head_dim,
             vocab_size: self.usize("vocab_size")?,
             rms_norm_eps: self.opt_f64("rms_norm_eps")?.unwrap_or(1e-6) as f32,
-            rope: self.rope()?,
+            rope,
             max_position_embeddings,
-            tie_word_embeddings: self.opt_bool("tie_word_embeddings")?.unwrap_or(false),
+            tie_word_embeddings: self.opt_bool("tie_word_embeddings")?.unwrap_or(gemma),
             qkv_bias,
             o_bias,
             mlp_bias: self.opt_bool("mlp_bias")?.unwrap_or(false),
-            qk_norm: architecture == Architecture::Qwen3,
+            qk_norm: matches!(architecture, Architecture::Qwen3 | Architecture::Gemma3),
             layer_windows: self.layer_windows(architecture, num_layers)?,
-            dtype: self
-                .opt_str("dtype")
-                .or(self.opt_str("torch_dtype"))
-                .map(str::to_string),
+            rope_local,
+            activation,
+            norm_unit_offset: gemma,
+            scale_embeddings: gemma,
+            sandwich_norms: matches!(architecture, Architecture::Gemma2 | Architecture::Gemma3),
+            attention_scale,
+            attention_softcap: self.opt_f64("attn_logit_softcapping")?.map(|c| c as f32),
+            final_logit_softcap: self.opt_f64("final_logit_softcapping")?.map(|c| c as f32),
+            dtype: self.opt_str("dtype").or(self.opt_str("torch_dtype")).map(str::to_string),
             bos_token_id: self.token_ids("bos_token_id")?.first().copied(),
             eos_token_ids: self.token_ids("eos_token_id")?,
         };
@@ -265,66 +276,78 @@ impl Reader<'_> {
         Ok(config)
     }
 
-    /// transformers-5 keeps everything in `rope_parameters`; transformers-4
-    /// has `rope_theta` at the top and an optional `rope_scaling` dict.
-    fn rope(&self) -> Result<RopeConfig> {
-        let params = match self.root.get("rope_parameters") {
-            Some(Value::Object(p)) => Some(p),
-            Some(Value::Null) | None => None,
-            Some(v) => return Err(self.err(format!("`rope_parameters` must be an object, got {v}"))),
-        };
-        let scaling = match self.root.get("rope_scaling") {
-            Some(Value::Object(s)) => Some(s),
-            Some(Value::Null) | None => None,
-            Some(v) => return Err(self.err(format!("`rope_scaling` must be an object, got {v}"))),
-        };
-        if params.is_some_and(|p| !p.contains_key("rope_type") && !p.contains_key("rope_theta")) {
-            return Err(self.err("per-layer-type `rope_parameters` are not supported for this architecture"));
+    /// The gated MLP's activation: SiLU for the Llama family, tanh-GELU for Gemma.
+    fn activation(&self, arch: Architecture) -> Result<Activation> {
+        let named = self.opt_str("hidden_activation").or(self.opt_str("hidden_act"));
+        match (arch.is_gemma(), named) {
+            (false, None | Some("silu")) => Ok(Activation::Silu),
+            // Gemma 1 configs say "gelu" but transformers runs the tanh approximation
+            (true, None | Some("gelu_pytorch_tanh" | "gelu_tanh" | "gelu")) => Ok(Activation::GeluTanh),
+            (_, Some(other)) => Err(self.err(format!("activation {other:?} is not supported for {}", arch.hf_name()))),
         }
-        let theta = match params
-            .map(|p| opt_f64_in(p, "rope_theta"))
-            .transpose()
-            .map_err(|m| self.err(m))?
-        {
-            Some(Some(t)) => t,
-            _ => self.opt_f64("rope_theta")?.unwrap_or(10_000.0),
+    }
+
+    /// The global rope and, when sliding layers differ, the local one.
+    /// transformers-5 keeps everything in `rope_parameters` (per layer type
+    /// for Gemma 3); transformers-4 has `rope_theta` at the top, an optional
+    /// `rope_scaling` dict and Gemma 3's `rope_local_base_freq`.
+    fn ropes(&self) -> Result<(RopeConfig, Option<RopeConfig>)> {
+        let object = |key: &str| match self.root.get(key) {
+            Some(Value::Object(p)) => Ok(Some(p)),
+            Some(Value::Null) | None => Ok(None),
+            Some(v) => Err(self.err(format!("`{key}` must be an object, got {v}"))),
         };
-        let partial_rotary_factor = match params.map(|p| opt_f64_in(p, "partial_rotary_factor")) {
-            Some(Ok(Some(f))) => f,
-            Some(Err(m)) => return Err(self.err(m)),
-            _ => self.opt_f64("partial_rotary_factor")?.unwrap_or(1.0),
+        let params = object("rope_parameters")?;
+        let scaling = object("rope_scaling")?;
+        let partial = self.opt_f64("partial_rotary_factor")?.unwrap_or(1.0);
+        let top_theta = self.opt_f64("rope_theta")?.unwrap_or(10_000.0);
+        if let Some(p) = params.filter(|p| p.contains_key("full_attention")) {
+            let per_type = |key: &str| -> Result<Option<RopeConfig>> {
+                match p.get(key) {
+                    Some(Value::Object(spec)) => self.rope(Some(spec), top_theta, partial).map(Some),
+                    None | Some(Value::Null) => Ok(None),
+                    Some(v) => Err(self.err(format!("rope_parameters.{key} must be an object, got {v}"))),
+                }
+            };
+            let global = per_type("full_attention")?.expect("checked contains_key");
+            return Ok((global, per_type("sliding_attention")?));
+        }
+        let global = self.rope(params.or(scaling), top_theta, partial)?;
+        let local = self.opt_f64("rope_local_base_freq")?.map(|theta| RopeConfig {
+            theta,
+            scaling: RopeScaling::None,
+            partial_rotary_factor: partial,
+        });
+        Ok((global, local))
+    }
+
+    fn rope(&self, spec: Option<&Map<String, Value>>, top_theta: f64, partial: f64) -> Result<RopeConfig> {
+        let get = |key: &str| -> Result<Option<f64>> {
+            spec.map(|s| opt_f64_in(s, key)).transpose().map(Option::flatten).map_err(|m| self.err(m))
         };
-        let spec = params.or(scaling);
-        let rope_type = spec
-            .and_then(|s| s.get("rope_type").or(s.get("type")))
-            .and_then(|t| t.as_str())
-            .unwrap_or("default");
-        let f = |key: &str| -> Result<f64> {
-            spec.and_then(|s| opt_f64_in(s, key).transpose())
-                .transpose()
-                .map_err(|m| self.err(m))?
-                .ok_or_else(|| self.err(format!("rope type {rope_type:?} needs `{key}`")))
+        let theta = get("rope_theta")?.unwrap_or(top_theta);
+        let partial_rotary_factor = get("partial_rotary_factor")?.unwrap_or(partial);
+        let rope_type =
+            spec.and_then(|s| s.get("rope_type").or(s.get("type"))).and_then(|t| t.as_str()).unwrap_or("default");
+        let need = |key: &str| -> Result<f64> {
+            get(key)?.ok_or_else(|| self.err(format!("rope type {rope_type:?} needs `{key}`")))
         };
         let scaling = match rope_type {
             "default" => RopeScaling::None,
-            "linear" => RopeScaling::Linear { factor: f("factor")? },
+            "linear" => RopeScaling::Linear { factor: need("factor")? },
             "llama3" => RopeScaling::Llama3 {
-                factor: f("factor")?,
-                low_freq_factor: f("low_freq_factor")?,
-                high_freq_factor: f("high_freq_factor")?,
-                original_max_position_embeddings: f("original_max_position_embeddings")?,
+                factor: need("factor")?,
+                low_freq_factor: need("low_freq_factor")?,
+                high_freq_factor: need("high_freq_factor")?,
+                original_max_position_embeddings: need("original_max_position_embeddings")?,
             },
             other => {
-                return Err(self.err(format!(
-                    "rope type {other:?} is not supported yet (supported: default, linear, llama3)"
-                )));
+                return Err(
+                    self.err(format!("rope type {other:?} is not supported yet (supported: default, linear, llama3)"))
+                );
             }
         };
-        Ok(RopeConfig {
-            theta,
-            scaling,
-            partial_rotary_factor,
-        })
+        Ok(RopeConfig { theta, scaling, partial_rotary_factor })
     }
 
     /// Which layers use a sliding window: `layer_types` when given; otherwise
@@ -334,18 +357,15 @@ impl Reader<'_> {
         let window = self.opt_usize("sliding_window")?;
         if let Some(Value::Array(types)) = self.root.get("layer_types") {
             if types.len() != num_layers {
-                return Err(self.err(format!(
-                    "`layer_types` has {} entries for {num_layers} layers",
-                    types.len()
-                )));
+                return Err(self.err(format!("`layer_types` has {} entries for {num_layers} layers", types.len())));
             }
             return types
                 .iter()
                 .map(|t| match t.as_str() {
                     Some("full_attention") => Ok(None),
-                    Some("sliding_attention") => window
-                        .map(Some)
-                        .ok_or_else(|| self.err("a sliding_attention layer but no `sliding_window`")),
+                    Some("sliding_attention") => {
+                        window.map(Some).ok_or_else(|| self.err("a sliding_attention layer but no `sliding_window`"))
+                    }
                     _ => Err(self.err(format!("unknown layer type {t}"))),
                 })
                 .collect();
@@ -354,9 +374,14 @@ impl Reader<'_> {
             Architecture::Mistral => vec![window; num_layers],
             Architecture::Qwen2 | Architecture::Qwen3 if self.opt_bool("use_sliding_window")? == Some(true) => {
                 let first = self.opt_usize("max_window_layers")?.unwrap_or(num_layers);
-                (0..num_layers)
-                    .map(|l| if l >= first { window } else { None })
-                    .collect()
+                (0..num_layers).map(|l| if l >= first { window } else { None }).collect()
+            }
+            // Gemma 2 alternates, starting with a sliding layer
+            Architecture::Gemma2 => (0..num_layers).map(|l| if l % 2 == 0 { window } else { None }).collect(),
+            // Gemma 3: every `sliding_window_pattern`-th layer is global
+            Architecture::Gemma3 => {
+                let pattern = self.opt_usize("sliding_window_pattern")?.unwrap_or(6).max(1);
+                (0..num_layers).map(|l| if (l + 1) % pattern != 0 { window } else { None }).collect()
             }
             _ => vec![None; num_layers],
         })
@@ -366,20 +391,14 @@ impl Reader<'_> {
 fn opt_f64_in(map: &Map<String, Value>, key: &str) -> std::result::Result<Option<f64>, String> {
     match map.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_f64()
-            .map(Some)
-            .ok_or_else(|| format!("`{key}` must be a number, got {v}")),
+        Some(v) => v.as_f64().map(Some).ok_or_else(|| format!("`{key}` must be a number, got {v}")),
     }
 }
 
 /// A token id given as an int, a list of ints, or null.
 pub(crate) fn token_ids(value: Option<&Value>) -> std::result::Result<Vec<u32>, String> {
     let as_id = |v: &Value| {
-        v.as_u64()
-            .filter(|&n| n <= u32::MAX as u64)
-            .map(|n| n as u32)
-            .ok_or_else(|| format!("not a token id: {v}"))
+        v.as_u64().filter(|&n| n <= u32::MAX as u64).map(|n| n as u32).ok_or_else(|| format!("not a token id: {v}"))
     };
     match value {
         None | Some(Value::Null) => Ok(Vec::new()),
@@ -426,14 +445,7 @@ mod tests {
         assert_eq!(c.head_dim, 16, "hidden / heads when head_dim is missing");
         assert_eq!(c.num_kv_heads, 4, "kv heads default to heads");
         assert_eq!(c.eos_token_ids, [2]);
-        assert_eq!(
-            c.rope,
-            RopeConfig {
-                theta: 10_000.0,
-                scaling: RopeScaling::None,
-                partial_rotary_factor: 1.0
-            }
-        );
+        assert_eq!(c.rope, RopeConfig { theta: 10_000.0, scaling: RopeScaling::None, partial_rotary_factor: 1.0 });
     }
 
     #[test]
@@ -444,10 +456,8 @@ mod tests {
         .unwrap();
         assert!(qwen2.qkv_bias && !qwen2.o_bias);
         assert_eq!(qwen2.layer_windows, [None, Some(8)]);
-        let mistral = parse(&format!(
-            r#"{{"architectures": ["MistralForCausalLM"], {BASE}, "sliding_window": 8}}"#
-        ))
-        .unwrap();
+        let mistral =
+            parse(&format!(r#"{{"architectures": ["MistralForCausalLM"], {BASE}, "sliding_window": 8}}"#)).unwrap();
         assert_eq!(mistral.layer_windows, [Some(8), Some(8)]);
         let typed = parse(&format!(
             r#"{{"architectures": ["Qwen3ForCausalLM"], {BASE}, "sliding_window": 4, "layer_types": ["sliding_attention", "full_attention"]}}"#
@@ -458,20 +468,52 @@ mod tests {
     }
 
     #[test]
+    fn gemma3_in_both_spellings() {
+        let v5 = parse(&format!(
+            r#"{{"architectures": ["Gemma3ForCausalLM"], {BASE}, "num_hidden_layers": 6, "sliding_window": 8,
+            "query_pre_attn_scalar": 256, "layer_types": ["sliding_attention", "sliding_attention", "sliding_attention",
+            "sliding_attention", "sliding_attention", "full_attention"],
+            "rope_parameters": {{"full_attention": {{"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0}},
+            "sliding_attention": {{"rope_type": "default", "rope_theta": 10000.0}}}}}}"#
+        ))
+        .unwrap();
+        let v4 = parse(&format!(
+            r#"{{"architectures": ["Gemma3ForCausalLM"], {BASE}, "num_hidden_layers": 6, "sliding_window": 8,
+            "query_pre_attn_scalar": 256, "sliding_window_pattern": 6, "rope_theta": 1000000.0,
+            "rope_local_base_freq": 10000.0, "rope_scaling": {{"rope_type": "linear", "factor": 8.0}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(v4, v5);
+        assert_eq!(v5.layer_windows, [Some(8), Some(8), Some(8), Some(8), Some(8), None]);
+        assert_eq!(v5.rope.scaling, RopeScaling::Linear { factor: 8.0 });
+        assert_eq!(v5.rope_local.as_ref().map(|r| r.theta), Some(10_000.0));
+        assert_eq!(v5.attention_scale, 1.0 / 16.0);
+        assert!(
+            v5.qk_norm && v5.sandwich_norms && v5.norm_unit_offset && v5.scale_embeddings && v5.tie_word_embeddings
+        );
+        assert_eq!(v5.activation, Activation::GeluTanh);
+    }
+
+    #[test]
+    fn gemma2_alternates_layers_without_layer_types() {
+        let c = parse(&format!(
+            r#"{{"architectures": ["Gemma2ForCausalLM"], {BASE}, "num_hidden_layers": 4, "sliding_window": 16,
+            "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0}}"#
+        ))
+        .unwrap();
+        assert_eq!(c.layer_windows, [Some(16), None, Some(16), None]);
+        assert_eq!((c.attention_softcap, c.final_logit_softcap), (Some(50.0), Some(30.0)));
+        assert!(c.rope_local.is_none());
+    }
+
+    #[test]
     fn bad_configs_say_what_is_wrong() {
         let err = |json: String| parse(&json).unwrap_err().to_string();
         assert!(err(format!(r#"{{"architectures": ["BertModel"], {BASE}}}"#)).contains("supported: LlamaForCausalLM"));
+        assert!(err(format!(r#"{{"model_type": "llama", {BASE}, "num_key_value_heads": 3}}"#)).contains("multiple"));
         assert!(
-            err(format!(
-                r#"{{"model_type": "llama", {BASE}, "num_key_value_heads": 3}}"#
-            ))
-            .contains("multiple")
-        );
-        assert!(
-            err(format!(
-                r#"{{"model_type": "llama", {BASE}, "rope_scaling": {{"type": "su"}}}}"#
-            ))
-            .contains("not supported")
+            err(format!(r#"{{"model_type": "llama", {BASE}, "rope_scaling": {{"type": "su"}}}}"#))
+                .contains("not supported")
         );
         assert!(err(format!(r#"{{"model_type": "llama", {BASE}, "hidden_act": "relu"}}"#)).contains("relu"));
         assert!(err(r#"[1, 2]"#.into()).contains("not a JSON object"));

@@ -35,10 +35,7 @@ impl GenerationDefaults {
         let Ok(text) = std::fs::read_to_string(path) else {
             return Ok(Self::default());
         };
-        let bad = |msg: String| Error::Config {
-            path: path.to_path_buf(),
-            msg,
-        };
+        let bad = |msg: String| Error::Config { path: path.to_path_buf(), msg };
         let v: Value = serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
         let f = |k: &str| v.get(k).and_then(Value::as_f64).map(|x| x as f32);
         Ok(GenerationDefaults {
@@ -98,19 +95,11 @@ impl Generation {
     /// Decode speed: tokens after the first over the time they took.
     pub fn decode_tokens_per_sec(&self) -> f64 {
         let n = self.tokens.len().saturating_sub(1);
-        if self.decode_secs > 0.0 {
-            n as f64 / self.decode_secs
-        } else {
-            0.0
-        }
+        if self.decode_secs > 0.0 { n as f64 / self.decode_secs } else { 0.0 }
     }
 
     pub fn prefill_tokens_per_sec(&self) -> f64 {
-        if self.prefill_secs > 0.0 {
-            self.prompt_tokens as f64 / self.prefill_secs
-        } else {
-            0.0
-        }
+        if self.prefill_secs > 0.0 { self.prompt_tokens as f64 / self.prefill_secs } else { 0.0 }
     }
 }
 
@@ -161,12 +150,7 @@ pub fn generate(
     };
 
     let started = Instant::now();
-    let mut chunk = SeqChunk {
-        tokens: prompt,
-        start_pos: 0,
-        block_table: table.blocks(),
-        logits: LogitsWanted::Last,
-    };
+    let mut chunk = SeqChunk { tokens: prompt, start_pos: 0, block_table: table.blocks(), logits: LogitsWanted::Last };
     let mut next: [u32; 1];
     let mut decode_started = None;
     while out.tokens.len() < opts.max_tokens {

@@ -54,10 +54,7 @@ pub struct BlockPool {
 impl BlockPool {
     pub fn new(num_blocks: usize) -> Self {
         // pop() hands out low ids first
-        BlockPool {
-            free: (0..num_blocks as u32).rev().collect(),
-            total: num_blocks,
-        }
+        BlockPool { free: (0..num_blocks as u32).rev().collect(), total: num_blocks }
     }
 
     pub fn free_count(&self) -> usize {

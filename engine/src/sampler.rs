@@ -97,23 +97,14 @@ pub struct Sampler {
 impl Sampler {
     pub fn new(params: SamplingParams, prompt: &[u32]) -> Self {
         let rng = Rng::new(params.seed);
-        Sampler {
-            params,
-            rng,
-            seen: prompt.iter().map(|&t| (t, ())).collect(),
-            generated: HashMap::new(),
-        }
+        Sampler { params, rng, seen: prompt.iter().map(|&t| (t, ())).collect(), generated: HashMap::new() }
     }
 
     /// Picks the next token and records it as generated.
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
         let mut logits = logits.to_vec();
         self.apply_penalties(&mut logits);
-        let token = if self.params.temperature == 0.0 {
-            argmax(&logits)
-        } else {
-            self.draw(&logits)
-        };
+        let token = if self.params.temperature == 0.0 { argmax(&logits) } else { self.draw(&logits) };
         self.seen.insert(token, ());
         *self.generated.entry(token).or_insert(0) += 1;
         token
@@ -124,11 +115,7 @@ impl Sampler {
         if p.repetition_penalty != 1.0 {
             for &t in self.seen.keys() {
                 if let Some(l) = logits.get_mut(t as usize) {
-                    *l = if *l < 0.0 {
-                        *l * p.repetition_penalty
-                    } else {
-                        *l / p.repetition_penalty
-                    };
+                    *l = if *l < 0.0 { *l * p.repetition_penalty } else { *l / p.repetition_penalty };
                 }
             }
         }
@@ -144,11 +131,8 @@ impl Sampler {
     fn draw(&mut self, logits: &[f32]) -> u32 {
         let p = &self.params;
         // candidates sorted by logit, highest first
-        let mut cand: Vec<(u32, f32)> = logits
-            .iter()
-            .enumerate()
-            .map(|(i, &l)| (i as u32, l / p.temperature))
-            .collect();
+        let mut cand: Vec<(u32, f32)> =
+            logits.iter().enumerate().map(|(i, &l)| (i as u32, l / p.temperature)).collect();
         cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         if p.top_k > 0 {
             cand.truncate(p.top_k);
@@ -206,11 +190,7 @@ mod tests {
     use super::*;
 
     fn params(f: impl FnOnce(&mut SamplingParams)) -> SamplingParams {
-        let mut p = SamplingParams {
-            temperature: 1.0,
-            seed: 7,
-            ..Default::default()
-        };
+        let mut p = SamplingParams { temperature: 1.0, seed: 7, ..Default::default() };
         f(&mut p);
         p
     }
@@ -266,34 +246,16 @@ mod tests {
     #[test]
     fn repetition_penalty_follows_transformers() {
         // token 0 seen: 2.0 / 2 = 1.0 < 1.5, so greedy moves to token 1
-        let mut s = Sampler::new(
-            SamplingParams {
-                repetition_penalty: 2.0,
-                ..Default::default()
-            },
-            &[0],
-        );
+        let mut s = Sampler::new(SamplingParams { repetition_penalty: 2.0, ..Default::default() }, &[0]);
         assert_eq!(s.sample(&[2.0, 1.5]), 1);
         // negative logits are multiplied: -1 * 2 = -2 < -1.5
-        let mut s = Sampler::new(
-            SamplingParams {
-                repetition_penalty: 2.0,
-                ..Default::default()
-            },
-            &[0],
-        );
+        let mut s = Sampler::new(SamplingParams { repetition_penalty: 2.0, ..Default::default() }, &[0]);
         assert_eq!(s.sample(&[-1.0, -1.5]), 1);
     }
 
     #[test]
     fn presence_and_frequency_penalties_count_generated_tokens() {
-        let mut s = Sampler::new(
-            SamplingParams {
-                frequency_penalty: 0.6,
-                ..Default::default()
-            },
-            &[],
-        );
+        let mut s = Sampler::new(SamplingParams { frequency_penalty: 0.6, ..Default::default() }, &[]);
         let logits = [1.0, 0.0];
         let picks: Vec<u32> = (0..3).map(|_| s.sample(&logits)).collect();
         // 1.0, then 1.0 - 0.6 = 0.4 > 0, then 1.0 - 1.2 < 0

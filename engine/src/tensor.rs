@@ -50,16 +50,9 @@ impl Tensor {
     pub fn reshape(&self, shape: &[usize]) -> crate::Result<Tensor> {
         let n: usize = shape.iter().product();
         if n != self.elem_count() {
-            return Err(crate::Error::op(
-                "reshape",
-                format!("cannot view {:?} as {:?}", self.shape, shape),
-            ));
+            return Err(crate::Error::op("reshape", format!("cannot view {:?} as {:?}", self.shape, shape)));
         }
-        Ok(Tensor {
-            shape: shape.to_vec(),
-            dtype: self.dtype,
-            buffer: self.buffer.clone(),
-        })
+        Ok(Tensor { shape: shape.to_vec(), dtype: self.dtype, buffer: self.buffer.clone() })
     }
 
     pub fn same_buffer(&self, other: &Tensor) -> bool {

@@ -26,40 +26,25 @@ impl Tokenizer {
         let inner =
             tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
         let cfg = path.with_file_name("tokenizer_config.json");
-        let cfg: Option<Value> = std::fs::read_to_string(&cfg)
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok());
+        let cfg: Option<Value> = std::fs::read_to_string(&cfg).ok().and_then(|t| serde_json::from_str(&t).ok());
         let special = |key: &str| cfg.as_ref().and_then(|c| special_token_text(c.get(key)?));
-        Ok(Tokenizer {
-            bos_token: special("bos_token"),
-            eos_token: special("eos_token"),
-            inner,
-        })
+        Ok(Tokenizer { bos_token: special("bos_token"), eos_token: special("eos_token"), inner })
     }
 
     pub fn from_json_bytes(bytes: &[u8]) -> Result<Self> {
         let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| Error::Tokenizer(e.to_string()))?;
-        Ok(Tokenizer {
-            inner,
-            bos_token: None,
-            eos_token: None,
-        })
+        Ok(Tokenizer { inner, bos_token: None, eos_token: None })
     }
 
     /// `add_special_tokens` adds what the tokenizer's post-processor adds
     /// (usually BOS), as transformers does for a plain prompt.
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode(text, add_special_tokens)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let enc = self.inner.encode(text, add_special_tokens).map_err(|e| Error::Tokenizer(e.to_string()))?;
         Ok(enc.get_ids().to_vec())
     }
 
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
-        self.inner
-            .decode(ids, skip_special_tokens)
-            .map_err(|e| Error::Tokenizer(e.to_string()))
+        self.inner.decode(ids, skip_special_tokens).map_err(|e| Error::Tokenizer(e.to_string()))
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
@@ -73,9 +58,7 @@ impl Tokenizer {
     /// Detokenises one id at a time, yielding text only once it is complete
     /// UTF-8 (a multi-byte character split over tokens waits for its end).
     pub fn decode_stream(&self, skip_special_tokens: bool) -> DecodeStream<'_> {
-        DecodeStream {
-            inner: self.inner.decode_stream(skip_special_tokens),
-        }
+        DecodeStream { inner: self.inner.decode_stream(skip_special_tokens) }
     }
 }
 

@@ -40,10 +40,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
 pub fn stream(loaded: &Loaded, prompt: &[u32], mut opts: GenerateOptions) -> Result<Generation> {
     let context = loaded.model.config.max_position_embeddings;
     if prompt.len() >= context {
-        bail!(
-            "the prompt has {} tokens; the model's context is {context}",
-            prompt.len()
-        );
+        bail!("the prompt has {} tokens; the model's context is {context}", prompt.len());
     }
     opts.max_tokens = opts.max_tokens.min(context - prompt.len());
     let mut stdout = std::io::stdout().lock();

@@ -30,11 +30,7 @@ pub fn run(args: &InfoArgs) -> Result<()> {
         *by_dtype.entry(dtype.name()).or_default() += n;
     }
     let kv_per_token = c.kv_floats_per_token() * 4;
-    let windows: Vec<String> = c
-        .layer_windows
-        .iter()
-        .map(|w| w.map_or("full".into(), |w| w.to_string()))
-        .collect();
+    let windows: Vec<String> = c.layer_windows.iter().map(|w| w.map_or("full".into(), |w| w.to_string())).collect();
     let rope = match &c.rope.scaling {
         RopeScaling::None => format!("theta {}", c.rope.theta),
         RopeScaling::Linear { factor } => format!("theta {}, linear x{factor}", c.rope.theta),
@@ -43,27 +39,15 @@ pub fn run(args: &InfoArgs) -> Result<()> {
     println!("model          {}", dir.root.display());
     println!("architecture   {}", c.architecture.hf_name());
     println!("layers         {}", c.num_layers);
-    println!(
-        "hidden         {} (intermediate {})",
-        c.hidden_size, c.intermediate_size
-    );
-    println!(
-        "heads          {} query, {} key/value, head_dim {}",
-        c.num_heads, c.num_kv_heads, c.head_dim
-    );
+    println!("hidden         {} (intermediate {})", c.hidden_size, c.intermediate_size);
+    println!("heads          {} query, {} key/value, head_dim {}", c.num_heads, c.num_kv_heads, c.head_dim);
     println!("vocab          {}", c.vocab_size);
     println!("context        {}", c.max_position_embeddings);
     println!("rope           {rope}");
     println!("attention      {}", windows.join(" "));
-    println!(
-        "switches       qkv_bias={} qk_norm={} tied_embeddings={}",
-        c.qkv_bias, c.qk_norm, c.tie_word_embeddings
-    );
+    println!("switches       qkv_bias={} qk_norm={} tied_embeddings={}", c.qkv_bias, c.qk_norm, c.tie_word_embeddings);
     println!("parameters     {} ({})", params, human_count(params));
-    let dtypes: Vec<String> = by_dtype
-        .iter()
-        .map(|(d, n)| format!("{d}: {}", human_count(*n)))
-        .collect();
+    let dtypes: Vec<String> = by_dtype.iter().map(|(d, n)| format!("{d}: {}", human_count(*n))).collect();
     println!("dtypes         {}", dtypes.join(", "));
     println!("weights        {}", human_bytes(bytes));
     println!(

@@ -37,11 +37,6 @@ pub fn run(args: &LogitsArgs) -> Result<()> {
             data: bytemuck::cast_slice(&logits.data),
         }],
     )?;
-    eprintln!(
-        "wrote logits [{}, {}] to {}",
-        logits.rows(),
-        logits.vocab,
-        args.out.display()
-    );
+    eprintln!("wrote logits [{}, {}] to {}", logits.rows(), logits.vocab, args.out.display());
     Ok(())
 }

@@ -101,15 +101,9 @@ fn cpu_buffer(t: &Tensor) -> Result<&CpuBuffer> {
 }
 
 pub fn read_lock(t: &Tensor) -> Result<RwLockReadGuard<'_, CpuData>> {
-    cpu_buffer(t)?
-        .0
-        .read()
-        .map_err(|_| Error::Backend("cpu buffer lock poisoned".into()))
+    cpu_buffer(t)?.0.read().map_err(|_| Error::Backend("cpu buffer lock poisoned".into()))
 }
 
 pub fn write_lock(t: &Tensor) -> Result<RwLockWriteGuard<'_, CpuData>> {
-    cpu_buffer(t)?
-        .0
-        .write()
-        .map_err(|_| Error::Backend("cpu buffer lock poisoned".into()))
+    cpu_buffer(t)?.0.write().map_err(|_| Error::Backend("cpu buffer lock poisoned".into()))
 }

@@ -35,19 +35,20 @@ impl Backend for CpuBackend {
     fn supports(&self, op: OpKind, dtype: DType) -> bool {
         match op {
             OpKind::GatherRows | OpKind::Matmul => dtype.is_float(),
-            OpKind::RmsNorm | OpKind::Rope | OpKind::KvStore | OpKind::Attention | OpKind::Glu | OpKind::Add => {
-                dtype == DType::F32
-            }
+            OpKind::RmsNorm
+            | OpKind::Rope
+            | OpKind::KvStore
+            | OpKind::Attention
+            | OpKind::Glu
+            | OpKind::Add
+            | OpKind::Scale
+            | OpKind::Softcap => dtype == DType::F32,
         }
     }
 
     fn alloc(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
         let n = shape.iter().product();
-        Ok(Tensor::from_buffer(
-            shape.to_vec(),
-            dtype,
-            Arc::new(CpuBuffer::new(CpuData::zeros(dtype, n))),
-        ))
+        Ok(Tensor::from_buffer(shape.to_vec(), dtype, Arc::new(CpuBuffer::new(CpuData::zeros(dtype, n)))))
     }
 
     fn upload(&self, shape: &[usize], dtype: DType, bytes: &[u8]) -> Result<Tensor> {
@@ -60,11 +61,7 @@ impl Backend for CpuBackend {
             )));
         }
         let data = CpuData::from_bytes(dtype, bytes);
-        Ok(Tensor::from_buffer(
-            shape.to_vec(),
-            dtype,
-            Arc::new(CpuBuffer::new(data)),
-        ))
+        Ok(Tensor::from_buffer(shape.to_vec(), dtype, Arc::new(CpuBuffer::new(data))))
     }
 
     fn write(&self, dst: &Tensor, bytes: &[u8]) -> Result<()> {
@@ -100,22 +97,13 @@ impl Backend for CpuBackend {
                     head_dim: inputs[0].shape()[2],
                     max_blocks: inputs[3].shape()[1],
                 };
-                let [q, k, v, tables, seq, pos] = &ins[..] else {
-                    unreachable!("validated: 6 inputs")
-                };
-                p.reference(
-                    dims,
-                    q.f32()?,
-                    k.f32()?,
-                    v.f32()?,
-                    tables.u32()?,
-                    seq.u32()?,
-                    pos.u32()?,
-                    o,
-                )?
+                let [q, k, v, tables, seq, pos] = &ins[..] else { unreachable!("validated: 6 inputs") };
+                p.reference(dims, q.f32()?, k.f32()?, v.f32()?, tables.u32()?, seq.u32()?, pos.u32()?, o)?
             }
             Op::Glu(p) => p.reference(ins[0].f32()?, ins[1].f32()?, o),
             Op::Add(p) => p.reference(ins[0].f32()?, ins[1].f32()?, o),
+            Op::Scale(p) => p.reference(ins[0].f32()?, o),
+            Op::Softcap(p) => p.reference(ins[0].f32()?, o),
         }
         Ok(())
     }

@@ -49,21 +49,14 @@ impl WeightStore {
 
     fn open_sharded(index_path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(index_path).map_err(|e| Error::io(index_path, e))?;
-        let bad = |msg: String| Error::Safetensors {
-            path: index_path.to_path_buf(),
-            msg,
-        };
+        let bad = |msg: String| Error::Safetensors { path: index_path.to_path_buf(), msg };
         let json: Value = serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
-        let map = json
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .ok_or_else(|| bad("no `weight_map` object".into()))?;
+        let map =
+            json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| bad("no `weight_map` object".into()))?;
         let dir = index_path.parent().unwrap_or(Path::new("."));
         let mut shard_names: Vec<&str> = Vec::new();
         for (tensor, file) in map {
-            let file = file
-                .as_str()
-                .ok_or_else(|| bad(format!("shard of {tensor:?} is not a string")))?;
+            let file = file.as_str().ok_or_else(|| bad(format!("shard of {tensor:?} is not a string")))?;
             if file.contains('/') || file.contains('\\') || file.contains("..") {
                 return Err(bad(format!("shard name {file:?} must be a plain file name")));
             }
@@ -117,25 +110,16 @@ impl WeightStore {
             .index
             .get(name)
             .map(|&i| &self.files[i])
-            .ok_or_else(|| Error::Weight {
-                name: name.to_string(),
-                msg: "not in the checkpoint".into(),
-            })?;
+            .ok_or_else(|| Error::Weight { name: name.to_string(), msg: "not in the checkpoint".into() })?;
         let entry = &file.tensors[name];
-        Ok(RawTensor {
-            dtype: entry.dtype,
-            shape: &entry.shape,
-            bytes: file.bytes(entry),
-        })
+        Ok(RawTensor { dtype: entry.dtype, shape: &entry.shape, bytes: file.bytes(entry) })
     }
 
     /// (dtype, element count) of every tensor.
     pub fn summary(&self) -> impl Iterator<Item = (&str, StDtype, usize)> {
-        self.files.iter().flat_map(|f| {
-            f.tensors
-                .iter()
-                .map(|(n, e)| (n.as_str(), e.dtype, e.shape.iter().product::<usize>()))
-        })
+        self.files
+            .iter()
+            .flat_map(|f| f.tensors.iter().map(|(n, e)| (n.as_str(), e.dtype, e.shape.iter().product::<usize>())))
     }
 }
 
@@ -149,10 +133,7 @@ impl ModelDir {
     pub fn new(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
         if !root.is_dir() {
-            return Err(Error::io(
-                &root,
-                std::io::Error::new(std::io::ErrorKind::NotFound, "model folder not found"),
-            ));
+            return Err(Error::io(&root, std::io::Error::new(std::io::ErrorKind::NotFound, "model folder not found")));
         }
         Ok(ModelDir { root })
     }

@@ -55,17 +55,11 @@ impl StDtype {
     }
 
     pub fn name(self) -> &'static str {
-        Self::NAMES
-            .iter()
-            .find(|(_, d, _)| *d == self)
-            .map_or("?", |(n, _, _)| n)
+        Self::NAMES.iter().find(|(_, d, _)| *d == self).map_or("?", |(n, _, _)| n)
     }
 
     pub fn size_bytes(self) -> usize {
-        Self::NAMES
-            .iter()
-            .find(|(_, d, _)| *d == self)
-            .map_or(0, |(_, _, s)| *s)
+        Self::NAMES.iter().find(|(_, d, _)| *d == self).map_or(0, |(_, _, s)| *s)
     }
 }
 
@@ -92,16 +86,9 @@ impl SafetensorsFile {
         // SAFETY: the mapping is read-only; like every mmap-based loader we
         // assume the file is not truncated by another process while we run.
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        let (tensors, metadata) = parse_header(&mmap).map_err(|msg| Error::Safetensors {
-            path: path.to_path_buf(),
-            msg,
-        })?;
-        Ok(SafetensorsFile {
-            path: path.to_path_buf(),
-            mmap,
-            tensors,
-            metadata,
-        })
+        let (tensors, metadata) =
+            parse_header(&mmap).map_err(|msg| Error::Safetensors { path: path.to_path_buf(), msg })?;
+        Ok(SafetensorsFile { path: path.to_path_buf(), mmap, tensors, metadata })
     }
 
     pub fn bytes(&self, entry: &TensorEntry) -> &[u8] {
@@ -114,21 +101,14 @@ impl SafetensorsFile {
 /// nor run past the end.
 fn parse_header(file: &[u8]) -> std::result::Result<(BTreeMap<String, TensorEntry>, BTreeMap<String, String>), String> {
     if file.len() < 8 {
-        return Err(format!(
-            "file is {} bytes, shorter than the 8-byte header length",
-            file.len()
-        ));
+        return Err(format!("file is {} bytes, shorter than the 8-byte header length", file.len()));
     }
     let header_len = u64::from_le_bytes(file[..8].try_into().expect("8 bytes"));
     let data_start = 8u64
         .checked_add(header_len)
         .filter(|&end| end <= file.len() as u64)
-        .ok_or_else(|| {
-            format!(
-                "header length {header_len} runs past the end of the file ({} bytes)",
-                file.len()
-            )
-        })? as usize;
+        .ok_or_else(|| format!("header length {header_len} runs past the end of the file ({} bytes)", file.len()))?
+        as usize;
     let header: Value =
         serde_json::from_slice(&file[8..data_start]).map_err(|e| format!("header is not valid JSON: {e}"))?;
     let header = header.as_object().ok_or("header is not a JSON object")?;
@@ -169,16 +149,9 @@ fn parse_entry(info: &Value, data_start: usize, data_len: usize) -> std::result:
         .and_then(|s| s.as_array())
         .ok_or("no shape")?
         .iter()
-        .map(|d| {
-            d.as_u64()
-                .map(|d| d as usize)
-                .ok_or_else(|| format!("bad dimension {d}"))
-        })
+        .map(|d| d.as_u64().map(|d| d as usize).ok_or_else(|| format!("bad dimension {d}")))
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    let offsets = info
-        .get("data_offsets")
-        .and_then(|o| o.as_array())
-        .ok_or("no data_offsets")?;
+    let offsets = info.get("data_offsets").and_then(|o| o.as_array()).ok_or("no data_offsets")?;
     let [begin, end] = offsets.as_slice() else {
         return Err("data_offsets must be [begin, end]".into());
     };
@@ -189,21 +162,11 @@ fn parse_entry(info: &Value, data_start: usize, data_len: usize) -> std::result:
     if end > data_len {
         return Err(format!("data_offsets end {end} is past the {data_len} bytes of data"));
     }
-    let bytes = shape
-        .iter()
-        .try_fold(dtype.size_bytes(), |acc, &d| acc.checked_mul(d))
-        .ok_or("shape overflows")?;
+    let bytes = shape.iter().try_fold(dtype.size_bytes(), |acc, &d| acc.checked_mul(d)).ok_or("shape overflows")?;
     if bytes != end - begin {
-        return Err(format!(
-            "{dtype_name} {shape:?} needs {bytes} bytes but data_offsets span {}",
-            end - begin
-        ));
+        return Err(format!("{dtype_name} {shape:?} needs {bytes} bytes but data_offsets span {}", end - begin));
     }
-    Ok(TensorEntry {
-        dtype,
-        shape,
-        range: data_start + begin..data_start + end,
-    })
+    Ok(TensorEntry { dtype, shape, range: data_start + begin..data_start + end })
 }
 
 /// One tensor to write: its dtype, shape and little-endian bytes.

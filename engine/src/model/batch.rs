@@ -47,10 +47,7 @@ pub struct BatchLayout {
 
 impl BatchLayout {
     pub fn build(chunks: &[SeqChunk<'_>], block_size: usize, num_blocks: usize) -> Result<Self> {
-        let mut b = BatchLayout {
-            max_blocks: 1,
-            ..Default::default()
-        };
+        let mut b = BatchLayout { max_blocks: 1, ..Default::default() };
         for c in chunks {
             let end = c.start_pos + c.tokens.len();
             if c.tokens.is_empty() {
@@ -63,9 +60,7 @@ impl BatchLayout {
                 )));
             }
             if let Some(&bad) = c.block_table.iter().find(|&&blk| blk as usize >= num_blocks) {
-                return Err(Error::KvCache(format!(
-                    "block {bad} is past the {num_blocks} blocks of the cache"
-                )));
+                return Err(Error::KvCache(format!("block {bad} is past the {num_blocks} blocks of the cache")));
             }
             b.max_blocks = b.max_blocks.max(c.block_table.len());
         }
@@ -102,18 +97,8 @@ mod tests {
     #[test]
     fn slots_follow_block_tables_across_sequences() {
         let chunks = [
-            SeqChunk {
-                tokens: &[7, 8, 9],
-                start_pos: 3,
-                block_table: &[5, 2],
-                logits: LogitsWanted::Last,
-            },
-            SeqChunk {
-                tokens: &[1],
-                start_pos: 0,
-                block_table: &[0],
-                logits: LogitsWanted::All,
-            },
+            SeqChunk { tokens: &[7, 8, 9], start_pos: 3, block_table: &[5, 2], logits: LogitsWanted::Last },
+            SeqChunk { tokens: &[1], start_pos: 0, block_table: &[0], logits: LogitsWanted::All },
         ];
         let b = BatchLayout::build(&chunks, 4, 8).unwrap();
         assert_eq!(b.positions, [3, 4, 5, 0]);
@@ -125,12 +110,7 @@ mod tests {
 
     #[test]
     fn a_table_too_short_is_an_error() {
-        let chunks = [SeqChunk {
-            tokens: &[1, 2],
-            start_pos: 3,
-            block_table: &[0],
-            logits: LogitsWanted::Last,
-        }];
+        let chunks = [SeqChunk { tokens: &[1, 2], start_pos: 3, block_table: &[0], logits: LogitsWanted::Last }];
         assert!(BatchLayout::build(&chunks, 4, 8).is_err());
     }
 }

@@ -1,10 +1,12 @@
-//! The Llama-family decoder, written once against the Backend trait. Llama,
-//! Mistral, Qwen2 and Qwen3 differ only in switches read from the config:
-//! q/k/v bias, q/k norm, sliding windows, rope scaling, tied embeddings.
+//! The decoder, written once against the Backend trait. Llama, Mistral,
+//! Qwen2/3 and Gemma 1/2/3 differ only in switches read from the config:
+//! q/k/v bias, q/k norm, sliding windows and local rope, rope scaling, tied
+//! embeddings, the MLP activation, (1+w) norms, sandwich norms, embedding
+//! scale, attention scale and soft-capping.
 //!
-//! Per layer (pre-norm residual blocks):
-//!   h = x + o_proj(attention(rope(q_norm(q_proj(norm(x)))), rope(k_norm(k_proj(..))), v_proj(..)))
-//!   x = h + down_proj(silu(gate_proj(norm(h))) * up_proj(norm(h)))
+//! Per layer (pre-norm residual blocks; `out_norm`s only with sandwich norms):
+//!   h = x + out_norm(o_proj(attention(rope(q_norm(q_proj(norm(x)))), rope(k_norm(k_proj(..))), v_proj(..))))
+//!   x = h + out_norm(down_proj(act(gate_proj(norm(h))) * up_proj(norm(h))))
 
 use crate::backend::{Backend, BackendExt};
 use crate::config::ModelConfig;
@@ -13,9 +15,12 @@ use crate::error::Result;
 use crate::kv_cache::KvCache;
 use crate::loader::WeightStore;
 use crate::model::batch::BatchLayout;
+use crate::model::rope::RopeTable;
 use crate::model::weights::stored_float_dtype;
 use crate::model::weights::{DecoderWeights, LayerWeights, Linear};
-use crate::ops::{Activation, Add, Attention, GatherRows, Glu, KvStore, Matmul, Op, OpKind, RmsNorm, Rope, RopeStyle};
+use crate::ops::{
+    Add, Attention, GatherRows, Glu, KvStore, Matmul, Op, OpKind, RmsNorm, Rope, RopeStyle, Scale, Softcap,
+};
 use crate::tensor::Tensor;
 
 /// Per-step inputs, uploaded once and shared by every layer.
@@ -30,9 +35,11 @@ pub(crate) struct Decoder<'a> {
     pub config: &'a ModelConfig,
     pub backend: &'a dyn Backend,
     pub weights: &'a DecoderWeights,
-    /// (rotary_dim / 2,) rotary frequencies
-    pub inv_freq: &'a Tensor,
-    pub rope_scale: f32,
+    pub rope_global: &'a RopeTable,
+    /// Used by sliding-window layers when present (Gemma 3).
+    pub rope_local: Option<&'a RopeTable>,
+    /// Multiplies the embeddings (Gemma: sqrt(hidden) in the weights' dtype).
+    pub embed_scale: Option<f32>,
 }
 
 impl Decoder<'_> {
@@ -45,13 +52,14 @@ impl Decoder<'_> {
             positions: b.upload_u32(&[t], &batch.positions)?,
             token_seq: b.upload_u32(&[t], &batch.token_seq)?,
             slots: b.upload_u32(&[t], &batch.slots)?,
-            block_tables: b.upload_u32(
-                &[batch.block_tables.len() / batch.max_blocks, batch.max_blocks],
-                &batch.block_tables,
-            )?,
+            block_tables: b
+                .upload_u32(&[batch.block_tables.len() / batch.max_blocks, batch.max_blocks], &batch.block_tables)?,
         };
         let ids = b.upload_u32(&[t], &batch.token_ids)?;
         let mut x = b.run(&Op::GatherRows(GatherRows), &[&self.weights.embed, &ids])?; // (T, hidden)
+        if let Some(factor) = self.embed_scale {
+            x = b.run(&Op::Scale(Scale { factor }), &[&x])?;
+        }
         for (l, layer) in self.weights.layers.iter().enumerate() {
             x = self.layer(l, layer, &x, &step, cache)?;
         }
@@ -62,7 +70,10 @@ impl Decoder<'_> {
         let rows = b.upload_u32(&[batch.logit_rows.len()], &batch.logit_rows)?;
         let x = b.run(&Op::GatherRows(GatherRows), &[&x, &rows])?; // (R, hidden)
         let x = self.norm(&x, &self.weights.final_norm)?;
-        let logits = b.run(&Op::Matmul(Matmul), &[&x, self.weights.lm_head_weight()])?; // (R, vocab)
+        let mut logits = b.run(&Op::Matmul(Matmul), &[&x, self.weights.lm_head_weight()])?; // (R, vocab)
+        if let Some(cap) = self.config.final_logit_softcap {
+            logits = b.run(&Op::Softcap(Softcap { cap }), &[&logits])?;
+        }
         b.read_f32(&logits)
     }
 
@@ -71,63 +82,55 @@ impl Decoder<'_> {
         let c = self.config;
         let t = x.shape()[0];
         let (heads, kv_heads, d) = (c.num_heads, c.num_kv_heads, c.head_dim);
+        let window = c.layer_windows[l];
+        let rope_table = match (window, self.rope_local) {
+            (Some(_), Some(local)) => local,
+            _ => self.rope_global,
+        };
 
-        let h = self.norm(x, &w.input_norm)?;
+        let h = self.norm(x, &w.attn_in_norm)?;
         let q = self.linear(&h, &w.q)?.reshape(&[t, heads, d])?;
         let k = self.linear(&h, &w.k)?.reshape(&[t, kv_heads, d])?;
         let v = self.linear(&h, &w.v)?.reshape(&[t, kv_heads, d])?;
         let q = self.head_norm(q, w.q_norm.as_ref())?;
         let k = self.head_norm(k, w.k_norm.as_ref())?;
-        let rope = Op::Rope(Rope {
-            style: RopeStyle::Neox,
-            attention_scale: self.rope_scale,
-        });
-        let q = b.run(&rope, &[&q, &step.positions, self.inv_freq])?;
-        let k = b.run(&rope, &[&k, &step.positions, self.inv_freq])?;
+        let rope = Op::Rope(Rope { style: RopeStyle::Neox, attention_scale: rope_table.attention_scale });
+        let q = b.run(&rope, &[&q, &step.positions, &rope_table.inv_freq])?;
+        let k = b.run(&rope, &[&k, &step.positions, &rope_table.inv_freq])?;
 
-        let store = Op::KvStore(KvStore {
-            num_slots: cache.num_slots(),
-        });
+        let store = Op::KvStore(KvStore { num_slots: cache.num_slots() });
         b.execute(&store, &[&k, &step.slots], &cache.k[l])?;
         b.execute(&store, &[&v, &step.slots], &cache.v[l])?;
         let attention = Op::Attention(Attention {
             block_size: cache.block_size,
-            scale: 1.0 / (d as f32).sqrt(),
-            softcap: None,
-            window: c.layer_windows[l],
+            scale: c.attention_scale,
+            softcap: c.attention_softcap,
+            window,
         });
-        let a = b.run(
-            &attention,
-            &[
-                &q,
-                &cache.k[l],
-                &cache.v[l],
-                &step.block_tables,
-                &step.token_seq,
-                &step.positions,
-            ],
-        )?;
+        let a =
+            b.run(&attention, &[&q, &cache.k[l], &cache.v[l], &step.block_tables, &step.token_seq, &step.positions])?;
         let a = self.linear(&a.reshape(&[t, heads * d])?, &w.o)?;
+        let a = self.maybe_norm(a, w.attn_out_norm.as_ref())?;
         let x = b.run(&Op::Add(Add), &[x, &a])?;
 
-        let h = self.norm(&x, &w.post_attention_norm)?;
+        let h = self.norm(&x, &w.mlp_in_norm)?;
         let gate = self.linear(&h, &w.gate)?;
         let up = self.linear(&h, &w.up)?;
-        let m = b.run(
-            &Op::Glu(Glu {
-                activation: Activation::Silu,
-            }),
-            &[&gate, &up],
-        )?;
+        let m = b.run(&Op::Glu(Glu { activation: c.activation }), &[&gate, &up])?;
         let m = self.linear(&m, &w.down)?;
+        let m = self.maybe_norm(m, w.mlp_out_norm.as_ref())?;
         b.run(&Op::Add(Add), &[&x, &m])
     }
 
+    fn maybe_norm(&self, x: Tensor, w: Option<&Tensor>) -> Result<Tensor> {
+        match w {
+            Some(w) => self.norm(&x, w),
+            None => Ok(x),
+        }
+    }
+
     fn norm(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
-        let op = Op::RmsNorm(RmsNorm {
-            eps: self.config.rms_norm_eps,
-            unit_offset: false,
-        });
+        let op = Op::RmsNorm(RmsNorm { eps: self.config.rms_norm_eps, unit_offset: self.config.norm_unit_offset });
         self.backend.run(&op, &[x, w])
     }
 
@@ -163,11 +166,10 @@ pub(crate) fn required_ops(store: &WeightStore) -> Result<Vec<(OpKind, DType)>> 
         (OpKind::Attention, DType::F32),
         (OpKind::Glu, DType::F32),
         (OpKind::Add, DType::F32),
+        (OpKind::Scale, DType::F32),
+        (OpKind::Softcap, DType::F32),
     ];
-    for name in store
-        .names()
-        .filter(|n| n.ends_with("_proj.weight") || *n == "lm_head.weight")
-    {
+    for name in store.names().filter(|n| n.ends_with("_proj.weight") || *n == "lm_head.weight") {
         ops.push((OpKind::Matmul, float(name)?));
     }
     ops.sort_by_key(|(op, d)| (*op, d.name()));

@@ -10,22 +10,23 @@ use std::sync::Arc;
 
 pub use batch::{BatchLayout, LogitsWanted, SeqChunk};
 
-use crate::backend::{Backend, BackendExt};
+use crate::backend::Backend;
 use crate::config::ModelConfig;
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::kv_cache::KvCache;
 use crate::loader::{ModelDir, WeightStore};
-use crate::tensor::Tensor;
 use decoder::Decoder;
+use rope::RopeTable;
 use weights::{DecoderWeights, WeightLoader};
 
 pub struct Model {
     pub config: ModelConfig,
     backend: Arc<dyn Backend>,
     weights: DecoderWeights,
-    /// (rotary_dim / 2,) rotary frequencies
-    inv_freq: Tensor,
-    rope_scale: f32,
+    rope_global: RopeTable,
+    rope_local: Option<RopeTable>,
+    embed_scale: Option<f32>,
 }
 
 /// Logits for the rows a forward pass was asked for, [rows, vocab].
@@ -62,25 +63,22 @@ impl Model {
             .map(|(op, dtype)| format!("{}({dtype})", op.name()))
             .collect();
         if !missing.is_empty() {
-            return Err(Error::Unsupported {
-                backend: backend.name().to_string(),
-                missing,
-            });
+            return Err(Error::Unsupported { backend: backend.name().to_string(), missing });
         }
-        let weights = WeightLoader {
-            store,
-            backend: backend.as_ref(),
-        }
-        .load(&config)?;
-        let (freqs, rope_scale) = rope::inv_freq(&config.rope, config.head_dim);
-        let inv_freq = backend.upload_f32(&[freqs.len()], &freqs)?;
-        Ok(Model {
-            config,
-            backend,
-            weights,
-            inv_freq,
-            rope_scale,
-        })
+        let weights = WeightLoader { store, backend: backend.as_ref() }.load(&config)?;
+        let rope_global = RopeTable::new(backend.as_ref(), &config.rope, config.head_dim)?;
+        let rope_local =
+            config.rope_local.as_ref().map(|r| RopeTable::new(backend.as_ref(), r, config.head_dim)).transpose()?;
+        let embed_scale = config.scale_embeddings.then(|| {
+            // transformers multiplies by sqrt(hidden) cast to the weights' dtype
+            let s = (config.hidden_size as f32).sqrt();
+            match weights.embed.dtype() {
+                DType::BF16 => half::bf16::from_f32(s).to_f32(),
+                DType::F16 => half::f16::from_f32(s).to_f32(),
+                DType::F32 | DType::U32 => s,
+            }
+        });
+        Ok(Model { config, backend, weights, rope_global, rope_local, embed_scale })
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
@@ -92,21 +90,17 @@ impl Model {
     pub fn forward(&self, chunks: &[SeqChunk<'_>], cache: &KvCache) -> Result<Logits> {
         let vocab = self.config.vocab_size;
         if let Some(&bad) = chunks.iter().flat_map(|c| c.tokens).find(|&&t| t as usize >= vocab) {
-            return Err(Error::Request(format!(
-                "token id {bad} is outside the vocabulary of {vocab}"
-            )));
+            return Err(Error::Request(format!("token id {bad} is outside the vocabulary of {vocab}")));
         }
         let layout = BatchLayout::build(chunks, cache.block_size, cache.num_blocks)?;
         let decoder = Decoder {
             config: &self.config,
             backend: self.backend.as_ref(),
             weights: &self.weights,
-            inv_freq: &self.inv_freq,
-            rope_scale: self.rope_scale,
+            rope_global: &self.rope_global,
+            rope_local: self.rope_local.as_ref(),
+            embed_scale: self.embed_scale,
         };
-        Ok(Logits {
-            data: decoder.forward(&layout, cache)?,
-            vocab,
-        })
+        Ok(Logits { data: decoder.forward(&layout, cache)?, vocab })
     }
 }

@@ -1,25 +1,35 @@
 //! Rotary frequencies from the config: every rope scaling variant becomes an
 //! `inv_freq` vector (and an attention scale) that the `rope` op consumes.
 
+use crate::backend::{Backend, BackendExt};
 use crate::config::{RopeConfig, RopeScaling};
+use crate::error::Result;
+use crate::tensor::Tensor;
+
+/// The frequencies of one rope variant, on the backend.
+pub struct RopeTable {
+    /// (rotary_dim / 2,) rotary frequencies
+    pub inv_freq: Tensor,
+    pub attention_scale: f32,
+}
+
+impl RopeTable {
+    pub fn new(backend: &dyn Backend, rope: &RopeConfig, head_dim: usize) -> Result<Self> {
+        let (freqs, attention_scale) = inv_freq(rope, head_dim);
+        Ok(RopeTable { inv_freq: backend.upload_f32(&[freqs.len()], &freqs)?, attention_scale })
+    }
+}
 
 /// Frequencies of the rotary pairs, `rotary_dim / 2` of them, and the factor
 /// cos/sin are multiplied by.
 pub fn inv_freq(rope: &RopeConfig, head_dim: usize) -> (Vec<f32>, f32) {
     let dim = rotary_dim(rope, head_dim);
     // base frequencies: theta^(-2i/dim)
-    let base: Vec<f64> = (0..dim / 2)
-        .map(|i| rope.theta.powf(-((2 * i) as f64) / dim as f64))
-        .collect();
+    let base: Vec<f64> = (0..dim / 2).map(|i| rope.theta.powf(-((2 * i) as f64) / dim as f64)).collect();
     let freqs = match &rope.scaling {
         RopeScaling::None => base,
         RopeScaling::Linear { factor } => base.iter().map(|f| f / factor).collect(),
-        RopeScaling::Llama3 {
-            factor,
-            low_freq_factor,
-            high_freq_factor,
-            original_max_position_embeddings,
-        } => {
+        RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => {
             // Long wavelengths are interpolated by `factor`, short ones kept,
             // and the band between blended linearly in 1/wavelength.
             let low_freq_wavelen = original_max_position_embeddings / low_freq_factor;
@@ -53,11 +63,7 @@ mod tests {
     use super::*;
 
     fn cfg(scaling: RopeScaling) -> RopeConfig {
-        RopeConfig {
-            theta: 500_000.0,
-            scaling,
-            partial_rotary_factor: 1.0,
-        }
+        RopeConfig { theta: 500_000.0, scaling, partial_rotary_factor: 1.0 }
     }
 
     #[test]
@@ -82,10 +88,7 @@ mod tests {
         let (scaled, _) = inv_freq(&cfg(scaling), 128);
         assert_eq!(scaled[0], base[0], "wavelength 2pi < 8192/4: kept");
         let last = base.len() - 1;
-        assert!(
-            (scaled[last] - base[last] / 8.0).abs() <= base[last] * 1e-6,
-            "longest wavelength: divided by 8"
-        );
+        assert!((scaled[last] - base[last] / 8.0).abs() <= base[last] * 1e-6, "longest wavelength: divided by 8");
         assert!(scaled.iter().zip(&base).all(|(s, b)| s <= b && *s >= b / 8.0 - 1e-12));
     }
 }

@@ -14,15 +14,19 @@ pub struct Linear {
     pub bias: Option<Tensor>,
 }
 
+/// Llama-style layers norm before attention and before the MLP; Gemma 2
+/// and 3 also norm each block's output ("sandwich" norms).
 pub struct LayerWeights {
-    pub input_norm: Tensor,
+    pub attn_in_norm: Tensor,
+    pub attn_out_norm: Option<Tensor>,
     pub q: Linear,
     pub k: Linear,
     pub v: Linear,
     pub o: Linear,
     pub q_norm: Option<Tensor>,
     pub k_norm: Option<Tensor>,
-    pub post_attention_norm: Tensor,
+    pub mlp_in_norm: Tensor,
+    pub mlp_out_norm: Option<Tensor>,
     pub gate: Linear,
     pub up: Linear,
     pub down: Linear,
@@ -62,15 +66,27 @@ impl WeightLoader<'_> {
                     .then(|| self.vector(&format!("{p}.self_attn.{name}.weight"), config.head_dim))
                     .transpose()
             };
+            let norm = |name: &str| self.vector(&format!("{p}.{name}.weight"), h);
+            let (attn_out_norm, mlp_in_norm, mlp_out_norm) = if config.sandwich_norms {
+                (
+                    Some(norm("post_attention_layernorm")?),
+                    norm("pre_feedforward_layernorm")?,
+                    Some(norm("post_feedforward_layernorm")?),
+                )
+            } else {
+                (None, norm("post_attention_layernorm")?, None)
+            };
             layers.push(LayerWeights {
-                input_norm: self.vector(&format!("{p}.input_layernorm.weight"), h)?,
+                attn_in_norm: norm("input_layernorm")?,
+                attn_out_norm,
                 q: self.linear(&format!("{p}.self_attn.q_proj"), q_out, h, config.qkv_bias)?,
                 k: self.linear(&format!("{p}.self_attn.k_proj"), kv_out, h, config.qkv_bias)?,
                 v: self.linear(&format!("{p}.self_attn.v_proj"), kv_out, h, config.qkv_bias)?,
                 o: self.linear(&format!("{p}.self_attn.o_proj"), h, q_out, config.o_bias)?,
                 q_norm: qk_norm("q_norm")?,
                 k_norm: qk_norm("k_norm")?,
-                post_attention_norm: self.vector(&format!("{p}.post_attention_layernorm.weight"), h)?,
+                mlp_in_norm,
+                mlp_out_norm,
                 gate: self.linear(&format!("{p}.mlp.gate_proj"), i, h, config.mlp_bias)?,
                 up: self.linear(&format!("{p}.mlp.up_proj"), i, h, config.mlp_bias)?,
                 down: self.linear(&format!("{p}.mlp.down_proj"), h, i, config.mlp_bias)?,
@@ -130,10 +146,7 @@ pub fn stored_float_dtype(name: &str, dtype: StDtype) -> Result<DType> {
         StDtype::BF16 => Ok(DType::BF16),
         other => Err(Error::Weight {
             name: name.into(),
-            msg: format!(
-                "stored as {}, which is not supported yet (f32, f16, bf16)",
-                other.name()
-            ),
+            msg: format!("stored as {}, which is not supported yet (f32, f16, bf16)", other.name()),
         }),
     }
 }
@@ -141,14 +154,8 @@ pub fn stored_float_dtype(name: &str, dtype: StDtype) -> Result<DType> {
 pub fn widen_to_f32(name: &str, raw: RawTensor<'_>) -> Result<Vec<f32>> {
     Ok(match raw.dtype {
         StDtype::F32 => bytemuck::pod_collect_to_vec(raw.bytes),
-        StDtype::F16 => bytemuck::pod_collect_to_vec::<u8, half::f16>(raw.bytes)
-            .into_iter()
-            .map(f32::from)
-            .collect(),
-        StDtype::BF16 => bytemuck::pod_collect_to_vec::<u8, half::bf16>(raw.bytes)
-            .into_iter()
-            .map(f32::from)
-            .collect(),
+        StDtype::F16 => bytemuck::pod_collect_to_vec::<u8, half::f16>(raw.bytes).into_iter().map(f32::from).collect(),
+        StDtype::BF16 => bytemuck::pod_collect_to_vec::<u8, half::bf16>(raw.bytes).into_iter().map(f32::from).collect(),
         other => {
             return Err(Error::Weight {
                 name: name.into(),

@@ -41,9 +41,7 @@ impl Attention {
 
     pub fn output_spec(&self, inputs: &[TensorSpec]) -> Result<TensorSpec> {
         expect_inputs(Self::NAME, inputs, 6)?;
-        let [q, k, v, tables, seq, pos] = inputs else {
-            unreachable!()
-        };
+        let [q, k, v, tables, seq, pos] = inputs else { unreachable!() };
         expect_rank(Self::NAME, "q", q, 3)?;
         expect_rank(Self::NAME, "k_cache", k, 3)?;
         expect_rank(Self::NAME, "block_tables", tables, 2)?;
@@ -56,27 +54,18 @@ impl Attention {
             expect_dtype(Self::NAME, what, t, &[DType::U32])?;
         }
         if k.shape != v.shape {
-            return Err(Error::op(
-                Self::NAME,
-                format!("k_cache {:?} != v_cache {:?}", k.shape, v.shape),
-            ));
+            return Err(Error::op(Self::NAME, format!("k_cache {:?} != v_cache {:?}", k.shape, v.shape)));
         }
         let (t, heads, head_dim) = (q.shape[0], q.shape[1], q.shape[2]);
         let kv_heads = k.shape[1];
         if k.shape[2] != head_dim || kv_heads == 0 || heads % kv_heads != 0 {
             return Err(Error::op(
                 Self::NAME,
-                format!(
-                    "q {:?} does not fit cache {:?} (heads must be a multiple of kv heads)",
-                    q.shape, k.shape
-                ),
+                format!("q {:?} does not fit cache {:?} (heads must be a multiple of kv heads)", q.shape, k.shape),
             ));
         }
         if seq.shape[0] != t || pos.shape[0] != t {
-            return Err(Error::op(
-                Self::NAME,
-                "token_seq and positions need one entry per token",
-            ));
+            return Err(Error::op(Self::NAME, "token_seq and positions need one entry per token"));
         }
         if self.block_size == 0 || k.shape[0] % self.block_size != 0 {
             return Err(Error::op(
@@ -101,12 +90,7 @@ impl Attention {
         positions: &[u32],
         out: &mut [f32],
     ) -> Result<()> {
-        let AttentionDims {
-            heads,
-            kv_heads,
-            head_dim: d,
-            max_blocks,
-        } = dims;
+        let AttentionDims { heads, kv_heads, head_dim: d, max_blocks } = dims;
         let group = heads / kv_heads;
         let num_slots = k_cache.len() / (kv_heads * d);
         let seqs = block_tables.len() / max_blocks.max(1);
@@ -125,17 +109,11 @@ impl Attention {
             for j in first..=p {
                 let b = j / self.block_size;
                 if b >= max_blocks {
-                    return Err(Error::op(
-                        Self::NAME,
-                        format!("position {j} past the block table of sequence {s}"),
-                    ));
+                    return Err(Error::op(Self::NAME, format!("position {j} past the block table of sequence {s}")));
                 }
                 let slot = block_tables[s * max_blocks + b] as usize * self.block_size + j % self.block_size;
                 if slot >= num_slots {
-                    return Err(Error::op(
-                        Self::NAME,
-                        format!("slot {slot} past {num_slots} cache slots"),
-                    ));
+                    return Err(Error::op(Self::NAME, format!("slot {slot} past {num_slots} cache slots")));
                 }
                 slots.push(slot);
             }

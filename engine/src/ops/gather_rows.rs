@@ -30,10 +30,7 @@ impl GatherRows {
         for (i, &id) in ids.iter().enumerate() {
             let id = id as usize;
             if id >= rows {
-                return Err(Error::op(
-                    Self::NAME,
-                    format!("index {id} out of range for {rows} rows"),
-                ));
+                return Err(Error::op(Self::NAME, format!("index {id} out of range for {rows} rows")));
             }
             table.widen_into(id * cols, &mut out[i * cols..(i + 1) * cols]);
         }

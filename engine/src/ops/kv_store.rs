@@ -27,15 +27,9 @@ impl KvStore {
         expect_rank(Self::NAME, "slots", slots, 1)?;
         expect_dtype(Self::NAME, "slots", slots, &[DType::U32])?;
         if slots.shape[0] != src.shape[0] {
-            return Err(Error::op(
-                Self::NAME,
-                format!("{} slots for {} rows", slots.shape[0], src.shape[0]),
-            ));
+            return Err(Error::op(Self::NAME, format!("{} slots for {} rows", slots.shape[0], src.shape[0])));
         }
-        Ok(TensorSpec::new(
-            &[self.num_slots, src.shape[1], src.shape[2]],
-            DType::F32,
-        ))
+        Ok(TensorSpec::new(&[self.num_slots, src.shape[1], src.shape[2]], DType::F32))
     }
 
     /// src (T, row), slots (T,) -> cache (num_slots, row), in place
@@ -44,10 +38,7 @@ impl KvStore {
         for (t, &slot) in slots.iter().enumerate() {
             let slot = slot as usize;
             if slot >= self.num_slots {
-                return Err(Error::op(
-                    Self::NAME,
-                    format!("slot {slot} past {} slots", self.num_slots),
-                ));
+                return Err(Error::op(Self::NAME, format!("slot {slot} past {} slots", self.num_slots)));
             }
             cache[slot * row..(slot + 1) * row].copy_from_slice(&src[t * row..(t + 1) * row]);
         }

@@ -17,10 +17,7 @@ impl Matmul {
 
     pub fn output_spec(&self, inputs: &[TensorSpec]) -> Result<TensorSpec> {
         if !(2..=3).contains(&inputs.len()) {
-            return Err(Error::op(
-                Self::NAME,
-                format!("expects 2 or 3 inputs, got {}", inputs.len()),
-            ));
+            return Err(Error::op(Self::NAME, format!("expects 2 or 3 inputs, got {}", inputs.len())));
         }
         let (x, w) = (&inputs[0], &inputs[1]);
         expect_rank(Self::NAME, "x", x, 2)?;
@@ -28,18 +25,12 @@ impl Matmul {
         expect_dtype(Self::NAME, "x", x, &[DType::F32])?;
         expect_dtype(Self::NAME, "w", w, FLOATS)?;
         if x.shape[1] != w.shape[1] {
-            return Err(Error::op(
-                Self::NAME,
-                format!("x {:?} and w {:?} disagree on k", x.shape, w.shape),
-            ));
+            return Err(Error::op(Self::NAME, format!("x {:?} and w {:?} disagree on k", x.shape, w.shape)));
         }
         if let Some(b) = inputs.get(2) {
             expect_dtype(Self::NAME, "bias", b, &[DType::F32])?;
             if b.shape != [w.shape[0]] {
-                return Err(Error::op(
-                    Self::NAME,
-                    format!("bias {:?} for n = {}", b.shape, w.shape[0]),
-                ));
+                return Err(Error::op(Self::NAME, format!("bias {:?} for n = {}", b.shape, w.shape[0])));
             }
         }
         Ok(TensorSpec::new(&[x.shape[0], w.shape[0]], DType::F32))

@@ -10,6 +10,8 @@ mod kv_store;
 mod matmul;
 mod rms_norm;
 mod rope;
+mod scale;
+mod softcap;
 
 pub use add::Add;
 pub use attention::Attention;
@@ -19,6 +21,8 @@ pub use kv_store::KvStore;
 pub use matmul::Matmul;
 pub use rms_norm::RmsNorm;
 pub use rope::{Rope, RopeStyle};
+pub use scale::Scale;
+pub use softcap::Softcap;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -38,6 +42,8 @@ pub enum Op {
     Attention(Attention),
     Glu(Glu),
     Add(Add),
+    Scale(Scale),
+    Softcap(Softcap),
 }
 
 /// The op without its parameters: what `Backend::supports` is asked about.
@@ -51,10 +57,12 @@ pub enum OpKind {
     Attention,
     Glu,
     Add,
+    Scale,
+    Softcap,
 }
 
 impl OpKind {
-    pub const ALL: [OpKind; 8] = [
+    pub const ALL: [OpKind; 10] = [
         OpKind::GatherRows,
         OpKind::RmsNorm,
         OpKind::Matmul,
@@ -63,6 +71,8 @@ impl OpKind {
         OpKind::Attention,
         OpKind::Glu,
         OpKind::Add,
+        OpKind::Scale,
+        OpKind::Softcap,
     ];
 
     pub fn name(self) -> &'static str {
@@ -75,6 +85,8 @@ impl OpKind {
             OpKind::Attention => "attention",
             OpKind::Glu => "glu",
             OpKind::Add => "add",
+            OpKind::Scale => "scale",
+            OpKind::Softcap => "softcap",
         }
     }
 }
@@ -90,6 +102,8 @@ impl Op {
             Op::Attention(_) => OpKind::Attention,
             Op::Glu(_) => OpKind::Glu,
             Op::Add(_) => OpKind::Add,
+            Op::Scale(_) => OpKind::Scale,
+            Op::Softcap(_) => OpKind::Softcap,
         }
     }
 
@@ -105,6 +119,8 @@ impl Op {
             Op::Attention(p) => p.output_spec(inputs),
             Op::Glu(p) => p.output_spec(inputs),
             Op::Add(p) => p.output_spec(inputs),
+            Op::Scale(p) => p.output_spec(inputs),
+            Op::Softcap(p) => p.output_spec(inputs),
         }
     }
 }
@@ -118,10 +134,7 @@ pub struct TensorSpec {
 
 impl TensorSpec {
     pub fn new(shape: &[usize], dtype: DType) -> Self {
-        TensorSpec {
-            shape: shape.to_vec(),
-            dtype,
-        }
+        TensorSpec { shape: shape.to_vec(), dtype }
     }
 
     pub fn of(t: &Tensor) -> Self {
@@ -185,10 +198,7 @@ pub(crate) fn expect_inputs(op: &'static str, inputs: &[TensorSpec], n: usize) -
 
 pub(crate) fn expect_rank(op: &'static str, what: &str, t: &TensorSpec, rank: usize) -> Result<()> {
     if t.shape.len() != rank {
-        return Err(Error::op(
-            op,
-            format!("{what} must have rank {rank}, got shape {:?}", t.shape),
-        ));
+        return Err(Error::op(op, format!("{what} must have rank {rank}, got shape {:?}", t.shape)));
     }
     Ok(())
 }
@@ -196,10 +206,7 @@ pub(crate) fn expect_rank(op: &'static str, what: &str, t: &TensorSpec, rank: us
 pub(crate) fn expect_dtype(op: &'static str, what: &str, t: &TensorSpec, ok: &[DType]) -> Result<()> {
     if !ok.contains(&t.dtype) {
         let names: Vec<_> = ok.iter().map(|d| d.name()).collect();
-        return Err(Error::op(
-            op,
-            format!("{what} has dtype {}, expected one of {}", t.dtype, names.join("|")),
-        ));
+        return Err(Error::op(op, format!("{what} has dtype {}, expected one of {}", t.dtype, names.join("|"))));
     }
     Ok(())
 }

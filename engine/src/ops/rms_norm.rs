@@ -27,10 +27,7 @@ impl RmsNorm {
         expect_dtype(Self::NAME, "x", x, &[DType::F32])?;
         expect_dtype(Self::NAME, "w", w, &[DType::F32])?;
         if w.shape[0] != x.shape[1] {
-            return Err(Error::op(
-                Self::NAME,
-                format!("w has {} columns, x has {}", w.shape[0], x.shape[1]),
-            ));
+            return Err(Error::op(Self::NAME, format!("w has {} columns, x has {}", w.shape[0], x.shape[1])));
         }
         Ok(x.clone())
     }

@@ -39,10 +39,7 @@ impl Rope {
         expect_rank(Self::NAME, "inv_freq", inv_freq, 1)?;
         expect_dtype(Self::NAME, "inv_freq", inv_freq, &[DType::F32])?;
         if pos.shape[0] != x.shape[0] {
-            return Err(Error::op(
-                Self::NAME,
-                format!("{} positions for {} rows", pos.shape[0], x.shape[0]),
-            ));
+            return Err(Error::op(Self::NAME, format!("{} positions for {} rows", pos.shape[0], x.shape[0])));
         }
         if 2 * inv_freq.shape[0] > x.shape[2] {
             return Err(Error::op(
