@@ -1,1 +1,399 @@
-//! The table of op cases.
+//! The table of op cases: each op with its parameters and concrete host
+//! inputs, drawn from a seeded RNG so every run and every backend sees the
+//! same numbers.
+//!
+//! Tensors in this engine are always dense, row-major and contiguous (see
+//! `engine/src/tensor.rs`), so there are no strided or non-contiguous view
+//! cases; "layout" variety lives in the paged KV cache instead (shuffled,
+//! non-contiguous block tables, odd block sizes).
+
+use ferrum_engine::DType;
+use ferrum_engine::ops::{
+    Activation, Add, Attention, GatherRows, Glu, KvStore, Matmul, Op, OpKind, RmsNorm, Rope, RopeStyle, Scale, Softcap,
+};
+use half::{bf16, f16};
+
+/// A tensor on the host. Float data is stored as f32 already rounded to
+/// `dtype`, so the upload is exact and the oracle sees what the backend sees.
+#[derive(Clone, Debug)]
+pub struct HostTensor {
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+    pub data: HostData,
+}
+
+#[derive(Clone, Debug)]
+pub enum HostData {
+    F32(Vec<f32>),
+    U32(Vec<u32>),
+}
+
+impl HostTensor {
+    pub fn f32(shape: &[usize], data: Vec<f32>) -> Self {
+        Self::float(shape, DType::F32, data)
+    }
+
+    /// Float data rounded to `dtype` (f32, f16 or bf16).
+    pub fn float(shape: &[usize], dtype: DType, data: Vec<f32>) -> Self {
+        assert_eq!(shape.iter().product::<usize>(), data.len(), "shape {shape:?}");
+        let data = match dtype {
+            DType::F32 => data,
+            DType::F16 => data.into_iter().map(|v| f16::from_f32(v).to_f32()).collect(),
+            DType::BF16 => data.into_iter().map(|v| bf16::from_f32(v).to_f32()).collect(),
+            DType::U32 => panic!("float tensor with dtype u32"),
+        };
+        HostTensor { shape: shape.to_vec(), dtype, data: HostData::F32(data) }
+    }
+
+    pub fn u32(shape: &[usize], data: Vec<u32>) -> Self {
+        assert_eq!(shape.iter().product::<usize>(), data.len(), "shape {shape:?}");
+        HostTensor { shape: shape.to_vec(), dtype: DType::U32, data: HostData::U32(data) }
+    }
+
+    /// Little-endian elements of `dtype`, as `Backend::upload` takes them.
+    pub fn bytes(&self) -> Vec<u8> {
+        match (&self.data, self.dtype) {
+            (HostData::F32(v), DType::F32) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            (HostData::F32(v), DType::F16) => v.iter().flat_map(|&x| f16::from_f32(x).to_le_bytes()).collect(),
+            (HostData::F32(v), DType::BF16) => v.iter().flat_map(|&x| bf16::from_f32(x).to_le_bytes()).collect(),
+            (HostData::U32(v), DType::U32) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            (_, d) => panic!("host data does not match dtype {d}"),
+        }
+    }
+
+    /// Float values widened to f64 (exact: they were rounded to `dtype` already).
+    pub fn f64s(&self) -> Vec<f64> {
+        match &self.data {
+            HostData::F32(v) => v.iter().map(|&x| x as f64).collect(),
+            HostData::U32(v) => v.iter().map(|&x| x as f64).collect(),
+        }
+    }
+
+    pub fn u32s(&self) -> &[u32] {
+        match &self.data {
+            HostData::U32(v) => v,
+            HostData::F32(_) => panic!("u32s() on a float tensor"),
+        }
+    }
+}
+
+/// One conformance case.
+#[derive(Clone, Debug)]
+pub struct Case {
+    pub op: Op,
+    pub inputs: Vec<HostTensor>,
+    /// The output's contents before the op runs: kv_store updates its cache
+    /// in place, so the untouched slots must come back unchanged.
+    pub init_out: Option<HostTensor>,
+    /// The dtype `Backend::supports` is asked about: the weight's for matmul
+    /// and gather_rows, f32 for the rest.
+    pub dtype: DType,
+    /// Shapes and parameters, e.g. "rows=5, cols=4099, eps=1e-6".
+    pub dims: String,
+}
+
+impl Case {
+    pub fn kind(&self) -> OpKind {
+        self.op.kind()
+    }
+
+    /// `rms_norm(dtype=f32, rows=5, cols=4099, eps=1e-6)`
+    pub fn describe(&self) -> String {
+        format!("{}(dtype={}, {})", self.kind().name(), self.dtype, self.dims)
+    }
+}
+
+/// The dtypes each op's primary operand may have. No catch-all arm: a new op
+/// must say here what it takes, and `matrix_covers_every_op_kind` then
+/// demands cases for it.
+pub fn op_dtypes(kind: OpKind) -> &'static [DType] {
+    match kind {
+        OpKind::GatherRows | OpKind::Matmul => &[DType::F32, DType::F16, DType::BF16],
+        OpKind::RmsNorm
+        | OpKind::Rope
+        | OpKind::KvStore
+        | OpKind::Attention
+        | OpKind::Glu
+        | OpKind::Add
+        | OpKind::Scale
+        | OpKind::Softcap => &[DType::F32],
+    }
+}
+
+/// SplitMix64: tiny, seeded, identical on every platform.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [-amp, amp).
+    pub fn uniform(&mut self, amp: f32) -> f32 {
+        let unit = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32; // [0, 1)
+        (2.0 * unit - 1.0) * amp
+    }
+
+    pub fn vec(&mut self, n: usize, amp: f32) -> Vec<f32> {
+        (0..n).map(|_| self.uniform(amp)).collect()
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// 0..n in a random order (Fisher-Yates).
+    pub fn permutation(&mut self, n: usize) -> Vec<u32> {
+        let mut p: Vec<u32> = (0..n as u32).collect();
+        for i in (1..n).rev() {
+            p.swap(i, self.below(i + 1));
+        }
+        p
+    }
+}
+
+/// Every case, in a fixed order.
+pub fn all_cases() -> Vec<Case> {
+    let mut cases = Vec::new();
+    let mut seed = 0u64;
+    let mut rng = || {
+        seed += 1;
+        Rng::new(seed)
+    };
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        let ids = [0, 36, 5, 5, 17, 1, 36, 2, 30]; // repeats, first and last row
+        cases.push(gather_rows(&mut rng(), dtype, 37, 129, &ids));
+    }
+    cases.push(rms_norm(&mut rng(), 5, 4099, 1e-6, false));
+    cases.push(rms_norm(&mut rng(), 3, 64, 1e-5, true));
+    cases.push(rms_norm(&mut rng(), 1, 1, 1e-6, false));
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        cases.push(matmul(&mut rng(), dtype, 7, 129, 33, false));
+        cases.push(matmul(&mut rng(), dtype, 7, 129, 33, true));
+        cases.push(matmul(&mut rng(), dtype, 3, 4099, 5, false));
+        cases.push(matmul(&mut rng(), dtype, 1, 64, 257, true));
+    }
+    // (style, heads, head_dim, rotary_dim / 2, attention_scale, positions):
+    // full and partial rotary; positions up to 70000 catch imprecise sin/cos.
+    let pos = [0, 1, 2, 17, 100, 511, 2047];
+    let ropes: [(_, _, _, _, _, &[u32]); 4] = [
+        (RopeStyle::Neox, 3, 64, 32, 1.0, &pos),
+        (RopeStyle::Interleaved, 3, 64, 32, 1.0, &pos),
+        (RopeStyle::Neox, 2, 48, 12, 1.1, &[0, 5, 4095, 10000, 32767]),
+        (RopeStyle::Interleaved, 2, 50, 8, 0.9, &[3, 9, 70000]),
+    ];
+    for (style, heads, head_dim, half, scale, pos) in ropes {
+        cases.push(rope(&mut rng(), style, [heads, head_dim, half], scale, pos));
+    }
+    // (context length after this step, new tokens) per sequence: a prefill,
+    // a decode step and a chunk continuing a sequence, in one batch.
+    let mixed: &[(usize, usize)] = &[(37, 37), (20, 1), (50, 5)];
+    cases.push(kv_store(&mut rng(), 16, 2, 32, mixed));
+    cases.push(kv_store(&mut rng(), 3, 2, 32, mixed));
+    cases.push(kv_store(&mut rng(), 3, 1, 7, &[(1, 1), (8, 8)]));
+    let inv = |d: usize| 1.0 / (d as f32).sqrt();
+    // (heads, kv_heads, head_dim, block_size, window, softcap, scale, seqs)
+    let attentions: [(_, _, _, _, _, _, _, &[(usize, usize)]); 5] = [
+        (8, 2, 32, 16, None, None, inv(32), mixed),
+        (8, 2, 32, 3, Some(7), Some(1.5), 0.5, mixed),
+        (8, 2, 32, 16, Some(20), None, inv(32), mixed),
+        (4, 4, 16, 3, None, None, inv(16), &[(1, 1), (9, 2), (4, 4)]),
+        (6, 1, 64, 16, None, Some(2.0), 0.3, &[(70, 3), (33, 33)]),
+    ];
+    for (heads, kv_heads, d, block_size, window, softcap, scale, seqs) in attentions {
+        let op = Attention { block_size, scale, softcap, window };
+        cases.push(attention(&mut rng(), op, [heads, kv_heads, d], seqs));
+    }
+    for act in [Activation::Silu, Activation::GeluTanh] {
+        cases.push(glu(&mut rng(), act, &[3, 1031]));
+    }
+    cases.push(add(&mut rng(), &[4099]));
+    cases.push(add(&mut rng(), &[5, 77]));
+    cases.push(scale(&mut rng(), 2048f32.sqrt(), &[5, 77])); // Gemma's sqrt(hidden)
+    cases.push(scale(&mut rng(), -0.5, &[4099]));
+    cases.push(softcap(&mut rng(), 30.0, 100.0, &[3, 1031])); // Gemma 2's final logits
+    cases.push(softcap(&mut rng(), 0.5, 4.0, &[257]));
+    cases
+}
+
+fn case(op: Op, inputs: Vec<HostTensor>, dtype: DType, dims: String) -> Case {
+    Case { op, inputs, init_out: None, dtype, dims }
+}
+
+pub fn gather_rows(rng: &mut Rng, dtype: DType, rows: usize, cols: usize, ids: &[u32]) -> Case {
+    let table = HostTensor::float(&[rows, cols], dtype, rng.vec(rows * cols, 1.0));
+    let idt = HostTensor::u32(&[ids.len()], ids.to_vec());
+    let dims = format!("rows={rows}, cols={cols}, n={}", ids.len());
+    case(Op::GatherRows(GatherRows), vec![table, idt], dtype, dims)
+}
+
+pub fn rms_norm(rng: &mut Rng, rows: usize, cols: usize, eps: f32, unit_offset: bool) -> Case {
+    let x = HostTensor::f32(&[rows, cols], rng.vec(rows * cols, 2.0));
+    let w = HostTensor::f32(&[cols], rng.vec(cols, 1.0));
+    let mut dims = format!("rows={rows}, cols={cols}, eps={eps:e}");
+    if unit_offset {
+        dims += ", unit_offset";
+    }
+    case(Op::RmsNorm(RmsNorm { eps, unit_offset }), vec![x, w], DType::F32, dims)
+}
+
+pub fn matmul(rng: &mut Rng, dtype: DType, m: usize, k: usize, n: usize, bias: bool) -> Case {
+    let mut inputs =
+        vec![HostTensor::f32(&[m, k], rng.vec(m * k, 1.0)), HostTensor::float(&[n, k], dtype, rng.vec(n * k, 1.0))];
+    if bias {
+        inputs.push(HostTensor::f32(&[n], rng.vec(n, 4.0)));
+    }
+    let dims = format!("m={m}, k={k}, n={n}, bias={}", if bias { "yes" } else { "no" });
+    case(Op::Matmul(Matmul), inputs, dtype, dims)
+}
+
+/// `rotary_dim = 2 * half`; half < head_dim / 2 makes partial rotary.
+pub fn rope(rng: &mut Rng, style: RopeStyle, [heads, head_dim, half]: [usize; 3], scale: f32, pos: &[u32]) -> Case {
+    let t = pos.len();
+    let x = HostTensor::f32(&[t, heads, head_dim], rng.vec(t * heads * head_dim, 1.0));
+    // Llama's frequencies, base 10000 over the rotary part.
+    let inv_freq = (0..half).map(|i| 10000f32.powf(-(i as f32) / half as f32)).collect();
+    let positions = HostTensor::u32(&[t], pos.to_vec());
+    let inputs = vec![x, positions, HostTensor::f32(&[half], inv_freq)];
+    let style_name = match style {
+        RopeStyle::Neox => "neox",
+        RopeStyle::Interleaved => "interleaved",
+    };
+    let max_pos = pos.iter().max().unwrap_or(&0);
+    let dims = format!(
+        "style={style_name}, T={t}, heads={heads}, head_dim={head_dim}, rotary_dim={}, \
+         attention_scale={scale}, max_pos={max_pos}",
+        2 * half
+    );
+    let op = Rope { style, attention_scale: scale };
+    case(Op::Rope(op), inputs, DType::F32, dims)
+}
+
+/// A paged layout for a batch: each sequence's block table (blocks drawn
+/// from a shuffled pool, so neither contiguous nor ordered), and every
+/// token's sequence, position and slot.
+struct Paging {
+    num_blocks: usize,
+    max_blocks: usize,
+    tables: Vec<Vec<u32>>,
+    token_seq: Vec<u32>,
+    positions: Vec<u32>,
+    slots: Vec<u32>,
+}
+
+fn paging(rng: &mut Rng, block_size: usize, seqs: &[(usize, usize)]) -> Paging {
+    let needed: Vec<usize> = seqs.iter().map(|&(ctx, _)| ctx.div_ceil(block_size)).collect();
+    let num_blocks = needed.iter().sum::<usize>() + 2; // spare blocks hold garbage
+    let mut pool = rng.permutation(num_blocks).into_iter();
+    let tables: Vec<Vec<u32>> = needed.iter().map(|&n| pool.by_ref().take(n).collect()).collect();
+    let mut p = Paging {
+        num_blocks,
+        max_blocks: needed.iter().copied().max().unwrap_or(1).max(1),
+        tables,
+        token_seq: vec![],
+        positions: vec![],
+        slots: vec![],
+    };
+    for (s, &(ctx, new)) in seqs.iter().enumerate() {
+        assert!(new >= 1 && new <= ctx, "sequence {s}: {new} new tokens of {ctx}");
+        for pos in ctx - new..ctx {
+            p.token_seq.push(s as u32);
+            p.positions.push(pos as u32);
+            p.slots.push(p.tables[s][pos / block_size] * block_size as u32 + (pos % block_size) as u32);
+        }
+    }
+    p
+}
+
+fn seqs_desc(seqs: &[(usize, usize)]) -> String {
+    let parts: Vec<String> = seqs.iter().map(|(ctx, new)| format!("{new}/{ctx}")).collect();
+    format!("seqs(new/ctx)=[{}]", parts.join(" "))
+}
+
+/// Writes each token's row into its slot of a cache full of random values.
+/// Slots are distinct: two tokens writing one slot would make the result
+/// depend on execution order.
+pub fn kv_store(rng: &mut Rng, block_size: usize, kv_heads: usize, d: usize, seqs: &[(usize, usize)]) -> Case {
+    let p = paging(rng, block_size, seqs);
+    let t = p.slots.len();
+    let num_slots = p.num_blocks * block_size;
+    let src = HostTensor::f32(&[t, kv_heads, d], rng.vec(t * kv_heads * d, 1.0));
+    let init = HostTensor::f32(&[num_slots, kv_heads, d], rng.vec(num_slots * kv_heads * d, 1.0));
+    let dims = format!(
+        "T={t}, kv_heads={kv_heads}, head_dim={d}, block_size={block_size}, num_slots={num_slots}, {}",
+        seqs_desc(seqs)
+    );
+    let mut c = case(Op::KvStore(KvStore { num_slots }), vec![src, HostTensor::u32(&[t], p.slots)], DType::F32, dims);
+    c.init_out = Some(init);
+    c
+}
+
+/// The cache is random everywhere, including slots no sequence owns: a
+/// kernel that reads outside the visible positions gets garbage.
+pub fn attention(rng: &mut Rng, op: Attention, [heads, kv_heads, d]: [usize; 3], seqs: &[(usize, usize)]) -> Case {
+    let p = paging(rng, op.block_size, seqs);
+    let t = p.positions.len();
+    let num_slots = p.num_blocks * op.block_size;
+    let cache = num_slots * kv_heads * d;
+    let mut tables = Vec::new(); // (seqs, max_blocks), padded with 0 as the engine pads
+    for table in &p.tables {
+        tables.extend(table.iter().copied().chain(std::iter::repeat(0)).take(p.max_blocks));
+    }
+    let inputs = vec![
+        HostTensor::f32(&[t, heads, d], rng.vec(t * heads * d, 1.0)),
+        HostTensor::f32(&[num_slots, kv_heads, d], rng.vec(cache, 1.0)),
+        HostTensor::f32(&[num_slots, kv_heads, d], rng.vec(cache, 1.0)),
+        HostTensor::u32(&[seqs.len(), p.max_blocks], tables),
+        HostTensor::u32(&[t], p.token_seq),
+        HostTensor::u32(&[t], p.positions),
+    ];
+    let none = || "none".to_string();
+    let window = op.window.map_or_else(none, |w| w.to_string());
+    let softcap = op.softcap.map_or_else(none, |c| c.to_string());
+    let dims = format!(
+        "T={t}, heads={heads}, kv_heads={kv_heads}, head_dim={d}, block_size={}, window={window}, \
+         softcap={softcap}, scale={:.4}, {}",
+        op.block_size,
+        op.scale,
+        seqs_desc(seqs)
+    );
+    case(Op::Attention(op), inputs, DType::F32, dims)
+}
+
+pub fn glu(rng: &mut Rng, activation: Activation, shape: &[usize]) -> Case {
+    let n = shape.iter().product();
+    // gate spans the activation's tails as well as its bend near zero
+    let inputs = vec![HostTensor::f32(shape, rng.vec(n, 8.0)), HostTensor::f32(shape, rng.vec(n, 2.0))];
+    let name = match activation {
+        Activation::Silu => "silu",
+        Activation::GeluTanh => "gelu_tanh",
+    };
+    case(Op::Glu(Glu { activation }), inputs, DType::F32, format!("act={name}, shape={shape:?}"))
+}
+
+pub fn add(rng: &mut Rng, shape: &[usize]) -> Case {
+    let n = shape.iter().product();
+    let inputs = vec![HostTensor::f32(shape, rng.vec(n, 1.0)), HostTensor::f32(shape, rng.vec(n, 1.0))];
+    case(Op::Add(Add), inputs, DType::F32, format!("shape={shape:?}"))
+}
+
+pub fn scale(rng: &mut Rng, factor: f32, shape: &[usize]) -> Case {
+    let x = HostTensor::f32(shape, rng.vec(shape.iter().product(), 1.0));
+    let op = Op::Scale(Scale { factor });
+    case(op, vec![x], DType::F32, format!("factor={factor}, shape={shape:?}"))
+}
+
+/// x in [-amp, amp): an amp several times the cap reaches tanh's flat tails.
+pub fn softcap(rng: &mut Rng, cap: f32, amp: f32, shape: &[usize]) -> Case {
+    let x = HostTensor::f32(shape, rng.vec(shape.iter().product(), amp));
+    let op = Op::Softcap(Softcap { cap });
+    case(op, vec![x], DType::F32, format!("cap={cap}, |x|<{amp}, shape={shape:?}"))
+}
