@@ -15,3 +15,4 @@
 pub mod cases;
 pub mod fixtures;
 pub mod harness;
+pub mod oracle;

@@ -1,0 +1,228 @@
+//! An independent f64 implementation of every op, so the CPU reference
+//! itself is checked and not only compared with itself. It is written from
+//! the math in each op's doc comment, deliberately by a different route than
+//! `engine/src/ops/` where one is natural: matmul through a transposed
+//! weight, rope as complex multiplication, attention over each sequence's
+//! keys gathered into a dense array with an explicit causal + window mask,
+//! sigmoid through tanh.
+
+use ferrum_engine::ops::{Activation, Attention, Op, Rope, RopeStyle};
+
+use crate::cases::HostTensor;
+
+/// The op's output in f64. `init_out` is the output's prior contents (kv_store).
+pub fn eval(op: &Op, inputs: &[HostTensor], init_out: Option<&HostTensor>) -> Result<Vec<f64>, String> {
+    let f = |i: usize| inputs[i].f64s();
+    let shape = |i: usize| inputs[i].shape.clone();
+    match op {
+        Op::GatherRows(_) => gather_rows(&f(0), shape(0)[1], inputs[1].u32s()),
+        Op::RmsNorm(p) => Ok(rms_norm(&f(0), &f(1), p.eps as f64, p.unit_offset)),
+        Op::Matmul(_) => {
+            let bias = inputs.get(2).map(|b| b.f64s());
+            Ok(matmul(&f(0), &f(1), bias.as_deref(), [shape(0)[0], shape(1)[1], shape(1)[0]]))
+        }
+        Op::Rope(p) => Ok(rope(p, &f(0), inputs[1].u32s(), &f(2), shape(0)[2])),
+        Op::KvStore(p) => {
+            let init = init_out.ok_or("kv_store needs the cache's initial contents")?;
+            kv_store(&f(0), inputs[1].u32s(), init.f64s(), p.num_slots)
+        }
+        Op::Attention(p) => {
+            let [q, k, v, tables, seq, pos] = inputs else {
+                return Err("attention takes 6 inputs".into());
+            };
+            let dims = Dims { heads: q.shape[1], kv_heads: k.shape[1], d: q.shape[2], max_blocks: tables.shape[1] };
+            attention(p, dims, &q.f64s(), &k.f64s(), &v.f64s(), tables.u32s(), seq.u32s(), pos.u32s())
+        }
+        Op::Glu(p) => Ok(f(0).iter().zip(f(1)).map(|(&g, u)| activation(p.activation, g) * u).collect()),
+        Op::Add(_) => Ok(f(0).iter().zip(f(1)).map(|(a, b)| a + b).collect()),
+        Op::Scale(p) => Ok(f(0).iter().map(|x| p.factor as f64 * x).collect()),
+        Op::Softcap(p) => Ok(f(0).iter().map(|&x| softcap(p.cap as f64, x)).collect()),
+    }
+}
+
+fn gather_rows(table: &[f64], cols: usize, ids: &[u32]) -> Result<Vec<f64>, String> {
+    let mut out = Vec::with_capacity(ids.len() * cols);
+    for &id in ids {
+        let row = table.get(id as usize * cols..(id as usize + 1) * cols).ok_or(format!("id {id} out of range"))?;
+        out.extend_from_slice(row);
+    }
+    Ok(out)
+}
+
+fn rms_norm(x: &[f64], w: &[f64], eps: f64, unit_offset: bool) -> Vec<f64> {
+    let cols = w.len();
+    let mut out = Vec::with_capacity(x.len());
+    if cols == 0 {
+        return out;
+    }
+    for row in x.chunks(cols) {
+        let rms = (row.iter().map(|v| v * v).sum::<f64>() / cols as f64 + eps).sqrt();
+        for (v, g) in row.iter().zip(w) {
+            let gain = if unit_offset { 1.0 + g } else { *g };
+            out.push(v / rms * gain);
+        }
+    }
+    out
+}
+
+/// x (m, k), w (n, k): transpose w to (k, n), then accumulate rows of
+/// `x[i, kk] * wt[kk, :]` (the i-k-j order, unlike the engine's dot products).
+fn matmul(x: &[f64], w: &[f64], bias: Option<&[f64]>, [m, k, n]: [usize; 3]) -> Vec<f64> {
+    let mut wt = vec![0.0; k * n];
+    for j in 0..n {
+        for kk in 0..k {
+            wt[kk * n + j] = w[j * k + kk];
+        }
+    }
+    let mut out = Vec::with_capacity(m * n);
+    for i in 0..m {
+        let mut acc = bias.map_or_else(|| vec![0.0; n], <[f64]>::to_vec);
+        for kk in 0..k {
+            let a = x[i * k + kk];
+            for (o, b) in acc.iter_mut().zip(&wt[kk * n..(kk + 1) * n]) {
+                *o += a * b;
+            }
+        }
+        out.extend(acc);
+    }
+    out
+}
+
+/// Each rotated pair is a complex number z = a + ib, multiplied by
+/// `s * e^(i theta)`. The angle `p * inv_freq` is rounded to f32 first,
+/// as transformers computes it (`inv_freq @ position_ids` in float32) and as
+/// the op defines it; cos, sin and the product are f64.
+fn rope(p: &Rope, x: &[f64], positions: &[u32], inv_freq: &[f64], head_dim: usize) -> Vec<f64> {
+    let half = inv_freq.len();
+    let heads_per_token = x.len() / (positions.len() * head_dim).max(1);
+    let mut out = x.to_vec();
+    if head_dim == 0 {
+        return out;
+    }
+    for (head, chunk) in out.chunks_mut(head_dim).enumerate() {
+        let pos = positions[head / heads_per_token];
+        for (i, &f) in inv_freq.iter().enumerate() {
+            let theta = (pos as f32 * f as f32) as f64;
+            let (re_i, im_i) = match p.style {
+                RopeStyle::Neox => (i, i + half),
+                RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+            };
+            let (re, im) = complex_mul((chunk[re_i], chunk[im_i]), (theta.cos(), theta.sin()));
+            chunk[re_i] = p.attention_scale as f64 * re;
+            chunk[im_i] = p.attention_scale as f64 * im;
+        }
+    }
+    out
+}
+
+fn complex_mul((a, b): (f64, f64), (c, d): (f64, f64)) -> (f64, f64) {
+    (a * c - b * d, a * d + b * c)
+}
+
+fn kv_store(src: &[f64], slots: &[u32], mut cache: Vec<f64>, num_slots: usize) -> Result<Vec<f64>, String> {
+    let row = cache.len() / num_slots;
+    for (t, &slot) in slots.iter().enumerate() {
+        let dst =
+            cache.get_mut(slot as usize * row..(slot as usize + 1) * row).ok_or(format!("slot {slot} out of range"))?;
+        dst.copy_from_slice(&src[t * row..(t + 1) * row]);
+    }
+    Ok(cache)
+}
+
+#[derive(Clone, Copy)]
+struct Dims {
+    heads: usize,
+    kv_heads: usize,
+    d: usize,
+    max_blocks: usize,
+}
+
+/// For each sequence: gather its keys and values for positions 0..ctx into
+/// dense (ctx, kv_heads, d) arrays, then every query of that sequence
+/// attends over all ctx positions with masked ones set to -inf.
+#[allow(clippy::too_many_arguments)]
+fn attention(
+    p: &Attention,
+    Dims { heads, kv_heads, d, max_blocks }: Dims,
+    q: &[f64],
+    k_cache: &[f64],
+    v_cache: &[f64],
+    tables: &[u32],
+    token_seq: &[u32],
+    positions: &[u32],
+) -> Result<Vec<f64>, String> {
+    let bs = p.block_size;
+    let row = kv_heads * d;
+    let mut out = vec![0.0; q.len()];
+    let seqs = tables.len() / max_blocks;
+    for s in 0..seqs {
+        let tokens: Vec<usize> = (0..token_seq.len()).filter(|&t| token_seq[t] as usize == s).collect();
+        let Some(ctx) = tokens.iter().map(|&t| positions[t] as usize + 1).max() else {
+            continue;
+        };
+        // dense (ctx, kv_heads, d) keys and values of sequence s
+        let (mut keys, mut values) = (Vec::with_capacity(ctx * row), Vec::with_capacity(ctx * row));
+        for j in 0..ctx {
+            let block = *tables
+                .get(s * max_blocks + j / bs)
+                .filter(|_| j / bs < max_blocks)
+                .ok_or("position past block table")?;
+            let slot = block as usize * bs + j % bs;
+            keys.extend_from_slice(k_cache.get(slot * row..(slot + 1) * row).ok_or("slot out of range")?);
+            values.extend_from_slice(&v_cache[slot * row..(slot + 1) * row]);
+        }
+        for &t in &tokens {
+            let pos = positions[t] as usize;
+            let visible = |j: usize| j <= pos && p.window.is_none_or(|w| pos - j < w);
+            for h in 0..heads {
+                let kvh = h * kv_heads / heads; // the group query head h belongs to
+                let qv = &q[(t * heads + h) * d..][..d];
+                let scores: Vec<f64> = (0..ctx)
+                    .map(|j| {
+                        if !visible(j) {
+                            return f64::NEG_INFINITY;
+                        }
+                        let kv = &keys[j * row + kvh * d..][..d];
+                        let s = p.scale as f64 * qv.iter().zip(kv).map(|(a, b)| a * b).sum::<f64>();
+                        p.softcap.map_or(s, |cap| cap as f64 * (s / cap as f64).tanh())
+                    })
+                    .collect();
+                let weights = softmax(&scores);
+                let o = &mut out[(t * heads + h) * d..][..d];
+                for (j, w) in weights.iter().enumerate().filter(|(_, w)| **w > 0.0) {
+                    for (oo, vv) in o.iter_mut().zip(&values[j * row + kvh * d..][..d]) {
+                        *oo += w * vv;
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// exp(-inf) = 0 takes masked positions out.
+fn softmax(scores: &[f64]) -> Vec<f64> {
+    let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+    let sum: f64 = e.iter().sum();
+    e.iter().map(|v| v / sum).collect()
+}
+
+/// sigmoid(x) = (1 + tanh(x/2)) / 2, and gelu_tanh(x) = x * sigmoid(2u)
+/// with u the tanh argument: the same functions as the engine's, another way.
+pub fn activation(act: Activation, x: f64) -> f64 {
+    let sigmoid = |z: f64| 0.5 * (1.0 + (0.5 * z).tanh());
+    match act {
+        Activation::Silu => x * sigmoid(x),
+        Activation::GeluTanh => {
+            let u = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
+            x * sigmoid(2.0 * u)
+        }
+    }
+}
+
+/// cap * tanh(x / cap), with tanh(y) = 1 - 2 / (e^(2y) + 1), which stays
+/// exact at both tails (e^(2y) -> inf gives 1, -> 0 gives -1).
+pub fn softcap(cap: f64, x: f64) -> f64 {
+    cap * (1.0 - 2.0 / ((2.0 * x / cap).exp() + 1.0))
+}
