@@ -79,11 +79,7 @@ fn a_batch_of_different_sequences_matches_each_run_alone() {
     let got = model.forward(&both, &kv.cache).unwrap();
     let alone_a = sequence_logits(&model, a, LogitsMode::Prefill).unwrap();
     let alone_b = sequence_logits(&model, b, LogitsMode::Prefill).unwrap();
-    let want: Vec<f32> = alone_a.data[11 * alone_a.vocab..]
-        .iter()
-        .chain(alone_b.row(b.len() - 1))
-        .copied()
-        .collect();
+    let want: Vec<f32> = alone_a.data[11 * alone_a.vocab..].iter().chain(alone_b.row(b.len() - 1)).copied().collect();
     let err = max_err_over_std(&got.data, &want);
     assert!(err < 1e-5, "batched vs alone: {err:.2e}");
 }

@@ -106,6 +106,7 @@ fn bad_inputs() -> Vec<BadInput> {
     bad("x of rank 2", &rope, vec![f(&[1, 8]), u(&[0]), f(&[4])], out(&[1, 8]));
     let store = Op::KvStore(KvStore { num_slots: 6 });
     bad("slot == num_slots", &store, vec![f(&[2, 1, 4]), u(&[0, 6])], out(&[6, 1, 4]));
+    bad("slot written twice", &store, vec![f(&[2, 1, 4]), u(&[3, 3])], out(&[6, 1, 4]));
     bad("slots count", &store, vec![f(&[2, 1, 4]), u(&[0])], out(&[6, 1, 4]));
     bad("cache of wrong shape", &store, vec![f(&[2, 1, 4]), u(&[0, 1])], out(&[5, 1, 4]));
     bad("src of rank 2", &store, vec![f(&[2, 4]), u(&[0, 1])], out(&[6, 4]));
@@ -121,6 +122,9 @@ fn bad_inputs() -> Vec<BadInput> {
     bad("token of a missing sequence", &att(3), att_in([1, 0], [0, 1], [0, 1]), att_out());
     bad("position past the block table", &att(3), att_in([1, 0], [0, 0], [0, 6]), att_out());
     bad("block_size 0", &att(0), ok_in(), att_out());
+    let windowed = |window, softcap| Op::Attention(Attention { block_size: 3, scale: 0.5, softcap, window });
+    bad("window 0", &windowed(Some(0), None), ok_in(), att_out());
+    bad("softcap 0", &windowed(None, Some(0.0)), ok_in(), att_out());
     bad("slots not whole blocks", &att(4), ok_in(), att_out());
     let mut kv_mismatch = ok_in();
     kv_mismatch[2] = f(&[6, 2, 2]);
@@ -223,11 +227,9 @@ fn kv_store_keeps_untouched_slots() {
 }
 
 /// Zero-sized dims are legal shapes: the reference must neither panic nor
-/// compute something else. Ignored until the engine is fixed: rms_norm with
-/// cols=0 panics in `chunks_exact(0)`; matmul with k=0 returns zeros instead
-/// of the bias (it infers n as `w.len() / k`).
+/// compute something else (rms_norm with cols=0 once panicked; matmul with
+/// k=0 once dropped the bias).
 #[test]
-#[ignore = "engine bugs: rms_norm cols=0 panics; matmul k=0 drops the bias"]
 fn zero_sized_dims_are_handled() {
     let mut rng = Rng::new(7);
     let cases = [
@@ -240,11 +242,9 @@ fn zero_sized_dims_are_handled() {
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
-/// A position near u32::MAX must be an `Err` ("past the block table"). The
-/// cpu reference reserves `p + 1` slots before checking, so the allocation
-/// fails and the process aborts: it cannot even be caught. Ignored until fixed.
+/// A position near u32::MAX must be an `Err` ("past the block table"), not
+/// an allocation of p + 1 slots that aborts the process.
 #[test]
-#[ignore = "engine bug: attention allocates p+1 slots before checking positions; u32::MAX aborts"]
 fn attention_huge_position_is_an_error() {
     let f = |shape: &[usize]| HostTensor::f32(shape, vec![0.5; shape.iter().product()]);
     let u = |v: u32| HostTensor::u32(&[1], vec![v]);

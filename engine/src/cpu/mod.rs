@@ -86,7 +86,8 @@ impl Backend for CpuBackend {
             Op::RmsNorm(p) => p.reference(ins[0].f32()?, ins[1].f32()?, o),
             Op::Matmul(p) => {
                 let bias = ins.get(2).map(|b| b.f32()).transpose()?;
-                p.reference(ins[0].f32()?, ins[1].floats()?, bias, inputs[1].shape()[1], o)
+                let dims = [inputs[0].shape()[0], inputs[0].shape()[1], inputs[1].shape()[0]];
+                p.reference(ins[0].f32()?, ins[1].floats()?, bias, dims, o)
             }
             Op::Rope(p) => p.reference(ins[0].f32()?, ins[1].u32()?, ins[2].f32()?, inputs[0].shape()[2], o),
             Op::KvStore(p) => p.reference(ins[0].f32()?, ins[1].u32()?, o)?,

@@ -67,6 +67,12 @@ impl Attention {
         if seq.shape[0] != t || pos.shape[0] != t {
             return Err(Error::op(Self::NAME, "token_seq and positions need one entry per token"));
         }
+        if self.window == Some(0) {
+            return Err(Error::op(Self::NAME, "a window of 0 sees nothing"));
+        }
+        if self.softcap.is_some_and(|c| !(c > 0.0 && c.is_finite())) {
+            return Err(Error::op(Self::NAME, format!("softcap must be positive, got {:?}", self.softcap)));
+        }
         if self.block_size == 0 || k.shape[0] % self.block_size != 0 {
             return Err(Error::op(
                 Self::NAME,
@@ -104,6 +110,9 @@ impl Attention {
                 Some(w) => (p + 1).saturating_sub(w),
                 None => 0,
             };
+            if p / self.block_size >= max_blocks {
+                return Err(Error::op(Self::NAME, format!("position {p} past the block table of sequence {s}")));
+            }
             // slot of every visible position, checked once per token
             let mut slots = Vec::with_capacity(p + 1 - first);
             for j in first..=p {

@@ -4,6 +4,8 @@
 //!
 //! `cache[slots[t], :, :] = src[t, :, :]`, where a slot is
 //! `block_table[pos / block_size] * block_size + pos % block_size`.
+//! Slots must be distinct (GPU backends write them in parallel); the
+//! reference checks it.
 
 use super::{TensorSpec, expect_dtype, expect_inputs, expect_rank};
 use crate::dtype::DType;
@@ -35,10 +37,14 @@ impl KvStore {
     /// src (T, row), slots (T,) -> cache (num_slots, row), in place
     pub fn reference(&self, src: &[f32], slots: &[u32], cache: &mut [f32]) -> Result<()> {
         let row = src.len() / slots.len().max(1);
+        let mut written = std::collections::HashSet::with_capacity(slots.len());
         for (t, &slot) in slots.iter().enumerate() {
             let slot = slot as usize;
             if slot >= self.num_slots {
                 return Err(Error::op(Self::NAME, format!("slot {slot} past {} slots", self.num_slots)));
+            }
+            if !written.insert(slot) {
+                return Err(Error::op(Self::NAME, format!("slot {slot} written twice in one step")));
             }
             cache[slot * row..(slot + 1) * row].copy_from_slice(&src[t * row..(t + 1) * row]);
         }

@@ -37,9 +37,7 @@ impl Matmul {
     }
 
     /// x (m, k), w (n, k), bias (n,) -> out (m, n)
-    pub fn reference(&self, x: &[f32], w: FloatSlice, bias: Option<&[f32]>, k: usize, out: &mut [f32]) {
-        let n = w.len() / k.max(1);
-        let m = x.len() / k.max(1);
+    pub fn reference(&self, x: &[f32], w: FloatSlice, bias: Option<&[f32]>, [m, k, n]: [usize; 3], out: &mut [f32]) {
         let mut w_row = vec![0.0f32; k]; // (k,) one weight row widened to f32
         for j in 0..n {
             w.widen_into(j * k, &mut w_row);

@@ -35,6 +35,9 @@ impl RmsNorm {
     /// x (rows, cols), w (cols,) -> out (rows, cols)
     pub fn reference(&self, x: &[f32], w: &[f32], out: &mut [f32]) {
         let cols = w.len();
+        if cols == 0 {
+            return; // rows of nothing: nothing to normalise
+        }
         for (xr, or) in x.chunks_exact(cols).zip(out.chunks_exact_mut(cols)) {
             let mean_sq = xr.iter().map(|v| v * v).sum::<f32>() / cols as f32;
             let inv_rms = 1.0 / (mean_sq + self.eps).sqrt();
