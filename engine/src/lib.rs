@@ -33,6 +33,7 @@ pub mod ops;
 pub mod sampler;
 pub mod tensor;
 pub mod tokenizer;
+pub mod tokenizer_gguf;
 
 pub use backend::{Backend, BackendExt};
 pub use config::{Architecture, ModelConfig};

@@ -62,6 +62,12 @@ impl Tokenizer {
     }
 }
 
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tokenizer(vocab={}, bos={:?}, eos={:?})", self.vocab_size(), self.bos_token, self.eos_token)
+    }
+}
+
 pub struct DecodeStream<'a> {
     inner: tokenizers::DecodeStream<
         'a,
