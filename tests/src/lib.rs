@@ -15,4 +15,5 @@
 pub mod cases;
 pub mod fixtures;
 pub mod harness;
+pub mod npm_tokenizers;
 pub mod oracle;
