@@ -1,6 +1,7 @@
 //! Loading a Hugging Face model folder: the weights (single or sharded
 //! safetensors, memory-mapped) and the files around them.
 
+pub mod gguf;
 pub mod safetensors;
 
 use std::collections::BTreeMap;

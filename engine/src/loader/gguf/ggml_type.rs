@@ -89,10 +89,7 @@ impl GgmlType {
     ];
 
     fn row(self) -> &'static (GgmlType, u32, &'static str, usize, usize) {
-        Self::TABLE
-            .iter()
-            .find(|r| r.0 == self)
-            .expect("every variant is in TABLE")
+        Self::TABLE.iter().find(|r| r.0 == self).expect("every variant is in TABLE")
     }
 
     /// The type with this id, or `None` for an unknown (or removed) id.
@@ -123,10 +120,7 @@ impl GgmlType {
     /// Whether [`super::dequantize`] handles this type.
     pub fn can_dequantize(self) -> bool {
         use GgmlType::*;
-        matches!(
-            self,
-            F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | MXFP4
-        )
+        matches!(self, F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | MXFP4)
     }
 
     /// Bytes taken by `n_elements` of this type, or `None` when `n_elements`
