@@ -7,6 +7,7 @@
 mod backends;
 mod commands;
 mod model_args;
+mod pull;
 
 use std::process::ExitCode;
 
@@ -31,6 +32,11 @@ enum Command {
     Info(commands::info::InfoArgs),
     /// List the backends on this machine, and why any is unavailable.
     Devices,
+    /// Fetch a known model into the cache (default: smollm2-135m-instruct) and print its path.
+    Pull {
+        #[arg(default_value = pull::DEFAULT_MODEL)]
+        name: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -41,6 +47,7 @@ fn main() -> ExitCode {
         Command::Logits(a) => commands::logits::run(a),
         Command::Info(a) => commands::info::run(a),
         Command::Devices => commands::devices::run(),
+        Command::Pull { name } => pull::resolve(name).map(|path| println!("{}", path.display())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,69 +5,53 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use ferrum_engine::Model;
-use ferrum_engine::chat_template::ChatTemplate;
-use ferrum_engine::generate::{GenerateOptions, GenerationDefaults};
-use ferrum_engine::loader::ModelDir;
+use ferrum_engine::generate::GenerateOptions;
 use ferrum_engine::sampler::SamplingParams;
-use ferrum_engine::tokenizer::Tokenizer;
+use ferrum_engine::source::ModelSource;
 
 use crate::backends::{self, BackendChoice};
+use crate::pull;
 
 #[derive(Args, Debug)]
 pub struct ModelArgs {
-    /// A Hugging Face model folder (config.json, *.safetensors, tokenizer.json).
+    /// A Hugging Face model folder (config.json, *.safetensors, tokenizer.json) or a
+    /// .gguf file; without it, the default model (pulled on first use).
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendChoice,
 }
 
 /// A model on its backend with the files around it.
 pub struct Loaded {
-    pub dir: ModelDir,
+    pub source: ModelSource,
     pub model: Model,
-    pub tokenizer: Option<Tokenizer>,
-    pub defaults: GenerationDefaults,
 }
 
 impl ModelArgs {
+    /// The model path given, or the default model (pulled on first use).
+    pub fn path(&self) -> Result<PathBuf> {
+        match &self.model {
+            Some(path) => Ok(path.clone()),
+            None => pull::resolve(pull::DEFAULT_MODEL),
+        }
+    }
+
     pub fn load(&self) -> Result<Loaded> {
         let backend = backends::open(self.backend)?;
-        let dir = ModelDir::new(&self.model)?;
-        let model = Model::load(&dir.root, backend).with_context(|| format!("loading {}", self.model.display()))?;
-        let tokenizer = match dir.tokenizer().exists() {
-            true => Some(Tokenizer::from_file(&dir.tokenizer())?),
-            false => None,
-        };
-        let defaults = GenerationDefaults::from_file(&dir.generation_config())?;
-        Ok(Loaded { dir, model, tokenizer, defaults })
-    }
-}
-
-impl Loaded {
-    pub fn tokenizer(&self) -> Result<&Tokenizer> {
-        self.tokenizer.as_ref().with_context(|| {
-            format!("{} has no tokenizer.json; pass token ids instead of text", self.dir.root.display())
-        })
-    }
-
-    pub fn chat_template(&self) -> Result<ChatTemplate> {
-        let tok = self.tokenizer()?;
-        Ok(ChatTemplate::from_model_dir(&self.dir, tok.bos_token.as_deref(), tok.eos_token.as_deref())?)
-    }
-
-    /// EOS ids from config.json, generation_config.json and the tokenizer's eos_token.
-    pub fn eos_ids(&self) -> Vec<u32> {
-        let mut ids = self.model.config.eos_token_ids.clone();
-        ids.extend(&self.defaults.eos_token_ids);
-        if let Some(t) = &self.tokenizer
-            && let Some(id) = t.eos_token.as_deref().and_then(|e| t.token_to_id(e))
-        {
-            ids.push(id);
-        }
-        ids.sort_unstable();
-        ids.dedup();
-        ids
+        let path = self.path()?;
+        let started = std::time::Instant::now();
+        let source = ModelSource::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let model = Model::from_store(source.config.clone(), &source.weights, backend)
+            .with_context(|| format!("loading {}", path.display()))?;
+        eprintln!(
+            "[loaded {} ({}) on {} in {:.2} s]",
+            path.display(),
+            source.config.architecture.hf_name(),
+            model.backend().name(),
+            started.elapsed().as_secs_f64()
+        );
+        Ok(Loaded { source, model })
     }
 }
 
@@ -103,7 +87,7 @@ pub struct SamplingArgs {
 
 impl SamplingArgs {
     pub fn options(&self, loaded: &Loaded) -> Result<GenerateOptions> {
-        let mut p: SamplingParams = loaded.defaults.sampling();
+        let mut p: SamplingParams = loaded.source.generation.sampling();
         if let Some(t) = self.temperature {
             p.temperature = t;
         }
@@ -119,9 +103,9 @@ impl SamplingArgs {
         p.seed = self.seed;
         p.validate().map_err(anyhow::Error::msg)?;
         Ok(GenerateOptions {
-            max_tokens: self.max_tokens.or(loaded.defaults.max_new_tokens).unwrap_or(256),
+            max_tokens: self.max_tokens.or(loaded.source.generation.max_new_tokens).unwrap_or(256),
             sampling: p,
-            eos_token_ids: loaded.eos_ids(),
+            eos_token_ids: loaded.source.eos_token_ids(),
             stop_strings: self.stop.clone(),
         })
     }

@@ -9,7 +9,6 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::loader::ModelDir;
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct Message {
@@ -30,19 +29,6 @@ pub struct ChatTemplate {
 }
 
 impl ChatTemplate {
-    /// Finds the template of a model folder: `chat_template.jinja` first
-    /// (transformers >= 4.43 writes it), else `chat_template` in
-    /// `tokenizer_config.json` (a string, or a list of named templates).
-    pub fn from_model_dir(dir: &ModelDir, bos_token: Option<&str>, eos_token: Option<&str>) -> Result<Self> {
-        let jinja = dir.chat_template_jinja();
-        let source = if jinja.exists() {
-            std::fs::read_to_string(&jinja).map_err(|e| Error::io(&jinja, e))?
-        } else {
-            template_from_tokenizer_config(&dir.tokenizer_config())?
-        };
-        Ok(Self::new(source, bos_token.unwrap_or(""), eos_token.unwrap_or("")))
-    }
-
     pub fn new(source: String, bos_token: &str, eos_token: &str) -> Self {
         ChatTemplate { source, bos_token: bos_token.into(), eos_token: eos_token.into() }
     }
@@ -71,22 +57,21 @@ impl ChatTemplate {
     }
 }
 
-fn template_from_tokenizer_config(path: &Path) -> Result<String> {
-    let missing =
-        || Error::ChatTemplate(format!("no chat_template.jinja and no `chat_template` in {}", path.display()));
-    let text = std::fs::read_to_string(path).map_err(|_| missing())?;
+/// `chat_template` of tokenizer_config.json: a string, or a list of named
+/// templates (the "default" one is used). None when there is none.
+pub(crate) fn template_from_tokenizer_config(path: &Path) -> Result<Option<String>> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(None) };
     let cfg: Value =
         serde_json::from_str(&text).map_err(|e| Error::ChatTemplate(format!("{}: {e}", path.display())))?;
-    match cfg.get("chat_template") {
-        Some(Value::String(s)) => Ok(s.clone()),
+    Ok(match cfg.get("chat_template") {
+        Some(Value::String(s)) => Some(s.clone()),
         Some(Value::Array(named)) => named
             .iter()
             .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
             .and_then(|t| t.get("template")?.as_str())
-            .map(str::to_string)
-            .ok_or_else(missing),
-        _ => Err(missing()),
-    }
+            .map(str::to_string),
+        _ => None,
+    })
 }
 
 #[cfg(test)]

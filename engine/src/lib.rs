@@ -7,10 +7,13 @@
 //! - [`cpu`]: the CPU reference backend (plain loops, f32 accumulation): the oracle.
 //! - [`tensor`], [`dtype`]: backend-owned tensors and their element types.
 //! - [`config`]: `config.json` in the transformers-4 and -5 spellings.
-//! - [`loader`]: safetensors (single and sharded, memory-mapped, validated) and model folders.
+//! - [`loader`]: safetensors (single and sharded) and GGUF (all llama.cpp quant types), memory-mapped
+//!   and validated; GGUF tensors renamed to Hugging Face names.
+//! - [`source`]: a model path (HF folder or GGUF file) with its config, weights, tokenizer, template.
 //! - [`model`]: the Llama-family decoder, written once against the trait, batched over sequences.
 //! - [`kv_cache`]: the paged KV cache (blocks, block tables, the block pool).
-//! - [`tokenizer`], [`chat_template`]: text in and out; incremental detokenisation.
+//! - [`tokenizer`], [`tokenizer_gguf`], [`chat_template`]: text in and out (tokenizers rebuilt
+//!   from GGUF metadata too); incremental detokenisation.
 //! - [`sampler`]: greedy, temperature, top-k/p, min-p, penalties, seeded.
 //! - [`logits`]: logits of every position, by prefill or by decode (for checks and perplexity).
 //! - [`generate`]: the generation loop for one sequence, with stop conditions.
@@ -31,6 +34,7 @@ pub mod logits;
 pub mod model;
 pub mod ops;
 pub mod sampler;
+pub mod source;
 pub mod tensor;
 pub mod tokenizer;
 pub mod tokenizer_gguf;

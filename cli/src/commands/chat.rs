@@ -25,8 +25,8 @@ pub struct ChatArgs {
 
 pub fn run(args: &ChatArgs) -> Result<()> {
     let loaded = args.model.load()?;
-    let template = loaded.chat_template()?;
-    let tokenizer = loaded.tokenizer()?;
+    let template = loaded.source.chat_template()?;
+    let tokenizer = loaded.source.tokenizer()?;
     let opts = args.sampling.options(&loaded)?;
     let mut history: Vec<Message> = args.system.iter().map(|s| Message::new("system", s)).collect();
 

@@ -25,7 +25,7 @@ pub struct GenerateArgs {
 pub fn run(args: &GenerateArgs) -> Result<()> {
     let loaded = args.model.load()?;
     let prompt = match (&args.prompt, &args.prompt_ids) {
-        (Some(text), _) => loaded.tokenizer()?.encode(text, true)?,
+        (Some(text), _) => loaded.source.tokenizer()?.encode(text, true)?,
         (None, Some(ids)) => ids.0.clone(),
         (None, None) => bail!("give --prompt or --prompt-ids"),
     };
@@ -44,11 +44,11 @@ pub fn stream(loaded: &Loaded, prompt: &[u32], mut opts: GenerateOptions) -> Res
     }
     opts.max_tokens = opts.max_tokens.min(context - prompt.len());
     let mut stdout = std::io::stdout().lock();
-    let out = generate(&loaded.model, prompt, &opts, loaded.tokenizer.as_ref(), |text| {
+    let out = generate(&loaded.model, prompt, &opts, loaded.source.tokenizer.as_ref(), |text| {
         // a closed stdout (e.g. piped to `head`) must not abort generation with a panic
         let _ = stdout.write_all(text.as_bytes()).and_then(|_| stdout.flush());
     })?;
-    if loaded.tokenizer.is_none() {
+    if loaded.source.tokenizer.is_none() {
         let ids: Vec<String> = out.tokens.iter().map(u32::to_string).collect();
         let _ = write!(stdout, "{}", ids.join(" "));
     }

@@ -1,33 +1,31 @@
-//! `ferrum info`: what a model folder holds and what running it costs,
-//! read from the headers alone (no weights are loaded).
+//! `ferrum info`: what a model holds and what running it costs, read from
+//! headers and metadata alone (no weights are loaded).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use ferrum_engine::ModelConfig;
 use ferrum_engine::config::RopeScaling;
-use ferrum_engine::loader::{ModelDir, WeightStore};
+use ferrum_engine::source::ModelSource;
+
+use crate::model_args::ModelArgs;
 
 #[derive(Args, Debug)]
 pub struct InfoArgs {
-    /// A Hugging Face model folder.
-    #[arg(long)]
-    pub model: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArgs,
 }
 
 pub fn run(args: &InfoArgs) -> Result<()> {
-    let dir = ModelDir::new(&args.model)?;
-    let c = ModelConfig::from_file(&dir.config())?;
-    let store = WeightStore::open_dir(&dir.root)?;
-    let mut params = 0usize;
-    let mut bytes = 0usize;
+    let path = args.model.path()?;
+    let source = ModelSource::open(&path)?;
+    let c = &source.config;
+    let stored = source.weights.stored();
+    let params: usize = stored.iter().map(|t| t.elements).sum();
+    let bytes: usize = stored.iter().map(|t| t.bytes).sum();
     let mut by_dtype: BTreeMap<&str, usize> = BTreeMap::new();
-    for (_, dtype, n) in store.summary() {
-        params += n;
-        bytes += n * dtype.size_bytes();
-        *by_dtype.entry(dtype.name()).or_default() += n;
+    for t in &stored {
+        *by_dtype.entry(t.dtype).or_default() += t.elements;
     }
     let kv_per_token = c.kv_floats_per_token() * 4;
     let windows: Vec<String> = c.layer_windows.iter().map(|w| w.map_or("full".into(), |w| w.to_string())).collect();
@@ -36,7 +34,7 @@ pub fn run(args: &InfoArgs) -> Result<()> {
         RopeScaling::Linear { factor } => format!("theta {}, linear x{factor}", c.rope.theta),
         RopeScaling::Llama3 { factor, .. } => format!("theta {}, llama3 x{factor}", c.rope.theta),
     };
-    println!("model          {}", dir.root.display());
+    println!("model          {} ({:?})", path.display(), source.format);
     println!("architecture   {}", c.architecture.hf_name());
     println!("layers         {}", c.num_layers);
     println!("hidden         {} (intermediate {})", c.hidden_size, c.intermediate_size);
@@ -48,16 +46,18 @@ pub fn run(args: &InfoArgs) -> Result<()> {
     println!("switches       qkv_bias={} qk_norm={} tied_embeddings={}", c.qkv_bias, c.qk_norm, c.tie_word_embeddings);
     println!("parameters     {} ({})", params, human_count(params));
     let dtypes: Vec<String> = by_dtype.iter().map(|(d, n)| format!("{d}: {}", human_count(*n))).collect();
-    println!("dtypes         {}", dtypes.join(", "));
-    println!("weights        {}", human_bytes(bytes));
+    println!("stored as      {}", dtypes.join(", "));
+    println!("weights        {} on disk", human_bytes(bytes));
     println!(
         "kv cache       {} per token (f32), {} at full context",
         human_bytes(kv_per_token),
         human_bytes(kv_per_token * c.max_position_embeddings)
     );
+    let loaded = if source.format == ferrum_engine::source::SourceFormat::Gguf { params * 4 } else { bytes };
     println!(
-        "memory needed  {} (weights + full-context KV cache)",
-        human_bytes(bytes + kv_per_token * c.max_position_embeddings)
+        "memory needed  {} (weights as loaded{} + full-context KV cache)",
+        human_bytes(loaded + kv_per_token * c.max_position_embeddings),
+        if loaded != bytes { ", dequantized to f32" } else { "" }
     );
     Ok(())
 }

@@ -2,29 +2,56 @@
 //! safetensors, memory-mapped) and the files around them.
 
 pub mod gguf;
+pub mod gguf_model;
 pub mod safetensors;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::config::ModelConfig;
 use crate::error::{Error, Result};
+use gguf::GgufFile;
+use gguf_model::GgufTensorRef;
 pub use safetensors::{SafetensorsFile, StDtype, TensorEntry, TensorToWrite, write_safetensors};
 
-/// Every tensor of a checkpoint, across its shards.
+/// Every tensor of a checkpoint by its Hugging Face name: the shards of a
+/// safetensors checkpoint, or a GGUF file whose tensors are renamed and
+/// dequantized to f32 when read.
 pub struct WeightStore {
-    files: Vec<SafetensorsFile>,
-    /// tensor name -> index into `files`
-    index: BTreeMap<String, usize>,
+    kind: StoreKind,
 }
 
-/// A borrowed view of one stored tensor.
-#[derive(Clone, Copy, Debug)]
+enum StoreKind {
+    Safetensors {
+        files: Vec<SafetensorsFile>,
+        /// tensor name -> index into `files`
+        index: BTreeMap<String, usize>,
+    },
+    Gguf {
+        file: GgufFile,
+        map: BTreeMap<String, GgufTensorRef>,
+    },
+}
+
+/// One stored tensor: borrowed from a memory map, or made when read.
+#[derive(Clone, Debug)]
 pub struct RawTensor<'a> {
     pub dtype: StDtype,
     pub shape: &'a [usize],
-    pub bytes: &'a [u8],
+    pub bytes: Cow<'a, [u8]>,
+}
+
+/// A tensor as stored, for `ferrum info`.
+#[derive(Clone, Debug)]
+pub struct StoredTensor<'a> {
+    pub name: &'a str,
+    /// The stored type: a safetensors dtype or a ggml type (Q4_1, ...)
+    pub dtype: &'static str,
+    pub elements: usize,
+    pub bytes: usize,
 }
 
 impl WeightStore {
@@ -46,6 +73,12 @@ impl WeightStore {
                 ),
             ))
         }
+    }
+
+    /// A GGUF file's tensors under Hugging Face names (see `gguf_model`).
+    pub fn from_gguf(file: GgufFile, config: &ModelConfig) -> Result<Self> {
+        let map = gguf_model::tensor_map(&file, config)?;
+        Ok(WeightStore { kind: StoreKind::Gguf { file, map } })
     }
 
     fn open_sharded(index_path: &Path) -> Result<Self> {
@@ -76,7 +109,7 @@ impl WeightStore {
         }
         let store = Self::from_files(files)?;
         for tensor in map.keys() {
-            if !store.index.contains_key(tensor) {
+            if !store.contains(tensor) {
                 return Err(bad(format!("tensor {tensor:?} is in the index but in no shard")));
             }
         }
@@ -95,32 +128,79 @@ impl WeightStore {
                 }
             }
         }
-        Ok(WeightStore { files, index })
+        Ok(WeightStore { kind: StoreKind::Safetensors { files, index } })
     }
 
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.index.keys().map(String::as_str)
+    pub fn names(&self) -> Box<dyn Iterator<Item = &str> + '_> {
+        match &self.kind {
+            StoreKind::Safetensors { index, .. } => Box::new(index.keys().map(String::as_str)),
+            StoreKind::Gguf { map, .. } => Box::new(map.keys().map(String::as_str)),
+        }
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.index.contains_key(name)
+        match &self.kind {
+            StoreKind::Safetensors { index, .. } => index.contains_key(name),
+            StoreKind::Gguf { map, .. } => map.contains_key(name),
+        }
+    }
+
+    fn missing(name: &str) -> Error {
+        Error::Weight { name: name.to_string(), msg: "not in the checkpoint".into() }
+    }
+
+    /// The dtype `get` will return, without reading the data.
+    pub fn dtype_of(&self, name: &str) -> Result<StDtype> {
+        match &self.kind {
+            StoreKind::Safetensors { files, index } => {
+                let i = index.get(name).ok_or_else(|| Self::missing(name))?;
+                Ok(files[*i].tensors[name].dtype)
+            }
+            StoreKind::Gguf { map, .. } => map.get(name).map(|_| StDtype::F32).ok_or_else(|| Self::missing(name)),
+        }
     }
 
     pub fn get(&self, name: &str) -> Result<RawTensor<'_>> {
-        let file = self
-            .index
-            .get(name)
-            .map(|&i| &self.files[i])
-            .ok_or_else(|| Error::Weight { name: name.to_string(), msg: "not in the checkpoint".into() })?;
-        let entry = &file.tensors[name];
-        Ok(RawTensor { dtype: entry.dtype, shape: &entry.shape, bytes: file.bytes(entry) })
+        match &self.kind {
+            StoreKind::Safetensors { files, index } => {
+                let file = index.get(name).map(|&i| &files[i]).ok_or_else(|| Self::missing(name))?;
+                let entry = &file.tensors[name];
+                Ok(RawTensor { dtype: entry.dtype, shape: &entry.shape, bytes: Cow::Borrowed(file.bytes(entry)) })
+            }
+            StoreKind::Gguf { file, map } => {
+                let source = map.get(name).ok_or_else(|| Self::missing(name))?;
+                let info = file.tensor(&source.gguf_name).ok_or_else(|| Self::missing(&source.gguf_name))?;
+                let values = gguf_model::apply(source.transform, &info.shape, file.dequantize(info)?)?;
+                let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                Ok(RawTensor { dtype: StDtype::F32, shape: &info.shape, bytes: Cow::Owned(bytes) })
+            }
+        }
     }
 
-    /// (dtype, element count) of every tensor.
-    pub fn summary(&self) -> impl Iterator<Item = (&str, StDtype, usize)> {
-        self.files
-            .iter()
-            .flat_map(|f| f.tensors.iter().map(|(n, e)| (n.as_str(), e.dtype, e.shape.iter().product::<usize>())))
+    /// Every tensor as stored (including ones the decoder does not read).
+    pub fn stored(&self) -> Vec<StoredTensor<'_>> {
+        match &self.kind {
+            StoreKind::Safetensors { files, .. } => files
+                .iter()
+                .flat_map(|f| f.tensors.iter())
+                .map(|(n, e)| StoredTensor {
+                    name: n,
+                    dtype: e.dtype.name(),
+                    elements: e.shape.iter().product(),
+                    bytes: e.range.len(),
+                })
+                .collect(),
+            StoreKind::Gguf { file, .. } => file
+                .tensors()
+                .iter()
+                .map(|t| StoredTensor {
+                    name: &t.name,
+                    dtype: t.ggml_type.name(),
+                    elements: t.n_elements,
+                    bytes: t.range.len(),
+                })
+                .collect(),
+        }
     }
 }
 

@@ -153,10 +153,7 @@ impl Decoder<'_> {
 /// Every (op, dtype) pair the decoder will ask of a backend, from the
 /// stored dtypes alone, so a missing op is found before any upload.
 pub(crate) fn required_ops(store: &WeightStore) -> Result<Vec<(OpKind, DType)>> {
-    let float = |name: &str| -> Result<DType> {
-        let raw = store.get(name)?;
-        stored_float_dtype(name, raw.dtype)
-    };
+    let float = |name: &str| -> Result<DType> { stored_float_dtype(name, store.dtype_of(name)?) };
     let mut ops = vec![
         (OpKind::GatherRows, float("model.embed_tokens.weight")?),
         (OpKind::GatherRows, DType::F32),

@@ -15,7 +15,8 @@ use crate::config::ModelConfig;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::kv_cache::KvCache;
-use crate::loader::{ModelDir, WeightStore};
+use crate::loader::WeightStore;
+use crate::source::ModelSource;
 use decoder::Decoder;
 use rope::RopeTable;
 use weights::{DecoderWeights, WeightLoader};
@@ -47,13 +48,11 @@ impl Logits {
 }
 
 impl Model {
-    /// Loads a Hugging Face folder onto `backend`, after checking that the
-    /// backend runs every op the model needs.
-    pub fn load(dir: &Path, backend: Arc<dyn Backend>) -> Result<Self> {
-        let dir = ModelDir::new(dir)?;
-        let config = ModelConfig::from_file(&dir.config())?;
-        let store = WeightStore::open_dir(&dir.root)?;
-        Self::from_store(config, &store, backend)
+    /// Loads a Hugging Face folder or a GGUF file onto `backend`, after
+    /// checking that the backend runs every op the model needs.
+    pub fn load(path: &Path, backend: Arc<dyn Backend>) -> Result<Self> {
+        let source = ModelSource::open(path)?;
+        Self::from_store(source.config, &source.weights, backend)
     }
 
     pub fn from_store(config: ModelConfig, store: &WeightStore, backend: Arc<dyn Backend>) -> Result<Self> {

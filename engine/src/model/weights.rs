@@ -120,7 +120,7 @@ impl WeightLoader<'_> {
     fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Tensor> {
         let raw = self.raw(name, &[rows, cols])?;
         let dtype = stored_float_dtype(name, raw.dtype)?;
-        self.backend.upload(&[rows, cols], dtype, raw.bytes)
+        self.backend.upload(&[rows, cols], dtype, &raw.bytes)
     }
 
     fn linear(&self, prefix: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
@@ -133,7 +133,7 @@ impl WeightLoader<'_> {
     /// A vector widened to f32 (norm gains, biases).
     fn vector(&self, name: &str, len: usize) -> Result<Tensor> {
         let raw = self.raw(name, &[len])?;
-        let values = widen_to_f32(name, raw)?;
+        let values = widen_to_f32(name, &raw)?;
         self.backend.upload_f32(&[len], &values)
     }
 }
@@ -151,11 +151,13 @@ pub fn stored_float_dtype(name: &str, dtype: StDtype) -> Result<DType> {
     }
 }
 
-pub fn widen_to_f32(name: &str, raw: RawTensor<'_>) -> Result<Vec<f32>> {
+pub fn widen_to_f32(name: &str, raw: &RawTensor<'_>) -> Result<Vec<f32>> {
     Ok(match raw.dtype {
-        StDtype::F32 => bytemuck::pod_collect_to_vec(raw.bytes),
-        StDtype::F16 => bytemuck::pod_collect_to_vec::<u8, half::f16>(raw.bytes).into_iter().map(f32::from).collect(),
-        StDtype::BF16 => bytemuck::pod_collect_to_vec::<u8, half::bf16>(raw.bytes).into_iter().map(f32::from).collect(),
+        StDtype::F32 => bytemuck::pod_collect_to_vec(&raw.bytes),
+        StDtype::F16 => bytemuck::pod_collect_to_vec::<u8, half::f16>(&raw.bytes).into_iter().map(f32::from).collect(),
+        StDtype::BF16 => {
+            bytemuck::pod_collect_to_vec::<u8, half::bf16>(&raw.bytes).into_iter().map(f32::from).collect()
+        }
         other => {
             return Err(Error::Weight {
                 name: name.into(),

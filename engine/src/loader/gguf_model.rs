@@ -1,0 +1,275 @@
+//! A GGUF file read as a Hugging Face model: the config from `{arch}.*`
+//! metadata, tensors renamed to Hugging Face names with llama.cpp's
+//! conventions undone (the Q/K row permutation of `llama` models, Gemma's
+//! norms stored as 1 + w), and the vocabulary for the tokenizer.
+
+use std::collections::BTreeMap;
+
+use crate::config::{Architecture, ModelConfig, RopeConfig, RopeScaling};
+use crate::error::{Error, Result};
+use crate::loader::gguf::GgufFile;
+use crate::ops::Activation;
+use crate::tokenizer_gguf::GgufVocab;
+
+/// What to do to a GGUF tensor to get the Hugging Face one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transform {
+    None,
+    /// llama.cpp's converter interleaves the two rotary halves of each head's
+    /// rows (`permute(w, heads)`); put them back.
+    UnpermuteRows {
+        heads: usize,
+    },
+    /// Gemma norms were stored as 1 + w.
+    MinusOne,
+}
+
+/// A Hugging Face tensor name's source in the GGUF file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GgufTensorRef {
+    pub gguf_name: String,
+    pub transform: Transform,
+}
+
+const ARCHS: [(&str, Architecture); 6] = [
+    ("llama", Architecture::Llama),
+    ("qwen2", Architecture::Qwen2),
+    ("qwen3", Architecture::Qwen3),
+    ("gemma", Architecture::Gemma),
+    ("gemma2", Architecture::Gemma2),
+    ("gemma3", Architecture::Gemma3),
+];
+
+fn bad(file: &GgufFile, msg: String) -> Error {
+    Error::Config { path: file.path.clone(), msg }
+}
+
+pub fn architecture(file: &GgufFile) -> Result<Architecture> {
+    let name = file.architecture()?;
+    ARCHS.iter().find(|(n, _)| *n == name).map(|(_, a)| *a).ok_or_else(|| Error::UnknownArchitecture {
+        found: format!("{name} (GGUF; supported: {})", ARCHS.map(|(n, _)| n).join(", ")),
+    })
+}
+
+/// The model config from `{arch}.*` and `tokenizer.ggml.*` metadata.
+pub fn config(file: &GgufFile) -> Result<ModelConfig> {
+    let arch = architecture(file)?;
+    let prefix = file.architecture()?.to_string();
+    let key = |k: &str| format!("{prefix}.{k}");
+    let need = |k: &str| -> Result<usize> { file.get::<usize>(&key(k)) };
+    let opt = |k: &str| -> Result<Option<usize>> { file.get_opt::<usize>(&key(k)) };
+    let optf = |k: &str| -> Result<Option<f64>> { file.get_opt::<f64>(&key(k)) };
+
+    let hidden_size = need("embedding_length")?;
+    let num_heads = need("attention.head_count")?;
+    let num_kv_heads = opt("attention.head_count_kv")?.unwrap_or(num_heads);
+    if num_heads == 0 || num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
+        return Err(bad(file, format!("{num_heads} heads are not a multiple of {num_kv_heads} kv heads")));
+    }
+    let head_dim = opt("attention.key_length")?.unwrap_or(hidden_size / num_heads);
+    let num_layers = need("block_count")?;
+    let vocab_size = match opt("vocab_size")? {
+        Some(v) => v,
+        None => file.get_str_array("tokenizer.ggml.tokens")?.len(),
+    };
+    let rotary_dim = opt("rope.dimension_count")?.unwrap_or(head_dim);
+    let theta = optf("rope.freq_base")?.unwrap_or(10_000.0);
+    let scaling = match file.get_opt::<&str>(&key("rope.scaling.type"))? {
+        None | Some("none") => RopeScaling::None,
+        Some("linear") => RopeScaling::Linear {
+            factor: optf("rope.scaling.factor")?.ok_or_else(|| bad(file, "linear rope without a factor".into()))?,
+        },
+        Some(other) => return Err(bad(file, format!("rope scaling {other:?} is not supported yet"))),
+    };
+    if file.tensor("rope_freqs.weight").is_some() {
+        return Err(bad(file, "per-frequency rope factors (rope_freqs.weight) are not supported yet".into()));
+    }
+    let rope = RopeConfig { theta, scaling, partial_rotary_factor: rotary_dim as f64 / head_dim as f64 };
+    let window = opt("attention.sliding_window")?;
+    let layer_windows = match arch {
+        Architecture::Gemma2 => (0..num_layers).map(|l| if l % 2 == 0 { window } else { None }).collect(),
+        // llama.cpp's gemma3: every 6th layer global, local rope base 10000
+        Architecture::Gemma3 => (0..num_layers).map(|l| if (l + 1) % 6 != 0 { window } else { None }).collect(),
+        _ => vec![None; num_layers],
+    };
+    let rope_local = (arch == Architecture::Gemma3).then(|| RopeConfig {
+        theta: 10_000.0,
+        scaling: RopeScaling::None,
+        partial_rotary_factor: 1.0,
+    });
+    let gemma = arch.is_gemma();
+    let qkv_bias = file.tensor("blk.0.attn_q.bias").is_some();
+    let eos = file.get_opt::<u32>("tokenizer.ggml.eos_token_id")?;
+    // llama.cpp's gemma2/3 scale queries by 1/sqrt(head_dim) (query_pre_attn_scalar == head_dim in released models)
+    let config = ModelConfig {
+        architecture: arch,
+        hidden_size,
+        intermediate_size: need("feed_forward_length")?,
+        num_layers,
+        num_heads,
+        num_kv_heads,
+        head_dim,
+        vocab_size,
+        rms_norm_eps: optf("attention.layer_norm_rms_epsilon")?.unwrap_or(1e-6) as f32,
+        rope,
+        max_position_embeddings: opt("context_length")?.unwrap_or(4096),
+        tie_word_embeddings: file.tensor("output.weight").is_none(),
+        qkv_bias,
+        o_bias: file.tensor("blk.0.attn_output.bias").is_some(),
+        mlp_bias: false,
+        qk_norm: file.tensor("blk.0.attn_q_norm.weight").is_some(),
+        layer_windows,
+        rope_local,
+        activation: if gemma { Activation::GeluTanh } else { Activation::Silu },
+        norm_unit_offset: gemma,
+        scale_embeddings: gemma,
+        sandwich_norms: matches!(arch, Architecture::Gemma2 | Architecture::Gemma3),
+        attention_scale: 1.0 / (head_dim as f32).sqrt(),
+        attention_softcap: optf("attn_logit_softcapping")?.map(|c| c as f32),
+        final_logit_softcap: optf("final_logit_softcapping")?.map(|c| c as f32),
+        dtype: None,
+        bos_token_id: file.get_opt::<u32>("tokenizer.ggml.bos_token_id")?,
+        eos_token_ids: eos.into_iter().collect(),
+    };
+    Ok(config)
+}
+
+/// Hugging Face name -> where it comes from, for every tensor the decoder reads.
+pub fn tensor_map(file: &GgufFile, config: &ModelConfig) -> Result<BTreeMap<String, GgufTensorRef>> {
+    let arch = config.architecture;
+    let permute = arch == Architecture::Llama;
+    let mut map = BTreeMap::new();
+    for info in file.tensors() {
+        let name = info.name.as_str();
+        let (hf, transform) = if let Some(rest) = name.strip_prefix("blk.") {
+            let Some((layer, suffix)) = rest.split_once('.') else { continue };
+            let p = format!("model.layers.{layer}");
+            let (hf, transform) = match (suffix, config.sandwich_norms) {
+                ("attn_norm.weight", _) => ("input_layernorm.weight", Transform::None),
+                ("ffn_norm.weight", false) => ("post_attention_layernorm.weight", Transform::None),
+                ("post_attention_norm.weight", true) => ("post_attention_layernorm.weight", Transform::None),
+                ("ffn_norm.weight", true) => ("pre_feedforward_layernorm.weight", Transform::None),
+                ("post_ffw_norm.weight", true) => ("post_feedforward_layernorm.weight", Transform::None),
+                ("attn_q.weight", _) if permute => {
+                    ("self_attn.q_proj.weight", Transform::UnpermuteRows { heads: config.num_heads })
+                }
+                ("attn_k.weight", _) if permute => {
+                    ("self_attn.k_proj.weight", Transform::UnpermuteRows { heads: config.num_kv_heads })
+                }
+                ("attn_q.weight", _) => ("self_attn.q_proj.weight", Transform::None),
+                ("attn_k.weight", _) => ("self_attn.k_proj.weight", Transform::None),
+                ("attn_v.weight", _) => ("self_attn.v_proj.weight", Transform::None),
+                ("attn_output.weight", _) => ("self_attn.o_proj.weight", Transform::None),
+                ("attn_q.bias", _) if permute => {
+                    ("self_attn.q_proj.bias", Transform::UnpermuteRows { heads: config.num_heads })
+                }
+                ("attn_k.bias", _) if permute => {
+                    ("self_attn.k_proj.bias", Transform::UnpermuteRows { heads: config.num_kv_heads })
+                }
+                ("attn_q.bias", _) => ("self_attn.q_proj.bias", Transform::None),
+                ("attn_k.bias", _) => ("self_attn.k_proj.bias", Transform::None),
+                ("attn_v.bias", _) => ("self_attn.v_proj.bias", Transform::None),
+                ("attn_output.bias", _) => ("self_attn.o_proj.bias", Transform::None),
+                ("attn_q_norm.weight", _) => ("self_attn.q_norm.weight", Transform::None),
+                ("attn_k_norm.weight", _) => ("self_attn.k_norm.weight", Transform::None),
+                ("ffn_gate.weight", _) => ("mlp.gate_proj.weight", Transform::None),
+                ("ffn_up.weight", _) => ("mlp.up_proj.weight", Transform::None),
+                ("ffn_down.weight", _) => ("mlp.down_proj.weight", Transform::None),
+                _ => continue, // not read by the decoder
+            };
+            (format!("{p}.{hf}"), transform)
+        } else {
+            match name {
+                "token_embd.weight" => ("model.embed_tokens.weight".to_string(), Transform::None),
+                "output_norm.weight" => ("model.norm.weight".to_string(), Transform::None),
+                "output.weight" => ("lm_head.weight".to_string(), Transform::None),
+                _ => continue,
+            }
+        };
+        let transform =
+            if config.norm_unit_offset && hf.ends_with("norm.weight") { Transform::MinusOne } else { transform };
+        map.insert(hf, GgufTensorRef { gguf_name: name.to_string(), transform });
+    }
+    Ok(map)
+}
+
+/// Applies a transform to a dequantized tensor of `shape` (rows, cols).
+pub fn apply(transform: Transform, shape: &[usize], values: Vec<f32>) -> Result<Vec<f32>> {
+    match transform {
+        Transform::None => Ok(values),
+        Transform::MinusOne => Ok(values.into_iter().map(|v| v - 1.0).collect()),
+        Transform::UnpermuteRows { heads } => {
+            let (rows, cols) = (shape[0], shape.get(1).copied().unwrap_or(1));
+            if heads == 0 || rows % heads != 0 || (rows / heads) % 2 != 0 {
+                return Err(Error::Weight {
+                    name: "q/k projection".into(),
+                    msg: format!("{rows} rows do not split into {heads} heads of even size"),
+                });
+            }
+            let d = rows / heads;
+            let mut out = vec![0.0; values.len()];
+            // stored row h*d + 2i + j holds Hugging Face row h*d + j*d/2 + i
+            for h in 0..heads {
+                for i in 0..d / 2 {
+                    for j in 0..2 {
+                        let from = h * d + 2 * i + j;
+                        let to = h * d + j * (d / 2) + i;
+                        out[to * cols..(to + 1) * cols].copy_from_slice(&values[from * cols..(from + 1) * cols]);
+                    }
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// The `tokenizer.ggml.*` vocabulary.
+pub fn vocab(file: &GgufFile) -> Result<GgufVocab> {
+    Ok(GgufVocab {
+        model: file.get_opt::<&str>("tokenizer.ggml.model")?.unwrap_or("").to_string(),
+        pre: file.get_opt::<&str>("tokenizer.ggml.pre")?.map(str::to_string),
+        tokens: file.get_opt::<&[String]>("tokenizer.ggml.tokens")?.unwrap_or_default().to_vec(),
+        token_types: file.get_opt::<&[i32]>("tokenizer.ggml.token_type")?.unwrap_or_default().to_vec(),
+        scores: file.get_opt::<&[f32]>("tokenizer.ggml.scores")?.unwrap_or_default().to_vec(),
+        merges: file.get_opt::<&[String]>("tokenizer.ggml.merges")?.unwrap_or_default().to_vec(),
+        bos_token_id: file.get_opt::<u32>("tokenizer.ggml.bos_token_id")?,
+        eos_token_id: file.get_opt::<u32>("tokenizer.ggml.eos_token_id")?,
+        add_bos_token: file.get_opt::<bool>("tokenizer.ggml.add_bos_token")?,
+        add_space_prefix: file.get_opt::<bool>("tokenizer.ggml.add_space_prefix")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// llama.cpp's `permute`: reshape(heads, 2, d/2, cols).swapaxes(1, 2)
+    fn permute(w: &[f32], heads: usize, rows: usize, cols: usize) -> Vec<f32> {
+        let d = rows / heads;
+        let mut out = vec![0.0; w.len()];
+        for h in 0..heads {
+            for half in 0..2 {
+                for i in 0..d / 2 {
+                    let src = h * d + half * (d / 2) + i; // (h, half, i)
+                    let dst = h * d + i * 2 + half; // (h, i, half)
+                    out[dst * cols..(dst + 1) * cols].copy_from_slice(&w[src * cols..(src + 1) * cols]);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn unpermute_undoes_llama_cpp_permute() {
+        let (heads, rows, cols) = (3, 24, 5);
+        let w: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+        let stored = permute(&w, heads, rows, cols);
+        assert_ne!(stored, w);
+        assert_eq!(apply(Transform::UnpermuteRows { heads }, &[rows, cols], stored).unwrap(), w);
+    }
+
+    #[test]
+    fn gemma_norms_lose_their_unit_offset() {
+        assert_eq!(apply(Transform::MinusOne, &[2], vec![1.5, 0.25]).unwrap(), [0.5, -0.75]);
+    }
+}
