@@ -28,6 +28,8 @@ enum Command {
     Chat(commands::chat::ChatArgs),
     /// Write the logits of every position of a token sequence to a safetensors file.
     Logits(commands::logits::LogitsArgs),
+    /// Perplexity of a model on a text file (llama-perplexity style windows).
+    Eval(commands::eval::EvalArgs),
     /// Describe a model: architecture, parameters, dtypes, memory needed.
     Info(commands::info::InfoArgs),
     /// List the backends on this machine, and why any is unavailable.
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
         Command::Generate(a) => commands::generate::run(a),
         Command::Chat(a) => commands::chat::run(a),
         Command::Logits(a) => commands::logits::run(a),
+        Command::Eval(a) => commands::eval::run(a),
         Command::Info(a) => commands::info::run(a),
         Command::Devices => commands::devices::run(),
         Command::Pull { name } => pull::resolve(name).map(|path| println!("{}", path.display())),

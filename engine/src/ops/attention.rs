@@ -11,7 +11,7 @@
 //! soft-capping, `out = sum_j softmax(score)_j * v_j`. Position j lives in
 //! cache slot `block_tables[s, j / block_size] * block_size + j % block_size`.
 
-use super::{TensorSpec, expect_dtype, expect_inputs, expect_rank};
+use super::{TensorSpec, dot, expect_dtype, expect_inputs, expect_rank};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 
@@ -132,7 +132,7 @@ impl Attention {
                 scores.clear();
                 for &slot in &slots {
                     let k_row = &k_cache[(slot * kv_heads + kvh) * d..][..d];
-                    let mut score = self.scale * q_row.iter().zip(k_row).map(|(a, b)| a * b).sum::<f32>();
+                    let mut score = self.scale * dot(q_row, k_row);
                     if let Some(cap) = self.softcap {
                         score = cap * (score / cap).tanh();
                     }

@@ -3,7 +3,7 @@
 //!
 //! `out[m, n] = sum_k x[m, k] * w[n, k] (+ b[n])`, accumulated in f32.
 
-use super::{FLOATS, FloatSlice, TensorSpec, expect_dtype, expect_rank};
+use super::{FLOATS, FloatSlice, TensorSpec, dot, expect_dtype, expect_rank};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 
@@ -38,14 +38,13 @@ impl Matmul {
 
     /// x (m, k), w (n, k), bias (n,) -> out (m, n)
     pub fn reference(&self, x: &[f32], w: FloatSlice, bias: Option<&[f32]>, [m, k, n]: [usize; 3], out: &mut [f32]) {
-        let mut w_row = vec![0.0f32; k]; // (k,) one weight row widened to f32
+        let mut scratch = Vec::new(); // (k,) a weight row widened to f32 when stored narrower
         for j in 0..n {
-            w.widen_into(j * k, &mut w_row);
+            let w_row = w.f32_range(j * k, k, &mut scratch); // (k,)
             let b = bias.map_or(0.0, |b| b[j]);
             for i in 0..m {
                 let x_row = &x[i * k..(i + 1) * k];
-                let dot: f32 = x_row.iter().zip(&w_row).map(|(a, b)| a * b).sum();
-                out[i * n + j] = dot + b;
+                out[i * n + j] = dot(x_row, w_row) + b;
             }
         }
     }
