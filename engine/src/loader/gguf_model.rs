@@ -86,21 +86,17 @@ pub fn config(file: &GgufFile) -> Result<ModelConfig> {
     }
     let rope = RopeConfig { theta, scaling, partial_rotary_factor: rotary_dim as f64 / head_dim as f64 };
     let window = opt("attention.sliding_window")?;
-    let layer_windows = match arch {
-        Architecture::Gemma2 => (0..num_layers).map(|l| if l % 2 == 0 { window } else { None }).collect(),
-        // llama.cpp's gemma3: every 6th layer global, local rope base 10000
-        Architecture::Gemma3 => (0..num_layers).map(|l| if (l + 1) % 6 != 0 { window } else { None }).collect(),
-        _ => vec![None; num_layers],
-    };
-    let rope_local = (arch == Architecture::Gemma3).then(|| RopeConfig {
-        theta: 10_000.0,
-        scaling: RopeScaling::None,
-        partial_rotary_factor: 1.0,
-    });
+    let layer_windows = layer_windows(file, &key("attention.sliding_window_pattern"), arch, num_layers, window)?;
+    let rope_local = match (arch, optf("rope.freq_base_swa")?) {
+        (_, Some(theta)) => Some(theta),
+        // llama.cpp's gemma3 default local base
+        (Architecture::Gemma3, None) => Some(10_000.0),
+        _ => None,
+    }
+    .map(|theta| RopeConfig { theta, scaling: RopeScaling::None, partial_rotary_factor: 1.0 });
     let gemma = arch.is_gemma();
     let qkv_bias = file.tensor("blk.0.attn_q.bias").is_some();
     let eos = file.get_opt::<u32>("tokenizer.ggml.eos_token_id")?;
-    // llama.cpp's gemma2/3 scale queries by 1/sqrt(head_dim) (query_pre_attn_scalar == head_dim in released models)
     let config = ModelConfig {
         architecture: arch,
         hidden_size,
@@ -124,7 +120,8 @@ pub fn config(file: &GgufFile) -> Result<ModelConfig> {
         norm_unit_offset: gemma,
         scale_embeddings: gemma,
         sandwich_norms: matches!(arch, Architecture::Gemma2 | Architecture::Gemma3),
-        attention_scale: 1.0 / (head_dim as f32).sqrt(),
+        // `attention.scale` is the q·k multiplier (Gemma's query_pre_attn_scalar^-1/2)
+        attention_scale: optf("attention.scale")?.map_or(1.0 / (head_dim as f32).sqrt(), |s| s as f32),
         attention_softcap: optf("attn_logit_softcapping")?.map(|c| c as f32),
         final_logit_softcap: optf("final_logit_softcapping")?.map(|c| c as f32),
         dtype: None,
@@ -132,6 +129,35 @@ pub fn config(file: &GgufFile) -> Result<ModelConfig> {
         eos_token_ids: eos.into_iter().collect(),
     };
     Ok(config)
+}
+
+/// Which layers slide: `sliding_window_pattern` as a period (every n-th
+/// layer is global) or a per-layer list (true = sliding); without it, the
+/// architecture's rule (Gemma 2 alternates, Gemma 3 has period 6).
+fn layer_windows(
+    file: &GgufFile,
+    pattern_key: &str,
+    arch: Architecture,
+    num_layers: usize,
+    window: Option<usize>,
+) -> Result<Vec<Option<usize>>> {
+    let Some(window) = window else { return Ok(vec![None; num_layers]) };
+    let by_period =
+        |n: usize| (0..num_layers).map(|l| if (l + 1) % n.max(1) != 0 { Some(window) } else { None }).collect();
+    if let Some(flags) = file.get_opt::<&[bool]>(pattern_key).ok().flatten() {
+        if flags.len() != num_layers {
+            return Err(bad(file, format!("{pattern_key} has {} entries for {num_layers} layers", flags.len())));
+        }
+        return Ok(flags.iter().map(|&sliding| sliding.then_some(window)).collect());
+    }
+    if let Some(n) = file.get_opt::<usize>(pattern_key)? {
+        return Ok(by_period(n));
+    }
+    Ok(match arch {
+        Architecture::Gemma2 => by_period(2),
+        Architecture::Gemma3 => by_period(6),
+        _ => vec![Some(window); num_layers],
+    })
 }
 
 /// Hugging Face name -> where it comes from, for every tensor the decoder reads.

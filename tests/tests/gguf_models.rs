@@ -1,0 +1,91 @@
+//! GGUF versions of the fixtures (`tools/fixtures/make_gguf_models.py`, written
+//! as llama.cpp's converter writes them): Ferrum must undo the conventions
+//! (Q/K permutation, Gemma's 1 + w norms, tensor names, metadata config) and
+//! match the reference logits, in prefill and decode mode, and rebuild the
+//! tokenizer from the vocabulary metadata.
+
+use std::sync::Arc;
+
+use ferrum_conformance::fixtures::{Reference, fixture_dir, max_err_over_std};
+use ferrum_engine::logits::{LogitsMode, sequence_logits};
+use ferrum_engine::source::ModelSource;
+use ferrum_engine::{Backend, CpuBackend, Model};
+
+/// (GGUF fixture, the HF fixture it came from)
+const GGUF_FIXTURES: [(&str, &str); 4] =
+    [("llama-q8_0", "llama"), ("llama-f32", "llama"), ("qwen2-f32", "qwen2"), ("gemma3-f32", "gemma3")];
+
+/// Same arithmetic as the f32 fixtures; the Q8_0 file's reference is
+/// transformers on the same dequantized weights.
+const TOLERANCE: f64 = 1e-4;
+
+fn gguf_path(name: &str) -> std::path::PathBuf {
+    fixture_dir("gguf").join(format!("{name}.gguf"))
+}
+
+fn reference_logits(name: &str) -> (Vec<u32>, Vec<f32>) {
+    let path = fixture_dir("gguf").join(format!("{name}.reference.safetensors"));
+    let file = ferrum_engine::loader::SafetensorsFile::open(&path).unwrap();
+    let ids = file.bytes(&file.tensors["input_ids"]).chunks_exact(8);
+    let ids = ids.map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32).collect();
+    let logits = file.bytes(&file.tensors["logits"]).chunks_exact(4);
+    (ids, logits.map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect())
+}
+
+#[test]
+fn gguf_logits_match_the_reference_in_both_modes() {
+    let mut failures = Vec::new();
+    for (name, _) in GGUF_FIXTURES {
+        let backend: Arc<dyn Backend> = Arc::new(CpuBackend::new());
+        let model = Model::load(&gguf_path(name), backend).unwrap();
+        let (ids, want) = reference_logits(name);
+        for mode in [LogitsMode::Prefill, LogitsMode::Decode] {
+            let got = sequence_logits(&model, &ids, mode).unwrap();
+            let err = max_err_over_std(&got.data, &want);
+            let verdict = if err <= TOLERANCE { "OK" } else { "FAIL" };
+            println!("gguf {name} mode={mode:?} cpu: {verdict} max_err/std={err:.2e}");
+            if err > TOLERANCE {
+                failures.push(format!("{name} {mode:?}: {err:.2e}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:?}");
+}
+
+#[test]
+fn the_permutation_matters() {
+    // Read as if Q/K were not permuted (a qwen2-style file with llama's
+    // tensors): the logits must be far off, or the test above proves nothing.
+    let source = ModelSource::open(&gguf_path("llama-f32")).unwrap();
+    let f32_ref = Reference::load(&fixture_dir("llama")).unwrap();
+    let mut config = source.config.clone();
+    config.architecture = ferrum_engine::Architecture::Qwen2;
+    config.qkv_bias = false;
+    let file = ferrum_engine::loader::gguf::GgufFile::open(&gguf_path("llama-f32")).unwrap();
+    let store = ferrum_engine::loader::WeightStore::from_gguf(file, &config).unwrap();
+    let model = Model::from_store(source.config.clone(), &store, Arc::new(CpuBackend::new())).unwrap();
+    let got = sequence_logits(&model, &f32_ref.input_ids, LogitsMode::Prefill).unwrap();
+    assert!(max_err_over_std(&got.data, &f32_ref.logits) > 0.1);
+}
+
+#[test]
+fn gguf_vocabularies_rebuild_the_fixture_tokenizer() {
+    for (name, fixture) in GGUF_FIXTURES {
+        let source = ModelSource::open(&gguf_path(name)).unwrap();
+        let from_gguf = source.tokenizer().unwrap();
+        let original =
+            ferrum_engine::tokenizer::Tokenizer::from_file(&fixture_dir(fixture).join("tokenizer.json")).unwrap();
+        let meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture_dir(fixture).join("meta.json")).unwrap()).unwrap();
+        for text in [meta["prompt_text"].as_str().unwrap(), "Unicode: café ☃ 😀\n\ttabs  and   spaces", ""] {
+            for special in [false, true] {
+                assert_eq!(
+                    from_gguf.encode(text, special).unwrap(),
+                    original.encode(text, special).unwrap(),
+                    "{name}: {text:?} (special tokens: {special})"
+                );
+            }
+        }
+        assert_eq!(from_gguf.bos_token.as_deref(), Some("<|begin_of_text|>"));
+    }
+}
