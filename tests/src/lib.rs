@@ -14,6 +14,7 @@
 
 pub mod cases;
 pub mod fixtures;
+pub mod golden;
 pub mod harness;
 pub mod npm_tokenizers;
 pub mod oracle;
