@@ -241,3 +241,26 @@ fn an_absent_backend_is_named_with_its_reason() {
         ferrum(&["generate", "--model", fixture("llama").to_str().unwrap(), "--prompt-ids", "1", "--backend", "cuda"]);
     assert_clean_error(&out, "backend cuda is unavailable");
 }
+
+#[test]
+fn gguf_files_work_and_malformed_ones_are_clear_errors() {
+    let good = fixture("gguf").join("llama-f32.gguf");
+    let out = ferrum(&["info", "--model", good.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("(Gguf)"));
+    let out = ferrum(&["generate", "--model", good.to_str().unwrap(), "--prompt", "The fox", "--max-tokens", "4"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let bytes = std::fs::read(&good).unwrap();
+    let dir = std::env::temp_dir().join(format!("ferrum-cli-gguf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.gguf");
+    let bad = bad.to_str().unwrap();
+    std::fs::write(bad, &bytes[..bytes.len() / 2]).unwrap();
+    assert_clean_error(&ferrum(&["info", "--model", bad]), "malformed GGUF");
+    let mut magic = bytes.clone();
+    magic[..4].copy_from_slice(b"GGUX");
+    std::fs::write(bad, &magic).unwrap();
+    assert_clean_error(&ferrum(&["generate", "--model", bad, "--prompt-ids", "1"]), "malformed GGUF");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -29,6 +29,11 @@ pub fn run(args: &InfoArgs) -> Result<()> {
     }
     let kv_per_token = c.kv_floats_per_token() * 4;
     let windows: Vec<String> = c.layer_windows.iter().map(|w| w.map_or("full".into(), |w| w.to_string())).collect();
+    let attention = if windows.iter().all(|w| *w == windows[0]) {
+        format!("{} on all {} layers", windows[0], c.num_layers).replace("full on", "full attention on")
+    } else {
+        format!("per layer (window or full): {}", windows.join(" "))
+    };
     let rope = match &c.rope.scaling {
         RopeScaling::None => format!("theta {}", c.rope.theta),
         RopeScaling::Linear { factor } => format!("theta {}, linear x{factor}", c.rope.theta),
@@ -42,7 +47,7 @@ pub fn run(args: &InfoArgs) -> Result<()> {
     println!("vocab          {}", c.vocab_size);
     println!("context        {}", c.max_position_embeddings);
     println!("rope           {rope}");
-    println!("attention      {}", windows.join(" "));
+    println!("attention      {attention}");
     println!("switches       qkv_bias={} qk_norm={} tied_embeddings={}", c.qkv_bias, c.qk_norm, c.tie_word_embeddings);
     println!("parameters     {} ({})", params, human_count(params));
     let dtypes: Vec<String> = by_dtype.iter().map(|(d, n)| format!("{d}: {}", human_count(*n))).collect();
