@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::kv_cache::{BlockTable, PagedKv};
 use crate::model::{LogitsWanted, Model, SeqChunk};
 use crate::sampler::{Sampler, SamplingParams};
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{IncrementalDecoder, Tokenizer};
 
 pub const DEFAULT_BLOCK_SIZE: usize = 16;
 
@@ -134,7 +134,7 @@ pub fn generate(
     table.reserve(&mut kv.pool, total, DEFAULT_BLOCK_SIZE)?;
 
     let mut sampler = Sampler::new(opts.sampling.clone(), prompt);
-    let mut stream = tokenizer.map(|t| t.decode_stream(true));
+    let mut detok = IncrementalDecoder::default();
     let mut stops = StopMatcher::new(opts.stop_strings.clone());
     let mut out = Generation {
         tokens: Vec::new(),
@@ -165,7 +165,11 @@ pub fn generate(
             break;
         }
         out.tokens.push(token);
-        if let Some(piece) = stream.as_mut().map(|s| s.step(token)).transpose()?.flatten() {
+        let piece = match tokenizer {
+            Some(t) => detok.step(t, &out.tokens, true)?,
+            None => None,
+        };
+        if let Some(piece) = piece {
             let (text, stopped) = stops.push(&piece);
             emit(&text, &mut out);
             if stopped {

@@ -54,12 +54,6 @@ impl Tokenizer {
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }
-
-    /// Detokenises one id at a time, yielding text only once it is complete
-    /// UTF-8 (a multi-byte character split over tokens waits for its end).
-    pub fn decode_stream(&self, skip_special_tokens: bool) -> DecodeStream<'_> {
-        DecodeStream { inner: self.inner.decode_stream(skip_special_tokens) }
-    }
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -68,21 +62,30 @@ impl std::fmt::Debug for Tokenizer {
     }
 }
 
-pub struct DecodeStream<'a> {
-    inner: tokenizers::DecodeStream<
-        'a,
-        tokenizers::ModelWrapper,
-        tokenizers::NormalizerWrapper,
-        tokenizers::PreTokenizerWrapper,
-        tokenizers::PostProcessorWrapper,
-        tokenizers::DecoderWrapper,
-    >,
+/// Detokenises a growing id sequence, yielding text only once it is complete
+/// UTF-8 (a multi-byte character split over tokens waits for its end). It
+/// owns no borrow of the tokenizer, so a sequence can keep it across steps;
+/// the same prefix/read offsets scheme as transformers' TextStreamer and TGI.
+#[derive(Clone, Debug, Default)]
+pub struct IncrementalDecoder {
+    /// start of the window decoded for context (so spaces merge correctly)
+    prefix_offset: usize,
+    /// ids before this one have been emitted
+    read_offset: usize,
 }
 
-impl DecodeStream<'_> {
-    /// The text this token completes, if any.
-    pub fn step(&mut self, id: u32) -> Result<Option<String>> {
-        self.inner.step(id).map_err(|e| Error::Tokenizer(e.to_string()))
+impl IncrementalDecoder {
+    /// New text made complete by the last id of `ids`.
+    pub fn step(&mut self, tok: &Tokenizer, ids: &[u32], skip_special_tokens: bool) -> Result<Option<String>> {
+        let prefix = tok.decode(&ids[self.prefix_offset..self.read_offset], skip_special_tokens)?;
+        let full = tok.decode(&ids[self.prefix_offset..], skip_special_tokens)?;
+        if full.len() > prefix.len() && !full.ends_with('\u{FFFD}') && full.is_char_boundary(prefix.len()) {
+            let new = full[prefix.len()..].to_string();
+            self.prefix_offset = self.read_offset;
+            self.read_offset = ids.len();
+            return Ok(Some(new));
+        }
+        Ok(None)
     }
 }
 
@@ -110,10 +113,10 @@ mod tests {
         let text = "Ferrum: café, ☃ and 😀 — done.";
         let ids = tok.encode(text, false).unwrap();
         assert!(ids.len() > text.chars().count() / 2, "byte-level pieces: {}", ids.len());
-        let mut stream = tok.decode_stream(true);
+        let mut stream = IncrementalDecoder::default();
         let mut pieces = Vec::new();
-        for &id in &ids {
-            if let Some(p) = stream.step(id).unwrap() {
+        for n in 1..=ids.len() {
+            if let Some(p) = stream.step(&tok, &ids[..n], true).unwrap() {
                 assert!(!p.contains('\u{FFFD}'), "a split character leaked: {p:?}");
                 pieces.push(p);
             }
