@@ -17,6 +17,7 @@
 //! - [`sampler`]: greedy, temperature, top-k/p, min-p, penalties, seeded.
 //! - [`logits`]: logits of every position, by prefill or by decode (for checks and perplexity).
 //! - [`eval`]: perplexity over windows of a text.
+//! - [`serving`]: continuous batching, prefix caching, streaming events and metrics for many requests.
 //! - [`generate`]: the generation loop for one sequence, with stop conditions.
 //!
 //! Data flows one way: files -> loader -> weights -> model -> Backend -> logits
@@ -36,6 +37,7 @@ pub mod logits;
 pub mod model;
 pub mod ops;
 pub mod sampler;
+pub mod serving;
 pub mod source;
 pub mod tensor;
 pub mod tokenizer;

@@ -1,0 +1,381 @@
+//! The engine loop: one thread owns the model and the KV cache and runs
+//! continuous batching. Each step it schedules decode tokens of running
+//! sequences, then chunks of prompts (new requests join while others
+//! decode; long prompts are split so decoding never stalls), runs one
+//! forward pass over them all, samples, and streams events back.
+//! Requests arrive through an `EngineHandle` from any thread.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
+use std::time::Instant;
+
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+
+use crate::error::{Error, Result};
+use crate::eval::log_softmax_at;
+use crate::kv_cache::KvCache;
+use crate::model::{LogitsWanted, Model, SeqChunk};
+use crate::serving::blocks::BlockManager;
+use crate::serving::metrics::Metrics;
+use crate::serving::sequence::{Event, GenerationRequest, Sequence, TokenLogprobs};
+use crate::tokenizer::Tokenizer;
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub num_blocks: usize,
+    pub block_size: usize,
+    /// Most tokens in one forward pass (decode tokens + prompt chunks).
+    pub max_batch_tokens: usize,
+    /// Most sequences running at once.
+    pub max_running: usize,
+    /// Most requests waiting to start; more are refused.
+    pub max_queue: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { num_blocks: 1024, block_size: 16, max_batch_tokens: 512, max_running: 64, max_queue: 256 }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum SubmitError {
+    /// The queue is full: try again later.
+    QueueFull,
+    /// The request can never run (too long, bad parameters).
+    Invalid(String),
+    /// The engine has stopped.
+    Stopped,
+}
+
+enum Command {
+    Submit(Box<Sequence>),
+    Abort(u64),
+}
+
+/// Cheap to clone; used by every connection.
+#[derive(Clone)]
+pub struct EngineHandle {
+    commands: Sender<Command>,
+    next_id: Arc<AtomicU64>,
+    queued: Arc<AtomicUsize>,
+    pub config: EngineConfig,
+    pub max_context: usize,
+    pub vocab_size: usize,
+    pub metrics: Arc<Metrics>,
+}
+
+impl EngineHandle {
+    /// Queues a request; its events arrive on the returned receiver, which
+    /// the caller drops to cancel.
+    pub fn submit(&self, request: GenerationRequest) -> Result<(u64, UnboundedReceiver<Event>), SubmitError> {
+        let total = request.prompt.len() + request.max_tokens;
+        if request.prompt.is_empty() {
+            return Err(SubmitError::Invalid("the prompt is empty".into()));
+        }
+        if request.max_tokens == 0 {
+            return Err(SubmitError::Invalid("max_tokens must be at least 1".into()));
+        }
+        if total > self.max_context {
+            return Err(SubmitError::Invalid(format!(
+                "prompt ({} tokens) + max_tokens ({}) exceeds the context of {} tokens",
+                request.prompt.len(),
+                request.max_tokens,
+                self.max_context
+            )));
+        }
+        let blocks_needed = total.div_ceil(self.config.block_size);
+        if blocks_needed > self.config.num_blocks {
+            return Err(SubmitError::Invalid(format!(
+                "{total} tokens need {blocks_needed} KV blocks; the cache has {}",
+                self.config.num_blocks
+            )));
+        }
+        if let Some(&bad) = request.prompt.iter().find(|&&t| t as usize >= self.vocab_size) {
+            return Err(SubmitError::Invalid(format!("token id {bad} is outside the vocabulary")));
+        }
+        request.sampling.validate().map_err(SubmitError::Invalid)?;
+        // reserve a queue slot, or refuse
+        let queued = self.queued.fetch_add(1, Ordering::SeqCst);
+        if queued >= self.config.max_queue {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(SubmitError::QueueFull);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = unbounded_channel();
+        let seq = Sequence::new(id, request, tx);
+        if self.commands.send(Command::Submit(Box::new(seq))).is_err() {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(SubmitError::Stopped);
+        }
+        Ok((id, rx))
+    }
+
+    pub fn abort(&self, id: u64) {
+        let _ = self.commands.send(Command::Abort(id));
+    }
+}
+
+/// Starts the engine thread over `model`.
+pub fn spawn(model: Model, tokenizer: Option<Arc<Tokenizer>>, config: EngineConfig) -> Result<EngineHandle> {
+    if config.block_size == 0 || config.num_blocks == 0 || config.max_batch_tokens == 0 || config.max_running == 0 {
+        return Err(Error::Request("engine sizes must be positive".into()));
+    }
+    let cache = KvCache::new(model.backend().as_ref(), &model.config, config.num_blocks, config.block_size)?;
+    let (tx, rx) = channel();
+    let handle = EngineHandle {
+        commands: tx,
+        next_id: Arc::new(AtomicU64::new(1)),
+        queued: Arc::new(AtomicUsize::new(0)),
+        max_context: model.config.max_position_embeddings,
+        vocab_size: model.config.vocab_size,
+        config: config.clone(),
+        metrics: Arc::new(Metrics::default()),
+    };
+    let mut state = EngineState {
+        blocks: BlockManager::new(config.num_blocks, config.block_size),
+        model,
+        cache,
+        tokenizer,
+        config,
+        waiting: VecDeque::new(),
+        running: Vec::new(),
+        queued: handle.queued.clone(),
+        metrics: handle.metrics.clone(),
+    };
+    std::thread::Builder::new()
+        .name("ferrum-engine".into())
+        .spawn(move || state.run(rx))
+        .map_err(|e| Error::Backend(format!("cannot start the engine thread: {e}")))?;
+    Ok(handle)
+}
+
+struct EngineState {
+    model: Model,
+    cache: KvCache,
+    tokenizer: Option<Arc<Tokenizer>>,
+    config: EngineConfig,
+    blocks: BlockManager,
+    waiting: VecDeque<Box<Sequence>>,
+    /// admission order: oldest first (the youngest is preempted first)
+    running: Vec<Box<Sequence>>,
+    queued: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
+}
+
+/// One sequence's share of a step: `take` tokens from position `computed`.
+struct Planned {
+    index: usize,
+    take: usize,
+}
+
+impl EngineState {
+    fn run(&mut self, commands: Receiver<Command>) {
+        loop {
+            // block when idle; otherwise drain what arrived since the last step
+            if self.running.is_empty() && self.waiting.is_empty() {
+                match commands.recv() {
+                    Ok(c) => self.apply(c),
+                    Err(_) => return, // every handle is gone
+                }
+            }
+            loop {
+                match commands.try_recv() {
+                    Ok(c) => self.apply(c),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) if self.running.is_empty() && self.waiting.is_empty() => return,
+                    Err(TryRecvError::Disconnected) => break,
+                }
+            }
+            self.step();
+            self.publish_gauges();
+        }
+    }
+
+    fn apply(&mut self, command: Command) {
+        match command {
+            Command::Submit(seq) => self.waiting.push_back(seq),
+            Command::Abort(id) => {
+                if let Some(i) = self.running.iter().position(|s| s.id == id) {
+                    let mut seq = self.running.remove(i);
+                    seq.release(&mut self.blocks);
+                    Metrics::add(&self.metrics.requests_aborted, 1);
+                } else if let Some(i) = self.waiting.iter().position(|s| s.id == id) {
+                    if let Some(mut seq) = self.waiting.remove(i) {
+                        self.dequeue(&seq);
+                        seq.release(&mut self.blocks);
+                        Metrics::add(&self.metrics.requests_aborted, 1);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A waiting sequence leaves the queue (admitted or aborted) the first time.
+    fn dequeue(&self, seq: &Sequence) {
+        if !seq.prompt_counted {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    fn schedule(&mut self) -> Vec<Planned> {
+        let mut budget = self.config.max_batch_tokens;
+        let mut plan: Vec<Planned> = Vec::new();
+        // running sequences first, oldest first
+        let mut i = 0;
+        while i < self.running.len() && budget > 0 {
+            let take = self.running[i].pending().min(budget);
+            let positions = self.running[i].computed + take;
+            if self.running[i].reserve(&mut self.blocks, positions) {
+                plan.push(Planned { index: i, take });
+                budget -= take;
+                i += 1;
+                continue;
+            }
+            // out of blocks: preempt the youngest running sequence (maybe this one)
+            let mut victim = self.running.pop().expect("i < len");
+            victim.release(&mut self.blocks);
+            Metrics::add(&self.metrics.preemptions, 1);
+            plan.retain(|p| p.index < self.running.len());
+            budget = self.config.max_batch_tokens - plan.iter().map(|p| p.take).sum::<usize>();
+            self.waiting.push_front(victim);
+        }
+        // then admit waiting sequences while there is room
+        while budget > 0 && self.running.len() < self.config.max_running {
+            let Some(mut seq) = self.waiting.pop_front() else { break };
+            if seq.blocks.is_empty() {
+                seq.adopt_cached_prefix(&mut self.blocks);
+            }
+            let take = seq.pending().min(budget);
+            if !seq.reserve(&mut self.blocks, seq.computed + take) {
+                seq.release(&mut self.blocks);
+                self.waiting.push_front(seq);
+                break;
+            }
+            self.dequeue(&seq);
+            if !seq.prompt_counted {
+                seq.prompt_counted = true;
+                Metrics::add(&self.metrics.prompt_tokens, seq.prompt_len as u64);
+            }
+            plan.push(Planned { index: self.running.len(), take });
+            budget -= take;
+            self.running.push(seq);
+        }
+        plan
+    }
+
+    fn step(&mut self) {
+        let plan = self.schedule();
+        if plan.is_empty() {
+            if self.running.is_empty()
+                && let Some(mut seq) = self.waiting.pop_front()
+            {
+                // nothing runs and the head still does not fit: it never will
+                self.dequeue(&seq);
+                seq.release(&mut self.blocks);
+                let _ = seq.events.send(Event::Error("the request does not fit in the KV cache".into()));
+                Metrics::add(&self.metrics.requests_server_error, 1);
+            }
+            return;
+        }
+        let wants: Vec<bool> = plan
+            .iter()
+            .map(|p| self.running[p.index].computed + p.take == self.running[p.index].tokens.len())
+            .collect();
+        let chunks: Vec<SeqChunk<'_>> = plan
+            .iter()
+            .zip(&wants)
+            .map(|(p, &want)| {
+                let s = &self.running[p.index];
+                SeqChunk {
+                    tokens: &s.tokens[s.computed..s.computed + p.take],
+                    start_pos: s.computed,
+                    block_table: &s.blocks,
+                    logits: if want { LogitsWanted::Last } else { LogitsWanted::None },
+                }
+            })
+            .collect();
+        let logits = match self.model.forward(&chunks, &self.cache) {
+            Ok(l) => l,
+            Err(e) => {
+                drop(chunks);
+                self.fail_planned(&plan, &e.to_string());
+                return;
+            }
+        };
+        drop(chunks);
+        let mut row = 0;
+        let mut finished = Vec::new();
+        for (p, &want) in plan.iter().zip(&wants) {
+            let seq = &mut self.running[p.index];
+            seq.computed += p.take;
+            seq.register_full_blocks(&mut self.blocks);
+            if !want {
+                continue;
+            }
+            let logits_row = logits.row(row);
+            row += 1;
+            let token = seq.sampler.sample(logits_row);
+            let logprobs = seq.request.logprobs.map(|n| token_logprobs(logits_row, token, n));
+            let (events, done) = seq.push_token(token, logprobs, self.tokenizer.as_ref());
+            let now = Instant::now();
+            match seq.last_token_at {
+                None => self.metrics.ttft.observe(now.duration_since(seq.arrived).as_secs_f64()),
+                Some(t) => self.metrics.inter_token.observe(now.duration_since(t).as_secs_f64()),
+            }
+            seq.last_token_at = Some(now);
+            Metrics::add(&self.metrics.generation_tokens, 1);
+            let mut gone = false;
+            for e in events {
+                gone |= seq.events.send(e).is_err();
+            }
+            if gone {
+                Metrics::add(&self.metrics.requests_aborted, 1);
+                finished.push(p.index);
+            } else if done.is_some() {
+                self.metrics.e2e.observe(seq.arrived.elapsed().as_secs_f64());
+                finished.push(p.index);
+            }
+        }
+        // remove finished sequences, highest index first
+        finished.sort_unstable_by(|a, b| b.cmp(a));
+        for i in finished {
+            let mut seq = self.running.remove(i);
+            seq.release(&mut self.blocks);
+        }
+    }
+
+    fn fail_planned(&mut self, plan: &[Planned], msg: &str) {
+        let mut indices: Vec<usize> = plan.iter().map(|p| p.index).collect();
+        indices.sort_unstable_by(|a, b| b.cmp(a));
+        for i in indices {
+            let mut seq = self.running.remove(i);
+            seq.release(&mut self.blocks);
+            let _ = seq.events.send(Event::Error(msg.to_string()));
+            Metrics::add(&self.metrics.requests_server_error, 1);
+        }
+    }
+
+    fn publish_gauges(&self) {
+        let m = &self.metrics;
+        Metrics::set(&m.queue_depth, self.waiting.len() as u64);
+        Metrics::set(&m.running, self.running.len() as u64);
+        Metrics::set(&m.kv_blocks_used, self.blocks.used_count() as u64);
+        Metrics::set(&m.kv_blocks_free, self.blocks.free_count() as u64);
+        Metrics::set(&m.prefix_cache_hit_blocks, self.blocks.prefix_hit_blocks);
+        Metrics::set(&m.prefix_cache_query_blocks, self.blocks.prefix_query_blocks);
+    }
+}
+
+/// The chosen token's logprob under the model and the `n` most likely.
+fn token_logprobs(logits: &[f32], token: u32, n: usize) -> TokenLogprobs {
+    let logprob = log_softmax_at(logits, token as usize) as f32;
+    let mut order: Vec<u32> = (0..logits.len() as u32).collect();
+    let n = n.min(order.len());
+    order.select_nth_unstable_by(n.saturating_sub(1), |a, b| logits[*b as usize].total_cmp(&logits[*a as usize]));
+    let mut top: Vec<(u32, f32)> = order[..n].iter().map(|&t| (t, log_softmax_at(logits, t as usize) as f32)).collect();
+    top.sort_by(|a, b| b.1.total_cmp(&a.1));
+    TokenLogprobs { logprob, top }
+}

@@ -1,0 +1,120 @@
+//! Serving metrics, rendered in Prometheus' text format. The engine and the
+//! server update them; `/metrics` renders them.
+
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Latency buckets in seconds (upper bounds).
+const BUCKETS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
+
+#[derive(Debug, Default)]
+pub struct Histogram {
+    inner: Mutex<(Vec<u64>, f64, u64)>, // (bucket counts, sum, count)
+}
+
+impl Histogram {
+    pub fn observe(&self, seconds: f64) {
+        let mut h = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if h.0.is_empty() {
+            h.0 = vec![0; BUCKETS.len()];
+        }
+        for (i, &b) in BUCKETS.iter().enumerate() {
+            if seconds <= b {
+                h.0[i] += 1;
+            }
+        }
+        h.1 += seconds;
+        h.2 += 1;
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let h = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {}", h.0.get(i).copied().unwrap_or(0));
+        }
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {}\n{name}_count {}", h.2, h.1, h.2);
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub requests_ok: AtomicU64,
+    pub requests_client_error: AtomicU64,
+    pub requests_rejected: AtomicU64,
+    pub requests_server_error: AtomicU64,
+    pub requests_aborted: AtomicU64,
+    pub prompt_tokens: AtomicU64,
+    pub generation_tokens: AtomicU64,
+    pub queue_depth: AtomicU64,
+    pub running: AtomicU64,
+    pub kv_blocks_used: AtomicU64,
+    pub kv_blocks_free: AtomicU64,
+    pub prefix_cache_hit_blocks: AtomicU64,
+    pub prefix_cache_query_blocks: AtomicU64,
+    pub preemptions: AtomicU64,
+    pub ttft: Histogram,
+    pub inter_token: Histogram,
+    pub e2e: Histogram,
+}
+
+impl Metrics {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn set(gauge: &AtomicU64, v: u64) {
+        gauge.store(v, Ordering::Relaxed);
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP ferrum_requests_total Finished requests by outcome.\n# TYPE ferrum_requests_total counter"
+        );
+        for (status, c) in [
+            ("ok", &self.requests_ok),
+            ("client_error", &self.requests_client_error),
+            ("rejected", &self.requests_rejected),
+            ("server_error", &self.requests_server_error),
+            ("aborted", &self.requests_aborted),
+        ] {
+            let _ = writeln!(out, "ferrum_requests_total{{status=\"{status}\"}} {}", get(c));
+        }
+        for (name, kind, help, v) in [
+            ("ferrum_prompt_tokens_total", "counter", "Prompt tokens admitted.", &self.prompt_tokens),
+            ("ferrum_generation_tokens_total", "counter", "Tokens generated.", &self.generation_tokens),
+            ("ferrum_queue_depth", "gauge", "Requests waiting to start.", &self.queue_depth),
+            ("ferrum_running_sequences", "gauge", "Sequences being processed.", &self.running),
+            ("ferrum_kv_blocks_used", "gauge", "KV cache blocks owned by sequences.", &self.kv_blocks_used),
+            ("ferrum_kv_blocks_free", "gauge", "KV cache blocks free.", &self.kv_blocks_free),
+            (
+                "ferrum_prefix_cache_hit_blocks_total",
+                "counter",
+                "Prompt blocks found in the prefix cache.",
+                &self.prefix_cache_hit_blocks,
+            ),
+            (
+                "ferrum_prefix_cache_query_blocks_total",
+                "counter",
+                "Prompt blocks looked up in the prefix cache.",
+                &self.prefix_cache_query_blocks,
+            ),
+            (
+                "ferrum_preemptions_total",
+                "counter",
+                "Sequences preempted (recomputed later) for want of KV blocks.",
+                &self.preemptions,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", get(v));
+        }
+        self.ttft.render(&mut out, "ferrum_time_to_first_token_seconds", "Time from arrival to the first token.");
+        self.inter_token.render(&mut out, "ferrum_inter_token_latency_seconds", "Time between tokens of a sequence.");
+        self.e2e.render(&mut out, "ferrum_e2e_request_latency_seconds", "Time from arrival to the last token.");
+        out
+    }
+}

@@ -1,0 +1,151 @@
+//! The serving engine against single-sequence generation: continuous
+//! batching, chunked prefill, preemption and prefix caching must not change
+//! a single greedy token.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use ferrum_engine::generate::{FinishReason, GenerateOptions, generate};
+use ferrum_engine::sampler::SamplingParams;
+use ferrum_engine::serving::{EngineConfig, EngineHandle, Event, GenerationRequest, SubmitError, spawn};
+use ferrum_engine::{Backend, CpuBackend, Model};
+
+fn fixture() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/llama-notok")
+}
+
+fn model() -> Model {
+    let backend: Arc<dyn Backend> = Arc::new(CpuBackend::new());
+    Model::load(&fixture(), backend).unwrap()
+}
+
+fn prompt(i: u32, len: usize) -> Vec<u32> {
+    (0..len as u32).map(|j| (i * 37 + j * 11) % 380 + 4).collect()
+}
+
+fn request(prompt: Vec<u32>, max_tokens: usize) -> GenerationRequest {
+    GenerationRequest {
+        prompt,
+        sampling: SamplingParams::default(),
+        max_tokens,
+        stop_strings: Vec::new(),
+        stop_token_ids: Vec::new(),
+        logprobs: None,
+    }
+}
+
+fn alone(model: &Model, prompt: &[u32], max_tokens: usize) -> Vec<u32> {
+    let opts = GenerateOptions {
+        max_tokens,
+        sampling: SamplingParams::default(),
+        eos_token_ids: Vec::new(),
+        stop_strings: Vec::new(),
+    };
+    generate(model, prompt, &opts, None, |_| {}).unwrap().tokens
+}
+
+/// Collects a request's tokens until it finishes.
+fn collect(mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>) -> (Vec<u32>, FinishReason) {
+    let mut tokens = Vec::new();
+    loop {
+        match rx.blocking_recv().expect("the engine finishes every request") {
+            Event::Token { token, .. } => tokens.push(token),
+            Event::Finished { reason, .. } => return (tokens, reason),
+            Event::Error(e) => panic!("engine error: {e}"),
+        }
+    }
+}
+
+fn run_all(engine: &EngineHandle, prompts: &[Vec<u32>], max_tokens: usize) -> Vec<Vec<u32>> {
+    let receivers: Vec<_> = prompts.iter().map(|p| engine.submit(request(p.clone(), max_tokens)).unwrap().1).collect();
+    receivers.into_iter().map(|rx| collect(rx).0).collect()
+}
+
+fn wait_for_idle(engine: &EngineHandle) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while engine.metrics.kv_blocks_used.load(Ordering::Relaxed) != 0
+        || engine.metrics.running.load(Ordering::Relaxed) != 0
+    {
+        assert!(Instant::now() < deadline, "blocks never came back");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn concurrent_requests_match_each_alone() {
+    let reference = model();
+    let prompts: Vec<Vec<u32>> = (0..12).map(|i| prompt(i, 5 + 7 * i as usize)).collect();
+    let want: Vec<Vec<u32>> = prompts.iter().map(|p| alone(&reference, p, 10)).collect();
+    // small batches force chunked prefill mixed with decoding
+    let config = EngineConfig { max_batch_tokens: 24, block_size: 4, num_blocks: 256, ..Default::default() };
+    let engine = spawn(model(), None, config).unwrap();
+    assert_eq!(run_all(&engine, &prompts, 10), want);
+    wait_for_idle(&engine);
+}
+
+#[test]
+fn preemption_by_recompute_keeps_outputs_exact() {
+    let reference = model();
+    let prompts: Vec<Vec<u32>> = (0..6).map(|i| prompt(i + 20, 30)).collect();
+    let want: Vec<Vec<u32>> = prompts.iter().map(|p| alone(&reference, p, 20)).collect();
+    // 6 x 50 tokens need 6 x 13 blocks of 4; 24 blocks force preemption
+    let config = EngineConfig { block_size: 4, num_blocks: 24, max_batch_tokens: 64, ..Default::default() };
+    let engine = spawn(model(), None, config).unwrap();
+    assert_eq!(run_all(&engine, &prompts, 20), want);
+    assert!(engine.metrics.preemptions.load(Ordering::Relaxed) > 0, "the cache was meant to run out");
+    wait_for_idle(&engine);
+}
+
+#[test]
+fn a_shared_prefix_is_served_from_the_cache() {
+    let reference = model();
+    let shared = prompt(3, 40);
+    let prompts: Vec<Vec<u32>> = (0..3).map(|i| shared.iter().copied().chain(prompt(50 + i, 5)).collect()).collect();
+    let want: Vec<Vec<u32>> = prompts.iter().map(|p| alone(&reference, p, 8)).collect();
+    let engine = spawn(model(), None, EngineConfig { block_size: 8, ..Default::default() }).unwrap();
+    let first = run_all(&engine, &prompts[..1], 8);
+    let rest = run_all(&engine, &prompts[1..], 8);
+    assert_eq!([first, rest].concat(), want);
+    let hits = engine.metrics.prefix_cache_hit_blocks.load(Ordering::Relaxed);
+    assert!(hits >= 2 * 5, "40 shared tokens = 5 blocks of 8, reused twice; got {hits}");
+}
+
+#[test]
+fn dropped_receivers_free_their_blocks_and_the_engine_goes_on() {
+    let engine = spawn(model(), None, EngineConfig { block_size: 4, ..Default::default() }).unwrap();
+    for i in 0..4 {
+        let (_, rx) = engine.submit(request(prompt(i, 20), 200)).unwrap();
+        drop(rx); // the client went away
+    }
+    wait_for_idle(&engine);
+    let reference = model();
+    assert_eq!(run_all(&engine, &[prompt(9, 6)], 5), vec![alone(&reference, &prompt(9, 6), 5)]);
+    assert!(engine.metrics.requests_aborted.load(Ordering::Relaxed) >= 1);
+}
+
+#[test]
+fn bad_and_excess_requests_are_refused() {
+    let config = EngineConfig { max_queue: 2, max_running: 1, ..Default::default() };
+    let engine = spawn(model(), None, config).unwrap();
+    let too_long = request(prompt(0, 250), 10);
+    assert!(matches!(engine.submit(too_long), Err(SubmitError::Invalid(m)) if m.contains("context")));
+    assert!(matches!(engine.submit(request(vec![], 5)), Err(SubmitError::Invalid(_))));
+    assert!(matches!(engine.submit(request(vec![1, 99999], 5)), Err(SubmitError::Invalid(_))));
+    assert!(matches!(engine.submit(request(vec![1], 0)), Err(SubmitError::Invalid(_))));
+    // flood: some are refused with QueueFull, every accepted one completes
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for i in 0..20 {
+        match engine.submit(request(prompt(i, 10), 30)) {
+            Ok((_, rx)) => accepted.push(rx),
+            Err(SubmitError::QueueFull) => refused += 1,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert!(refused > 0, "the queue of 2 must overflow");
+    for rx in accepted {
+        assert_eq!(collect(rx).1, FinishReason::Length);
+    }
+}
