@@ -3,7 +3,130 @@
 //! The WGSL sources of the WebGPU backend, one `.wgsl` file per op family
 //! with the same stem as `engine/src/ops/<op>.rs`, exposed with
 //! `include_str!` so the backend and the naga validation tests read the same
-//! text. Empty until the WebGPU backend lands.
+//! text.
+//!
+//! - [`SHADERS`]: every op, portable WGSL. Weights of any dtype are bound as
+//!   `array<u32>`; an `override W_DTYPE` picks how a word widens to f32
+//!   (f16 halves with `unpack2x16float`, bf16 with a shift).
+//! - [`F16_SHADERS`]: `enable f16;` variants of the ops that read weights
+//!   (`f16/<op>.wgsl`), for adapters with `SHADER_F16`: same `Params`,
+//!   bindings and entry points, the weight bound as `array<f16>`.
+//!
+//! Each file's `struct Params` is mirrored by a `#[repr(C)]` struct in
+//! `backend-wgpu/src/ops/`, named in the comment beside it.
+
+pub const ADD: &str = include_str!("../add.wgsl");
+pub const ATTENTION: &str = include_str!("../attention.wgsl");
+pub const GATHER_ROWS: &str = include_str!("../gather_rows.wgsl");
+pub const GLU: &str = include_str!("../glu.wgsl");
+pub const KV_STORE: &str = include_str!("../kv_store.wgsl");
+pub const MATMUL: &str = include_str!("../matmul.wgsl");
+pub const RMS_NORM: &str = include_str!("../rms_norm.wgsl");
+pub const ROPE: &str = include_str!("../rope.wgsl");
+pub const SCALE: &str = include_str!("../scale.wgsl");
+pub const SOFTCAP: &str = include_str!("../softcap.wgsl");
+
+pub const GATHER_ROWS_F16: &str = include_str!("../f16/gather_rows.wgsl");
+pub const MATMUL_F16: &str = include_str!("../f16/matmul.wgsl");
 
 /// `(op file stem, WGSL source)` for every shader.
-pub const SHADERS: &[(&str, &str)] = &[];
+pub const SHADERS: &[(&str, &str)] = &[
+    ("add", ADD),
+    ("attention", ATTENTION),
+    ("gather_rows", GATHER_ROWS),
+    ("glu", GLU),
+    ("kv_store", KV_STORE),
+    ("matmul", MATMUL),
+    ("rms_norm", RMS_NORM),
+    ("rope", ROPE),
+    ("scale", SCALE),
+    ("softcap", SOFTCAP),
+];
+
+/// `(op file stem, WGSL source)` of the native-f16 variants.
+pub const F16_SHADERS: &[(&str, &str)] = &[("gather_rows", GATHER_ROWS_F16), ("matmul", MATMUL_F16)];
+
+/// The source for `stem`, the native-f16 variant when asked for and present.
+pub fn source(stem: &str, native_f16: bool) -> Option<&'static str> {
+    let table = if native_f16 { F16_SHADERS } else { SHADERS };
+    table.iter().find(|(s, _)| *s == stem).map(|(_, src)| *src)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use naga::valid::{Capabilities, ValidationFlags, Validator};
+
+    /// What every WebGPU adapter offers; `unpack2x16float` needs
+    /// SHADER_FLOAT16_IN_FLOAT32 (wgpu's downlevel SHADER_F16_IN_F32).
+    const PORTABLE: Capabilities = Capabilities::SHADER_FLOAT16_IN_FLOAT32;
+
+    fn validate(name: &str, src: &str) -> naga::Module {
+        let module = naga::front::wgsl::parse_str(src).unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
+        let caps = PORTABLE | Capabilities::SHADER_FLOAT16;
+        Validator::new(ValidationFlags::all(), caps)
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
+        module
+    }
+
+    #[test]
+    fn every_shader_parses_and_validates() {
+        for (stem, src) in SHADERS {
+            validate(stem, src);
+        }
+        for (stem, src) in F16_SHADERS {
+            validate(&format!("f16/{stem}"), src);
+        }
+    }
+
+    /// Portable shaders must not need the f16 extension.
+    #[test]
+    fn portable_shaders_do_not_enable_f16() {
+        for (stem, src) in SHADERS {
+            let module = naga::front::wgsl::parse_str(src).unwrap();
+            Validator::new(ValidationFlags::all(), PORTABLE)
+                .validate(&module)
+                .unwrap_or_else(|e| panic!("{stem}: {}", e.emit_to_string(src)));
+        }
+    }
+
+    /// One shader per op file, same stems; every f16 variant has a portable twin.
+    #[test]
+    fn stems_match_the_op_files() {
+        let ops = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../engine/src/ops")).unwrap();
+        let mut op_stems: Vec<String> = ops
+            .map(|e| e.unwrap().file_name().to_string_lossy().trim_end_matches(".rs").to_string())
+            .filter(|s| s != "mod")
+            .collect();
+        op_stems.sort();
+        let mut shader_stems: Vec<String> = SHADERS.iter().map(|(s, _)| s.to_string()).collect();
+        shader_stems.sort();
+        assert_eq!(shader_stems, op_stems);
+        for (stem, _) in F16_SHADERS {
+            assert!(source(stem, false).is_some(), "f16/{stem} has no portable twin");
+        }
+    }
+
+    /// A variant's entry points and bindings are its twin's, so one pipeline
+    /// layout serves both.
+    #[test]
+    fn f16_variants_mirror_their_twins() {
+        for (stem, src) in F16_SHADERS {
+            let f16 = validate(stem, src);
+            let portable = validate(stem, source(stem, false).unwrap());
+            let entries = |m: &naga::Module| m.entry_points.iter().map(|e| e.name.clone()).collect::<Vec<_>>();
+            assert_eq!(entries(&f16), entries(&portable), "{stem}");
+            let bindings = |m: &naga::Module| {
+                let mut b: Vec<_> = m
+                    .global_variables
+                    .iter()
+                    .filter_map(|(_, g)| g.binding.as_ref().map(|rb| (rb.group, rb.binding, g.name.clone())))
+                    .collect();
+                b.sort();
+                b
+            };
+            assert_eq!(bindings(&f16), bindings(&portable), "{stem}");
+        }
+    }
+}
