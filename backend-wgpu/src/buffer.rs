@@ -1,0 +1,194 @@
+//! Tensor storage: one wgpu buffer per tensor, recycled through a pool.
+//!
+//! A forward pass allocates a fresh output for every op; without a pool that
+//! is hundreds of buffer creations per step. Dropped buffers go back to a
+//! pool keyed by size class and are handed out again, even while commands
+//! that used them are still recorded: the queue runs commands in order, so a
+//! later op that overwrites a recycled buffer runs after every earlier use.
+//!
+//! `alloc` promises zeros. A recycled buffer is not cleared at once: it is
+//! marked `needs_zero`, and cleared on the GPU only if something reads it
+//! before an op has overwritten it whole.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use ferrum_engine::{Error, Result, Tensor, tensor::Buffer};
+
+const USAGE: wgpu::BufferUsages =
+    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
+
+/// The buffer size handed out for `bytes` of data: at least 4 bytes (an empty
+/// binding is invalid) and a multiple of 4 (copies and bindings need it),
+/// rounded up to a size class so buffers recycle: powers of two up to 4 KiB,
+/// then steps of an eighth of the power of two (at most 12.5% waste).
+pub(crate) fn size_class(bytes: u64) -> u64 {
+    let b = bytes.max(4).next_multiple_of(4);
+    if b <= 4096 {
+        return b.next_power_of_two();
+    }
+    let step = b.next_power_of_two() / 8;
+    b.next_multiple_of(step)
+}
+
+/// Idle buffers by size class.
+pub(crate) struct BufferPool {
+    idle: Mutex<PoolState>,
+    /// Most bytes kept idle; a buffer returned beyond this is freed.
+    cap_bytes: u64,
+}
+
+#[derive(Default)]
+struct PoolState {
+    by_size: HashMap<u64, Vec<wgpu::Buffer>>,
+    bytes: u64,
+}
+
+impl BufferPool {
+    pub fn new(cap_bytes: u64) -> Self {
+        BufferPool { idle: Mutex::new(PoolState::default()), cap_bytes }
+    }
+
+    fn lock(&self) -> Option<MutexGuard<'_, PoolState>> {
+        self.idle.lock().ok()
+    }
+
+    fn take(&self, size: u64) -> Option<wgpu::Buffer> {
+        let mut s = self.lock()?;
+        let buf = s.by_size.get_mut(&size)?.pop()?;
+        s.bytes -= size;
+        Some(buf)
+    }
+
+    fn give_back(&self, buf: wgpu::Buffer) {
+        let size = buf.size();
+        if let Some(mut s) = self.lock()
+            && s.bytes + size <= self.cap_bytes
+        {
+            s.bytes += size;
+            s.by_size.entry(size).or_default().push(buf);
+        }
+    }
+
+    /// Bytes held idle.
+    pub fn idle_bytes(&self) -> u64 {
+        self.lock().map_or(0, |s| s.bytes)
+    }
+}
+
+/// The storage behind a wgpu tensor.
+pub(crate) struct GpuBuffer {
+    raw: Option<wgpu::Buffer>,
+    pool: Arc<BufferPool>,
+    needs_zero: AtomicBool,
+    /// A u32 tensor's contents. No op writes u32 (ids, positions, slots and
+    /// block tables only come from the host), so this copy is exact, and ops
+    /// check indices against it before recording, as the reference does.
+    host_u32: Option<Mutex<Vec<u32>>>,
+}
+
+impl Buffer for GpuBuffer {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl Drop for GpuBuffer {
+    fn drop(&mut self) {
+        if let Some(raw) = self.raw.take() {
+            self.pool.give_back(raw);
+        }
+    }
+}
+
+impl GpuBuffer {
+    /// A zero-filled buffer of at least `bytes`: recycled (cleared lazily) or new.
+    pub fn alloc(device: &wgpu::Device, pool: &Arc<BufferPool>, bytes: u64, u32_elems: Option<usize>) -> Self {
+        let size = size_class(bytes);
+        let (raw, needs_zero) = match pool.take(size) {
+            Some(raw) => (raw, true),
+            // wgpu zero-initialises new buffers
+            None => (device.create_buffer(&desc(size, false)), false),
+        };
+        GpuBuffer {
+            raw: Some(raw),
+            pool: pool.clone(),
+            needs_zero: AtomicBool::new(needs_zero),
+            host_u32: u32_elems.map(|n| Mutex::new(vec![0; n])),
+        }
+    }
+
+    /// A new buffer holding `data`, written through a mapping at creation (so
+    /// no queue write can overtake commands still recorded).
+    pub fn with_data(device: &wgpu::Device, pool: &Arc<BufferPool>, data: &[u8], is_u32: bool) -> Result<Self> {
+        let size = size_class(data.len() as u64);
+        let raw = device.create_buffer(&desc(size, true));
+        {
+            let mut view =
+                raw.get_mapped_range_mut(..).map_err(|e| Error::Backend(format!("mapping a new buffer: {e}")))?;
+            view.slice(..data.len()).copy_from_slice(data);
+        }
+        raw.unmap();
+        Ok(GpuBuffer {
+            raw: Some(raw),
+            pool: pool.clone(),
+            needs_zero: AtomicBool::new(false),
+            host_u32: is_u32.then(|| Mutex::new(bytemuck::pod_collect_to_vec(data))),
+        })
+    }
+
+    pub fn raw(&self) -> &wgpu::Buffer {
+        self.raw.as_ref().expect("only Drop takes the buffer")
+    }
+
+    /// Whether the buffer must be cleared before its contents are used;
+    /// clears the mark (the caller records the clear).
+    pub fn take_needs_zero(&self) -> bool {
+        self.needs_zero.swap(false, Ordering::AcqRel)
+    }
+
+    /// An op is about to overwrite every byte: stale contents no longer matter.
+    pub fn mark_overwritten(&self) {
+        self.needs_zero.store(false, Ordering::Release);
+    }
+
+    /// The host copy of a u32 tensor.
+    pub fn host_u32(&self) -> Result<MutexGuard<'_, Vec<u32>>> {
+        let m = self.host_u32.as_ref().ok_or_else(|| Error::Backend("not a u32 tensor".into()))?;
+        m.lock().map_err(|_| Error::Backend("u32 host copy lock poisoned".into()))
+    }
+
+    /// Keep the host copy of a u32 tensor in step with a write.
+    pub fn set_host_u32(&self, bytes: &[u8]) -> Result<()> {
+        if self.host_u32.is_some() {
+            *self.host_u32()? = bytemuck::pod_collect_to_vec(bytes);
+        }
+        Ok(())
+    }
+}
+
+fn desc(size: u64, mapped: bool) -> wgpu::BufferDescriptor<'static> {
+    wgpu::BufferDescriptor { label: Some("ferrum tensor"), size, usage: USAGE, mapped_at_creation: mapped }
+}
+
+/// The wgpu storage of `t`, or an error naming the tensor.
+pub(crate) fn gpu_buffer(t: &Tensor) -> Result<&GpuBuffer> {
+    t.buffer().as_any().downcast_ref::<GpuBuffer>().ok_or_else(|| Error::Backend(format!("{t:?} is not a wgpu tensor")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::size_class;
+
+    #[test]
+    fn size_classes_fit_and_align() {
+        for bytes in [0u64, 1, 3, 4, 5, 100, 4096, 4097, 5000, 1 << 20, (1 << 20) + 1, 123_456_789] {
+            let c = size_class(bytes);
+            assert!(c >= bytes.max(4) && c % 4 == 0, "{bytes} -> {c}");
+            assert!(c as f64 <= (bytes.max(4) as f64 * 1.25).max(4096.0), "{bytes} -> {c} wastes too much");
+        }
+        assert_eq!(size_class(5000), size_class(5100), "nearby sizes share a class");
+    }
+}

@@ -1,0 +1,121 @@
+//! attention: one workgroup per (token, head), over windows of tokens. The
+//! caches are bound whole: a layer's cache must fit one binding (128 MiB on
+//! lavapipe: 32k slots of 8 kv heads x 128 dims).
+
+use ferrum_engine::ops::Attention;
+use ferrum_engine::{Error, Result, Tensor};
+
+use super::{Ctx, bytes, u32_of};
+use crate::buffer::gpu_buffer;
+use crate::encoder::Dispatch;
+use crate::pipelines::Access::{Read, ReadWrite};
+use crate::pipelines::PipelineKey;
+use crate::window::{Rows, groups_2d, ranges, whole};
+
+/// Mirrors `Params` in shaders/attention.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct AttentionParams {
+    tokens: u32,
+    t0: u32,
+    heads: u32,
+    kv_heads: u32,
+    head_dim: u32,
+    block_size: u32,
+    max_blocks: u32,
+    window: u32,
+    q_base: u32,
+    out_base: u32,
+    scale: f32,
+    softcap: f32,
+}
+
+/// `MAX_D` in the shader: head dims one workgroup holds.
+const MAX_HEAD_DIM: usize = 256;
+
+pub(super) fn plan(p: &Attention, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -> Result<Vec<Dispatch>> {
+    let [q, k_cache, v_cache, tables, token_seq, positions] = inputs else {
+        return Err(Error::op("attention", "expects 6 inputs"));
+    };
+    let (heads, head_dim) = (q.shape()[1], q.shape()[2]);
+    let (num_slots, kv_heads) = (k_cache.shape()[0], k_cache.shape()[1]);
+    if head_dim > MAX_HEAD_DIM {
+        return Err(Error::op("attention", format!("head_dim {head_dim} > {MAX_HEAD_DIM} is not supported on wgpu")));
+    }
+    let max_blocks = tables.shape()[1];
+    check_pages(p, &gpu_buffer(tables)?.host_u32()?, max_blocks, num_slots, token_seq, positions)?;
+    let l = &ctx.limits;
+    let bind = |t: &Tensor, what: &str| whole(t, what, l);
+    let shared = [
+        bind(k_cache, "attention k_cache")?,
+        bind(v_cache, "attention v_cache")?,
+        bind(tables, "attention block_tables")?,
+        bind(token_seq, "attention token_seq")?,
+        bind(positions, "attention positions")?,
+    ];
+    let (qr, or) = (Rows::of(q)?, Rows::of(out)?);
+    let key = PipelineKey::new("attention", "main", &[Read, Read, Read, Read, Read, Read, ReadWrite]);
+    let mut dispatches = Vec::new();
+    for (first, tokens) in ranges(qr.rows, qr.per_window(l)?.min(or.per_window(l)?)) {
+        let (qw, ow) = (qr.window(first, tokens, l), or.window(first, tokens, l));
+        let params = AttentionParams {
+            tokens: u32_of(tokens, "tokens in a window")?,
+            t0: u32_of(first, "first token")?,
+            heads: u32_of(heads, "heads")?,
+            kv_heads: u32_of(kv_heads, "kv_heads")?,
+            head_dim: u32_of(head_dim, "head_dim")?,
+            block_size: u32_of(p.block_size, "block_size")?,
+            max_blocks: u32_of(max_blocks, "max_blocks")?,
+            window: u32_of(p.window.unwrap_or(0), "window")?,
+            q_base: qw.base,
+            out_base: ow.base,
+            scale: p.scale,
+            softcap: p.softcap.unwrap_or(0.0),
+        };
+        let mut bindings = vec![qw.binding];
+        bindings.extend(shared.iter().cloned());
+        bindings.push(ow.binding);
+        let groups = if head_dim == 0 { 0 } else { (tokens * heads) as u64 };
+        dispatches.push(Dispatch {
+            pipeline: key.clone(),
+            params: bytes(&params),
+            bindings,
+            groups: groups_2d(groups, l)?,
+        });
+    }
+    Ok(dispatches)
+}
+
+/// The reference's checks, on the host copies: every token's sequence has a
+/// block table, and every block its visible positions live in is in the cache.
+fn check_pages(
+    p: &Attention,
+    tables: &[u32],
+    max_blocks: usize,
+    num_slots: usize,
+    token_seq: &Tensor,
+    positions: &Tensor,
+) -> Result<()> {
+    let err = |msg: String| Err(Error::op("attention", msg));
+    let (seq_host, pos_host) = (gpu_buffer(token_seq)?.host_u32()?, gpu_buffer(positions)?.host_u32()?);
+    let seqs = tables.len() / max_blocks.max(1);
+    let num_blocks = num_slots / p.block_size;
+    for (t, (&s, &pos)) in seq_host.iter().zip(pos_host.iter()).enumerate() {
+        let (s, pos) = (s as usize, pos as usize);
+        if s >= seqs {
+            return err(format!("token {t} names sequence {s} of {seqs}"));
+        }
+        if pos / p.block_size >= max_blocks {
+            return err(format!("position {pos} past the block table of sequence {s}"));
+        }
+        let first = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        for b in first / p.block_size..=pos / p.block_size {
+            let block = tables[s * max_blocks + b] as usize;
+            if block >= num_blocks {
+                let slot = block * p.block_size;
+                return err(format!("slot {slot} past {num_slots} cache slots"));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,77 @@
+//! kv_store: one invocation per element of a window of src tokens, for each
+//! window of cache slots that one of those tokens writes to.
+
+use std::collections::HashSet;
+
+use ferrum_engine::ops::KvStore;
+use ferrum_engine::{Error, Result, Tensor};
+
+use super::{Ctx, bytes, u32_of};
+use crate::buffer::gpu_buffer;
+use crate::encoder::Dispatch;
+use crate::pipelines::Access::{Read, ReadWrite};
+use crate::pipelines::PipelineKey;
+use crate::window::{Rows, groups_2d, ranges, whole};
+
+/// Mirrors `Params` in shaders/kv_store.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct KvStoreParams {
+    tokens: u32,
+    row: u32,
+    t0: u32,
+    src_base: u32,
+    slot0: u32,
+    slots: u32,
+    cache_base: u32,
+    _pad: u32,
+}
+
+const WG: u64 = 256;
+
+pub(super) fn plan(p: &KvStore, inputs: &[&Tensor], cache: &Tensor, ctx: &Ctx) -> Result<Vec<Dispatch>> {
+    let (src, slots) = (inputs[0], inputs[1]);
+    let slot_host = gpu_buffer(slots)?.host_u32()?;
+    let mut written = HashSet::with_capacity(slot_host.len());
+    for &slot in slot_host.iter() {
+        if slot as usize >= p.num_slots {
+            return Err(Error::op("kv_store", format!("slot {slot} past {} slots", p.num_slots)));
+        }
+        // written in parallel: a slot named twice would depend on timing
+        if !written.insert(slot) {
+            return Err(Error::op("kv_store", format!("slot {slot} written twice in one step")));
+        }
+    }
+    let l = &ctx.limits;
+    let (sr, cr) = (Rows::of(src)?, Rows::of(cache)?);
+    let slots_binding = whole(slots, "kv_store slots", l)?;
+    let cache_windows = cr.windows(cr.per_window(l)?, l);
+    let key = PipelineKey::new("kv_store", "main", &[Read, Read, ReadWrite]);
+    let mut dispatches = Vec::new();
+    for (first, tokens) in ranges(sr.rows, sr.per_window(l)?) {
+        let sw = sr.window(first, tokens, l);
+        let mine = &slot_host[first..first + tokens];
+        for cw in &cache_windows {
+            if !mine.iter().any(|&s| (cw.first..cw.first + cw.rows).contains(&(s as usize))) {
+                continue;
+            }
+            let params = KvStoreParams {
+                tokens: u32_of(tokens, "tokens in a window")?,
+                row: u32_of(sr.row_elems, "kv_heads * head_dim")?,
+                t0: u32_of(first, "first token")?,
+                src_base: sw.base,
+                slot0: u32_of(cw.first, "first slot")?,
+                slots: u32_of(cw.rows, "slots in a window")?,
+                cache_base: cw.base,
+                _pad: 0,
+            };
+            dispatches.push(Dispatch {
+                pipeline: key.clone(),
+                params: bytes(&params),
+                bindings: vec![sw.binding.clone(), slots_binding.clone(), cw.binding.clone()],
+                groups: groups_2d(((tokens * sr.row_elems) as u64).div_ceil(WG), l)?,
+            });
+        }
+    }
+    Ok(dispatches)
+}

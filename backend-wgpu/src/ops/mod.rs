@@ -1,0 +1,107 @@
+//! Op dispatch: each op's file turns (params, inputs, output) into the
+//! compute dispatches that run it, after checking what the reference checks
+//! (index ranges come from the host copies of u32 tensors). The match below
+//! has no catch-all arm: a new op is a compile error here until it is ported.
+
+mod attention;
+mod elementwise;
+mod gather_rows;
+mod kv_store;
+mod matmul;
+mod rms_norm;
+mod rope;
+
+use ferrum_engine::ops::{Op, OpKind};
+use ferrum_engine::{DType, Result, Tensor};
+
+use crate::encoder::Dispatch;
+use crate::pipelines::{Access, PipelineKey};
+use crate::window::BindLimits;
+
+/// What planning needs to know about the device.
+pub(crate) struct Ctx {
+    pub limits: BindLimits,
+    /// Use the `enable f16;` shader variants for f16 weights.
+    pub native_f16: bool,
+}
+
+/// The dispatches that compute `op`; `inputs` and `out` are already
+/// validated against the op's shape rule.
+pub(crate) fn plan(op: &Op, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -> Result<Vec<Dispatch>> {
+    match op {
+        Op::GatherRows(_) => gather_rows::plan(inputs, out, ctx),
+        Op::RmsNorm(p) => rms_norm::plan(p, inputs, out, ctx),
+        Op::Matmul(_) => matmul::plan(inputs, out, ctx),
+        Op::Rope(p) => rope::plan(p, inputs, out, ctx),
+        Op::KvStore(p) => kv_store::plan(p, inputs, out, ctx),
+        Op::Attention(p) => attention::plan(p, inputs, out, ctx),
+        Op::Glu(p) => elementwise::glu(p, inputs, out, ctx),
+        Op::Add(_) => elementwise::add(inputs, out, ctx),
+        Op::Scale(p) => elementwise::scale(p, inputs, out, ctx),
+        Op::Softcap(p) => elementwise::softcap(p, inputs, out, ctx),
+    }
+}
+
+/// Whether `op` writes every element of its output (kv_store updates its
+/// cache in place).
+pub(crate) fn overwrites_output(op: OpKind) -> bool {
+    match op {
+        OpKind::KvStore => false,
+        OpKind::GatherRows
+        | OpKind::RmsNorm
+        | OpKind::Matmul
+        | OpKind::Rope
+        | OpKind::Attention
+        | OpKind::Glu
+        | OpKind::Add
+        | OpKind::Scale
+        | OpKind::Softcap => true,
+    }
+}
+
+/// Weights may be f32, f16 (natively or unpacked from u32) or bf16 (widened
+/// with a shift, which needs nothing of the adapter); the rest is f32.
+pub(crate) fn supports(op: OpKind, dtype: DType, f16_ok: bool) -> bool {
+    match op {
+        OpKind::GatherRows | OpKind::Matmul => match dtype {
+            DType::F32 | DType::BF16 => true,
+            DType::F16 => f16_ok,
+            DType::U32 => false,
+        },
+        OpKind::RmsNorm
+        | OpKind::Rope
+        | OpKind::KvStore
+        | OpKind::Attention
+        | OpKind::Glu
+        | OpKind::Add
+        | OpKind::Scale
+        | OpKind::Softcap => dtype == DType::F32,
+    }
+}
+
+/// The pipeline for a shader that reads a weight of `dtype`: its `W_DTYPE`
+/// override, or the native-f16 variant.
+fn weight_pipeline(
+    shader: &'static str,
+    entry: &'static str,
+    storage: &'static [Access],
+    dtype: DType,
+    ctx: &Ctx,
+) -> PipelineKey {
+    let key = PipelineKey::new(shader, entry, storage);
+    match dtype {
+        DType::F16 if ctx.native_f16 => PipelineKey { native_f16: true, ..key },
+        DType::F16 => key.constant("W_DTYPE", 1),
+        DType::BF16 => key.constant("W_DTYPE", 2),
+        DType::F32 | DType::U32 => key.constant("W_DTYPE", 0),
+    }
+}
+
+fn bytes<T: bytemuck::Pod>(params: &T) -> Vec<u8> {
+    bytemuck::bytes_of(params).to_vec()
+}
+
+/// `usize` to a shader's u32, or an error naming what overflowed.
+fn u32_of(v: usize, what: &str) -> Result<u32> {
+    u32::try_from(v).map_err(|_| ferrum_engine::Error::Backend(format!("{what} = {v} does not fit a u32")))
+}
