@@ -186,7 +186,7 @@ mod tests {
     fn size_classes_fit_and_align() {
         for bytes in [0u64, 1, 3, 4, 5, 100, 4096, 4097, 5000, 1 << 20, (1 << 20) + 1, 123_456_789] {
             let c = size_class(bytes);
-            assert!(c >= bytes.max(4) && c % 4 == 0, "{bytes} -> {c}");
+            assert!(c >= bytes.max(4) && c.is_multiple_of(4), "{bytes} -> {c}");
             assert!(c as f64 <= (bytes.max(4) as f64 * 1.25).max(4096.0), "{bytes} -> {c} wastes too much");
         }
         assert_eq!(size_class(5000), size_class(5100), "nearby sizes share a class");

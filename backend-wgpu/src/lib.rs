@@ -51,13 +51,22 @@ pub struct Options {
     /// Lower the most bytes one binding covers below the adapter's limit, so
     /// tests reach the windowed paths with small tensors.
     pub max_binding_bytes: Option<u64>,
+    /// Raise the binding offset alignment above the adapter's (lavapipe has
+    /// 16, most GPUs 256), so tests see the windows a GPU would get.
+    pub binding_align: Option<u64>,
     /// Most bytes of idle buffers kept for reuse.
     pub pool_bytes: u64,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { allow_software: true, native_f16: true, max_binding_bytes: None, pool_bytes: 1 << 30 }
+        Options {
+            allow_software: true,
+            native_f16: true,
+            max_binding_bytes: None,
+            binding_align: None,
+            pool_bytes: 1 << 30,
+        }
     }
 }
 
@@ -94,10 +103,12 @@ impl WgpuBackend {
     pub fn open_with(options: Options) -> Result<Self, String> {
         let gpu = device::open(options.allow_software, options.native_f16)?;
         let l = &gpu.limits;
-        let adapter_max = (l.max_storage_buffer_binding_size as u64).min(l.max_buffer_size);
+        let adapter_max = l.max_storage_buffer_binding_size.min(l.max_buffer_size);
+        let adapter_align = l.min_storage_buffer_offset_alignment as u64;
         let limits = BindLimits {
             max_binding: options.max_binding_bytes.map_or(adapter_max, |m| m.min(adapter_max)),
-            align: l.min_storage_buffer_offset_alignment as u64,
+            // a multiple of the adapter's alignment is still aligned
+            align: options.binding_align.map_or(adapter_align, |a| a.next_multiple_of(adapter_align)),
             max_groups: l.max_compute_workgroups_per_dimension,
         };
         if limits.max_binding < limits.align {

@@ -1,0 +1,99 @@
+//! Tensors larger than one binding: with the binding limit lowered to a few
+//! KiB (and offsets aligned to 256 bytes as on most GPUs), every op whose big
+//! operands are windowed must still match the cpu reference, and a whole
+//! model whose embedding table and lm_head span many windows must too.
+
+mod common;
+
+use std::sync::Arc;
+
+use ferrum_backend_wgpu::Options;
+use ferrum_conformance::cases::all_cases;
+use ferrum_conformance::fixtures::{Reference, fixture_dir, max_err_over_std};
+use ferrum_conformance::harness::{Verdict, check};
+use ferrum_engine::logits::{LogitsMode, sequence_logits};
+use ferrum_engine::ops::OpKind;
+use ferrum_engine::{Backend, Model};
+
+fn small_bindings(max_binding_bytes: u64) -> Options {
+    Options { max_binding_bytes: Some(max_binding_bytes), binding_align: Some(256), ..Options::default() }
+}
+
+/// At 2 KiB per binding every case's big operands are split (the largest
+/// row, 4099 f32, is refused cleanly instead); what may not be split (norm
+/// weights, caches, ids) is an error that says so, never a wrong answer.
+#[test]
+fn cases_match_the_cpu_with_tiny_bindings() {
+    let Some(b) = common::backend(small_bindings(2048)) else { return };
+    let (mut passed, mut refused, mut failures) = (0, Vec::new(), Vec::new());
+    for case in all_cases() {
+        let o = check(&b, &case);
+        println!("{}", o.line());
+        match &o.verdict {
+            Verdict::Ok { .. } => passed += 1,
+            Verdict::Fail { nmse: None, why } if why.contains("binding") => refused.push(case.kind()),
+            _ => failures.push(o.line()),
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    // only ops with operands bound whole, or rows wider than a binding, may refuse
+    for kind in &refused {
+        assert!(matches!(kind, OpKind::Attention | OpKind::RmsNorm | OpKind::Matmul), "{} refused", kind.name());
+    }
+    assert!(passed >= 25, "only {passed} cases ran with tiny bindings");
+    println!("{passed} passed, {} refused cleanly", refused.len());
+}
+
+/// Each windowed op, on shapes chosen to need several windows of every
+/// windowed operand (1 KiB bindings) and to fit what is bound whole.
+#[test]
+fn windowed_paths_of_every_op() {
+    use ferrum_conformance::cases::{self, Rng};
+    use ferrum_engine::DType;
+    use ferrum_engine::ops::{Activation, Attention, RopeStyle};
+    let Some(b) = common::backend(small_bindings(1024)) else { return };
+    let mut rng = Rng::new(99);
+    let mut list = Vec::new();
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        // table rows of 516 (f32) or 258 bytes: 1 or 3 rows per window
+        list.push(cases::gather_rows(&mut rng, dtype, 37, 129, &[0, 36, 5, 5, 17, 1, 36, 2, 30]));
+        // x, w and out all in several windows; m > 8 takes the tiled kernel
+        list.push(cases::matmul(&mut rng, dtype, 11, 129, 33, true));
+        list.push(cases::matmul(&mut rng, dtype, 3, 129, 33, false));
+    }
+    list.push(cases::rms_norm(&mut rng, 9, 100, 1e-6, true));
+    list.push(cases::rope(&mut rng, RopeStyle::Neox, [2, 32, 16], 1.0, &[0, 3, 9, 100, 7, 5, 6]));
+    list.push(cases::kv_store(&mut rng, 4, 2, 16, &[(9, 9), (5, 2)]));
+    list.push(cases::glu(&mut rng, Activation::Silu, &[3, 300]));
+    list.push(cases::add(&mut rng, &[1000]));
+    list.push(cases::scale(&mut rng, 3.0, &[1000]));
+    list.push(cases::softcap(&mut rng, 2.0, 8.0, &[1000]));
+    let run = |b: &dyn Backend, cases: &[ferrum_conformance::cases::Case]| -> Vec<String> {
+        let outcomes = cases.iter().map(|c| check(b, c)).inspect(|o| println!("{}", o.line()));
+        outcomes.filter(|o| !o.passed()).map(|o| o.line()).collect()
+    };
+    let mut failures = run(&b, &list);
+    assert!(b.stats().dispatches > list.len() as u64 * 3, "windows were expected to split the work");
+    // attention binds its caches whole: 2 KiB holds these (1.75 KiB) but not q (2.75 KiB)
+    let Some(b) = common::backend(small_bindings(2048)) else { return };
+    let att = Attention { block_size: 4, scale: 0.25, softcap: Some(3.0), window: Some(6) };
+    failures.extend(run(&b, &[cases::attention(&mut rng, att, [4, 1, 16], &[(9, 9), (5, 2)])]));
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// The llama fixture with 4 KiB bindings: its embedding table and lm_head
+/// ([vocab, 64] f32, 256-byte rows) span many windows.
+#[test]
+fn a_model_matches_with_tiny_bindings() {
+    let Some(b) = common::backend(small_bindings(4096)) else { return };
+    let b: Arc<dyn Backend> = Arc::new(b);
+    let dir = fixture_dir("llama");
+    let reference = Reference::load(&dir).unwrap();
+    let model = Model::load(&dir, b).unwrap();
+    for mode in [LogitsMode::Prefill, LogitsMode::Decode] {
+        let got = sequence_logits(&model, &reference.input_ids, mode).unwrap();
+        let err = max_err_over_std(&got.data, &reference.logits);
+        println!("llama {mode:?} with 4 KiB bindings: max_err/std={err:.2e}");
+        assert!(err < 2e-3, "{mode:?}: {err:.2e}");
+    }
+}
