@@ -23,16 +23,43 @@ pub fn probe_all() -> Vec<(&'static str, Result<Arc<dyn Backend>, String>)> {
     ]
 }
 
+/// What `--backend auto` takes: CUDA, then a WebGPU adapter that is real
+/// hardware, then the CPU reference. A software adapter (lavapipe, WARP) is
+/// never picked silently, being slower than the CPU reference; `--backend
+/// wgpu` still runs on one.
+pub fn auto() -> Arc<dyn Backend> {
+    ferrum_backend_cuda::open()
+        .or_else(|_| ferrum_backend_wgpu::open_hardware())
+        .unwrap_or_else(|_| Arc::new(CpuBackend::new()))
+}
+
 pub fn open(choice: BackendChoice) -> Result<Arc<dyn Backend>> {
     let wanted = match choice {
-        BackendChoice::Auto => {
-            let (_, first) = probe_all().into_iter().find(|(_, b)| b.is_ok()).expect("cpu is always present");
-            return first.map_err(|e| anyhow!(e));
-        }
+        BackendChoice::Auto => return Ok(auto()),
         BackendChoice::Cpu => "cpu",
         BackendChoice::Wgpu => "wgpu",
         BackendChoice::Cuda => "cuda",
     };
     let (_, backend) = probe_all().into_iter().find(|(n, _)| *n == wanted).expect("every choice is probed");
     backend.map_err(|why| anyhow!("backend {wanted} is unavailable: {why}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// lavapipe in CI: present for `--backend wgpu`, never chosen by `auto`.
+    #[test]
+    fn auto_never_picks_a_software_adapter() {
+        let picked = auto();
+        match ferrum_backend_wgpu::shared() {
+            Ok(w) if w.is_software() => {
+                assert_ne!(picked.name(), "wgpu", "auto picked {}", picked.device_description())
+            }
+            Ok(_) => assert_ne!(picked.name(), "cpu", "a hardware adapter is present"),
+            Err(_) => {}
+        }
+        let explicit = open(BackendChoice::Wgpu);
+        assert_eq!(explicit.is_ok(), ferrum_backend_wgpu::shared().is_ok());
+    }
 }

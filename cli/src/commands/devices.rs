@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 
-use crate::backends::probe_all;
+use crate::backends::{auto, probe_all};
 
 pub fn run() -> Result<()> {
     for (name, backend) in probe_all() {
@@ -10,6 +10,13 @@ pub fn run() -> Result<()> {
             Ok(b) => println!("{name:5} available    {}", b.device_description()),
             Err(why) => println!("{name:5} unavailable  {why}"),
         }
+        // every adapter with its type and limits (the line above says why none)
+        if name == "wgpu"
+            && let Ok(adapters) = ferrum_backend_wgpu::describe_adapters()
+        {
+            adapters.iter().for_each(|a| println!("      adapter      {a}"));
+        }
     }
+    println!("auto  picks        {}", auto().name());
     Ok(())
 }
