@@ -3,7 +3,8 @@
 //! Without a subcommand: runs every case on every present backend, one line
 //! per result, then `N passed, N failed, N unsupported`; exits 1 on any
 //! failure. `support` prints the op x dtype x backend coverage matrix.
-//! A backend named by `--require` or `--backend` that is absent is a failure.
+//! A backend named by `--require` or `--backend` that is absent is a failure;
+//! without `--require`, `FERRUM_REQUIRE_BACKENDS` (as the tests read it) names them.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -56,6 +57,11 @@ fn main() -> ExitCode {
         }
     };
     let mut required = args.require.clone();
+    if required.is_empty()
+        && let Ok(list) = std::env::var("FERRUM_REQUIRE_BACKENDS")
+    {
+        required = list.split(',').map(str::trim).filter(|n| !n.is_empty()).map(str::to_string).collect();
+    }
     required.extend(args.backend.clone());
 
     let mut present: Vec<Arc<dyn Backend>> = Vec::new();
