@@ -8,6 +8,7 @@ mod backends;
 mod commands;
 mod model_args;
 mod pull;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -30,6 +31,8 @@ enum Command {
     Logits(commands::logits::LogitsArgs),
     /// Perplexity of a model on a text file (llama-perplexity style windows).
     Eval(commands::eval::EvalArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API.
+    Serve(serve::ServeArgs),
     /// Describe a model: architecture, parameters, dtypes, memory needed.
     Info(commands::info::InfoArgs),
     /// List the backends on this machine, and why any is unavailable.
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         Command::Logits(a) => commands::logits::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Info(a) => commands::info::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Devices => commands::devices::run(),
         Command::Pull { name } => pull::resolve(name).map(|path| println!("{}", path.display())),
     };

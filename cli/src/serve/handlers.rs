@@ -1,0 +1,427 @@
+//! The endpoints: models, completions, chat completions (streamed as
+//! server-sent events or whole), health and metrics.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use ferrum_engine::chat_template::{ChatTemplate, Message};
+use ferrum_engine::generate::FinishReason;
+use ferrum_engine::sampler::SamplingParams;
+use ferrum_engine::serving::{EngineHandle, Event, GenerationRequest, Metrics, SubmitError, TokenLogprobs};
+use ferrum_engine::tokenizer::Tokenizer;
+
+use super::errors::ApiError;
+use super::openai::{self, ChatRequest, CompletionRequest, Prompt};
+
+pub struct AppState {
+    pub engine: EngineHandle,
+    pub tokenizer: Option<Arc<Tokenizer>>,
+    pub template: Option<ChatTemplate>,
+    pub model_name: String,
+    pub api_key: Option<String>,
+    pub defaults: SamplingParams,
+    pub eos_token_ids: Vec<u32>,
+    pub created: u64,
+}
+
+type Shared = State<Arc<AppState>>;
+
+impl AppState {
+    fn metrics(&self) -> &Metrics {
+        &self.engine.metrics
+    }
+
+    fn check(&self, headers: &HeaderMap, model: Option<&str>) -> Result<(), ApiError> {
+        if let Some(key) = &self.api_key {
+            let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+            if given != Some(format!("Bearer {key}").as_str()) {
+                return Err(ApiError::unauthorized());
+            }
+        }
+        match model {
+            Some(m) if m != self.model_name => Err(ApiError::model_not_found(m, &self.model_name)),
+            _ => Ok(()),
+        }
+    }
+
+    fn tokenizer(&self) -> Result<&Tokenizer, ApiError> {
+        self.tokenizer.as_deref().ok_or_else(|| ApiError::bad_request("this model has no tokenizer; send token ids"))
+    }
+
+    fn token_text(&self, id: u32) -> String {
+        self.tokenizer.as_ref().and_then(|t| t.decode(&[id], false).ok()).unwrap_or_else(|| format!("<{id}>"))
+    }
+
+    /// Counts the outcome of a request in the metrics.
+    fn record<T>(&self, result: Result<T, ApiError>) -> Result<T, ApiError> {
+        let m = self.metrics();
+        match &result {
+            Ok(_) => Metrics::add(&m.requests_ok, 1),
+            Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => Metrics::add(&m.requests_rejected, 1),
+            Err(e) if e.status.is_client_error() => Metrics::add(&m.requests_client_error, 1),
+            Err(_) => Metrics::add(&m.requests_server_error, 1),
+        }
+        result
+    }
+}
+
+/// A JSON body, with malformed or oversized bodies as OpenAI errors.
+fn parse<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let body = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(format!("the body is too large: {e}")),
+        _ => ApiError::bad_request(e.body_text()),
+    })?;
+    serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+pub async fn health() -> &'static str {
+    "ok"
+}
+
+pub async fn metrics(State(state): Shared) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics().render())
+}
+
+pub async fn models(State(state): Shared, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    state.check(&headers, None)?;
+    Ok(Json(json!({"object": "list", "data": [{
+        "id": state.model_name, "object": "model", "created": state.created, "owned_by": "ferrum",
+        "max_model_len": state.engine.max_context,
+    }]})))
+}
+
+/// What one request turns into before it reaches the engine.
+struct Job {
+    prompts: Vec<Vec<u32>>,
+    request: GenerationRequest,
+    n: usize,
+    stream: bool,
+    include_usage: bool,
+    chat: bool,
+}
+
+pub async fn completions(State(state): Shared, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+    let job = (|| {
+        let req: CompletionRequest = parse(body)?;
+        state.check(&headers, req.model.as_deref())?;
+        let prompts = match req.prompt {
+            Prompt::Text(t) => {
+                vec![state.tokenizer()?.encode(&t, true).map_err(|e| ApiError::bad_request(e.to_string()))?]
+            }
+            Prompt::Texts(ts) => ts
+                .iter()
+                .map(|t| state.tokenizer()?.encode(t, true).map_err(|e| ApiError::bad_request(e.to_string())))
+                .collect::<Result<_, _>>()?,
+            Prompt::Ids(ids) => vec![ids],
+            Prompt::IdLists(lists) => lists,
+        };
+        if prompts.is_empty() {
+            return Err(ApiError::bad_request("prompt is empty"));
+        }
+        Ok(Job {
+            request: GenerationRequest {
+                prompt: Vec::new(),
+                sampling: req.sampling.params(&state.defaults)?,
+                max_tokens: openai::max_tokens(req.max_tokens, 16)?,
+                stop_strings: req.stop.map(|s| s.into_vec()).unwrap_or_default(),
+                stop_token_ids: state.eos_token_ids.clone(),
+                logprobs: openai::top_logprobs(req.logprobs)?,
+            },
+            prompts,
+            n: openai::choices(req.n)?,
+            stream: req.stream,
+            include_usage: req.stream_options.is_some_and(|o| o.include_usage),
+            chat: false,
+        })
+    })();
+    respond(state, job).await
+}
+
+pub async fn chat_completions(
+    State(state): Shared,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let job = (|| {
+        let req: ChatRequest = parse(body)?;
+        state.check(&headers, req.model.as_deref())?;
+        if req.messages.is_empty() {
+            return Err(ApiError::bad_request("messages must not be empty"));
+        }
+        let template =
+            state.template.as_ref().ok_or_else(|| ApiError::bad_request("this model has no chat template"))?;
+        let messages: Vec<Message> =
+            req.messages.iter().map(|m| Ok(Message::new(&m.role, &m.text()?))).collect::<Result<_, ApiError>>()?;
+        let text = template.render(&messages, true).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let prompt = state.tokenizer()?.encode(&text, false).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let room = state.engine.max_context.saturating_sub(prompt.len()).max(1);
+        let logprobs = if req.logprobs { Some(openai::top_logprobs(req.top_logprobs)?.unwrap_or(0)) } else { None };
+        Ok(Job {
+            request: GenerationRequest {
+                prompt: Vec::new(),
+                sampling: req.sampling.params(&state.defaults)?,
+                max_tokens: openai::max_tokens(req.max_completion_tokens.or(req.max_tokens), room)?,
+                stop_strings: req.stop.map(|s| s.into_vec()).unwrap_or_default(),
+                stop_token_ids: state.eos_token_ids.clone(),
+                logprobs,
+            },
+            prompts: vec![prompt],
+            n: openai::choices(req.n)?,
+            stream: req.stream,
+            include_usage: req.stream_options.is_some_and(|o| o.include_usage),
+            chat: true,
+        })
+    })();
+    respond(state, job).await
+}
+
+/// Submits every choice (prompts x n), then streams or collects.
+async fn respond(state: Arc<AppState>, job: Result<Job, ApiError>) -> Response {
+    let job = match job {
+        Ok(j) => j,
+        Err(e) => return state.record::<()>(Err(e)).unwrap_err().into_response(),
+    };
+    let mut receivers = Vec::new();
+    for prompt in &job.prompts {
+        for i in 0..job.n {
+            let mut request = job.request.clone();
+            request.prompt = prompt.clone();
+            request.sampling.seed = request.sampling.seed.wrapping_add(i as u64);
+            match state.engine.submit(request) {
+                Ok((_, rx)) => receivers.push(rx),
+                Err(e) => {
+                    // dropping the receivers already made cancels those choices
+                    let err = match e {
+                        SubmitError::QueueFull => ApiError::overloaded(),
+                        SubmitError::Invalid(m) => ApiError::bad_request(m),
+                        SubmitError::Stopped => ApiError::internal("the engine has stopped"),
+                    };
+                    return state.record::<()>(Err(err)).unwrap_err().into_response();
+                }
+            }
+        }
+    }
+    let id = format!("{}-{}", if job.chat { "chatcmpl" } else { "cmpl" }, next_id());
+    if job.stream {
+        Metrics::add(&state.metrics().requests_ok, 1);
+        return stream(state, job, id, receivers).into_response();
+    }
+    let result = collect(&state, &job, &id, receivers).await;
+    match state.record(result) {
+        Ok(body) => Json(body).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn next_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn finish_reason(r: FinishReason) -> &'static str {
+    match r {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+    }
+}
+
+/// One choice's tokens and text as they accumulate.
+#[derive(Default)]
+struct ChoiceState {
+    text: String,
+    logprobs: Vec<(u32, TokenLogprobs, usize)>, // token, logprobs, text offset
+    finish: Option<FinishReason>,
+    prompt_tokens: usize,
+    completion_tokens: usize,
+}
+
+async fn collect(
+    state: &AppState,
+    job: &Job,
+    id: &str,
+    receivers: Vec<mpsc::UnboundedReceiver<Event>>,
+) -> Result<Value, ApiError> {
+    let mut choices = Vec::new();
+    for mut rx in receivers {
+        let mut c = ChoiceState::default();
+        while let Some(event) = rx.recv().await {
+            match event {
+                Event::Token { token, text, logprobs } => {
+                    if let Some(lp) = logprobs {
+                        c.logprobs.push((token, lp, c.text.len()));
+                    }
+                    c.text.push_str(&text);
+                }
+                Event::Finished { reason, prompt_tokens, completion_tokens, text_tail } => {
+                    c.text.push_str(&text_tail);
+                    (c.finish, c.prompt_tokens, c.completion_tokens) = (Some(reason), prompt_tokens, completion_tokens);
+                    break;
+                }
+                Event::Error(e) => return Err(ApiError::internal(e)),
+            }
+        }
+        if c.finish.is_none() {
+            return Err(ApiError::internal("the engine dropped the request"));
+        }
+        choices.push(c);
+    }
+    let prompt_tokens: usize = choices.iter().step_by(job.n).map(|c| c.prompt_tokens).sum();
+    let completion_tokens: usize = choices.iter().map(|c| c.completion_tokens).sum();
+    let rendered: Vec<Value> = choices
+        .iter()
+        .enumerate()
+        .map(|(index, c)| {
+            let reason = c.finish.map(finish_reason);
+            let logprobs = job.request.logprobs.map(|_| logprobs_json(state, job.chat, &c.logprobs));
+            if job.chat {
+                json!({"index": index, "message": {"role": "assistant", "content": c.text},
+                       "logprobs": logprobs, "finish_reason": reason})
+            } else {
+                json!({"index": index, "text": c.text, "logprobs": logprobs, "finish_reason": reason})
+            }
+        })
+        .collect();
+    Ok(json!({
+        "id": id,
+        "object": if job.chat { "chat.completion" } else { "text_completion" },
+        "created": unix_now(),
+        "model": state.model_name,
+        "choices": rendered,
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    }))
+}
+
+/// OpenAI's two logprobs shapes: chat's `content` list, completions' parallel arrays.
+fn logprobs_json(state: &AppState, chat: bool, items: &[(u32, TokenLogprobs, usize)]) -> Value {
+    let text = |id: u32| state.token_text(id);
+    if chat {
+        let content: Vec<Value> = items
+            .iter()
+            .map(|(tok, lp, _)| {
+                let t = text(*tok);
+                let top: Vec<Value> = lp
+                    .top
+                    .iter()
+                    .map(|(id, l)| {
+                        let s = text(*id);
+                        json!({"token": s, "logprob": l, "bytes": s.as_bytes()})
+                    })
+                    .collect();
+                json!({"token": t, "logprob": lp.logprob, "bytes": t.as_bytes(), "top_logprobs": top})
+            })
+            .collect();
+        json!({"content": content})
+    } else {
+        let tokens: Vec<String> = items.iter().map(|(t, _, _)| text(*t)).collect();
+        let token_logprobs: Vec<f32> = items.iter().map(|(_, lp, _)| lp.logprob).collect();
+        let top: Vec<Value> = items
+            .iter()
+            .map(|(_, lp, _)| Value::Object(lp.top.iter().map(|(id, l)| (text(*id), json!(l))).collect()))
+            .collect();
+        let offsets: Vec<usize> = items.iter().map(|(_, _, o)| *o).collect();
+        json!({"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top, "text_offset": offsets})
+    }
+}
+
+/// Server-sent events: one chunk per token per choice, a last chunk with the
+/// finish reason, optional usage, then `[DONE]`. A client that goes away
+/// drops the stream, which drops the engine receivers, which frees the KV
+/// blocks.
+fn stream(
+    state: Arc<AppState>,
+    job: Job,
+    id: String,
+    receivers: Vec<mpsc::UnboundedReceiver<Event>>,
+) -> impl IntoResponse {
+    let (merged_tx, mut merged_rx) = mpsc::channel::<(usize, Event)>(64);
+    for (index, mut rx) in receivers.into_iter().enumerate() {
+        let tx = merged_tx.clone();
+        tokio::spawn(async move {
+            while let Some(e) = rx.recv().await {
+                let last = !matches!(e, Event::Token { .. });
+                if tx.send((index, e)).await.is_err() || last {
+                    return;
+                }
+            }
+        });
+    }
+    drop(merged_tx);
+    let (out_tx, out_rx) = mpsc::channel::<Result<SseEvent, Infallible>>(64);
+    tokio::spawn(async move {
+        let created = unix_now();
+        let object = if job.chat { "chat.completion.chunk" } else { "text_completion" };
+        let chunk = |choice: Value| json!({"id": id, "object": object, "created": created, "model": state.model_name, "choices": [choice]});
+        let send = |v: Value| out_tx.send(Ok(SseEvent::default().data(v.to_string())));
+        let (mut prompt_tokens, mut completion_tokens) = (0, 0);
+        if job.chat {
+            for index in 0..job.prompts.len() * job.n {
+                let first = chunk(json!({"index": index, "delta": {"role": "assistant", "content": ""},
+                                         "logprobs": null, "finish_reason": null}));
+                if send(first).await.is_err() {
+                    return;
+                }
+            }
+        }
+        let mut text_len = vec![0usize; job.prompts.len() * job.n];
+        while let Some((index, event)) = merged_rx.recv().await {
+            let piece = match event {
+                Event::Token { token, text, logprobs } => {
+                    let lp = logprobs.map(|lp| logprobs_json(&state, job.chat, &[(token, lp, text_len[index])]));
+                    text_len[index] += text.len();
+                    if job.chat {
+                        chunk(
+                            json!({"index": index, "delta": {"content": text}, "logprobs": lp, "finish_reason": null}),
+                        )
+                    } else {
+                        chunk(json!({"index": index, "text": text, "logprobs": lp, "finish_reason": null}))
+                    }
+                }
+                Event::Finished { reason, prompt_tokens: p, completion_tokens: c, text_tail } => {
+                    if index % job.n == 0 {
+                        prompt_tokens += p;
+                    }
+                    completion_tokens += c;
+                    let reason = finish_reason(reason);
+                    if job.chat {
+                        chunk(
+                            json!({"index": index, "delta": {"content": text_tail}, "logprobs": null, "finish_reason": reason}),
+                        )
+                    } else {
+                        chunk(json!({"index": index, "text": text_tail, "logprobs": null, "finish_reason": reason}))
+                    }
+                }
+                Event::Error(message) => {
+                    json!({"error": {"message": message, "type": "server_error", "param": null, "code": null}})
+                }
+            };
+            if send(piece).await.is_err() {
+                return; // the client went away
+            }
+        }
+        if job.include_usage {
+            let usage = json!({"id": id, "object": object, "created": created, "model": state.model_name, "choices": [],
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                          "total_tokens": prompt_tokens + completion_tokens}});
+            let _ = send(usage).await;
+        }
+        let _ = out_tx.send(Ok(SseEvent::default().data("[DONE]"))).await;
+    });
+    Sse::new(ReceiverStream::new(out_rx)).keep_alive(KeepAlive::default())
+}

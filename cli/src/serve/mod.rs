@@ -1,0 +1,128 @@
+//! `ferrum serve`: an OpenAI-compatible HTTP server (axum on tokio) over the
+//! serving engine. The engine runs on its own thread; handlers only submit
+//! requests and relay events.
+
+mod errors;
+mod handlers;
+mod openai;
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use clap::Args;
+use ferrum_engine::kv_cache::KvCache;
+use ferrum_engine::sampler::SamplingParams;
+use ferrum_engine::serving::{EngineConfig, spawn};
+
+use crate::model_args::ModelArgs;
+use handlers::AppState;
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// Require `Authorization: Bearer KEY` on /v1/ endpoints.
+    #[arg(long)]
+    pub api_key: Option<String>,
+    /// The model id clients use (default: the model's file or folder name).
+    #[arg(long)]
+    pub served_model_name: Option<String>,
+    /// Memory for the KV cache, in MiB.
+    #[arg(long, default_value_t = 512)]
+    pub kv_cache_mib: usize,
+    #[arg(long, default_value_t = 16)]
+    pub block_size: usize,
+    /// Most tokens in one forward pass (decode tokens + prompt chunks).
+    #[arg(long, default_value_t = 512)]
+    pub max_batch_tokens: usize,
+    /// Most sequences decoding at once.
+    #[arg(long, default_value_t = 64)]
+    pub max_running: usize,
+    /// Most requests waiting; beyond it the server answers 503.
+    #[arg(long, default_value_t = 256)]
+    pub max_queue: usize,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, default_value_t = 4 << 20)]
+    pub max_body_bytes: usize,
+}
+
+pub fn run(args: &ServeArgs) -> Result<()> {
+    let loaded = args.model.load()?;
+    let config = &loaded.model.config;
+    let block_bytes = KvCache::bytes_per_block(config, args.block_size);
+    let num_blocks = (args.kv_cache_mib << 20) / block_bytes.max(1);
+    let engine_config = EngineConfig {
+        num_blocks: num_blocks.max(1),
+        block_size: args.block_size,
+        max_batch_tokens: args.max_batch_tokens,
+        max_running: args.max_running,
+        max_queue: args.max_queue,
+    };
+    let source = loaded.source;
+    let model_name = match &args.served_model_name {
+        Some(n) => n.clone(),
+        None => source.path.file_stem().map_or("model".into(), |s| s.to_string_lossy().into_owned()),
+    };
+    let mut defaults: SamplingParams = source.generation.sampling();
+    if source.generation.do_sample.is_none() {
+        defaults.temperature = 1.0; // OpenAI's default when the model suggests nothing
+    }
+    let template = source.chat_template().ok();
+    let eos_token_ids = source.eos_token_ids();
+    let tokenizer = source.tokenizer.map(Arc::new);
+    let engine = spawn(loaded.model, tokenizer.clone(), engine_config.clone())?;
+    let state = Arc::new(AppState {
+        engine,
+        tokenizer,
+        template,
+        model_name: model_name.clone(),
+        api_key: args.api_key.clone(),
+        defaults,
+        eos_token_ids,
+        created: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+    });
+    let app = Router::new()
+        .route("/health", get(handlers::health))
+        .route("/metrics", get(handlers::metrics))
+        .route("/v1/models", get(handlers::models))
+        .route("/v1/completions", post(handlers::completions))
+        .route("/v1/chat/completions", post(handlers::chat_completions))
+        .layer(DefaultBodyLimit::max(args.max_body_bytes))
+        .with_state(state);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let addr = format!("{}:{}", args.host, args.port);
+        let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding {addr}"))?;
+        eprintln!(
+            "serving {model_name:?} on http://{} ({} KV blocks of {} tokens)",
+            listener.local_addr()?,
+            engine_config.num_blocks,
+            engine_config.block_size
+        );
+        axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("server error")
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    eprintln!("shutting down");
+}

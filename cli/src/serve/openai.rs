@@ -1,0 +1,179 @@
+//! The OpenAI request bodies Ferrum accepts, and how they become engine
+//! requests. Unknown fields are ignored, as OpenAI-compatible servers do.
+
+use serde::Deserialize;
+
+use ferrum_engine::sampler::SamplingParams;
+
+use super::errors::ApiError;
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Prompt {
+    Text(String),
+    Texts(Vec<String>),
+    Ids(Vec<u32>),
+    IdLists(Vec<Vec<u32>>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Stop {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            Stop::One(s) => vec![s],
+            Stop::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+/// Sampling fields shared by both endpoints (OpenAI's plus vLLM's extras).
+#[derive(Debug, Default, Deserialize)]
+pub struct SamplingFields {
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<i64>,
+    pub min_p: Option<f32>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    pub repetition_penalty: Option<f32>,
+    pub seed: Option<u64>,
+}
+
+impl SamplingFields {
+    /// Over the server's defaults; validated.
+    pub fn params(&self, defaults: &SamplingParams) -> Result<SamplingParams, ApiError> {
+        let mut p = defaults.clone();
+        p.temperature = self.temperature.unwrap_or(p.temperature);
+        p.top_p = self.top_p.unwrap_or(p.top_p);
+        p.top_k = match self.top_k {
+            None => p.top_k,
+            Some(k) if k <= 0 => 0, // -1 and 0 both mean "off" (vLLM)
+            Some(k) => k as usize,
+        };
+        p.min_p = self.min_p.unwrap_or(p.min_p);
+        p.presence_penalty = self.presence_penalty.unwrap_or(0.0);
+        p.frequency_penalty = self.frequency_penalty.unwrap_or(0.0);
+        p.repetition_penalty = self.repetition_penalty.unwrap_or(p.repetition_penalty);
+        p.seed = self.seed.unwrap_or_else(rand_seed);
+        if !(-2.0..=2.0).contains(&p.presence_penalty) || !(-2.0..=2.0).contains(&p.frequency_penalty) {
+            return Err(ApiError::bad_request("presence_penalty and frequency_penalty must be in [-2, 2]"));
+        }
+        p.validate().map_err(ApiError::bad_request)?;
+        Ok(p)
+    }
+}
+
+/// A seed for requests that give none: different per request.
+fn rand_seed() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CompletionRequest {
+    pub model: Option<String>,
+    pub prompt: Prompt,
+    pub max_tokens: Option<i64>,
+    pub n: Option<i64>,
+    #[serde(default)]
+    pub stream: bool,
+    pub stream_options: Option<StreamOptions>,
+    pub stop: Option<Stop>,
+    pub logprobs: Option<i64>,
+    #[serde(flatten)]
+    pub sampling: SamplingFields,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ContentPart {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub text: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: Option<Content>,
+}
+
+impl ChatMessage {
+    pub fn text(&self) -> Result<String, ApiError> {
+        match &self.content {
+            None => Ok(String::new()),
+            Some(Content::Text(t)) => Ok(t.clone()),
+            Some(Content::Parts(parts)) => parts
+                .iter()
+                .map(|p| match p.kind.as_str() {
+                    "text" => Ok(p.text.as_str()),
+                    other => Err(ApiError::bad_request(format!("content parts of type {other:?} are not supported"))),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(|t| t.concat()),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChatRequest {
+    pub model: Option<String>,
+    pub messages: Vec<ChatMessage>,
+    pub max_tokens: Option<i64>,
+    pub max_completion_tokens: Option<i64>,
+    pub n: Option<i64>,
+    #[serde(default)]
+    pub stream: bool,
+    pub stream_options: Option<StreamOptions>,
+    pub stop: Option<Stop>,
+    #[serde(default)]
+    pub logprobs: bool,
+    pub top_logprobs: Option<i64>,
+    #[serde(flatten)]
+    pub sampling: SamplingFields,
+}
+
+/// `n` in 1..=16.
+pub fn choices(n: Option<i64>) -> Result<usize, ApiError> {
+    match n.unwrap_or(1) {
+        n @ 1..=16 => Ok(n as usize),
+        n => Err(ApiError::bad_request(format!("n must be between 1 and 16, got {n}"))),
+    }
+}
+
+/// A positive max_tokens, or the default.
+pub fn max_tokens(given: Option<i64>, default: usize) -> Result<usize, ApiError> {
+    match given {
+        None => Ok(default),
+        Some(n) if n >= 1 => Ok(n as usize),
+        Some(n) => Err(ApiError::bad_request(format!("max_tokens must be at least 1, got {n}"))),
+    }
+}
+
+/// 0..=20 alternatives per token, as OpenAI allows.
+pub fn top_logprobs(n: Option<i64>) -> Result<Option<usize>, ApiError> {
+    match n {
+        None => Ok(None),
+        Some(n @ 0..=20) => Ok(Some(n as usize)),
+        Some(n) => Err(ApiError::bad_request(format!("logprobs must be between 0 and 20, got {n}"))),
+    }
+}

@@ -1,0 +1,99 @@
+//! `ferrum serve` driven by the official OpenAI Python client
+//! (`tests/openai/check_server.py`): every endpoint, streaming, stop strings,
+//! logprobs, auth, bad requests, 32 concurrent streams, disconnects, overload.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const API_KEY: &str = "sk-ferrum-test";
+
+fn here() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A Python venv with the pinned openai client, made once and cached.
+fn venv_python() -> PathBuf {
+    let venv = here().join("../target/ferrum-test-cache/venv-openai");
+    let python = venv.join("bin/python");
+    let requirements = here().join("tests/openai/requirements.txt");
+    let marker = venv.join(".installed");
+    let wanted = std::fs::read_to_string(&requirements).unwrap();
+    if std::fs::read_to_string(&marker).ok().as_deref() != Some(wanted.as_str()) {
+        let ok = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().expect("python3 is needed");
+        assert!(ok.success(), "python3 -m venv failed");
+        let ok = Command::new(&python).args(["-m", "pip", "install", "-q", "-r"]).arg(&requirements).status().unwrap();
+        assert!(ok.success(), "pip install -r {}", requirements.display());
+        std::fs::write(&marker, wanted).unwrap();
+    }
+    python
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A `ferrum serve` process, killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(args: &[&str]) -> Server {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_ferrum"))
+            .arg("serve")
+            .args(args)
+            .args(["--port", &port.to_string()])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("ferrum serve starts");
+        let server = Server { child, url: format!("http://127.0.0.1:{port}") };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !healthy(port) {
+            assert!(Instant::now() < deadline, "ferrum serve {args:?} never became healthy");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn healthy(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    reply.starts_with("HTTP/1.1 200")
+}
+
+fn smollm2() -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrum")).arg("pull").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn the_openai_client_gets_correct_answers() {
+    let python = venv_python();
+    let fixture = here().join("../tests/fixtures/qwen3");
+    let fast = Server::start(&["--model", fixture.to_str().unwrap(), "--api-key", API_KEY, "--max-running", "64"]);
+    let slow = Server::start(&["--model", &smollm2(), "--max-running", "1", "--max-queue", "2"]);
+    let out = Command::new(python)
+        .arg(here().join("tests/openai/check_server.py"))
+        .args([&fast.url, API_KEY, &slow.url])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(out.status.success(), "checks failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+}
