@@ -8,6 +8,12 @@
 // WG: each invocation scores one key, every invocation then folds the chunk
 // into a running max and sum (online softmax), and owns head_dim / WG output
 // elements. Three barriers per chunk of WG keys.
+//
+// `main` binds the whole cache. `windowed` serves caches larger than one
+// binding: it is dispatched once per window of cache slots, attends only to
+// the keys whose slot lies in its window, and merges its (max, sum, acc)
+// into a per-(token, head) `state` row, in dispatch order; the last window
+// writes out.
 
 struct Params {      // AttentionParams in backend-wgpu/src/ops/attention.rs
     tokens: u32,     // tokens in this window
@@ -22,6 +28,10 @@ struct Params {      // AttentionParams in backend-wgpu/src/ops/attention.rs
     out_base: u32,
     scale: f32,
     softcap: f32,    // 0: no soft-capping
+    slot0: u32,      // first slot of the cache window (0 for `main`)
+    slots: u32,      // slots in the cache window
+    cache_base: u32, // where slot0 starts in the k/v bindings
+    merge: u32,      // `windowed`: bit 0 set: merge with state; bit 1: last window, write out
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -32,6 +42,8 @@ struct Params {      // AttentionParams in backend-wgpu/src/ops/attention.rs
 @group(0) @binding(5) var<storage, read> token_seq: array<u32>;
 @group(0) @binding(6) var<storage, read> positions: array<u32>;
 @group(0) @binding(7) var<storage, read_write> out: array<f32>;
+// `windowed` only: [tokens, heads, head_dim + 2]: acc, then max, then sum
+@group(0) @binding(8) var<storage, read_write> state: array<f32>;
 
 const WG: u32 = 64u;
 const MAX_D: u32 = 256u;
@@ -41,7 +53,7 @@ const LOWEST: f32 = -3.0e38;    // below any score, and exp(LOWEST - m) == 0
 var<workgroup> q_s: array<f32, MAX_D>;
 var<workgroup> score_s: array<f32, WG>;
 var<workgroup> weight_s: array<f32, WG>;
-var<workgroup> slot_s: array<u32, WG>;
+var<workgroup> row_s: array<u32, WG>; // where each key's k/v row starts in the bindings
 // first and last visible position, made workgroup-uniform for the loop
 var<workgroup> span_s: vec2<u32>;
 
@@ -54,25 +66,23 @@ fn slot_at(seq: u32, j: u32) -> u32 {
     return block * p.block_size + j % p.block_size;
 }
 
-@compute @workgroup_size(WG)
-fn main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let item = wid.x + wid.y * nwg.x;
-    if (item >= p.tokens * p.heads) {
-        return;
-    }
-    let tl = item / p.heads; // token within the window
-    let h = item % p.heads;
+// Softmax state of one (token, head) over the keys seen so far.
+struct Partial {
+    m: f32,                          // running max of the scores
+    l: f32,                          // sum of exp(score - m)
+    acc: array<f32, PER_INVOCATION>, // sum of exp(score - m) * v, this invocation's elements
+}
+
+// Attends (token tl of the window, head h) to its visible keys whose slot
+// lies in [p.slot0, p.slot0 + p.slots).
+fn attend(tl: u32, h: u32, lid: u32) -> Partial {
     let t = p.t0 + tl;
     let seq = token_seq[t];
     let kvh = h / (p.heads / p.kv_heads);
     let d = p.head_dim;
-    let row = (tl * p.heads + h) * d;
+    let q_row = p.q_base + (tl * p.heads + h) * d;
     for (var e = lid; e < d; e += WG) {
-        q_s[e] = q[p.q_base + row + e];
+        q_s[e] = q[q_row + e];
     }
     if (lid == 0u) {
         let pos = positions[t];
@@ -84,62 +94,129 @@ fn main(
     }
     let span = workgroupUniformLoad(&span_s); // also publishes q_s
 
-    var m_run = LOWEST;
-    var l_run = 0.0;
-    var acc: array<f32, PER_INVOCATION>;
+    var r: Partial;
+    r.m = LOWEST;
+    r.l = 0.0;
     for (var c0 = span.x; c0 <= span.y; c0 += WG) {
-        let count = min(WG, span.y + 1u - c0); // keys in this chunk
-        // 1. one key per invocation
-        let j = c0 + lid;
+        let count = min(WG, span.y + 1u - c0); // positions in this chunk
+        // 1. one key per invocation; keys in another cache window are skipped
         var s = LOWEST;
-        var slot = 0u;
+        var row = p.cache_base; // a cache row in this window, for skipped keys too
+        var valid = false;
         if (lid < count) {
-            slot = slot_at(seq, j);
-            let k_row = (slot * p.kv_heads + kvh) * d;
-            var dot = 0.0;
-            for (var e = 0u; e < d; e++) {
-                dot += q_s[e] * k_cache[k_row + e];
-            }
-            s = p.scale * dot;
-            if (p.softcap > 0.0) {
-                s = p.softcap * tanh_safe(s / p.softcap);
+            let slot = slot_at(seq, c0 + lid);
+            if (slot >= p.slot0 && slot - p.slot0 < p.slots) {
+                valid = true;
+                row = p.cache_base + ((slot - p.slot0) * p.kv_heads + kvh) * d;
+                var dot = 0.0;
+                for (var e = 0u; e < d; e++) {
+                    dot += q_s[e] * k_cache[row + e];
+                }
+                s = p.scale * dot;
+                if (p.softcap > 0.0) {
+                    s = p.softcap * tanh_safe(s / p.softcap);
+                }
             }
         }
         score_s[lid] = s;
-        slot_s[lid] = slot;
+        row_s[lid] = row;
         workgroupBarrier();
         // 2. the chunk's weights against the new running max
         var m_chunk = LOWEST;
         for (var i = 0u; i < count; i++) {
             m_chunk = max(m_chunk, score_s[i]);
         }
-        let m_new = max(m_run, m_chunk);
-        weight_s[lid] = select(0.0, exp(s - m_new), lid < count);
+        let m_new = max(r.m, m_chunk);
+        weight_s[lid] = select(0.0, exp(s - m_new), valid);
         workgroupBarrier();
         // 3. rescale what came before, add this chunk
-        let correction = exp(m_run - m_new);
+        let correction = exp(r.m - m_new);
         var l_chunk = 0.0;
         for (var i = 0u; i < count; i++) {
             l_chunk += weight_s[i];
         }
-        l_run = l_run * correction + l_chunk;
-        for (var r = 0u; r < PER_INVOCATION; r++) {
-            let e = lid + r * WG;
+        r.l = r.l * correction + l_chunk;
+        for (var k = 0u; k < PER_INVOCATION; k++) {
+            let e = lid + k * WG;
             if (e < d) {
-                var a = acc[r] * correction;
+                var a = r.acc[k] * correction;
                 for (var i = 0u; i < count; i++) {
-                    a += weight_s[i] * v_cache[(slot_s[i] * p.kv_heads + kvh) * d + e];
+                    let w = weight_s[i];
+                    a += select(0.0, w * v_cache[row_s[i] + e], w > 0.0);
                 }
-                acc[r] = a;
+                r.acc[k] = a;
             }
         }
-        m_run = m_new;
+        r.m = m_new;
         workgroupBarrier(); // before the next chunk overwrites the shared arrays
     }
-    for (var r = 0u; r < PER_INVOCATION; r++) {
-        let e = lid + r * WG;
-        if (e < d) {
-            out[p.out_base + row + e] = acc[r] / l_run;
+    return r;
+}
+
+@compute @workgroup_size(WG)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let item = wid.x + wid.y * nwg.x;
+    if (item >= p.tokens * p.heads) {
+        return;
+    }
+    let r = attend(item / p.heads, item % p.heads, lid);
+    let out_row = p.out_base + item * p.head_dim;
+    for (var k = 0u; k < PER_INVOCATION; k++) {
+        let e = lid + k * WG;
+        if (e < p.head_dim) {
+            out[out_row + e] = r.acc[k] / r.l;
         }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn windowed(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let item = wid.x + wid.y * nwg.x;
+    if (item >= p.tokens * p.heads) {
+        return;
+    }
+    let d = p.head_dim;
+    var r = attend(item / p.heads, item % p.heads, lid);
+    let state_row = item * (d + 2u);
+    if ((p.merge & 1u) == 1u) {
+        // fold in the windows before this one
+        let m_prev = state[state_row + d];
+        let m = max(m_prev, r.m);
+        let c_prev = exp(m_prev - m);
+        let c_new = exp(r.m - m);
+        for (var k = 0u; k < PER_INVOCATION; k++) {
+            let e = lid + k * WG;
+            if (e < d) {
+                r.acc[k] = state[state_row + e] * c_prev + r.acc[k] * c_new;
+            }
+        }
+        r.l = state[state_row + d + 1u] * c_prev + r.l * c_new;
+        r.m = m;
+    }
+    let last = (p.merge & 2u) == 2u;
+    let out_row = p.out_base + item * d;
+    for (var k = 0u; k < PER_INVOCATION; k++) {
+        let e = lid + k * WG;
+        if (e < d) {
+            if (last) {
+                out[out_row + e] = r.acc[k] / r.l;
+            } else {
+                state[state_row + e] = r.acc[k];
+            }
+        }
+    }
+    // every invocation read the old max and sum above; write them after a barrier
+    workgroupBarrier();
+    if (!last && lid == 0u) {
+        state[state_row + d] = r.m;
+        state[state_row + d + 1u] = r.l;
     }
 }

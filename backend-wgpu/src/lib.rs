@@ -154,8 +154,14 @@ impl WgpuBackend {
         self.gpu.check().map_err(Error::Backend)
     }
 
-    fn ctx(&self) -> ops::Ctx {
-        ops::Ctx { limits: self.limits, native_f16: self.gpu.native_f16 }
+    fn ctx(&self) -> ops::Ctx<'_> {
+        ops::Ctx {
+            limits: self.limits,
+            native_f16: self.gpu.native_f16,
+            device: &self.gpu.device,
+            pool: &self.pool,
+            scratch: Default::default(),
+        }
     }
 
     /// Records a clear of `buf` if it was recycled and never overwritten.
@@ -269,7 +275,9 @@ impl Backend for WgpuBackend {
     fn execute(&self, op: &Op, inputs: &[&Tensor], out: &Tensor) -> Result<()> {
         validate(op, inputs, out)?;
         self.check()?;
-        let dispatches = ops::plan(op, inputs, out, &self.ctx())?;
+        // `ctx` outlives the recorder lock: its scratch buffers are recorded first
+        let ctx = self.ctx();
+        let dispatches = ops::plan(op, inputs, out, &ctx)?;
         let out_buf = gpu_buffer(out)?;
         let mut rec = self.recorder()?;
         for t in inputs {

@@ -8,7 +8,8 @@
 //! an offset aligned down to `min_storage_buffer_offset_alignment`, and the
 //! shader adds `base`, where the window's first row starts inside the
 //! binding. An op dispatches once per window (or per pair of windows, e.g.
-//! x rows by weight rows in matmul); small operands (ids, norms, biases,
+//! x rows by weight rows in matmul, tokens by cache slots in kv_store and
+//! attention); small operands (ids, positions, norm weights, biases, block
 //! tables) are bound whole and must fit.
 //!
 //! The limit can be lowered (`Options::max_binding_bytes`) so tests run the

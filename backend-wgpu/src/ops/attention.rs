@@ -1,6 +1,10 @@
-//! attention: one workgroup per (token, head), over windows of tokens. The
-//! caches are bound whole: a layer's cache must fit one binding (128 MiB on
-//! lavapipe: 32k slots of 8 kv heads x 128 dims).
+//! attention: one workgroup per (token, head), over windows of tokens.
+//!
+//! A cache that fits one binding is bound whole (`main`). A larger one
+//! (128 MiB is 32k slots of 8 kv heads x 128 dims in f32) is split into
+//! windows of slots, and `windowed` runs once per window, merging each
+//! window's softmax state into a scratch row per (token, head), flash-decoding
+//! style; the last window writes the output.
 
 use ferrum_engine::ops::Attention;
 use ferrum_engine::{Error, Result, Tensor};
@@ -10,7 +14,7 @@ use crate::buffer::gpu_buffer;
 use crate::encoder::Dispatch;
 use crate::pipelines::Access::{Read, ReadWrite};
 use crate::pipelines::PipelineKey;
-use crate::window::{Rows, groups_2d, ranges, whole};
+use crate::window::{Rows, Window, groups_2d, ranges, whole};
 
 /// Mirrors `Params` in shaders/attention.wgsl.
 #[repr(C)]
@@ -28,10 +32,17 @@ struct AttentionParams {
     out_base: u32,
     scale: f32,
     softcap: f32,
+    slot0: u32,
+    slots: u32,
+    cache_base: u32,
+    merge: u32,
 }
 
 /// `MAX_D` in the shader: head dims one workgroup holds.
 const MAX_HEAD_DIM: usize = 256;
+/// `merge` bits: fold in the state of earlier windows; this is the last window.
+const MERGE_STATE: u32 = 1;
+const LAST_WINDOW: u32 = 2;
 
 pub(super) fn plan(p: &Attention, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -> Result<Vec<Dispatch>> {
     let [q, k_cache, v_cache, tables, token_seq, positions] = inputs else {
@@ -45,43 +56,71 @@ pub(super) fn plan(p: &Attention, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -
     let max_blocks = tables.shape()[1];
     check_pages(p, &gpu_buffer(tables)?.host_u32()?, max_blocks, num_slots, token_seq, positions)?;
     let l = &ctx.limits;
-    let bind = |t: &Tensor, what: &str| whole(t, what, l);
-    let shared = [
-        bind(k_cache, "attention k_cache")?,
-        bind(v_cache, "attention v_cache")?,
-        bind(tables, "attention block_tables")?,
-        bind(token_seq, "attention token_seq")?,
-        bind(positions, "attention positions")?,
+    let small = [
+        whole(tables, "attention block_tables", l)?,
+        whole(token_seq, "attention token_seq", l)?,
+        whole(positions, "attention positions", l)?,
     ];
-    let (qr, or) = (Rows::of(q)?, Rows::of(out)?);
-    let key = PipelineKey::new("attention", "main", &[Read, Read, Read, Read, Read, Read, ReadWrite]);
+    let (qr, or, kr, vr) = (Rows::of(q)?, Rows::of(out)?, Rows::of(k_cache)?, Rows::of(v_cache)?);
+    // whole caches, or windows of slots (k and v have one shape, so one plan)
+    let cache_windows: Vec<(Window, Window)> = if k_cache.size_bytes() as u64 <= l.max_binding {
+        vec![(kr.window(0, num_slots, l), vr.window(0, num_slots, l))]
+    } else {
+        let per = kr.per_window(l)?;
+        ranges(num_slots, per).map(|(first, n)| (kr.window(first, n, l), vr.window(first, n, l))).collect()
+    };
+    let windowed = cache_windows.len() > 1;
+    // a windowed cache needs a state row of head_dim + 2 floats per (token, head)
+    let state_row = Rows { buf: qr.buf, rows: qr.rows, row_elems: heads * (head_dim + 2), elem_bytes: 4 };
+    let mut per_tokens = qr.per_window(l)?.min(or.per_window(l)?);
+    if windowed {
+        per_tokens = per_tokens.min(state_row.per_window(l)?);
+    }
+    let (entry, storage): (_, &'static [_]) = if windowed {
+        ("windowed", &[Read, Read, Read, Read, Read, Read, ReadWrite, ReadWrite])
+    } else {
+        ("main", &[Read, Read, Read, Read, Read, Read, ReadWrite])
+    };
+    let key = PipelineKey::new("attention", entry, storage);
     let mut dispatches = Vec::new();
-    for (first, tokens) in ranges(qr.rows, qr.per_window(l)?.min(or.per_window(l)?)) {
+    for (first, tokens) in ranges(qr.rows, per_tokens) {
         let (qw, ow) = (qr.window(first, tokens, l), or.window(first, tokens, l));
-        let params = AttentionParams {
-            tokens: u32_of(tokens, "tokens in a window")?,
-            t0: u32_of(first, "first token")?,
-            heads: u32_of(heads, "heads")?,
-            kv_heads: u32_of(kv_heads, "kv_heads")?,
-            head_dim: u32_of(head_dim, "head_dim")?,
-            block_size: u32_of(p.block_size, "block_size")?,
-            max_blocks: u32_of(max_blocks, "max_blocks")?,
-            window: u32_of(p.window.unwrap_or(0), "window")?,
-            q_base: qw.base,
-            out_base: ow.base,
-            scale: p.scale,
-            softcap: p.softcap.unwrap_or(0.0),
-        };
-        let mut bindings = vec![qw.binding];
-        bindings.extend(shared.iter().cloned());
-        bindings.push(ow.binding);
-        let groups = if head_dim == 0 { 0 } else { (tokens * heads) as u64 };
-        dispatches.push(Dispatch {
-            pipeline: key.clone(),
-            params: bytes(&params),
-            bindings,
-            groups: groups_2d(groups, l)?,
-        });
+        let state = windowed.then(|| ctx.scratch((tokens * state_row.row_elems * 4) as u64));
+        for (i, (kw, vw)) in cache_windows.iter().enumerate() {
+            let mut merge = if i > 0 { MERGE_STATE } else { 0 };
+            if i + 1 == cache_windows.len() {
+                merge |= LAST_WINDOW;
+            }
+            let params = AttentionParams {
+                tokens: u32_of(tokens, "tokens in a window")?,
+                t0: u32_of(first, "first token")?,
+                heads: u32_of(heads, "heads")?,
+                kv_heads: u32_of(kv_heads, "kv_heads")?,
+                head_dim: u32_of(head_dim, "head_dim")?,
+                block_size: u32_of(p.block_size, "block_size")?,
+                max_blocks: u32_of(max_blocks, "max_blocks")?,
+                window: u32_of(p.window.unwrap_or(0), "window")?,
+                q_base: qw.base,
+                out_base: ow.base,
+                scale: p.scale,
+                softcap: p.softcap.unwrap_or(0.0),
+                slot0: u32_of(kw.first, "first slot")?,
+                slots: u32_of(kw.rows, "slots in a window")?,
+                cache_base: kw.base,
+                merge,
+            };
+            let mut bindings = vec![qw.binding.clone(), kw.binding.clone(), vw.binding.clone()];
+            bindings.extend(small.iter().cloned());
+            bindings.push(ow.binding.clone());
+            bindings.extend(state.clone());
+            let groups = if head_dim == 0 { 0 } else { (tokens * heads) as u64 };
+            dispatches.push(Dispatch {
+                pipeline: key.clone(),
+                params: bytes(&params),
+                bindings,
+                groups: groups_2d(groups, l)?,
+            });
+        }
     }
     Ok(dispatches)
 }

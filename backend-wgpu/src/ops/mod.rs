@@ -11,18 +11,39 @@ mod matmul;
 mod rms_norm;
 mod rope;
 
+use std::cell::RefCell;
+use std::sync::Arc;
+
 use ferrum_engine::ops::{Op, OpKind};
 use ferrum_engine::{DType, Result, Tensor};
 
+use crate::buffer::{BufferPool, GpuBuffer};
 use crate::encoder::Dispatch;
 use crate::pipelines::{Access, PipelineKey};
-use crate::window::BindLimits;
+use crate::window::{BindLimits, Binding};
 
-/// What planning needs to know about the device.
-pub(crate) struct Ctx {
+/// What planning needs of the device.
+pub(crate) struct Ctx<'a> {
     pub limits: BindLimits,
     /// Use the `enable f16;` shader variants for f16 weights.
     pub native_f16: bool,
+    /// For scratch buffers (attention over a windowed cache).
+    pub device: &'a wgpu::Device,
+    pub pool: &'a Arc<BufferPool>,
+    /// Scratch buffers of the planned dispatches. They go back to the pool
+    /// when the context is dropped, after the dispatches are recorded, so no
+    /// other op can be recorded into them first.
+    pub scratch: RefCell<Vec<GpuBuffer>>,
+}
+
+impl Ctx<'_> {
+    /// A scratch buffer of `bytes`, as a binding, kept until recording is done.
+    pub fn scratch(&self, bytes: u64) -> Binding {
+        let buf = GpuBuffer::alloc(self.device, self.pool, bytes, None);
+        let binding = Binding { buffer: buf.raw().clone(), offset: 0, size: bytes.next_multiple_of(4).max(4) };
+        self.scratch.borrow_mut().push(buf);
+        binding
+    }
 }
 
 /// The dispatches that compute `op`; `inputs` and `out` are already
