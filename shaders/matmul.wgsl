@@ -5,8 +5,8 @@
 // columns n0..n0+nw); *_base is where a window starts in its binding.
 // shaders/f16/matmul.wgsl is the same with `enable f16;`.
 //
-// Entry points: `gemv` (m <= 8, decode): a workgroup per weight row reads it
-// once, coalesced, for all m rows of x. `tiled` (prefill): each invocation
+// Entry points: `gemv` (m <= 8, decode): a workgroup per 4 weight rows reads
+// them once, coalesced, for all m rows of x. `tiled` (prefill): each invocation
 // computes a 4x4 block of out from registers, no shared memory or barriers.
 
 struct Params {      // MatmulParams in backend-wgpu/src/ops/matmul.rs
@@ -55,8 +55,9 @@ fn bias_at(col: u32) -> f32 {
 }
 
 const GEMV_WG: u32 = 64u;
-const GEMV_M: u32 = 8u;
-var<workgroup> partial: array<array<f32, GEMV_WG>, GEMV_M>;
+const GEMV_M: u32 = 8u;    // most x rows (the host sends more to `tiled`)
+const GEMV_ROWS: u32 = 4u; // weight rows per workgroup: one reduction for 4 rows
+var<workgroup> partial: array<array<f32, GEMV_WG>, 32>; // [GEMV_ROWS * GEMV_M][GEMV_WG]
 
 @compute @workgroup_size(GEMV_WG)
 fn gemv(
@@ -64,33 +65,49 @@ fn gemv(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let r = wid.x + wid.y * nwg.x; // w row within the window
-    if (r >= p.nw) {
+    let r0 = (wid.x + wid.y * nwg.x) * GEMV_ROWS; // first w row (window-local)
+    if (r0 >= p.nw) {
         return;
     }
-    let w_row = p.w_base + r * p.k;
-    var acc: array<f32, GEMV_M>;
+    let rows = min(GEMV_ROWS, p.nw - r0);
+    // constant trip counts with guards, so acc stays in registers
+    var acc: array<f32, 32>; // [w row j][x row i] at j * GEMV_M + i
     for (var kk = lid; kk < p.k; kk += GEMV_WG) {
-        let wv = load_w(w_row + kk);
-        for (var i = 0u; i < p.m; i++) {
-            acc[i] += x[p.x_base + i * p.k + kk] * wv;
+        var xv: array<f32, GEMV_M>;
+        for (var i = 0u; i < GEMV_M; i++) {
+            if (i < p.m) {
+                xv[i] = x[p.x_base + i * p.k + kk];
+            }
+        }
+        for (var j = 0u; j < GEMV_ROWS; j++) {
+            if (j < rows) {
+                let wv = load_w(p.w_base + (r0 + j) * p.k + kk);
+                for (var i = 0u; i < GEMV_M; i++) {
+                    acc[j * GEMV_M + i] += xv[i] * wv;
+                }
+            }
         }
     }
-    for (var i = 0u; i < GEMV_M; i++) {
-        partial[i][lid] = acc[i];
+    for (var s = 0u; s < GEMV_ROWS * GEMV_M; s++) {
+        partial[s][lid] = acc[s];
     }
     workgroupBarrier();
     for (var stride = GEMV_WG / 2u; stride > 0u; stride >>= 1u) {
         if (lid < stride) {
-            for (var i = 0u; i < GEMV_M; i++) {
-                partial[i][lid] += partial[i][lid + stride];
+            for (var s = 0u; s < GEMV_ROWS * GEMV_M; s++) {
+                if (s / GEMV_M < rows && s % GEMV_M < p.m) {
+                    partial[s][lid] += partial[s][lid + stride];
+                }
             }
         }
         workgroupBarrier();
     }
-    if (lid < p.m) {
-        let col = p.n0 + r;
-        out[p.out_base + lid * p.n + col] = partial[lid][0] + bias_at(col);
+    // one invocation per (w row, x row) writes
+    let j = lid / GEMV_M;
+    let i = lid % GEMV_M;
+    if (j < rows && i < p.m) {
+        let col = p.n0 + r0 + j;
+        out[p.out_base + i * p.n + col] = partial[lid][0] + bias_at(col);
     }
 }
 

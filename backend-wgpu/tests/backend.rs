@@ -136,3 +136,19 @@ fn the_shared_backend_is_one_device() {
 fn bytemuck_f32(v: &[f32]) -> &[u8] {
     bytemuck::cast_slice(v)
 }
+
+/// The op table's matmuls have m <= 8 (gemv); prefill-sized m takes `tiled`,
+/// with edges that are not multiples of its 32 x 32 block.
+#[test]
+fn tiled_matmul_matches_the_cpu() {
+    use ferrum_conformance::cases::{Rng, matmul};
+    let Some(b) = default_backend() else { return };
+    let mut rng = Rng::new(5);
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        for (m, k, n, bias) in [(9, 64, 33, true), (37, 129, 70, false), (64, 8, 32, true)] {
+            let o = check(&b, &matmul(&mut rng, dtype, m, k, n, bias));
+            println!("{}", o.line());
+            assert!(o.passed(), "{}", o.line());
+        }
+    }
+}

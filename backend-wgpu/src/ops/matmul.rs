@@ -27,6 +27,8 @@ struct MatmulParams {
 
 /// `GEMV_M` in the shader: rows of x one gemv workgroup handles.
 const GEMV_M: usize = 8;
+/// `GEMV_ROWS` in the shader: weight rows per gemv workgroup.
+const GEMV_ROWS: usize = 4;
 /// Out elements per `tiled` workgroup side: 8 invocations x 4.
 const TILED_SIDE: usize = 32;
 
@@ -58,7 +60,7 @@ pub(super) fn plan(inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -> Result<Vec<Di
                 _pad: [0; 3],
             };
             let groups = if gemv {
-                groups_2d(ww.rows as u64, l)?
+                groups_2d(ww.rows.div_ceil(GEMV_ROWS) as u64, l)?
             } else {
                 let (gx, gy) = (ww.rows.div_ceil(TILED_SIDE), rows.div_ceil(TILED_SIDE));
                 if gx.max(gy) > l.max_groups as usize {
