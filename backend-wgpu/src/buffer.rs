@@ -12,7 +12,7 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ferrum_engine::{Error, Result, Tensor, tensor::Buffer};
@@ -38,6 +38,9 @@ pub(crate) struct BufferPool {
     idle: Mutex<PoolState>,
     /// Most bytes kept idle; a buffer returned beyond this is freed.
     cap_bytes: u64,
+    /// Buffers freed so far: caches holding buffers (bind groups) drop their
+    /// entries when this moves, so freed memory is not kept alive.
+    freed: AtomicU64,
 }
 
 #[derive(Default)]
@@ -48,7 +51,7 @@ struct PoolState {
 
 impl BufferPool {
     pub fn new(cap_bytes: u64) -> Self {
-        BufferPool { idle: Mutex::new(PoolState::default()), cap_bytes }
+        BufferPool { idle: Mutex::new(PoolState::default()), cap_bytes, freed: AtomicU64::new(0) }
     }
 
     fn lock(&self) -> Option<MutexGuard<'_, PoolState>> {
@@ -69,7 +72,14 @@ impl BufferPool {
         {
             s.bytes += size;
             s.by_size.entry(size).or_default().push(buf);
+            return;
         }
+        self.freed.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// How many buffers were freed rather than kept.
+    pub fn freed(&self) -> u64 {
+        self.freed.load(Ordering::Acquire)
     }
 
     /// Bytes held idle.
@@ -120,17 +130,22 @@ impl GpuBuffer {
         }
     }
 
+    /// A pooled buffer of the class for `bytes`, if one is idle. Its contents
+    /// are stale: the caller overwrites them through the encoder.
+    pub fn recycled(pool: &Arc<BufferPool>, bytes: u64, host_u32: Option<Vec<u32>>) -> Option<Self> {
+        let raw = pool.take(size_class(bytes))?;
+        Some(GpuBuffer {
+            raw: Some(raw),
+            pool: pool.clone(),
+            needs_zero: AtomicBool::new(true),
+            host_u32: host_u32.map(Mutex::new),
+        })
+    }
+
     /// A new buffer holding `data`, written through a mapping at creation (so
     /// no queue write can overtake commands still recorded).
     pub fn with_data(device: &wgpu::Device, pool: &Arc<BufferPool>, data: &[u8], is_u32: bool) -> Result<Self> {
-        let size = size_class(data.len() as u64);
-        let raw = device.create_buffer(&desc(size, true));
-        {
-            let mut view =
-                raw.get_mapped_range_mut(..).map_err(|e| Error::Backend(format!("mapping a new buffer: {e}")))?;
-            view.slice(..data.len()).copy_from_slice(data);
-        }
-        raw.unmap();
+        let raw = mapped_with(device, size_class(data.len() as u64), USAGE, data)?;
         Ok(GpuBuffer {
             raw: Some(raw),
             pool: pool.clone(),
@@ -167,6 +182,29 @@ impl GpuBuffer {
         }
         Ok(())
     }
+}
+
+/// A staging buffer holding `data` (padded to 4 bytes), to copy from inside
+/// the pending batch. Not pooled: wgpu frees it once the copy has run.
+pub(crate) fn staging(device: &wgpu::Device, data: &[u8]) -> Result<wgpu::Buffer> {
+    let size = (data.len() as u64).next_multiple_of(4).max(4);
+    mapped_with(device, size, wgpu::BufferUsages::COPY_SRC, data)
+}
+
+fn mapped_with(device: &wgpu::Device, size: u64, usage: wgpu::BufferUsages, data: &[u8]) -> Result<wgpu::Buffer> {
+    let raw = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("ferrum tensor"),
+        size,
+        usage,
+        mapped_at_creation: true,
+    });
+    {
+        let mut view =
+            raw.get_mapped_range_mut(..).map_err(|e| Error::Backend(format!("mapping a new buffer: {e}")))?;
+        view.slice(..data.len()).copy_from_slice(data);
+    }
+    raw.unmap();
+    Ok(raw)
 }
 
 fn desc(size: u64, mapped: bool) -> wgpu::BufferDescriptor<'static> {

@@ -6,6 +6,14 @@
 //! bound with a dynamic offset); the arena's bytes are written with one queue
 //! write per chunk just before the submit that reads them. Arena chunks are
 //! reused by the next batch: queue writes and submits run in order.
+//!
+//! Bind groups are cached by (layout, arena chunk, storage ranges): pooled
+//! buffers come back to the same roles step after step, so a decode step
+//! mostly reuses last step's bind groups. The cache is emptied when it grows
+//! past a bound or when the pool frees a buffer (a cached bind group would
+//! keep its memory alive).
+
+use std::collections::HashMap;
 
 use ferrum_engine::{Error, Result};
 
@@ -24,6 +32,16 @@ pub(crate) struct Dispatch {
 
 /// Slots per arena chunk: 256 dispatches per 64 KiB buffer.
 const SLOTS_PER_CHUNK: u64 = 256;
+/// Most cached bind groups before the cache starts over.
+const MAX_BIND_GROUPS: usize = 16384;
+
+/// What a bind group binds: its layout, the arena chunk, and the storage ranges.
+#[derive(PartialEq, Eq, Hash)]
+struct BindKey {
+    layout: wgpu::BindGroupLayout,
+    chunk: usize,
+    storage: Vec<(wgpu::Buffer, u64, u64)>,
+}
 
 struct ArenaChunk {
     buffer: wgpu::Buffer,
@@ -39,6 +57,8 @@ pub struct Stats {
     pub readbacks: u64,
     /// Compute dispatches recorded.
     pub dispatches: u64,
+    /// Bind groups created (the rest came from the cache).
+    pub bind_groups: u64,
 }
 
 #[derive(Default)]
@@ -47,6 +67,9 @@ pub(crate) struct Recorder {
     arena: Vec<ArenaChunk>,
     /// Chunks in use by the pending batch.
     used_chunks: usize,
+    bind_groups: HashMap<BindKey, wgpu::BindGroup>,
+    /// `BufferPool::freed` when the cache was last emptied.
+    freed_seen: u64,
     pub stats: Stats,
 }
 
@@ -87,36 +110,38 @@ impl Recorder {
         Ok((self.used_chunks - 1, offset as u32))
     }
 
-    /// Records `dispatches` as one compute pass.
-    pub fn record(&mut self, device: &wgpu::Device, pipelines: &Pipelines, dispatches: &[Dispatch]) -> Result<()> {
+    /// Records `dispatches` as one compute pass. `pool_freed` is the pool's
+    /// count of freed buffers (see the module doc).
+    pub fn record(
+        &mut self,
+        device: &wgpu::Device,
+        pipelines: &Pipelines,
+        dispatches: &[Dispatch],
+        pool_freed: u64,
+    ) -> Result<()> {
+        if pool_freed != self.freed_seen || self.bind_groups.len() > MAX_BIND_GROUPS {
+            self.bind_groups.clear();
+            self.freed_seen = pool_freed;
+        }
         // Everything that can fail happens before the pass begins.
         let mut ready = Vec::with_capacity(dispatches.len());
         for d in dispatches.iter().filter(|d| d.groups.iter().all(|&g| g > 0)) {
             let compiled = pipelines.get(device, &d.pipeline)?;
             let (chunk, offset) = self.push_params(device, &d.params)?;
-            let mut entries = vec![wgpu::BindGroupEntry {
-                binding: 0,
-                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: &self.arena[chunk].buffer,
-                    offset: 0,
-                    size: wgpu::BufferSize::new(PARAMS_SLOT),
-                }),
-            }];
-            for (i, b) in d.bindings.iter().enumerate() {
-                entries.push(wgpu::BindGroupEntry {
-                    binding: i as u32 + 1,
-                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: &b.buffer,
-                        offset: b.offset,
-                        size: wgpu::BufferSize::new(b.size),
-                    }),
-                });
-            }
-            let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: None,
-                layout: &compiled.layout,
-                entries: &entries,
-            });
+            let key = BindKey {
+                layout: compiled.layout.clone(),
+                chunk,
+                storage: d.bindings.iter().map(|b| (b.buffer.clone(), b.offset, b.size)).collect(),
+            };
+            let group = match self.bind_groups.get(&key) {
+                Some(g) => g.clone(),
+                None => {
+                    let g = bind_group(device, &compiled.layout, &self.arena[chunk].buffer, &d.bindings);
+                    self.stats.bind_groups += 1;
+                    self.bind_groups.insert(key, g.clone());
+                    g
+                }
+            };
             ready.push((compiled, group, offset, d.groups));
         }
         if ready.is_empty() {
@@ -146,4 +171,32 @@ impl Recorder {
         queue.submit([encoder.finish()]);
         self.stats.submits += 1;
     }
+}
+
+/// Binding 0: a params slot of the arena chunk; then the storage ranges.
+fn bind_group(
+    device: &wgpu::Device,
+    layout: &wgpu::BindGroupLayout,
+    params: &wgpu::Buffer,
+    storage: &[Binding],
+) -> wgpu::BindGroup {
+    let mut entries = vec![wgpu::BindGroupEntry {
+        binding: 0,
+        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: params,
+            offset: 0,
+            size: wgpu::BufferSize::new(PARAMS_SLOT),
+        }),
+    }];
+    for (i, b) in storage.iter().enumerate() {
+        entries.push(wgpu::BindGroupEntry {
+            binding: i as u32 + 1,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &b.buffer,
+                offset: b.offset,
+                size: wgpu::BufferSize::new(b.size),
+            }),
+        });
+    }
+    device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout, entries: &entries })
 }

@@ -171,6 +171,19 @@ impl WgpuBackend {
         }
     }
 
+    /// Overwrites `buf` with `bytes` through a staging copy recorded in the
+    /// pending batch, so commands recorded earlier still see the old contents.
+    fn copy_in(&self, buf: &GpuBuffer, bytes: &[u8]) -> Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let staging = buffer::staging(&self.gpu.device, bytes)?;
+        let mut rec = self.recorder()?;
+        buf.mark_overwritten();
+        rec.encoder(&self.gpu.device).copy_buffer_to_buffer(&staging, 0, buf.raw(), 0, staging.size());
+        Ok(())
+    }
+
     fn new_tensor(&self, shape: &[usize], dtype: DType, buf: GpuBuffer) -> Tensor {
         Tensor::from_buffer(shape.to_vec(), dtype, Arc::new(buf))
     }
@@ -212,7 +225,16 @@ impl Backend for WgpuBackend {
         if bytes.len() as u64 != want {
             return Err(Error::Backend(format!("upload of {shape:?} {dtype} needs {want} bytes, got {}", bytes.len())));
         }
-        let buf = GpuBuffer::with_data(&self.gpu.device, &self.pool, bytes, dtype == DType::U32)?;
+        let host_u32 = (dtype == DType::U32).then(|| bytemuck::pod_collect_to_vec(bytes));
+        // An idle buffer if there is one (so per-step uploads do not grow the
+        // pool), filled inside the batch; else a new one filled at creation.
+        let buf = match GpuBuffer::recycled(&self.pool, want, host_u32) {
+            Some(buf) => {
+                self.copy_in(&buf, bytes)?;
+                buf
+            }
+            None => GpuBuffer::with_data(&self.gpu.device, &self.pool, bytes, dtype == DType::U32)?,
+        };
         Ok(self.new_tensor(shape, dtype, buf))
     }
 
@@ -222,17 +244,7 @@ impl Backend for WgpuBackend {
         }
         let buf = gpu_buffer(dst)?;
         buf.set_host_u32(bytes)?;
-        if bytes.is_empty() {
-            return Ok(());
-        }
-        // Staged and copied inside the pending batch, so commands recorded
-        // earlier still see the old contents.
-        let staging = GpuBuffer::with_data(&self.gpu.device, &self.pool, bytes, false)?;
-        let mut rec = self.recorder()?;
-        buf.mark_overwritten();
-        let len = (bytes.len() as u64).next_multiple_of(4);
-        rec.encoder(&self.gpu.device).copy_buffer_to_buffer(staging.raw(), 0, buf.raw(), 0, len);
-        Ok(())
+        self.copy_in(buf, bytes)
     }
 
     fn read(&self, src: &Tensor) -> Result<Vec<u8>> {
@@ -288,7 +300,7 @@ impl Backend for WgpuBackend {
         } else {
             self.zero_if_needed(&mut rec, out_buf);
         }
-        rec.record(&self.gpu.device, &self.pipelines, &dispatches)
+        rec.record(&self.gpu.device, &self.pipelines, &dispatches, self.pool.freed())
     }
 
     fn sync(&self) -> Result<()> {

@@ -92,22 +92,24 @@ fn a_wgpu_decode_step_is_one_submit_and_one_read_back() {
     let mut kv = PagedKv::new(model.backend(), &model.config, 16, 4).unwrap();
     let mut table = BlockTable::default();
     table.reserve(&mut kv.pool, ids.len(), 4).unwrap();
-    let n = ids.len() - 1;
+    let n = ids.len() - 1; // prefill n - 1 tokens, then two decode steps; the second is counted
     let chunk = |start: usize, end: usize, logits| SeqChunk {
         tokens: &ids[start..end],
         start_pos: start,
         block_table: table.blocks(),
         logits,
     };
-    model.forward(&[chunk(0, n, LogitsWanted::None)], &kv.cache).unwrap();
+    model.forward(&[chunk(0, n - 1, LogitsWanted::None)], &kv.cache).unwrap();
+    model.forward(&[chunk(n - 1, n, LogitsWanted::Last)], &kv.cache).unwrap();
     let before = wgpu.stats();
     let logits = model.forward(&[chunk(n, n + 1, LogitsWanted::Last)], &kv.cache).unwrap();
     let after = wgpu.stats();
     assert_eq!(logits.rows(), 1);
     let (submits, readbacks) = (after.submits - before.submits, after.readbacks - before.readbacks);
-    let dispatches = after.dispatches - before.dispatches;
+    let (dispatches, bind_groups) = (after.dispatches - before.dispatches, after.bind_groups - before.bind_groups);
     println!(
-        "wgpu decode step ({} layers): {submits} submit, {readbacks} read-back, {dispatches} dispatches",
+        "wgpu decode step ({} layers): {submits} submit, {readbacks} read-back, {dispatches} dispatches, \
+         {bind_groups} new bind groups",
         model.config.num_layers
     );
     assert_eq!((submits, readbacks), (1, 1));
