@@ -84,6 +84,20 @@ fn a_write_does_not_overtake_recorded_ops() {
     assert_eq!(b.stats().submits, 2, "the write itself submits nothing");
 }
 
+/// An upload may take a buffer whose last op is still recorded, not run.
+#[test]
+fn an_upload_into_a_recycled_buffer_waits_its_turn() {
+    let Some(b) = default_backend() else { return };
+    let x = b.upload_f32(&[3], &[1.0, 2.0, 3.0]).unwrap();
+    let y = b.run(&Op::Scale(Scale { factor: 2.0 }), &[&x]).unwrap();
+    drop(x); // idle, but y's dispatch has not run yet
+    let before = b.pooled_bytes();
+    let z = b.upload_f32(&[3], &[7.0, 8.0, 9.0]).unwrap();
+    assert!(b.pooled_bytes() < before, "the upload should have taken x's buffer");
+    assert_eq!(b.read_f32(&y).unwrap(), [2.0, 4.0, 6.0]);
+    assert_eq!(b.read_f32(&z).unwrap(), [7.0, 8.0, 9.0]);
+}
+
 #[test]
 fn indices_are_checked_against_what_was_written() {
     let Some(b) = default_backend() else { return };
