@@ -5,6 +5,7 @@
 //! that load a model.
 
 mod backends;
+mod bench;
 mod commands;
 mod model_args;
 mod pull;
@@ -33,6 +34,8 @@ enum Command {
     Eval(commands::eval::EvalArgs),
     /// Serve the model over an OpenAI-compatible HTTP API.
     Serve(serve::ServeArgs),
+    /// Measure throughput and latency (in-process, or against an OpenAI-compatible --url).
+    Bench(bench::BenchArgs),
     /// Describe a model: architecture, parameters, dtypes, memory needed.
     Info(commands::info::InfoArgs),
     /// List the backends on this machine, and why any is unavailable.
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         Command::Logits(a) => commands::logits::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Info(a) => commands::info::run(a),
+        Command::Bench(a) => bench::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Devices => commands::devices::run(),
         Command::Pull { name } => pull::resolve(name).map(|path| println!("{}", path.display())),

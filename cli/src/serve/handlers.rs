@@ -98,7 +98,7 @@ pub async fn models(State(state): Shared, headers: HeaderMap) -> Result<Json<Val
     state.check(&headers, None)?;
     Ok(Json(json!({"object": "list", "data": [{
         "id": state.model_name, "object": "model", "created": state.created, "owned_by": "ferrum",
-        "max_model_len": state.engine.max_context,
+        "max_model_len": state.engine.max_context, "vocab_size": state.engine.vocab_size,
     }]})))
 }
 
@@ -136,7 +136,7 @@ pub async fn completions(State(state): Shared, headers: HeaderMap, body: Result<
                 sampling: req.sampling.params(&state.defaults)?,
                 max_tokens: openai::max_tokens(req.max_tokens, 16)?,
                 stop_strings: req.stop.map(|s| s.into_vec()).unwrap_or_default(),
-                stop_token_ids: state.eos_token_ids.clone(),
+                stop_token_ids: if req.sampling.ignore_eos { Vec::new() } else { state.eos_token_ids.clone() },
                 logprobs: openai::top_logprobs(req.logprobs)?,
             },
             prompts,
@@ -174,7 +174,7 @@ pub async fn chat_completions(
                 sampling: req.sampling.params(&state.defaults)?,
                 max_tokens: openai::max_tokens(req.max_completion_tokens.or(req.max_tokens), room)?,
                 stop_strings: req.stop.map(|s| s.into_vec()).unwrap_or_default(),
-                stop_token_ids: state.eos_token_ids.clone(),
+                stop_token_ids: if req.sampling.ignore_eos { Vec::new() } else { state.eos_token_ids.clone() },
                 logprobs,
             },
             prompts: vec![prompt],

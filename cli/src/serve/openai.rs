@@ -49,6 +49,9 @@ pub struct SamplingFields {
     pub frequency_penalty: Option<f32>,
     pub repetition_penalty: Option<f32>,
     pub seed: Option<u64>,
+    /// Keep generating past EOS (vLLM's extension; benchmarks use it).
+    #[serde(default)]
+    pub ignore_eos: bool,
 }
 
 impl SamplingFields {

@@ -37,15 +37,59 @@ impl Matmul {
     }
 
     /// x (m, k), w (n, k), bias (n,) -> out (m, n)
+    ///
+    /// Large products split the output columns over the machine's threads;
+    /// each output is the same f32 dot product either way.
     pub fn reference(&self, x: &[f32], w: FloatSlice, bias: Option<&[f32]>, [m, k, n]: [usize; 3], out: &mut [f32]) {
-        let mut scratch = Vec::new(); // (k,) a weight row widened to f32 when stored narrower
-        for j in 0..n {
-            let w_row = w.f32_range(j * k, k, &mut scratch); // (k,)
-            let b = bias.map_or(0.0, |b| b[j]);
+        let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+        // one row is bound by memory bandwidth, not worth a thread spawn per call
+        if threads == 1 || m < 4 || m * n * k < (1 << 22) || n < 2 * threads {
+            return columns(x, w, bias, [m, k], 0..n, n, out);
+        }
+        let per = n.div_ceil(threads);
+        let parts: Vec<Vec<f32>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..n)
+                .step_by(per)
+                .map(|start| {
+                    let cols = start..(start + per).min(n);
+                    s.spawn(move || {
+                        let mut part = vec![0.0f32; m * cols.len()]; // (m, cols)
+                        let width = cols.len();
+                        columns(x, w, bias, [m, k], cols, width, &mut part);
+                        part
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("matmul worker panicked")).collect()
+        });
+        for (p, part) in parts.iter().enumerate() {
+            let start = p * per;
+            let width = part.len() / m.max(1);
             for i in 0..m {
-                let x_row = &x[i * k..(i + 1) * k];
-                out[i * n + j] = dot(x_row, w_row) + b;
+                out[i * n + start..i * n + start + width].copy_from_slice(&part[i * width..(i + 1) * width]);
             }
+        }
+    }
+}
+
+/// Output columns `cols` of x (m, k) · w (n, k)ᵀ into out (m, width), where
+/// column j lands at `j - cols.start`.
+fn columns(
+    x: &[f32],
+    w: FloatSlice,
+    bias: Option<&[f32]>,
+    [m, k]: [usize; 2],
+    cols: std::ops::Range<usize>,
+    width: usize,
+    out: &mut [f32],
+) {
+    let mut scratch = Vec::new(); // (k,) a weight row widened to f32 when stored narrower
+    for j in cols.clone() {
+        let w_row = w.f32_range(j * k, k, &mut scratch); // (k,)
+        let b = bias.map_or(0.0, |b| b[j]);
+        for i in 0..m {
+            let x_row = &x[i * k..(i + 1) * k];
+            out[i * width + (j - cols.start)] = dot(x_row, w_row) + b;
         }
     }
 }

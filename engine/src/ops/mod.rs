@@ -200,15 +200,17 @@ impl FloatSlice<'_> {
     }
 }
 
-/// `sum_i a[i] * b[i]`, accumulated in f32 in 8 interleaved partial sums:
-/// the order a SIMD unit adds in, so the compiler can vectorise the loop
-/// (a single running sum cannot be reordered, and runs ~8x slower).
+/// `sum_i a[i] * b[i]`, accumulated in f32 in 32 interleaved partial sums:
+/// the order SIMD units add in, so the compiler vectorises the loop with
+/// several independent accumulators (a single running sum cannot be
+/// reordered and is ~10x slower).
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a8.remainder().iter().zip(b8.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in a8.zip(b8) {
-        for l in 0..8 {
+    const LANES: usize = 32;
+    let mut lanes = [0.0f32; LANES];
+    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = a_chunks.remainder().iter().zip(b_chunks.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in a_chunks.zip(b_chunks) {
+        for l in 0..LANES {
             lanes[l] += x[l] * y[l];
         }
     }
