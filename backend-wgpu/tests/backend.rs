@@ -110,6 +110,20 @@ fn indices_are_checked_against_what_was_written() {
     assert!(err.to_string().contains("index 7 out of range"), "{err}");
 }
 
+/// One u32 tensor passed as two inputs (sequence ids and positions, both 0).
+#[test]
+fn an_input_given_twice_is_fine() {
+    use ferrum_engine::ops::Attention;
+    let Some(b) = default_backend() else { return };
+    let q = b.upload_f32(&[1, 1, 2], &[1.0, 0.0]).unwrap();
+    let cache = b.upload_f32(&[2, 1, 2], &[3.0, 4.0, 5.0, 6.0]).unwrap();
+    let tables = b.upload_u32(&[1, 1], &[0]).unwrap();
+    let zero = b.upload_u32(&[1], &[0]).unwrap();
+    let op = Op::Attention(Attention { block_size: 2, scale: 1.0, softcap: None, window: None });
+    let out = b.run(&op, &[&q, &cache, &cache, &tables, &zero, &zero]).unwrap();
+    assert_eq!(b.read_f32(&out).unwrap(), [3.0, 4.0]);
+}
+
 #[test]
 fn f16_weights_without_shader_f16() {
     let Some(b) = common::backend(Options { native_f16: false, ..Options::default() }) else { return };

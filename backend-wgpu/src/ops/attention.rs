@@ -54,7 +54,9 @@ pub(super) fn plan(p: &Attention, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -
         return Err(Error::op("attention", format!("head_dim {head_dim} > {MAX_HEAD_DIM} is not supported on wgpu")));
     }
     let max_blocks = tables.shape()[1];
-    check_pages(p, &gpu_buffer(tables)?.host_u32()?, max_blocks, num_slots, token_seq, positions)?;
+    // copies, not guards: two of these may be one tensor
+    let host = |t: &Tensor| -> Result<Vec<u32>> { Ok(gpu_buffer(t)?.host_u32()?.clone()) };
+    check_pages(p, &host(tables)?, max_blocks, num_slots, &host(token_seq)?, &host(positions)?)?;
     let l = &ctx.limits;
     let small = [
         whole(tables, "attention block_tables", l)?,
@@ -132,11 +134,10 @@ fn check_pages(
     tables: &[u32],
     max_blocks: usize,
     num_slots: usize,
-    token_seq: &Tensor,
-    positions: &Tensor,
+    seq_host: &[u32],
+    pos_host: &[u32],
 ) -> Result<()> {
     let err = |msg: String| Err(Error::op("attention", msg));
-    let (seq_host, pos_host) = (gpu_buffer(token_seq)?.host_u32()?, gpu_buffer(positions)?.host_u32()?);
     let seqs = tables.len() / max_blocks.max(1);
     let num_blocks = num_slots / p.block_size;
     for (t, (&s, &pos)) in seq_host.iter().zip(pos_host.iter()).enumerate() {
