@@ -19,7 +19,7 @@ use crate::window::{Rows, Window, groups_2d, ranges, whole};
 /// Mirrors `Params` in shaders/attention.wgsl.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct AttentionParams {
+pub(super) struct AttentionParams {
     tokens: u32,
     t0: u32,
     heads: u32,

@@ -14,7 +14,7 @@ use Access::{Read, ReadWrite};
 /// Mirrors `Params` in shaders/add.wgsl.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct AddParams {
+pub(super) struct AddParams {
     n: u32,
     _pad: [u32; 3],
 }
@@ -22,7 +22,7 @@ struct AddParams {
 /// Mirrors `Params` in shaders/glu.wgsl.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct GluParams {
+pub(super) struct GluParams {
     n: u32,
     _pad: [u32; 3],
 }
@@ -30,7 +30,7 @@ struct GluParams {
 /// Mirrors `Params` in shaders/scale.wgsl.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct ScaleParams {
+pub(super) struct ScaleParams {
     n: u32,
     factor: f32,
     _pad: [u32; 2],
@@ -39,7 +39,7 @@ struct ScaleParams {
 /// Mirrors `Params` in shaders/softcap.wgsl.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct SoftcapParams {
+pub(super) struct SoftcapParams {
     n: u32,
     cap: f32,
     _pad: [u32; 2],

@@ -13,7 +13,7 @@ use crate::window::{Rows, groups_2d, whole};
 /// Mirrors `Params` in shaders/gather_rows.wgsl (and shaders/f16/gather_rows.wgsl).
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct GatherRowsParams {
+pub(super) struct GatherRowsParams {
     n: u32,
     cols: u32,
     id0: u32,

@@ -16,7 +16,7 @@ use crate::window::{Rows, groups_2d, ranges, whole};
 /// Mirrors `Params` in shaders/kv_store.wgsl.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct KvStoreParams {
+pub(super) struct KvStoreParams {
     tokens: u32,
     row: u32,
     t0: u32,

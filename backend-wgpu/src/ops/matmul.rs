@@ -12,7 +12,7 @@ use ferrum_engine::Error;
 /// Mirrors `Params` in shaders/matmul.wgsl (and shaders/f16/matmul.wgsl).
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct MatmulParams {
+pub(super) struct MatmulParams {
     m: u32,
     k: u32,
     n: u32,

@@ -126,3 +126,42 @@ fn bytes<T: bytemuck::Pod>(params: &T) -> Vec<u8> {
 fn u32_of(v: usize, what: &str) -> Result<u32> {
     u32::try_from(v).map_err(|_| ferrum_engine::Error::Backend(format!("{what} = {v} does not fit a u32")))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::mem::size_of;
+
+    use super::{attention, elementwise, gather_rows, kv_store, matmul, rms_norm, rope};
+
+    /// Each `#[repr(C)]` params struct has the size of the WGSL `Params` it
+    /// mirrors (naga's layout), in the portable and the f16 variants.
+    #[test]
+    fn params_structs_match_their_wgsl() {
+        let ours = [
+            ("add", size_of::<elementwise::AddParams>()),
+            ("attention", size_of::<attention::AttentionParams>()),
+            ("gather_rows", size_of::<gather_rows::GatherRowsParams>()),
+            ("glu", size_of::<elementwise::GluParams>()),
+            ("kv_store", size_of::<kv_store::KvStoreParams>()),
+            ("matmul", size_of::<matmul::MatmulParams>()),
+            ("rms_norm", size_of::<rms_norm::RmsNormParams>()),
+            ("rope", size_of::<rope::RopeParams>()),
+            ("scale", size_of::<elementwise::ScaleParams>()),
+            ("softcap", size_of::<elementwise::SoftcapParams>()),
+        ];
+        let shaders = ferrum_shaders::SHADERS.iter().map(|s| (s, false));
+        let all = shaders.chain(ferrum_shaders::F16_SHADERS.iter().map(|s| (s, true)));
+        let mut checked = 0;
+        for ((stem, src), f16) in all {
+            let module = naga::front::wgsl::parse_str(src).unwrap();
+            let params = module.types.iter().find(|(_, t)| t.name.as_deref() == Some("Params"));
+            let Some((_, ty)) = params else { panic!("{stem}: no struct Params") };
+            let naga::TypeInner::Struct { span, .. } = ty.inner else { panic!("{stem}: Params is not a struct") };
+            let (_, size) = ours.iter().find(|(s, _)| s == stem).unwrap_or_else(|| panic!("{stem}: no Rust params"));
+            assert_eq!(*size, span as usize, "{stem} (f16 variant: {f16})");
+            assert!(*size as u64 <= crate::pipelines::PARAMS_SLOT);
+            checked += 1;
+        }
+        assert_eq!(checked, ours.len() + ferrum_shaders::F16_SHADERS.len());
+    }
+}

@@ -12,7 +12,7 @@ use crate::window::{Rows, groups_2d, ranges, whole};
 /// Mirrors `Params` in shaders/rms_norm.wgsl.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct RmsNormParams {
+pub(super) struct RmsNormParams {
     rows: u32,
     cols: u32,
     x_base: u32,

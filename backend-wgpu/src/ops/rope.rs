@@ -12,7 +12,7 @@ use crate::window::{Rows, groups_2d, ranges, whole};
 /// Mirrors `Params` in shaders/rope.wgsl.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct RopeParams {
+pub(super) struct RopeParams {
     tokens: u32,
     heads: u32,
     head_dim: u32,
