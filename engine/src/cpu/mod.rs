@@ -29,7 +29,7 @@ impl Backend for CpuBackend {
 
     fn device_description(&self) -> String {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        format!("CPU reference ({threads} hardware threads, runs on one)")
+        format!("CPU reference ({threads} hardware threads; large batched matmuls use them all)")
     }
 
     fn supports(&self, op: OpKind, dtype: DType) -> bool {
