@@ -4,6 +4,7 @@
 //!
 //! - [`backend`]: the `Backend` trait (memory + execute), the seam every device plugs into.
 //! - [`ops`]: the op table; one file per op with its parameters, shape rule, math and CPU reference.
+//! - [`quant`]: weight formats (NVFP4, MXFP4, FP8, INT8, INT4): quantize, dequantize a row; bit-exact with the tools.
 //! - [`cpu`]: the CPU reference backend (plain loops, f32 accumulation): the oracle.
 //! - [`tensor`], [`dtype`]: backend-owned tensors and their element types.
 //! - [`config`]: `config.json` in the transformers-4 and -5 spellings.
@@ -36,6 +37,7 @@ pub mod loader;
 pub mod logits;
 pub mod model;
 pub mod ops;
+pub mod quant;
 pub mod sampler;
 pub mod serving;
 pub mod source;
