@@ -1,9 +1,103 @@
 //! # ferrum-kernels
 //!
-//! The CUDA C sources of the CUDA backend, one `.cu` file per op family plus
-//! a shared `common.cuh`, exposed with `include_str!` and compiled with NVRTC
-//! at first use (never committed as PTX or cubin). Empty until the CUDA
-//! backend lands.
+//! The CUDA C sources of the CUDA backend, one `.cu` file per op family (the
+//! same stem as `engine/src/ops/<op>.rs`) plus a shared `cu/common.cuh`,
+//! exposed with `include_str!` and compiled with NVRTC at first use (never
+//! committed as PTX or cubin).
+//!
+//! - [`KERNELS`]: `(stem, source)` for every kernel file.
+//! - [`COMMON`]: `common.cuh`, which each kernel `#include`s.
+//! - [`program`]: a kernel's source with `common.cuh` pasted in, ready for
+//!   NVRTC without any include path (the kernels use no CUDA header: bf16 is
+//!   widened with a shift, f16 with the PTX `cvt.f32.f16` instruction).
+//! - [`ENTRY_POINTS`]: the `extern "C"` kernels each file defines, so the
+//!   backend and the compile test agree on what must exist.
+
+/// `common.cuh`: dtype widening, warp and block reductions.
+pub const COMMON: &str = include_str!("../cu/common.cuh");
 
 /// `(op file stem, CUDA C source)` for every kernel.
-pub const KERNELS: &[(&str, &str)] = &[];
+pub const KERNELS: &[(&str, &str)] = &[
+    ("add", include_str!("../cu/add.cu")),
+    ("attention", include_str!("../cu/attention.cu")),
+    ("gather_rows", include_str!("../cu/gather_rows.cu")),
+    ("glu", include_str!("../cu/glu.cu")),
+    ("kv_store", include_str!("../cu/kv_store.cu")),
+    ("matmul", include_str!("../cu/matmul.cu")),
+    ("rms_norm", include_str!("../cu/rms_norm.cu")),
+    ("rope", include_str!("../cu/rope.cu")),
+    ("scale", include_str!("../cu/scale.cu")),
+    ("softcap", include_str!("../cu/softcap.cu")),
+];
+
+/// `(op file stem, extern "C" kernels it defines)`.
+pub const ENTRY_POINTS: &[(&str, &[&str])] = &[
+    ("add", &["add"]),
+    ("attention", &["attention"]),
+    ("gather_rows", &["gather_rows_f32", "gather_rows_f16", "gather_rows_bf16"]),
+    ("glu", &["glu"]),
+    ("kv_store", &["kv_store"]),
+    (
+        "matmul",
+        &[
+            "matmul_gemv_f32",
+            "matmul_gemv_f16",
+            "matmul_gemv_bf16",
+            "matmul_tiled_f32",
+            "matmul_tiled_f16",
+            "matmul_tiled_bf16",
+        ],
+    ),
+    ("rms_norm", &["rms_norm"]),
+    ("rope", &["rope"]),
+    ("scale", &["scale"]),
+    ("softcap", &["softcap"]),
+];
+
+const INCLUDE_COMMON: &str = "#include \"common.cuh\"";
+
+/// A kernel's source with its `#include "common.cuh"` line replaced by the
+/// header itself: one self-contained NVRTC program.
+pub fn program(source: &str) -> String {
+    source.replacen(INCLUDE_COMMON, COMMON, 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kernel_includes_common_and_defines_its_entry_points() {
+        assert_eq!(KERNELS.len(), ENTRY_POINTS.len());
+        for ((stem, src), (stem2, entries)) in KERNELS.iter().zip(ENTRY_POINTS) {
+            assert_eq!(stem, stem2);
+            assert!(src.contains(INCLUDE_COMMON), "{stem}.cu does not include common.cuh");
+            let full = program(src);
+            assert!(!full.contains(INCLUDE_COMMON));
+            for e in *entries {
+                assert!(full.contains(&format!(" {e}(")), "{stem}.cu does not define {e}");
+            }
+        }
+    }
+
+    /// One kernel file per op, with the op's name (docs/adding-an-op.md).
+    #[test]
+    fn stems_are_the_op_names() {
+        let mut stems: Vec<_> = KERNELS.iter().map(|(s, _)| *s).collect();
+        stems.sort();
+        let mut want = vec![
+            "add",
+            "attention",
+            "gather_rows",
+            "glu",
+            "kv_store",
+            "matmul",
+            "rms_norm",
+            "rope",
+            "scale",
+            "softcap",
+        ];
+        want.sort();
+        assert_eq!(stems, want);
+    }
+}

@@ -1,0 +1,57 @@
+//! Finding a GPU without ever panicking. cudarc with `dynamic-loading`
+//! panics when libcuda is missing (PLATFORM.md 2), so libcuda is probed with
+//! dlopen first, and every first driver call is wrapped in `catch_unwind` as
+//! a belt.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use cudarc::driver::{CudaContext, sys::CUdevice_attribute};
+
+/// Runs `f`, turning a panic (a missing library or symbol) into `Err`.
+pub(crate) fn no_panic<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        let msg = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        Err(format!("{what} panicked: {msg}"))
+    })
+}
+
+/// Whether libcuda (the driver) can be loaded.
+pub fn driver_present() -> bool {
+    // SAFETY: only dlopen()s candidate library names.
+    unsafe { cudarc::driver::sys::is_culib_present() }
+}
+
+/// Device `ordinal`'s context, or why there is none.
+pub(crate) fn context(ordinal: usize) -> Result<Arc<CudaContext>, String> {
+    if !driver_present() {
+        return Err("libcuda not found (no NVIDIA driver)".into());
+    }
+    let count =
+        no_panic("cuDeviceGetCount", || CudaContext::device_count().map_err(|e| format!("cuDeviceGetCount: {e:?}")))?;
+    if count <= 0 {
+        return Err("the NVIDIA driver sees no CUDA device".into());
+    }
+    if ordinal >= count as usize {
+        return Err(format!("CUDA device {ordinal} requested, {count} present"));
+    }
+    no_panic("creating a CUDA context", || CudaContext::new(ordinal).map_err(|e| format!("cuCtxCreate: {e:?}")))
+}
+
+/// "sm_XY" for the context's device.
+pub(crate) fn arch(ctx: &CudaContext) -> Result<String, String> {
+    let (major, minor) = ctx.compute_capability().map_err(|e| format!("compute capability: {e:?}"))?;
+    Ok(format!("sm_{major}{minor}"))
+}
+
+/// "NVIDIA H200 (sm_90, 141 GiB, 132 SMs)".
+pub(crate) fn describe(ctx: &CudaContext, arch: &str) -> String {
+    let name = ctx.name().unwrap_or_else(|_| "unknown NVIDIA GPU".into());
+    let gib = ctx.total_mem().map_or(0.0, |b| b as f64 / (1u64 << 30) as f64);
+    let sms = ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).unwrap_or(0);
+    format!("{name} ({arch}, {gib:.0} GiB, {sms} SMs)")
+}

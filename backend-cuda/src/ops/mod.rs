@@ -1,0 +1,327 @@
+//! Op dispatch: each op turned into launches of the kernels in
+//! `ferrum-kernels`, after the checks the reference makes (index ranges come
+//! from the host copies of u32 tensors, so a bad id is an `Err`, never a
+//! device fault). The match has no catch-all arm: a new op is a compile
+//! error here until it is ported.
+//!
+//! Each `#[repr(C)]` params struct below mirrors the C struct of the same
+//! name in `kernels/cu/<op>.cu`; kernels take it by value as their first
+//! argument, then raw device pointers.
+
+mod attention;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cudarc::driver::{CudaFunction, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg};
+use ferrum_engine::ops::{Activation, Op, OpKind, RopeStyle};
+use ferrum_engine::{DType, Error, Result, Tensor};
+
+use crate::buffer::{cuda_buffer, driver_err};
+
+/// Mirrors `GatherRowsParams` in kernels/cu/gather_rows.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct GatherRowsParams {
+    pub n: u32,
+    pub cols: u32,
+    pub rows: u32,
+    pub _pad: u32,
+}
+
+/// Mirrors `RmsNormParams` in kernels/cu/rms_norm.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RmsNormParams {
+    pub rows: u32,
+    pub cols: u32,
+    pub eps: f32,
+    pub unit_offset: u32,
+}
+
+/// Mirrors `MatmulParams` in kernels/cu/matmul.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MatmulParams {
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    pub has_bias: u32,
+    pub vec: u32,
+    pub _pad: u32,
+}
+
+/// Mirrors `RopeParams` in kernels/cu/rope.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RopeParams {
+    pub tokens: u32,
+    pub heads: u32,
+    pub head_dim: u32,
+    pub half: u32,
+    pub interleaved: u32,
+    pub attention_scale: f32,
+}
+
+/// Mirrors `KvStoreParams` in kernels/cu/kv_store.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KvStoreParams {
+    pub tokens: u32,
+    pub row: u32,
+    pub num_slots: u32,
+    pub _pad: u32,
+}
+
+/// Mirrors `AttentionParams` in kernels/cu/attention.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AttentionParams {
+    pub tokens: u32,
+    pub heads: u32,
+    pub kv_heads: u32,
+    pub head_dim: u32,
+    pub block_size: u32,
+    pub max_blocks: u32,
+    pub window: u32,
+    pub num_slots: u32,
+    pub scale: f32,
+    pub softcap: f32,
+}
+
+/// Mirrors `ElementwiseParams` in kernels/cu/{add,scale,softcap,glu}.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ElementwiseParams {
+    pub n: u64,
+    pub value: f32,
+    pub mode: u32,
+}
+
+// SAFETY: plain #[repr(C)] structs of u32/u64/f32, laid out as their C twins.
+unsafe impl DeviceRepr for GatherRowsParams {}
+unsafe impl DeviceRepr for RmsNormParams {}
+unsafe impl DeviceRepr for MatmulParams {}
+unsafe impl DeviceRepr for RopeParams {}
+unsafe impl DeviceRepr for KvStoreParams {}
+unsafe impl DeviceRepr for AttentionParams {}
+unsafe impl DeviceRepr for ElementwiseParams {}
+
+/// Threads per block of the 1-D kernels.
+const BLOCK: u32 = 256;
+/// Most blocks of a grid-stride kernel (each thread then loops).
+const MAX_BLOCKS: u64 = 1 << 16;
+/// `GEMV_WARPS` and `GEMV_ROWS` in matmul.cu; at most this many rows of x
+/// take the GEMV kernel (it reads the weights ceil(m / GEMV_ROWS) times).
+const GEMV_WARPS: u32 = 8;
+const GEMV_ROWS: u32 = 4;
+const GEMV_MAX_M: usize = 8;
+/// `TILE` in matmul.cu.
+const TILE: u32 = 64;
+/// Grid y and z are limited to 65535 blocks.
+const MAX_GRID_Y: u32 = 65535;
+
+/// The loaded kernels and the stream they run on.
+pub(crate) struct Launcher<'a> {
+    pub stream: &'a Arc<CudaStream>,
+    pub functions: &'a HashMap<&'static str, CudaFunction>,
+}
+
+impl Launcher<'_> {
+    /// Queue `name` with `params` then `ptrs` as arguments; no wait.
+    fn launch<P: DeviceRepr>(
+        &self,
+        name: &str,
+        grid: (u32, u32, u32),
+        block: u32,
+        params: &P,
+        ptrs: &[u64],
+    ) -> Result<()> {
+        if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
+            return Ok(()); // nothing to do (CUDA rejects an empty grid)
+        }
+        if grid.1 > MAX_GRID_Y || grid.2 > MAX_GRID_Y || grid.0 > i32::MAX as u32 {
+            return Err(Error::Backend(format!("cuda: grid {grid:?} of {name} is too large")));
+        }
+        let f = self.functions.get(name).ok_or_else(|| Error::Backend(format!("cuda: kernel {name} not loaded")))?;
+        let cfg = LaunchConfig { grid_dim: grid, block_dim: (block, 1, 1), shared_mem_bytes: 0 };
+        let mut b = self.stream.launch_builder(f);
+        b.arg(params);
+        for p in ptrs {
+            b.arg(p);
+        }
+        // SAFETY: the arguments match the kernel's signature (params struct by
+        // value, then device pointers to live buffers of the sizes the shape
+        // rule gives), and every index the kernel follows was checked above.
+        unsafe { b.launch(cfg) }.map(|_| ()).map_err(driver_err(name))
+    }
+
+    /// A grid-stride kernel over `n` elements.
+    fn elementwise(&self, name: &str, n: usize, value: f32, mode: u32, ptrs: &[u64]) -> Result<()> {
+        let blocks = (n as u64).div_ceil(BLOCK as u64).min(MAX_BLOCKS) as u32;
+        self.launch(name, (blocks, 1, 1), BLOCK, &ElementwiseParams { n: n as u64, value, mode }, ptrs)
+    }
+}
+
+/// Launch the kernels that compute `op`; `inputs` and `out` are already
+/// validated against the op's shape rule.
+pub(crate) fn run(l: &Launcher, op: &Op, inputs: &[&Tensor], out: &Tensor) -> Result<()> {
+    let ptrs = inputs.iter().map(|t| cuda_buffer(t).map(|b| b.ptr())).collect::<Result<Vec<_>>>()?;
+    let o = cuda_buffer(out)?.ptr();
+    match op {
+        Op::GatherRows(_) => {
+            let (table, ids) = (inputs[0], inputs[1]);
+            let (rows, cols) = (table.shape()[0], table.shape()[1]);
+            let host = cuda_buffer(ids)?.host_u32()?;
+            if let Some(&id) = host.iter().find(|&&id| id as usize >= rows) {
+                return Err(Error::op("gather_rows", format!("index {id} out of range for {rows} rows")));
+            }
+            let p = GatherRowsParams {
+                n: u32_of(host.len(), "ids")?,
+                cols: u32_of(cols, "cols")?,
+                rows: u32_of(rows, "rows")?,
+                _pad: 0,
+            };
+            let name = by_dtype(table.dtype(), "gather_rows_f32", "gather_rows_f16", "gather_rows_bf16")?;
+            l.launch(name, (p.n, (cols as u32).div_ceil(BLOCK), 1), BLOCK, &p, &[ptrs[0], ptrs[1], o])
+        }
+        Op::RmsNorm(p) => {
+            let (rows, cols) = (inputs[0].shape()[0], inputs[0].shape()[1]);
+            let params = RmsNormParams {
+                rows: u32_of(rows, "rows")?,
+                cols: u32_of(cols, "cols")?,
+                eps: p.eps,
+                unit_offset: p.unit_offset as u32,
+            };
+            l.launch("rms_norm", (params.rows, 1, 1), BLOCK, &params, &[ptrs[0], ptrs[1], o])
+        }
+        Op::Matmul(_) => {
+            let (x, w) = (inputs[0], inputs[1]);
+            let (m, k, n) = (x.shape()[0], x.shape()[1], w.shape()[0]);
+            let elem = w.dtype().size_bytes();
+            let p = MatmulParams {
+                m: u32_of(m, "m")?,
+                n: u32_of(n, "n")?,
+                k: u32_of(k, "k")?,
+                has_bias: (inputs.len() == 3) as u32,
+                vec: ((k * elem) % 16 == 0 && k % 4 == 0) as u32,
+                _pad: 0,
+            };
+            let bias = ptrs.get(2).copied().unwrap_or(0);
+            let args = [ptrs[0], ptrs[1], bias, o];
+            if m <= GEMV_MAX_M {
+                let name = by_dtype(w.dtype(), "matmul_gemv_f32", "matmul_gemv_f16", "matmul_gemv_bf16")?;
+                l.launch(name, (p.n.div_ceil(GEMV_WARPS), p.m.div_ceil(GEMV_ROWS), 1), 32 * GEMV_WARPS, &p, &args)
+            } else {
+                let name = by_dtype(w.dtype(), "matmul_tiled_f32", "matmul_tiled_f16", "matmul_tiled_bf16")?;
+                l.launch(name, (p.n.div_ceil(TILE), p.m.div_ceil(TILE), 1), 256, &p, &args)
+            }
+        }
+        Op::Rope(p) => {
+            let x = inputs[0];
+            let params = RopeParams {
+                tokens: u32_of(x.shape()[0], "tokens")?,
+                heads: u32_of(x.shape()[1], "heads")?,
+                head_dim: u32_of(x.shape()[2], "head_dim")?,
+                half: u32_of(inputs[2].shape()[0], "rotary_dim / 2")?,
+                interleaved: (p.style == RopeStyle::Interleaved) as u32,
+                attention_scale: p.attention_scale,
+            };
+            let blocks = (x.elem_count() as u64).div_ceil(BLOCK as u64).min(MAX_BLOCKS) as u32;
+            l.launch("rope", (blocks, 1, 1), BLOCK, &params, &[ptrs[0], ptrs[1], ptrs[2], o])
+        }
+        Op::KvStore(p) => {
+            let src = inputs[0];
+            let slots = cuda_buffer(inputs[1])?.host_u32()?;
+            let mut written = std::collections::HashSet::with_capacity(slots.len());
+            for &slot in &slots {
+                if slot as usize >= p.num_slots {
+                    return Err(Error::op("kv_store", format!("slot {slot} past {} slots", p.num_slots)));
+                }
+                // written in parallel: a slot named twice would depend on timing
+                if !written.insert(slot) {
+                    return Err(Error::op("kv_store", format!("slot {slot} written twice in one step")));
+                }
+            }
+            let row = src.shape()[1] * src.shape()[2];
+            let params = KvStoreParams {
+                tokens: u32_of(slots.len(), "tokens")?,
+                row: u32_of(row, "kv_heads * head_dim")?,
+                num_slots: u32_of(p.num_slots, "num_slots")?,
+                _pad: 0,
+            };
+            let blocks = (src.elem_count() as u64).div_ceil(BLOCK as u64).min(MAX_BLOCKS) as u32;
+            l.launch("kv_store", (blocks, 1, 1), BLOCK, &params, &[ptrs[0], ptrs[1], o])
+        }
+        Op::Attention(p) => attention::run(l, p, inputs, &ptrs, o),
+        Op::Glu(p) => {
+            let mode = match p.activation {
+                Activation::Silu => 0,
+                Activation::GeluTanh => 1,
+            };
+            l.elementwise("glu", out.elem_count(), 0.0, mode, &[ptrs[0], ptrs[1], o])
+        }
+        Op::Add(_) => l.elementwise("add", out.elem_count(), 0.0, 0, &[ptrs[0], ptrs[1], o]),
+        Op::Scale(p) => l.elementwise("scale", out.elem_count(), p.factor, 0, &[ptrs[0], o]),
+        Op::Softcap(p) => l.elementwise("softcap", out.elem_count(), p.cap, 0, &[ptrs[0], o]),
+    }
+}
+
+/// Weights may be f32, f16 or bf16; the rest is f32.
+pub(crate) fn supports(op: OpKind, dtype: DType) -> bool {
+    match op {
+        OpKind::GatherRows | OpKind::Matmul => dtype.is_float(),
+        OpKind::RmsNorm
+        | OpKind::Rope
+        | OpKind::KvStore
+        | OpKind::Attention
+        | OpKind::Glu
+        | OpKind::Add
+        | OpKind::Scale
+        | OpKind::Softcap => dtype == DType::F32,
+    }
+}
+
+/// The kernel variant for a weight of `dtype`.
+fn by_dtype(dtype: DType, f32: &'static str, f16: &'static str, bf16: &'static str) -> Result<&'static str> {
+    match dtype {
+        DType::F32 => Ok(f32),
+        DType::F16 => Ok(f16),
+        DType::BF16 => Ok(bf16),
+        DType::U32 => Err(Error::Backend("a u32 weight".into())),
+    }
+}
+
+/// `usize` to a kernel's u32, or an error naming what overflowed.
+fn u32_of(v: usize, what: &str) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::Backend(format!("{what} = {v} does not fit a u32")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::size_of;
+
+    use super::*;
+
+    /// Sizes of the C structs as nvcc/NVRTC lay them out (u32/f32 4 bytes,
+    /// u64 8 bytes aligned to 8, struct padded to its alignment).
+    #[test]
+    fn params_structs_have_their_c_sizes() {
+        assert_eq!(size_of::<GatherRowsParams>(), 16);
+        assert_eq!(size_of::<RmsNormParams>(), 16);
+        assert_eq!(size_of::<MatmulParams>(), 24);
+        assert_eq!(size_of::<RopeParams>(), 24);
+        assert_eq!(size_of::<KvStoreParams>(), 16);
+        assert_eq!(size_of::<AttentionParams>(), 40);
+        assert_eq!(size_of::<ElementwiseParams>(), 16);
+    }
+
+    #[test]
+    fn every_float_weight_has_a_kernel() {
+        for d in [DType::F32, DType::F16, DType::BF16] {
+            assert!(supports(OpKind::Matmul, d) && supports(OpKind::GatherRows, d));
+        }
+        assert!(!supports(OpKind::Matmul, DType::U32));
+        assert!(!supports(OpKind::Add, DType::BF16));
+    }
+}

@@ -1,0 +1,61 @@
+// common.cuh: helpers shared by every kernel. The backend pastes this file in
+// place of the include line of each kernel before handing a kernel to NVRTC, so no
+// include path is needed, and no CUDA header is used at all:
+// - bf16 is a u16 widened with a shift (its bits are the top half of an f32);
+// - f16 is widened with the PTX instruction cvt.f32.f16 (inline asm), which
+//   is what cuda_fp16.h's __half2float does, without needing that header.
+#pragma once
+
+typedef unsigned int u32;
+typedef unsigned short u16;
+typedef unsigned long long u64;
+
+// Weight dtype codes, as `WDType` in backend-cuda/src/ops/mod.rs.
+#define DT_F32 0
+#define DT_F16 1
+#define DT_BF16 2
+
+#define FULL_MASK 0xffffffffu
+// -inf without math.h (NVRTC has no INFINITY macro without headers)
+#define NEG_INF __int_as_float(0xff800000)
+
+__device__ __forceinline__ float bf16_to_f32(u16 h) { return __uint_as_float(((u32)h) << 16); }
+
+__device__ __forceinline__ float f16_to_f32(u16 h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+
+// Element i of a weight stored as DT, widened to f32.
+template <int DT>
+__device__ __forceinline__ float load_w(const void* w, size_t i) {
+    if (DT == DT_F32) return ((const float*)w)[i];
+    if (DT == DT_F16) return f16_to_f32(((const u16*)w)[i]);
+    return bf16_to_f32(((const u16*)w)[i]);
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, o));
+    return v;
+}
+
+// Sum over a block of blockDim.x threads (a multiple of 32, at most 1024);
+// every thread gets the total. `scratch` holds 32 floats of shared memory.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int warps = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();  // scratch may still be read by a previous call
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    v = lane < warps ? scratch[lane] : 0.0f;
+    return warp_sum(v);
+}
