@@ -13,8 +13,10 @@
 //! Edge blocks may be partial (N or K not a multiple of the block). The
 //! quantizer is compressed-tensors' (`calculate_qparams` + its FP8 cast):
 //! `scale = amax / 448` (a zero scale becomes `f32::EPSILON`, its eps), then
-//! `E4M3(clamp(w / scale, -448, 448))`, RNE. ModelOpt's FP8 export computes
-//! the same per-tensor scale and `(w / scale).to(float8_e4m3fn)`.
+//! `E4M3(clamp(w / scale + 0, -448, 448))`, RNE; the `+ 0` is its symmetric
+//! zero point, which turns a -0.0 weight into +0 (byte 0x00). ModelOpt's FP8
+//! export computes the same per-tensor scale and `(w / scale).to(float8_e4m3fn)`,
+//! identical except that it keeps -0.0 as 0x80 (same value).
 
 use super::{QuantMatrix, check_finite, check_matrix, check_row, fp8};
 use crate::error::{Error, Result};
@@ -91,7 +93,8 @@ impl Fp8Weight {
         for r in 0..rows {
             for c in 0..cols {
                 let s = scales[scale_index(scaling, sc, r, c)];
-                data[r * cols + c] = fp8::encode_saturating(w[r * cols + c] / s);
+                // `+ 0.0` is compressed-tensors adding its (zero) zero point: -0.0 -> +0.0.
+                data[r * cols + c] = fp8::encode_saturating(w[r * cols + c] / s + 0.0);
             }
         }
         Ok(Fp8Weight { rows, cols, scaling, data, scales })

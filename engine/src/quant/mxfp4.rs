@@ -30,9 +30,9 @@
 //! - [`MxScaleRule::CompressedTensors`] (`generate_mx_scales`, after vLLM's
 //!   reference): amax is first rounded to a power of two *upwards when its
 //!   mantissa is >= 1.75* (`round_to_power_2`: add 2^21 to the f32 bits,
-//!   keep sign and exponent), then `e - 127 = log2 of that - 2`; an all-zero
-//!   block gets e = 127 (scale 1: the division by zero is replaced by eps 1).
-//!   Fewer saturations than the OCP rule.
+//!   keep sign and exponent), then `e - 127 = log2 of that - 2`, clamped to
+//!   e >= 0; an all-zero block (and one whose amax is an f32 subnormal) gets
+//!   e = 0. Fewer saturations than the OCP rule.
 //!
 //! (NVIDIA ModelOpt's `MXFP4QTensor` uses a third rule, e = ceil(log2(amax/6)),
 //! and rounds element ties toward zero and encodes exact zeros as -0; it is
@@ -89,7 +89,7 @@ pub fn shared_exponent(rule: MxScaleRule, amax: f32) -> u8 {
         MxScaleRule::CompressedTensors => {
             let p = f32::from_bits((amax.to_bits().wrapping_add(1 << 21)) & 0xFF80_0000);
             if p == 0.0 {
-                return 127;
+                return 0;
             }
             ((floor_log2(p) - 2).clamp(-127, 127) + 127) as u8
         }
@@ -222,7 +222,7 @@ mod tests {
     fn floor_log2_is_exact() {
         assert_eq!(floor_log2(1.0), 0);
         assert_eq!(floor_log2(0.999_999_94), -1);
-        assert_eq!(floor_log2(1023.999_94), 9);
+        assert_eq!(floor_log2(1_023.999_94), 9);
         assert_eq!(floor_log2(f32::from_bits(1)), -149);
         assert_eq!(floor_log2(f32::from_bits(0x0040_0000)), -127);
     }
@@ -234,7 +234,7 @@ mod tests {
         assert_eq!(shared_exponent(MxScaleRule::Ocp, 0.0), 0);
         assert_eq!(shared_exponent(MxScaleRule::CompressedTensors, 7.0), 128); // 7 = 1.75 * 4 rounds up to 8
         assert_eq!(shared_exponent(MxScaleRule::CompressedTensors, 6.9), 127);
-        assert_eq!(shared_exponent(MxScaleRule::CompressedTensors, 0.0), 127);
+        assert_eq!(shared_exponent(MxScaleRule::CompressedTensors, 0.0), 0);
         assert!(e8m0_to_f32(255).is_nan());
         assert_eq!(e8m0_to_f32(127), 1.0);
         assert_eq!(e8m0_to_f32(0), 2f32.powi(-127));

@@ -19,7 +19,8 @@
 //!   clamped to `[2^-9, 448]` then cast to E4M3; `code = E2M1(w / (f32(s_b) * s2))`.
 //! - **compressed-tensors** (`generate_gparam`, `calculate_qparams`,
 //!   `NVFP4PackedCompressor.compress`; what llm-compressor's `nvfp4-pack-quantized`
-//!   writes): `g = 2688 / max(amax, f32::MIN_POSITIVE)` (Inf/NaN -> 1);
+//!   writes): `g = (1 / max(amax, f32::MIN_POSITIVE)) * 2688` (torch computes
+//!   a scalar divided by a tensor this way; Inf/NaN -> 1);
 //!   `s_b = (amax_b / 6) * g` clamped to ±448 and cast to E4M3; an E4M3 zero
 //!   becomes 0.125 (its `eps`, not 1.0); `code = E2M1(w / (f32(s_b) / g))`.
 //!
@@ -69,7 +70,8 @@ impl Nvfp4 {
         let tensor_scale = match convention {
             Nvfp4Convention::ModelOpt => amax / 2688.0,
             Nvfp4Convention::CompressedTensors => {
-                let g = 2688.0 / amax.max(f32::MIN_POSITIVE);
+                // `2688 / t` in torch is `reciprocal(t) * 2688`: two roundings.
+                let g = (1.0 / amax.max(f32::MIN_POSITIVE)) * 2688.0;
                 if g.is_finite() { g } else { 1.0 }
             }
         };
