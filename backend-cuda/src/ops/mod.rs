@@ -288,7 +288,9 @@ fn by_dtype(dtype: DType, f32: &'static str, f16: &'static str, bf16: &'static s
         DType::F32 => Ok(f32),
         DType::F16 => Ok(f16),
         DType::BF16 => Ok(bf16),
-        DType::U32 => Err(Error::Backend("a u32 weight".into())),
+        // u32 (and any format added later) has no kernel: `supports` says so
+        #[allow(unreachable_patterns)]
+        other => Err(Error::Backend(format!("cuda has no {other} weight kernel"))),
     }
 }
 
