@@ -669,6 +669,11 @@ fn malformed_inputs_are_errors_not_panics() {
     assert!(Int4::from_parts(4, 64, 32, vec![0; 128], vec![1.0; 8], Some(vec![9; 8])).is_err());
     assert!(Int4::from_parts(4, 64, 32, vec![0; 127], vec![1.0; 8], None).is_err());
     assert!(unpack_ct_zero_points(&[0; 12], 9, 2).is_err());
+    assert!(Nvfp4::from_parts(c, usize::MAX, 32, vec![0; 16], vec![0x38; 2], 1.0).is_err(), "overflow");
+    assert!(Mxfp4::from_parts(usize::MAX, 64, vec![0; 32], vec![127; 2]).is_err(), "overflow");
+    assert!(Int4::from_parts(usize::MAX, 64, 32, vec![0; 32], vec![1.0; 2], None).is_err(), "overflow");
+    assert!(Fp8Weight::from_parts(Fp8Scaling::PerTensor, usize::MAX, 2, vec![0; 2], vec![1.0]).is_err(), "overflow");
+    assert!(Int8::from_parts(usize::MAX, 2, vec![0; 2], vec![1.0]).is_err(), "overflow");
 
     // gpt-oss tensors whose shapes do not fit.
     let blocks = vec![0u8; 2 * 4 * 2 * 16];

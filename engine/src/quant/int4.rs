@@ -28,7 +28,7 @@
 //! rounding half to even; a zero scale becomes `f32::EPSILON` (its zero point
 //! 0: compressed-tensors computes 0/0 there).
 
-use super::{QuantMatrix, check_finite, check_matrix, check_row};
+use super::{QuantMatrix, check_finite, check_matrix, check_row, check_shape};
 use crate::error::{Error, Result};
 
 /// An INT4 matrix [rows, cols] with one scale (and zero point) per group.
@@ -101,7 +101,7 @@ impl Int4 {
         zero_points: Option<Vec<i8>>,
     ) -> Result<Self> {
         check_group(group)?;
-        check_matrix(OP, rows * cols, rows, cols, group)?;
+        check_shape(OP, rows, cols, group)?;
         let groups = rows * cols / group;
         if packed.len() != rows * cols / 2 || scales.len() != groups {
             return Err(Error::op(

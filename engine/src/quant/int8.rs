@@ -61,7 +61,7 @@ impl Int8 {
         Ok(Int8 { rows, cols, data, scales })
     }
 
-    /// A matrix from stored tensors: `data` [rows, cols], `scales` [rows] (finite).
+    /// A matrix from stored tensors: `data` \[rows, cols\], `scales` \[rows\] (finite).
     pub fn from_parts(rows: usize, cols: usize, data: Vec<i8>, scales: Vec<f32>) -> Result<Self> {
         check_matrix(OP, data.len(), rows, cols, 1)?;
         if scales.len() != rows {

@@ -38,7 +38,7 @@
 //! and rounds element ties toward zero and encodes exact zeros as -0; it is
 //! not reproduced here.)
 
-use super::{QuantMatrix, check_finite, check_matrix, check_row, e2m1};
+use super::{QuantMatrix, check_finite, check_matrix, check_row, check_shape, e2m1};
 use crate::error::{Error, Result};
 
 /// How the shared block exponent is chosen (see the module doc).
@@ -123,7 +123,7 @@ impl Mxfp4 {
     /// A matrix from stored tensors: `packed` u8 [rows, cols/2], `scales` E8M0
     /// [rows, cols/32] (compressed-tensors' `weight_packed` / `weight_scale`).
     pub fn from_parts(rows: usize, cols: usize, packed: Vec<u8>, scales: Vec<u8>) -> Result<Self> {
-        check_matrix(OP, rows * cols, rows, cols, Self::BLOCK)?;
+        check_shape(OP, rows, cols, Self::BLOCK)?;
         if packed.len() != rows * cols / 2 || scales.len() != rows * cols / Self::BLOCK {
             return Err(Error::op(
                 OP,

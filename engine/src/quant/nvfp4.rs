@@ -28,7 +28,7 @@
 //! in both; see [`super::e2m1`]. An all-zero matrix gets ModelOpt `s2 = 0`
 //! (ModelOpt itself would divide 0 by 0 there), block scales 1.0, codes 0.
 
-use super::{QuantMatrix, check_finite, check_matrix, check_row, e2m1, fp8};
+use super::{QuantMatrix, check_finite, check_matrix, check_row, check_shape, e2m1, fp8};
 use crate::error::{Error, Result};
 
 /// Which tool's tensor-scale convention the matrix uses.
@@ -121,7 +121,7 @@ impl Nvfp4 {
         scales: Vec<u8>,
         tensor_scale: f32,
     ) -> Result<Self> {
-        check_matrix(OP, rows * cols, rows, cols, Self::BLOCK)?;
+        check_shape(OP, rows, cols, Self::BLOCK)?;
         if packed.len() != rows * cols / 2 {
             return Err(Error::op(
                 OP,
