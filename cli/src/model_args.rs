@@ -6,6 +6,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 use ferrum_engine::Model;
 use ferrum_engine::generate::GenerateOptions;
+use ferrum_engine::model::QuantPolicy;
+use ferrum_engine::quant::QuantFormat;
 use ferrum_engine::sampler::SamplingParams;
 use ferrum_engine::source::ModelSource;
 
@@ -20,6 +22,13 @@ pub struct ModelArgs {
     pub model: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendChoice,
+    /// Quantize linear weights on load: nvfp4, mxfp4, fp8, int8, int4[:gN][:asym], ...
+    /// (`ferrum eval` takes a comma-separated list to compare).
+    #[arg(long, value_delimiter = ',')]
+    pub quant: Vec<QuantFormat>,
+    /// Leave weights whose name matches unquantized (repeatable; `lm_head` always is).
+    #[arg(long)]
+    pub quant_exclude: Vec<String>,
 }
 
 /// A model on its backend with the files around it.
@@ -37,21 +46,40 @@ impl ModelArgs {
         }
     }
 
+    /// The one --quant given (commands other than eval take at most one).
+    pub fn single_quant(&self) -> Result<Option<QuantFormat>> {
+        match self.quant.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(*one)),
+            _ => anyhow::bail!("this command takes one --quant format (ferrum eval compares several)"),
+        }
+    }
+
     pub fn load(&self) -> Result<Loaded> {
-        let backend = backends::open(self.backend)?;
+        let quant = self.single_quant()?;
         let path = self.path()?;
-        let started = std::time::Instant::now();
         let source = ModelSource::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        let model = Model::from_store(source.config.clone(), &source.weights, backend)
-            .with_context(|| format!("loading {}", path.display()))?;
-        eprintln!(
-            "[loaded {} ({}) on {} in {:.2} s]",
-            path.display(),
-            source.config.architecture.hf_name(),
-            model.backend().name(),
-            started.elapsed().as_secs_f64()
-        );
+        let model = self.load_variant(&source, quant)?;
         Ok(Loaded { source, model })
+    }
+
+    /// The model of `source` on the chosen backend, quantized to `quant`.
+    pub fn load_variant(&self, source: &ModelSource, quant: Option<QuantFormat>) -> Result<Model> {
+        let backend = backends::open(self.backend)?;
+        let started = std::time::Instant::now();
+        let policy = QuantPolicy::new(quant, &self.quant_exclude);
+        let model = Model::from_store_quantized(source.config.clone(), &source.weights, backend, &policy)
+            .with_context(|| format!("loading {}", source.path.display()))?;
+        eprintln!(
+            "[loaded {} ({}{}) on {} in {:.2} s: weights {:.1} MiB]",
+            source.path.display(),
+            source.config.architecture.hf_name(),
+            quant.map_or(String::new(), |q| format!(", {q}")),
+            model.backend().name(),
+            started.elapsed().as_secs_f64(),
+            model.weight_bytes() as f64 / (1 << 20) as f64
+        );
+        Ok(model)
     }
 }
 

@@ -29,6 +29,12 @@ pub trait Backend: Send + Sync {
     /// A new tensor holding `bytes` (little-endian elements of `dtype`).
     fn upload(&self, shape: &[usize], dtype: DType, bytes: &[u8]) -> Result<Tensor>;
 
+    /// A packed weight matrix of dtype `DType::Quant(m.format())`, shape
+    /// [rows, cols]. Backends without quantized matmuls keep the default.
+    fn upload_quantized(&self, m: &crate::quant::QuantizedMatrix) -> Result<Tensor> {
+        Err(Error::Backend(format!("backend {} cannot hold {} weights", self.name(), m.format())))
+    }
+
     /// Overwrite the whole of `dst` with `bytes`.
     fn write(&self, dst: &Tensor, bytes: &[u8]) -> Result<()>;
 
@@ -68,8 +74,8 @@ pub trait BackendExt: Backend {
             DType::F32 => bytemuck::pod_collect_to_vec(&bytes),
             DType::F16 => bytemuck::pod_collect_to_vec::<u8, half::f16>(&bytes).into_iter().map(f32::from).collect(),
             DType::BF16 => bytemuck::pod_collect_to_vec::<u8, half::bf16>(&bytes).into_iter().map(f32::from).collect(),
-            DType::U32 => {
-                return Err(Error::Backend("read_f32 on a u32 tensor".into()));
+            DType::U32 | DType::Quant(_) => {
+                return Err(Error::Backend(format!("read_f32 on a {} tensor", src.dtype())));
             }
         })
     }

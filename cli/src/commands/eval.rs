@@ -1,12 +1,16 @@
-//! `ferrum eval`: perplexity of a model on a text file, with the prefill
-//! speed measured in the same run.
+//! `ferrum eval`: perplexity of a model on a text file and, with `--quant
+//! F1,F2,...`, of each quantized variant next to it: KL divergence from the
+//! unquantized model, top-1 agreement, weight memory and prefill/decode
+//! speed, all measured in the same run (llama-perplexity --kl-divergence
+//! with throughput beside it).
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use ferrum_engine::eval::perplexity;
+use ferrum_engine::eval::compare;
+use ferrum_engine::source::ModelSource;
 
 use crate::model_args::ModelArgs;
 
@@ -23,40 +27,81 @@ pub struct EvalArgs {
     /// Score at most this many windows (default: all whole windows).
     #[arg(long)]
     pub windows: Option<usize>,
+    /// Greedy tokens generated to time decoding.
+    #[arg(long, default_value_t = 32)]
+    pub decode_tokens: usize,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(args: &EvalArgs) -> Result<()> {
-    let loaded = args.model.load()?;
+    let path = args.model.path()?;
+    let source = ModelSource::open(&path).with_context(|| format!("opening {}", path.display()))?;
     let text = std::fs::read_to_string(&args.text).with_context(|| format!("reading {}", args.text.display()))?;
-    let tokens = loaded.source.tokenizer()?.encode(&text, false)?;
-    let bar = indicatif::ProgressBar::new(0).with_message("windows");
-    let report = perplexity(&loaded.model, &tokens, args.ctx, args.windows, |done, total| {
+    let tokens = source.tokenizer()?.encode(&text, false)?;
+    // the unquantized model first: it is the reference for KL and agreement
+    let variants: Vec<Option<_>> = std::iter::once(None).chain(args.model.quant.iter().copied().map(Some)).collect();
+    let models = variants.iter().map(|q| args.model.load_variant(&source, *q)).collect::<Result<Vec<_>>>()?;
+    let bar = indicatif::ProgressBar::new(0).with_message("windows x variants");
+    let refs: Vec<_> = models.iter().collect();
+    let reports = compare(&refs, &tokens, args.ctx, args.windows, args.decode_tokens, |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })?;
     bar.finish_and_clear();
+    let name = |q: &Option<ferrum_engine::quant::QuantFormat>| q.map_or("unquantized".to_string(), |q| q.to_string());
+    let windows = args.windows.map_or(tokens.len() / args.ctx, |w| w.min(tokens.len() / args.ctx));
     if args.json {
+        let rows: Vec<_> = variants
+            .iter()
+            .zip(&reports)
+            .zip(&models)
+            .map(|((q, r), m)| {
+                serde_json::json!({
+                    "variant": name(q), "weight_bytes": m.weight_bytes(), "perplexity": r.perplexity,
+                    "kl_mean": r.kl_mean, "kl_median": r.kl_median, "kl_p99": r.kl_p99, "kl_max": r.kl_max,
+                    "top1_agreement": r.top1_agreement, "prefill_tokens_per_sec": r.prefill_tokens_per_sec,
+                    "decode_tokens_per_sec": r.decode_tokens_per_sec,
+                })
+            })
+            .collect();
         let json = serde_json::json!({
-            "model": loaded.source.path,
-            "text": args.text,
-            "text_tokens": tokens.len(),
-            "ctx": report.ctx,
-            "windows": report.windows,
-            "scored_tokens": report.scored_tokens,
-            "perplexity": report.perplexity,
-            "mean_nll": report.mean_nll,
-            "prefill_tokens_per_sec": report.tokens_per_sec,
-            "backend": loaded.model.backend().name(),
+            "model": source.path, "text": args.text, "text_tokens": tokens.len(), "ctx": args.ctx,
+            "windows": windows, "scored_tokens": windows * (args.ctx - 1),
+            "backend": models[0].backend().name(), "variants": rows,
+            // kept for single-model callers
+            "perplexity": reports[0].perplexity, "prefill_tokens_per_sec": reports[0].prefill_tokens_per_sec,
         });
         writeln!(std::io::stdout(), "{json:#}")?;
-    } else {
-        println!("text           {} ({} tokens)", args.text.display(), tokens.len());
-        println!("windows        {} x {} tokens ({} scored)", report.windows, report.ctx, report.scored_tokens);
-        println!("perplexity     {:.4}", report.perplexity);
-        println!("prefill        {:.1} tok/s on {}", report.tokens_per_sec, loaded.model.backend().name());
+        return Ok(());
+    }
+    println!(
+        "text {} ({} tokens), {} windows x {} tokens, backend {}",
+        args.text.display(),
+        tokens.len(),
+        windows,
+        args.ctx,
+        models[0].backend().name()
+    );
+    println!(
+        "{:<14}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}{:>8}{:>11}{:>10}",
+        "variant", "weights", "ppl", "KL mean", "KL med", "KL p99", "KL max", "top-1", "prefill/s", "decode/s"
+    );
+    for ((q, r), m) in variants.iter().zip(&reports).zip(&models) {
+        println!(
+            "{:<14}{:>7.1}MiB{:>10.4}{:>10.5}{:>10.5}{:>10.4}{:>10.3}{:>7.1}%{:>11.1}{:>10.1}",
+            name(q),
+            m.weight_bytes() as f64 / (1 << 20) as f64,
+            r.perplexity,
+            r.kl_mean,
+            r.kl_median,
+            r.kl_p99,
+            r.kl_max,
+            100.0 * r.top1_agreement,
+            r.prefill_tokens_per_sec,
+            r.decode_tokens_per_sec
+        );
     }
     Ok(())
 }

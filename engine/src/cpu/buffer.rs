@@ -7,7 +7,8 @@ use half::{bf16, f16};
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::ops::FloatSlice;
+use crate::ops::{FloatSlice, WeightRows};
+use crate::quant::QuantizedMatrix;
 use crate::tensor::{Buffer, Tensor};
 
 #[derive(Debug)]
@@ -16,34 +17,46 @@ pub enum CpuData {
     F16(Vec<f16>),
     BF16(Vec<bf16>),
     U32(Vec<u32>),
+    Quant(QuantizedMatrix),
 }
 
 impl CpuData {
-    pub fn zeros(dtype: DType, n: usize) -> Self {
-        match dtype {
+    pub fn zeros(dtype: DType, n: usize) -> Result<Self> {
+        Ok(match dtype {
             DType::F32 => CpuData::F32(vec![0.0; n]),
             DType::F16 => CpuData::F16(vec![f16::ZERO; n]),
             DType::BF16 => CpuData::BF16(vec![bf16::ZERO; n]),
             DType::U32 => CpuData::U32(vec![0; n]),
-        }
+            DType::Quant(f) => return Err(Error::Backend(format!("{f} tensors come only from upload_quantized"))),
+        })
     }
 
     /// Copies `bytes` (little-endian) in; works whatever their alignment.
-    pub fn from_bytes(dtype: DType, bytes: &[u8]) -> Self {
-        match dtype {
+    pub fn from_bytes(dtype: DType, bytes: &[u8]) -> Result<Self> {
+        Ok(match dtype {
             DType::F32 => CpuData::F32(bytemuck::pod_collect_to_vec(bytes)),
             DType::F16 => CpuData::F16(bytemuck::pod_collect_to_vec(bytes)),
             DType::BF16 => CpuData::BF16(bytemuck::pod_collect_to_vec(bytes)),
             DType::U32 => CpuData::U32(bytemuck::pod_collect_to_vec(bytes)),
-        }
+            DType::Quant(f) => return Err(Error::Backend(format!("{f} tensors come only from upload_quantized"))),
+        })
     }
 
-    pub fn as_bytes(&self) -> &[u8] {
-        match self {
+    pub fn as_bytes(&self) -> Result<&[u8]> {
+        Ok(match self {
             CpuData::F32(v) => bytemuck::cast_slice(v),
             CpuData::F16(v) => bytemuck::cast_slice(v),
             CpuData::BF16(v) => bytemuck::cast_slice(v),
             CpuData::U32(v) => bytemuck::cast_slice(v),
+            CpuData::Quant(m) => return Err(Error::Backend(format!("{} weights cannot be read back", m.format()))),
+        })
+    }
+
+    /// A matmul's weight: float rows, or packed rows dequantized one at a time.
+    pub fn weight_rows(&self) -> Result<WeightRows<'_>> {
+        match self {
+            CpuData::Quant(m) => Ok(WeightRows::Quant(m)),
+            other => Ok(WeightRows::Float(other.floats()?)),
         }
     }
 
@@ -53,6 +66,7 @@ impl CpuData {
             CpuData::F16(v) => Ok(FloatSlice::F16(v)),
             CpuData::BF16(v) => Ok(FloatSlice::BF16(v)),
             CpuData::U32(_) => Err(Error::Backend("expected a float tensor, got u32".into())),
+            CpuData::Quant(m) => Err(Error::Backend(format!("expected a float tensor, got {}", m.format()))),
         }
     }
 

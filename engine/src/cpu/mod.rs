@@ -34,7 +34,8 @@ impl Backend for CpuBackend {
 
     fn supports(&self, op: OpKind, dtype: DType) -> bool {
         match op {
-            OpKind::GatherRows | OpKind::Matmul => dtype.is_float(),
+            OpKind::GatherRows => dtype.is_float(),
+            OpKind::Matmul => dtype.is_float() || dtype.is_quantized(),
             OpKind::RmsNorm
             | OpKind::Rope
             | OpKind::KvStore
@@ -48,7 +49,7 @@ impl Backend for CpuBackend {
 
     fn alloc(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
         let n = shape.iter().product();
-        Ok(Tensor::from_buffer(shape.to_vec(), dtype, Arc::new(CpuBuffer::new(CpuData::zeros(dtype, n)))))
+        Ok(Tensor::from_buffer(shape.to_vec(), dtype, Arc::new(CpuBuffer::new(CpuData::zeros(dtype, n)?))))
     }
 
     fn upload(&self, shape: &[usize], dtype: DType, bytes: &[u8]) -> Result<Tensor> {
@@ -60,20 +61,25 @@ impl Backend for CpuBackend {
                 bytes.len()
             )));
         }
-        let data = CpuData::from_bytes(dtype, bytes);
+        let data = CpuData::from_bytes(dtype, bytes)?;
         Ok(Tensor::from_buffer(shape.to_vec(), dtype, Arc::new(CpuBuffer::new(data))))
+    }
+
+    fn upload_quantized(&self, m: &crate::quant::QuantizedMatrix) -> Result<Tensor> {
+        let shape = vec![m.rows(), m.cols()];
+        Ok(Tensor::from_buffer(shape, DType::Quant(m.format()), Arc::new(CpuBuffer::new(CpuData::Quant(m.clone())))))
     }
 
     fn write(&self, dst: &Tensor, bytes: &[u8]) -> Result<()> {
         if bytes.len() != dst.size_bytes() {
             return Err(Error::Backend(format!("write of {} bytes into {dst:?}", bytes.len())));
         }
-        *write_lock(dst)? = CpuData::from_bytes(dst.dtype(), bytes);
+        *write_lock(dst)? = CpuData::from_bytes(dst.dtype(), bytes)?;
         Ok(())
     }
 
     fn read(&self, src: &Tensor) -> Result<Vec<u8>> {
-        Ok(read_lock(src)?.as_bytes().to_vec())
+        Ok(read_lock(src)?.as_bytes()?.to_vec())
     }
 
     fn execute(&self, op: &Op, inputs: &[&Tensor], out: &Tensor) -> Result<()> {
@@ -87,7 +93,7 @@ impl Backend for CpuBackend {
             Op::Matmul(p) => {
                 let bias = ins.get(2).map(|b| b.f32()).transpose()?;
                 let dims = [inputs[0].shape()[0], inputs[0].shape()[1], inputs[1].shape()[0]];
-                p.reference(ins[0].f32()?, ins[1].floats()?, bias, dims, o)
+                p.reference(ins[0].f32()?, ins[1].weight_rows()?, bias, dims, o)?
             }
             Op::Rope(p) => p.reference(ins[0].f32()?, ins[1].u32()?, ins[2].f32()?, inputs[0].shape()[2], o),
             Op::KvStore(p) => p.reference(ins[0].f32()?, ins[1].u32()?, o)?,

@@ -15,6 +15,7 @@ use crate::error::Result;
 use crate::kv_cache::KvCache;
 use crate::loader::WeightStore;
 use crate::model::batch::BatchLayout;
+use crate::model::quant_policy::QuantPolicy;
 use crate::model::rope::RopeTable;
 use crate::model::weights::stored_float_dtype;
 use crate::model::weights::{DecoderWeights, LayerWeights, Linear};
@@ -152,7 +153,7 @@ impl Decoder<'_> {
 
 /// Every (op, dtype) pair the decoder will ask of a backend, from the
 /// stored dtypes alone, so a missing op is found before any upload.
-pub(crate) fn required_ops(store: &WeightStore) -> Result<Vec<(OpKind, DType)>> {
+pub(crate) fn required_ops(store: &WeightStore, policy: &QuantPolicy) -> Result<Vec<(OpKind, DType)>> {
     let float = |name: &str| -> Result<DType> { stored_float_dtype(name, store.dtype_of(name)?) };
     let mut ops = vec![
         (OpKind::GatherRows, float("model.embed_tokens.weight")?),
@@ -167,7 +168,11 @@ pub(crate) fn required_ops(store: &WeightStore) -> Result<Vec<(OpKind, DType)>> 
         (OpKind::Softcap, DType::F32),
     ];
     for name in store.names().filter(|n| n.ends_with("_proj.weight") || *n == "lm_head.weight") {
-        ops.push((OpKind::Matmul, float(name)?));
+        let dtype = match policy.format_for(name) {
+            Some(format) => DType::Quant(format),
+            None => float(name)?,
+        };
+        ops.push((OpKind::Matmul, dtype));
     }
     ops.sort_by_key(|(op, d)| (*op, d.name()));
     ops.dedup();

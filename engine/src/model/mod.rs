@@ -2,6 +2,7 @@
 
 mod batch;
 mod decoder;
+pub mod quant_policy;
 pub mod rope;
 mod weights;
 
@@ -9,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use batch::{BatchLayout, LogitsWanted, SeqChunk};
+pub use quant_policy::QuantPolicy;
 
 use crate::backend::Backend;
 use crate::config::ModelConfig;
@@ -56,7 +58,17 @@ impl Model {
     }
 
     pub fn from_store(config: ModelConfig, store: &WeightStore, backend: Arc<dyn Backend>) -> Result<Self> {
-        let missing: Vec<String> = decoder::required_ops(store)?
+        Self::from_store_quantized(config, store, backend, &QuantPolicy::default())
+    }
+
+    /// Loads with the linear weights `policy` names quantized on the way in.
+    pub fn from_store_quantized(
+        config: ModelConfig,
+        store: &WeightStore,
+        backend: Arc<dyn Backend>,
+        policy: &QuantPolicy,
+    ) -> Result<Self> {
+        let missing: Vec<String> = decoder::required_ops(store, policy)?
             .into_iter()
             .filter(|&(op, dtype)| !backend.supports(op, dtype))
             .map(|(op, dtype)| format!("{}({dtype})", op.name()))
@@ -64,7 +76,7 @@ impl Model {
         if !missing.is_empty() {
             return Err(Error::Unsupported { backend: backend.name().to_string(), missing });
         }
-        let weights = WeightLoader { store, backend: backend.as_ref() }.load(&config)?;
+        let weights = WeightLoader { store, backend: backend.as_ref(), policy }.load(&config)?;
         let rope_global = RopeTable::new(backend.as_ref(), &config.rope, config.head_dim)?;
         let rope_local =
             config.rope_local.as_ref().map(|r| RopeTable::new(backend.as_ref(), r, config.head_dim)).transpose()?;
@@ -74,10 +86,15 @@ impl Model {
             match weights.embed.dtype() {
                 DType::BF16 => half::bf16::from_f32(s).to_f32(),
                 DType::F16 => half::f16::from_f32(s).to_f32(),
-                DType::F32 | DType::U32 => s,
+                DType::F32 | DType::U32 | DType::Quant(_) => s,
             }
         });
         Ok(Model { config, backend, weights, rope_global, rope_local, embed_scale })
+    }
+
+    /// Memory the weights take on the backend (quantized ones at packed size).
+    pub fn weight_bytes(&self) -> usize {
+        self.weights.bytes()
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {

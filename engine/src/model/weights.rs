@@ -6,12 +6,16 @@ use crate::config::ModelConfig;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::loader::{RawTensor, StDtype, WeightStore};
+use crate::model::quant_policy::QuantPolicy;
+use crate::quant::QuantizedMatrix;
 use crate::tensor::Tensor;
 
 /// A linear layer: weight [out, in] in its stored dtype, optional f32 bias.
 pub struct Linear {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
+    /// Memory the weight takes on its backend (packed size when quantized).
+    pub weight_bytes: usize,
 }
 
 /// Llama-style layers norm before attention and before the MLP; Gemma 2
@@ -41,6 +45,34 @@ pub struct DecoderWeights {
 }
 
 impl DecoderWeights {
+    /// Bytes of every weight as held on the backend.
+    pub fn bytes(&self) -> usize {
+        let norms = |l: &LayerWeights| {
+            [
+                Some(&l.attn_in_norm),
+                l.attn_out_norm.as_ref(),
+                Some(&l.mlp_in_norm),
+                l.mlp_out_norm.as_ref(),
+                l.q_norm.as_ref(),
+                l.k_norm.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            .map(Tensor::size_bytes)
+            .sum::<usize>()
+        };
+        let linears = |l: &LayerWeights| {
+            [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down]
+                .iter()
+                .map(|x| x.weight_bytes + x.bias.as_ref().map_or(0, Tensor::size_bytes))
+                .sum::<usize>()
+        };
+        self.embed.size_bytes()
+            + self.final_norm.size_bytes()
+            + self.lm_head.as_ref().map_or(0, |l| l.weight_bytes)
+            + self.layers.iter().map(|l| norms(l) + linears(l)).sum::<usize>()
+    }
+
     pub fn lm_head_weight(&self) -> &Tensor {
         self.lm_head.as_ref().map_or(&self.embed, |l| &l.weight)
     }
@@ -50,6 +82,7 @@ impl DecoderWeights {
 pub struct WeightLoader<'a> {
     pub store: &'a WeightStore,
     pub backend: &'a dyn Backend,
+    pub policy: &'a QuantPolicy,
 }
 
 impl WeightLoader<'_> {
@@ -124,8 +157,26 @@ impl WeightLoader<'_> {
     }
 
     fn linear(&self, prefix: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
+        let name = format!("{prefix}.weight");
+        let (weight, weight_bytes) = match self.policy.format_for(&name) {
+            Some(format) => {
+                let raw = self.raw(&name, &[out, inp])?;
+                let values = widen_to_f32(&name, &raw)?;
+                let packed = QuantizedMatrix::quantize(format, &values, out, inp).map_err(|e| Error::Weight {
+                    name: name.clone(),
+                    msg: format!("cannot quantize to {format}: {e}"),
+                })?;
+                (self.backend.upload_quantized(&packed)?, packed.storage_bytes())
+            }
+            None => {
+                let t = self.matrix(&name, out, inp)?;
+                let bytes = t.size_bytes();
+                (t, bytes)
+            }
+        };
         Ok(Linear {
-            weight: self.matrix(&format!("{prefix}.weight"), out, inp)?,
+            weight,
+            weight_bytes,
             bias: bias.then(|| self.vector(&format!("{prefix}.bias"), out)).transpose()?,
         })
     }

@@ -146,6 +146,29 @@ impl TensorSpec {
     }
 }
 
+/// A matmul weight's rows: float data in its stored dtype, or a packed
+/// quantized matrix dequantized a row at a time (never whole).
+#[derive(Clone, Copy, Debug)]
+pub enum WeightRows<'a> {
+    Float(FloatSlice<'a>),
+    Quant(&'a crate::quant::QuantizedMatrix),
+}
+
+impl WeightRows<'_> {
+    /// Row `j` (k values) as f32: borrowed when stored as f32, else
+    /// widened or dequantized into `scratch`.
+    pub fn row<'s>(&'s self, j: usize, k: usize, scratch: &'s mut Vec<f32>) -> Result<&'s [f32]> {
+        match self {
+            WeightRows::Float(f) => Ok(f.f32_range(j * k, k, scratch)),
+            WeightRows::Quant(m) => {
+                scratch.resize(k, 0.0);
+                m.dequantize_row_into(j, scratch)?;
+                Ok(scratch)
+            }
+        }
+    }
+}
+
 /// A read-only view of float data in its stored dtype. Reference ops widen
 /// to f32 element by element (or a row at a time) and accumulate in f32.
 #[derive(Clone, Copy, Debug)]
