@@ -40,7 +40,7 @@ impl HostTensor {
             DType::F32 => data,
             DType::F16 => data.into_iter().map(|v| f16::from_f32(v).to_f32()).collect(),
             DType::BF16 => data.into_iter().map(|v| bf16::from_f32(v).to_f32()).collect(),
-            DType::U32 => panic!("float tensor with dtype u32"),
+            DType::U32 | DType::Quant(_) => panic!("float tensor with dtype {dtype}"),
         };
         HostTensor { shape: shape.to_vec(), dtype, data: HostData::F32(data) }
     }
