@@ -36,6 +36,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Measure throughput and latency (in-process, or against an OpenAI-compatible --url).
     Bench(bench::BenchArgs),
+    /// Write a quantized copy of a model folder in ModelOpt's checkpoint layout.
+    Quantize(commands::quantize::QuantizeArgs),
     /// Describe a model: architecture, parameters, dtypes, memory needed.
     Info(commands::info::InfoArgs),
     /// List the backends on this machine, and why any is unavailable.
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
         Command::Logits(a) => commands::logits::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Info(a) => commands::info::run(a),
+        Command::Quantize(a) => commands::quantize::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Devices => commands::devices::run(),

@@ -6,3 +6,4 @@ pub mod eval;
 pub mod generate;
 pub mod info;
 pub mod logits;
+pub mod quantize;

@@ -167,10 +167,17 @@ pub(crate) fn required_ops(store: &WeightStore, policy: &QuantPolicy) -> Result<
         (OpKind::Scale, DType::F32),
         (OpKind::Softcap, DType::F32),
     ];
-    for name in store.names().filter(|n| n.ends_with("_proj.weight") || *n == "lm_head.weight") {
-        let dtype = match policy.format_for(name) {
-            Some(format) => DType::Quant(format),
-            None => float(name)?,
+    let linears: Vec<&str> = store
+        .names()
+        .filter_map(|n| n.strip_suffix(".weight").or_else(|| n.strip_suffix(".weight_packed")))
+        .filter(|p| p.ends_with("_proj") || *p == "lm_head")
+        .collect();
+    for prefix in linears {
+        let name = format!("{prefix}.weight");
+        let dtype = match (crate::model::prequantized::stored_format(store, prefix)?, policy.format_for(&name)) {
+            (Some(stored), _) => DType::Quant(stored),
+            (None, Some(format)) => DType::Quant(format),
+            (None, None) => float(&name)?,
         };
         ops.push((OpKind::Matmul, dtype));
     }

@@ -2,6 +2,7 @@
 
 mod batch;
 mod decoder;
+pub mod prequantized;
 pub mod quant_policy;
 pub mod rope;
 mod weights;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 
 pub use batch::{BatchLayout, LogitsWanted, SeqChunk};
 pub use quant_policy::QuantPolicy;
+pub use weights::widen_to_f32 as weights_widen;
 
 use crate::backend::Backend;
 use crate::config::ModelConfig;

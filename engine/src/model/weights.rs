@@ -158,6 +158,14 @@ impl WeightLoader<'_> {
 
     fn linear(&self, prefix: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
         let name = format!("{prefix}.weight");
+        if let Some(stored) = super::prequantized::stored_format(self.store, prefix)? {
+            let packed = super::prequantized::load(self.store, prefix, stored, out, inp)?;
+            return Ok(Linear {
+                weight_bytes: packed.storage_bytes(),
+                weight: self.backend.upload_quantized(&packed)?,
+                bias: bias.then(|| self.vector(&format!("{prefix}.bias"), out)).transpose()?,
+            });
+        }
         let (weight, weight_bytes) = match self.policy.format_for(&name) {
             Some(format) => {
                 let raw = self.raw(&name, &[out, inp])?;

@@ -1,0 +1,106 @@
+//! `ferrum quantize` writes a ModelOpt-layout checkpoint that Ferrum reloads
+//! with logits identical to quantizing on load; corrupt ones are clear errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn ferrum(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferrum")).args(args).output().unwrap()
+}
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/llama")
+}
+
+fn logits(model: &Path, extra: &[&str], tag: &str) -> Vec<u8> {
+    let out_file = std::env::temp_dir().join(format!("ferrum-q-{tag}-{}.safetensors", std::process::id()));
+    let mut args = vec!["logits", "--model", model.to_str().unwrap(), "--tokens", "0,5,9,44,300,7,7,12", "--out"];
+    args.push(out_file.to_str().unwrap());
+    args.extend(extra);
+    let out = ferrum(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bytes = std::fs::read(&out_file).unwrap();
+    let _ = std::fs::remove_file(out_file);
+    bytes
+}
+
+fn header(path: &Path) -> serde_json::Value {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    serde_json::from_slice(&bytes[8..8 + n]).unwrap()
+}
+
+fn rewrite_header(path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut h: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    edit(&mut h);
+    let text = serde_json::to_vec(&h).unwrap();
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend(text);
+    out.extend(&bytes[8 + n..]);
+    std::fs::write(path, out).unwrap();
+}
+
+#[test]
+fn nvfp4_and_fp8_checkpoints_round_trip_and_corruption_is_named() {
+    for (format, algo) in [("nvfp4", "NVFP4"), ("fp8", "FP8")] {
+        let out = std::env::temp_dir().join(format!("ferrum-quantized-{format}-{}", std::process::id()));
+        let run = ferrum(&[
+            "quantize",
+            "--model",
+            fixture().to_str().unwrap(),
+            "--format",
+            format,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+
+        // the layout vLLM and TensorRT-LLM load
+        let h = header(&out.join("model.safetensors"));
+        let q = "model.layers.0.self_attn.q_proj";
+        if format == "nvfp4" {
+            assert_eq!(h[format!("{q}.weight")]["dtype"], "U8");
+            assert_eq!(h[format!("{q}.weight")]["shape"], serde_json::json!([64, 32]));
+            assert_eq!(h[format!("{q}.weight_scale")]["dtype"], "F8_E4M3");
+            assert_eq!(h[format!("{q}.weight_scale")]["shape"], serde_json::json!([64, 4]));
+            assert_eq!(h[format!("{q}.weight_scale_2")]["dtype"], "F32");
+        } else {
+            assert_eq!(h[format!("{q}.weight")]["dtype"], "F8_E4M3");
+            assert_eq!(h[format!("{q}.weight_scale")]["dtype"], "F32");
+        }
+        assert_eq!(h["lm_head.weight"]["dtype"], "F32", "lm_head stays unquantized");
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+        assert_eq!(config["quantization_config"]["quant_method"], "modelopt");
+        assert_eq!(config["quantization_config"]["quant_algo"], algo);
+        let hf: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("hf_quant_config.json")).unwrap()).unwrap();
+        assert_eq!(hf["quantization"]["quant_algo"], algo);
+
+        // reloads with exactly the logits of quantizing on load
+        assert_eq!(logits(&out, &[], format), logits(&fixture(), &["--quant", format], &format!("{format}-live")));
+
+        // a missing scale and a scale of the wrong shape are named errors
+        let st = out.join("model.safetensors");
+        let pristine = std::fs::read(&st).unwrap();
+        let scale = if format == "nvfp4" { "weight_scale_2" } else { "weight_scale" };
+        rewrite_header(&st, |h| {
+            let v = h.as_object_mut().unwrap().remove(&format!("{q}.{scale}")).unwrap();
+            h[format!("{q}.renamed")] = v;
+        });
+        let bad = ferrum(&["logits", "--model", out.to_str().unwrap(), "--tokens", "1,2", "--out", "/dev/null"]);
+        let err = String::from_utf8_lossy(&bad.stderr);
+        assert_eq!(bad.status.code(), Some(1), "{err}");
+        assert!(err.contains(scale) && !err.contains("panicked"), "{err}");
+        if format == "nvfp4" {
+            std::fs::write(&st, &pristine).unwrap();
+            rewrite_header(&st, |h| h[format!("{q}.weight_scale")]["shape"] = serde_json::json!([32, 8]));
+            let bad = ferrum(&["logits", "--model", out.to_str().unwrap(), "--tokens", "1,2", "--out", "/dev/null"]);
+            let err = String::from_utf8_lossy(&bad.stderr);
+            assert!(bad.status.code() == Some(1) && err.contains("weight_scale") && err.contains("shape"), "{err}");
+        }
+        let _ = std::fs::remove_dir_all(&out);
+    }
+}

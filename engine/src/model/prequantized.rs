@@ -1,0 +1,92 @@
+//! Linear weights stored already quantized, read as they are:
+//!
+//! - NVFP4, ModelOpt export: `p.weight` u8 [N, K/2], `p.weight_scale` F8_E4M3
+//!   [N, K/16], `p.weight_scale_2` f32 scalar (`p.input_scale` is for
+//!   activations and unused by weight-only matmuls);
+//! - NVFP4, compressed-tensors `nvfp4-pack-quantized`: `p.weight_packed` u8
+//!   [N, K/2], `p.weight_scale` F8_E4M3 [N, K/16], `p.weight_global_scale` f32 [1];
+//! - FP8 E4M3: `p.weight` F8_E4M3 [N, K] with `p.weight_scale_inv` f32 blocks
+//!   (DeepSeek-V3, Qwen FP8) or `p.weight_scale` f32 per tensor ([] or [1]) or
+//!   per channel ([N] or [N, 1]).
+
+use crate::error::{Error, Result};
+use crate::loader::{StDtype, WeightStore};
+use crate::quant::{Fp8Scaling, Fp8Weight, Nvfp4, Nvfp4Convention, QuantFormat, QuantizedMatrix};
+
+/// The stored format of linear `prefix`, if it is stored quantized.
+pub fn stored_format(store: &WeightStore, prefix: &str) -> Result<Option<QuantFormat>> {
+    let has = |s: &str| store.contains(&format!("{prefix}.{s}"));
+    let dtype = |s: &str| store.dtype_of(&format!("{prefix}.{s}"));
+    if has("weight_packed") && has("weight_global_scale") {
+        return Ok(Some(QuantFormat::Nvfp4(Nvfp4Convention::CompressedTensors)));
+    }
+    if !has("weight") {
+        return Ok(None);
+    }
+    match dtype("weight")? {
+        StDtype::U8 if has("weight_scale") || has("weight_scale_2") => {
+            Ok(Some(QuantFormat::Nvfp4(Nvfp4Convention::ModelOpt)))
+        }
+        StDtype::F8E4M3 => Ok(Some(QuantFormat::Fp8(Fp8Scaling::PerTensor))), // scaling refined on load
+        _ => Ok(None),
+    }
+}
+
+/// Reads linear `prefix` [rows, cols] stored in `format`.
+pub fn load(
+    store: &WeightStore,
+    prefix: &str,
+    format: QuantFormat,
+    rows: usize,
+    cols: usize,
+) -> Result<QuantizedMatrix> {
+    let name = |s: &str| format!("{prefix}.{s}");
+    let bad = |what: &str, msg: String| Error::Weight { name: name(what), msg };
+    let get = |s: &str, dtype: StDtype, shape: &[&[usize]]| -> Result<Vec<u8>> {
+        let raw = store.get(&name(s)).map_err(|_| bad(s, "missing: the quantized checkpoint is incomplete".into()))?;
+        if raw.dtype != dtype {
+            return Err(bad(s, format!("stored as {}, expected {}", raw.dtype.name(), dtype.name())));
+        }
+        if !shape.contains(&raw.shape) {
+            return Err(bad(s, format!("shape {:?}, expected {:?}", raw.shape, shape[0])));
+        }
+        Ok(raw.bytes.into_owned())
+    };
+    let scalar = |s: &str| -> Result<f32> {
+        let b = get(s, StDtype::F32, &[&[], &[1]])?;
+        Ok(f32::from_le_bytes(b[..4].try_into().expect("checked 4 bytes")))
+    };
+    let matrix = match format {
+        QuantFormat::Nvfp4(convention) => {
+            let (packed_name, global) = match convention {
+                Nvfp4Convention::ModelOpt => ("weight", "weight_scale_2"),
+                Nvfp4Convention::CompressedTensors => ("weight_packed", "weight_global_scale"),
+            };
+            let packed = get(packed_name, StDtype::U8, &[&[rows, cols / 2]])?;
+            let scales = get("weight_scale", StDtype::F8E4M3, &[&[rows, cols / 16]])?;
+            QuantizedMatrix::Nvfp4(Nvfp4::from_parts(convention, rows, cols, packed, scales, scalar(global)?)?)
+        }
+        QuantFormat::Fp8(_) => {
+            let data = get("weight", StDtype::F8E4M3, &[&[rows, cols]])?;
+            let (scale_name, scaling) = if store.contains(&name("weight_scale_inv")) {
+                let shape = store.get(&name("weight_scale_inv"))?.shape.to_vec();
+                let block = |n: usize, s: usize| n.div_ceil(s.max(1)).next_power_of_two();
+                let [sr, sc] = shape[..] else { return Err(bad("weight_scale_inv", format!("shape {shape:?}"))) };
+                ("weight_scale_inv", Fp8Scaling::Block { rows: block(rows, sr), cols: block(cols, sc) })
+            } else {
+                let shape = store.get(&name("weight_scale"))?.shape.to_vec();
+                let per_channel = shape.iter().product::<usize>() == rows && rows > 1;
+                ("weight_scale", if per_channel { Fp8Scaling::PerChannel } else { Fp8Scaling::PerTensor })
+            };
+            let want = scaling.scale_shape(rows, cols);
+            let raw = store.get(&name(scale_name))?;
+            if raw.dtype != StDtype::F32 || raw.shape.iter().product::<usize>() != want[0] * want[1] {
+                return Err(bad(scale_name, format!("{} {:?} does not fit {scaling:?}", raw.dtype.name(), raw.shape)));
+            }
+            let scales = raw.bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4"))).collect();
+            QuantizedMatrix::Fp8(Fp8Weight::from_parts(scaling, rows, cols, data, scales)?)
+        }
+        other => return Err(bad("weight", format!("loading stored {other} weights is not supported yet"))),
+    };
+    Ok(matrix)
+}
