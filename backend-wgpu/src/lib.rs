@@ -18,12 +18,17 @@
 //! as u32 words and widened with a shift. f16 weights use the `enable f16;`
 //! shaders when the adapter has SHADER_F16, else are unpacked from u32 words
 //! with `unpack2x16float`. Activations are f32.
+//!
+//! Quantized weights (`upload_quantized`: NVFP4, MXFP4, FP8, INT8, INT4) are
+//! held as packed codes plus scales in two buffers (layout in `quant.rs`)
+//! and decoded in registers by `shaders/quant/matmul.wgsl`.
 
 mod buffer;
 pub mod device;
 mod encoder;
 mod ops;
 mod pipelines;
+mod quant;
 mod window;
 
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -238,6 +243,12 @@ impl Backend for WgpuBackend {
         Ok(self.new_tensor(shape, dtype, buf))
     }
 
+    fn upload_quantized(&self, m: &ferrum_engine::quant::QuantizedMatrix) -> Result<Tensor> {
+        self.check()?;
+        let buf = quant::upload(&self.gpu.device, &self.pool, self.gpu.limits.max_buffer_size, m)?;
+        Ok(Tensor::from_buffer(vec![m.rows(), m.cols()], DType::Quant(m.format()), Arc::new(buf)))
+    }
+
     fn write(&self, dst: &Tensor, bytes: &[u8]) -> Result<()> {
         if bytes.len() != dst.size_bytes() {
             return Err(Error::Backend(format!("write of {} bytes into {dst:?}", bytes.len())));
@@ -292,7 +303,8 @@ impl Backend for WgpuBackend {
         let dispatches = ops::plan(op, inputs, out, &ctx)?;
         let out_buf = gpu_buffer(out)?;
         let mut rec = self.recorder()?;
-        for t in inputs {
+        // quantized weights are written whole at upload and never recycled
+        for t in inputs.iter().filter(|t| !t.dtype().is_quantized()) {
             self.zero_if_needed(&mut rec, gpu_buffer(t)?);
         }
         if ops::overwrites_output(op.kind()) {

@@ -18,7 +18,8 @@ pub(crate) enum Access {
 /// Everything that makes one pipeline.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct PipelineKey {
-    /// The op file stem in `ferrum_shaders`.
+    /// The op file stem in `ferrum_shaders`; `quant/<stem>` for
+    /// `ferrum_shaders::QUANT_SHADERS`.
     pub shader: &'static str,
     /// Use the `enable f16;` variant (`ferrum_shaders::F16_SHADERS`).
     pub native_f16: bool,
@@ -94,8 +95,11 @@ impl Pipelines {
         if let Some(m) = modules.get(&(stem, native_f16)) {
             return Ok(m.clone());
         }
-        let src = ferrum_shaders::source(stem, native_f16)
-            .ok_or_else(|| Error::Backend(format!("no shader {stem} (native f16: {native_f16})")))?;
+        let src = match stem.strip_prefix("quant/") {
+            Some(op) => ferrum_shaders::quant_source(op),
+            None => ferrum_shaders::source(stem, native_f16),
+        };
+        let src = src.ok_or_else(|| Error::Backend(format!("no shader {stem} (native f16: {native_f16})")))?;
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(stem),
             source: wgpu::ShaderSource::Wgsl(src.into()),

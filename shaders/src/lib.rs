@@ -11,6 +11,9 @@
 //! - [`F16_SHADERS`]: `enable f16;` variants of the ops that read weights
 //!   (`f16/<op>.wgsl`), for adapters with `SHADER_F16`: same `Params`,
 //!   bindings and entry points, the weight bound as `array<f16>`.
+//! - [`QUANT_SHADERS`]: ops on packed quantized weights (`quant/<op>.wgsl`,
+//!   same stem as the op they implement): codes and scales in two `array<u32>`
+//!   bindings, decoded in registers; an `override Q_FMT` picks the format.
 //!
 //! Each file's `struct Params` is mirrored by a `#[repr(C)]` struct in
 //! `backend-wgpu/src/ops/`, named in the comment beside it.
@@ -28,6 +31,7 @@ pub const SOFTCAP: &str = include_str!("../softcap.wgsl");
 
 pub const GATHER_ROWS_F16: &str = include_str!("../f16/gather_rows.wgsl");
 pub const MATMUL_F16: &str = include_str!("../f16/matmul.wgsl");
+pub const MATMUL_QUANT: &str = include_str!("../quant/matmul.wgsl");
 
 /// `(op file stem, WGSL source)` for every shader.
 pub const SHADERS: &[(&str, &str)] = &[
@@ -45,6 +49,14 @@ pub const SHADERS: &[(&str, &str)] = &[
 
 /// `(op file stem, WGSL source)` of the native-f16 variants.
 pub const F16_SHADERS: &[(&str, &str)] = &[("gather_rows", GATHER_ROWS_F16), ("matmul", MATMUL_F16)];
+
+/// `(op file stem, WGSL source)` of the quantized-weight variants.
+pub const QUANT_SHADERS: &[(&str, &str)] = &[("matmul", MATMUL_QUANT)];
+
+/// The quantized-weight variant of `stem`, if there is one.
+pub fn quant_source(stem: &str) -> Option<&'static str> {
+    QUANT_SHADERS.iter().find(|(s, _)| *s == stem).map(|(_, src)| *src)
+}
 
 /// The source for `stem`, the native-f16 variant when asked for and present.
 pub fn source(stem: &str, native_f16: bool) -> Option<&'static str> {
@@ -78,12 +90,15 @@ mod tests {
         for (stem, src) in F16_SHADERS {
             validate(&format!("f16/{stem}"), src);
         }
+        for (stem, src) in QUANT_SHADERS {
+            validate(&format!("quant/{stem}"), src);
+        }
     }
 
     /// Portable shaders must not need the f16 extension.
     #[test]
     fn portable_shaders_do_not_enable_f16() {
-        for (stem, src) in SHADERS {
+        for (stem, src) in SHADERS.iter().chain(QUANT_SHADERS) {
             let module = naga::front::wgsl::parse_str(src).unwrap();
             Validator::new(ValidationFlags::all(), PORTABLE)
                 .validate(&module)
@@ -105,6 +120,9 @@ mod tests {
         assert_eq!(shader_stems, op_stems);
         for (stem, _) in F16_SHADERS {
             assert!(source(stem, false).is_some(), "f16/{stem} has no portable twin");
+        }
+        for (stem, _) in QUANT_SHADERS {
+            assert!(source(stem, false).is_some(), "quant/{stem} is not an op");
         }
     }
 

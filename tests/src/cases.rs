@@ -11,6 +11,7 @@ use ferrum_engine::DType;
 use ferrum_engine::ops::{
     Activation, Add, Attention, GatherRows, Glu, KvStore, Matmul, Op, OpKind, RmsNorm, Rope, RopeStyle, Scale, Softcap,
 };
+use ferrum_engine::quant::{Fp8Scaling, Int8Rule, MxScaleRule, Nvfp4Convention, QuantFormat, QuantizedMatrix};
 use half::{bf16, f16};
 
 /// A tensor on the host. Float data is stored as f32 already rounded to
@@ -26,6 +27,8 @@ pub struct HostTensor {
 pub enum HostData {
     F32(Vec<f32>),
     U32(Vec<u32>),
+    /// A packed weight, uploaded with `Backend::upload_quantized`.
+    Quant(QuantizedMatrix),
 }
 
 impl HostTensor {
@@ -45,6 +48,19 @@ impl HostTensor {
         HostTensor { shape: shape.to_vec(), dtype, data: HostData::F32(data) }
     }
 
+    /// A quantized weight [rows, cols] of dtype `Quant(m.format())`.
+    pub fn quant(m: QuantizedMatrix) -> Self {
+        HostTensor { shape: vec![m.rows(), m.cols()], dtype: DType::Quant(m.format()), data: HostData::Quant(m) }
+    }
+
+    /// The packed weight, if this is one.
+    pub fn quantized(&self) -> Option<&QuantizedMatrix> {
+        match &self.data {
+            HostData::Quant(m) => Some(m),
+            _ => None,
+        }
+    }
+
     pub fn u32(shape: &[usize], data: Vec<u32>) -> Self {
         assert_eq!(shape.iter().product::<usize>(), data.len(), "shape {shape:?}");
         HostTensor { shape: shape.to_vec(), dtype: DType::U32, data: HostData::U32(data) }
@@ -61,9 +77,11 @@ impl HostTensor {
         }
     }
 
-    /// Float values widened to f64 (exact: they were rounded to `dtype` already).
+    /// Float values widened to f64 (exact: they were rounded to `dtype`
+    /// already; a quantized weight gives its exact dequantization).
     pub fn f64s(&self) -> Vec<f64> {
         match &self.data {
+            HostData::Quant(m) => m.dequantize().into_iter().map(f64::from).collect(),
             HostData::F32(v) => v.iter().map(|&x| x as f64).collect(),
             HostData::U32(v) => v.iter().map(|&x| x as f64).collect(),
         }
@@ -72,7 +90,7 @@ impl HostTensor {
     pub fn u32s(&self) -> &[u32] {
         match &self.data {
             HostData::U32(v) => v,
-            HostData::F32(_) => panic!("u32s() on a float tensor"),
+            HostData::F32(_) | HostData::Quant(_) => panic!("u32s() on a float tensor"),
         }
     }
 }
@@ -108,7 +126,8 @@ impl Case {
 /// demands cases for it.
 pub fn op_dtypes(kind: OpKind) -> &'static [DType] {
     match kind {
-        OpKind::GatherRows | OpKind::Matmul => &[DType::F32, DType::F16, DType::BF16],
+        OpKind::GatherRows => &[DType::F32, DType::F16, DType::BF16],
+        OpKind::Matmul => MATMUL_DTYPES,
         OpKind::RmsNorm
         | OpKind::Rope
         | OpKind::KvStore
@@ -119,6 +138,35 @@ pub fn op_dtypes(kind: OpKind) -> &'static [DType] {
         | OpKind::Softcap => &[DType::F32],
     }
 }
+
+/// Every quantized weight layout the matmul cases cover (`QuantizedMatrix::format`
+/// of each: MXFP4 and INT8 report their default rule whichever made them).
+pub const QUANT_FORMATS: [QuantFormat; 9] = [
+    QuantFormat::Nvfp4(Nvfp4Convention::ModelOpt),
+    QuantFormat::Nvfp4(Nvfp4Convention::CompressedTensors),
+    QuantFormat::Mxfp4(MxScaleRule::Ocp),
+    QuantFormat::Fp8(Fp8Scaling::PerTensor),
+    QuantFormat::Fp8(Fp8Scaling::PerChannel),
+    QuantFormat::Fp8(Fp8Scaling::Block { rows: 16, cols: 32 }),
+    QuantFormat::Int8(Int8Rule::CompressedTensors),
+    QuantFormat::Int4 { group: 32, symmetric: true },
+    QuantFormat::Int4 { group: 32, symmetric: false },
+];
+
+const MATMUL_DTYPES: &[DType] = &[
+    DType::F32,
+    DType::F16,
+    DType::BF16,
+    DType::Quant(QUANT_FORMATS[0]),
+    DType::Quant(QUANT_FORMATS[1]),
+    DType::Quant(QUANT_FORMATS[2]),
+    DType::Quant(QUANT_FORMATS[3]),
+    DType::Quant(QUANT_FORMATS[4]),
+    DType::Quant(QUANT_FORMATS[5]),
+    DType::Quant(QUANT_FORMATS[6]),
+    DType::Quant(QUANT_FORMATS[7]),
+    DType::Quant(QUANT_FORMATS[8]),
+];
 
 /// SplitMix64: tiny, seeded, identical on every platform.
 pub struct Rng(u64);
@@ -180,6 +228,19 @@ pub fn all_cases() -> Vec<Case> {
         cases.push(matmul(&mut rng(), dtype, 7, 129, 33, true));
         cases.push(matmul(&mut rng(), dtype, 3, 4099, 5, false));
         cases.push(matmul(&mut rng(), dtype, 1, 64, 257, true));
+    }
+    // quantized weights: odd n, k a multiple of the block (odd where the block
+    // is 1 element), a decode-sized and a prefill-sized x; FP8 16x32 blocks
+    // leave partial blocks at both edges
+    for format in QUANT_FORMATS {
+        let block = match format {
+            QuantFormat::Nvfp4(_) => 16,
+            QuantFormat::Mxfp4(_) | QuantFormat::Int4 { .. } => 32,
+            QuantFormat::Fp8(Fp8Scaling::Block { .. }) => 25,
+            QuantFormat::Fp8(_) | QuantFormat::Int8(_) => 65,
+        };
+        cases.push(quant_matmul(&mut rng(), format, 3, 3 * block, 33, true));
+        cases.push(quant_matmul(&mut rng(), format, 11, 5 * block, 17, false));
     }
     // (style, heads, head_dim, rotary_dim / 2, attention_scale, positions):
     // full and partial rotary; positions up to 70000 catch imprecise sin/cos.
@@ -253,6 +314,18 @@ pub fn matmul(rng: &mut Rng, dtype: DType, m: usize, k: usize, n: usize, bias: b
     }
     let dims = format!("m={m}, k={k}, n={n}, bias={}", if bias { "yes" } else { "no" });
     case(Op::Matmul(Matmul), inputs, dtype, dims)
+}
+
+/// A matmul whose weight is quantized to `format` (from uniform f32 values).
+pub fn quant_matmul(rng: &mut Rng, format: QuantFormat, m: usize, k: usize, n: usize, bias: bool) -> Case {
+    let x = HostTensor::f32(&[m, k], rng.vec(m * k, 1.0));
+    let w = QuantizedMatrix::quantize(format, &rng.vec(n * k, 1.0), n, k).expect("quantizable case");
+    let mut inputs = vec![x, HostTensor::quant(w)];
+    if bias {
+        inputs.push(HostTensor::f32(&[n], rng.vec(n, 4.0)));
+    }
+    let dims = format!("m={m}, k={k}, n={n}, bias={}", if bias { "yes" } else { "no" });
+    case(Op::Matmul(Matmul), inputs, DType::Quant(format), dims)
 }
 
 /// `rotary_dim = 2 * half`; half < head_dim / 2 makes partial rotary.

@@ -131,7 +131,11 @@ fn run_case_inner(backend: &dyn Backend, case: &Case) -> Result<Vec<f32>, String
 }
 
 fn upload_all(backend: &dyn Backend, tensors: &[HostTensor]) -> Result<Vec<Tensor>, String> {
-    tensors.iter().map(|t| backend.upload(&t.shape, t.dtype, &t.bytes()).map_err(|e| e.to_string())).collect()
+    let up = |t: &HostTensor| match t.quantized() {
+        Some(m) => backend.upload_quantized(m),
+        None => backend.upload(&t.shape, t.dtype, &t.bytes()),
+    };
+    tensors.iter().map(|t| up(t).map_err(|e| e.to_string())).collect()
 }
 
 /// The expected output for `backend`: see [`reference_name`].

@@ -1,11 +1,15 @@
 //! matmul: `gemv` when a window has at most 8 rows of x (decode), `tiled`
 //! otherwise; one dispatch per (x/out row window, weight row window).
+//! Quantized weights run shaders/quant/matmul.wgsl (same entry points and
+//! grid), their codes and scales windowed by the same weight rows.
 
 use ferrum_engine::{Result, Tensor};
 
 use super::{Ctx, bytes, u32_of, weight_pipeline};
 use crate::encoder::Dispatch;
 use crate::pipelines::Access::{Read, ReadWrite};
+use crate::pipelines::PipelineKey;
+use crate::quant::quant_buffer;
 use crate::window::{Rows, groups_2d, ranges, whole};
 use ferrum_engine::Error;
 
@@ -25,6 +29,28 @@ pub(super) struct MatmulParams {
     _pad: [u32; 3],
 }
 
+/// Mirrors `Params` in shaders/quant/matmul.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub(super) struct QuantMatmulParams {
+    m: u32,
+    k: u32,
+    n: u32,
+    n0: u32,
+    nw: u32,
+    x_base: u32,
+    w_base: u32,
+    out_base: u32,
+    has_bias: u32,
+    s_base: u32,
+    row_words: u32,
+    srow_words: u32,
+    group: u32,
+    spr: u32,
+    tensor_scale: f32,
+    has_zp: u32,
+}
+
 /// `GEMV_M` in the shader: rows of x one gemv workgroup handles.
 const GEMV_M: usize = 8;
 /// `GEMV_ROWS` in the shader: weight rows per gemv workgroup.
@@ -34,6 +60,9 @@ const TILED_SIDE: usize = 32;
 
 pub(super) fn plan(inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -> Result<Vec<Dispatch>> {
     let (x, w, bias) = (inputs[0], inputs[1], inputs.get(2));
+    if w.dtype().is_quantized() {
+        return plan_quant(inputs, out, ctx);
+    }
     let (m, k, n) = (x.shape()[0], x.shape()[1], w.shape()[0]);
     let l = &ctx.limits;
     let (xr, wr, or) = (Rows::of(x)?, Rows::of(w)?, Rows::of(out)?);
@@ -74,6 +103,69 @@ pub(super) fn plan(inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -> Result<Vec<Di
                 pipeline: key.clone(),
                 params: bytes(&params),
                 bindings: vec![xw.binding.clone(), ww.binding.clone(), b, ow.binding.clone()],
+                groups,
+            });
+        }
+    }
+    Ok(dispatches)
+}
+
+/// A quantized weight: its codes and scales bound through windows of the
+/// same weight rows (see `crate::quant` for the layout).
+fn plan_quant(inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -> Result<Vec<Dispatch>> {
+    let (x, w, bias) = (inputs[0], inputs[1], inputs.get(2));
+    let (m, k, n) = (x.shape()[0], x.shape()[1], w.shape()[0]);
+    let l = &ctx.limits;
+    let q = quant_buffer(w)?;
+    let lay = q.layout;
+    let (xr, or) = (Rows::of(x)?, Rows::of(out)?);
+    let cr = Rows { buf: &q.codes, rows: n, row_elems: lay.row_words, elem_bytes: 4 };
+    let sr = Rows { buf: &q.scales, rows: n, row_elems: lay.srow_words, elem_bytes: 4 };
+    let per_m = xr.per_window(l)?.min(or.per_window(l)?);
+    let per_w = cr.per_window(l)?.min(sr.per_window(l)?);
+    let w_windows: Vec<_> =
+        ranges(n, per_w).map(|(first, rows)| (cr.window(first, rows, l), sr.window(first, rows, l))).collect();
+    let bias_binding = bias.map(|b| whole(b, "matmul bias", l)).transpose()?;
+    let storage = &[Read, Read, Read, Read, ReadWrite];
+    let mut dispatches = Vec::new();
+    for (first, rows) in ranges(m, per_m) {
+        let (xw, ow) = (xr.window(first, rows, l), or.window(first, rows, l));
+        let gemv = rows <= GEMV_M;
+        let entry = if gemv { "gemv" } else { "tiled" };
+        let key = PipelineKey::new("quant/matmul", entry, storage).constant("Q_FMT", lay.fmt as u32);
+        for (cw, sw) in &w_windows {
+            let params = QuantMatmulParams {
+                m: u32_of(rows, "x rows in a window")?,
+                k: u32_of(k, "k")?,
+                n: u32_of(n, "n")?,
+                n0: u32_of(cw.first, "first weight row")?,
+                nw: u32_of(cw.rows, "weight rows in a window")?,
+                x_base: xw.base,
+                w_base: cw.base,
+                out_base: ow.base,
+                has_bias: bias.is_some() as u32,
+                s_base: sw.base,
+                row_words: u32_of(lay.row_words, "code words per row")?,
+                srow_words: u32_of(lay.srow_words, "scale words per row")?,
+                group: u32_of(lay.group, "scale group")?,
+                spr: u32_of(lay.spr, "scales per row")?,
+                tensor_scale: lay.tensor_scale,
+                has_zp: lay.has_zp as u32,
+            };
+            let groups = if gemv {
+                groups_2d(cw.rows.div_ceil(GEMV_ROWS) as u64, l)?
+            } else {
+                let (gx, gy) = (cw.rows.div_ceil(TILED_SIDE), rows.div_ceil(TILED_SIDE));
+                if gx.max(gy) > l.max_groups as usize {
+                    return Err(Error::Backend(format!("matmul of {rows} x {} needs too many workgroups", cw.rows)));
+                }
+                [gx as u32, gy as u32, 1]
+            };
+            let b = bias_binding.clone().unwrap_or_else(|| xw.binding.clone());
+            dispatches.push(Dispatch {
+                pipeline: key.clone(),
+                params: bytes(&params),
+                bindings: vec![xw.binding.clone(), cw.binding.clone(), sw.binding.clone(), b, ow.binding.clone()],
                 groups,
             });
         }

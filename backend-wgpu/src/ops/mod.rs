@@ -81,14 +81,16 @@ pub(crate) fn overwrites_output(op: OpKind) -> bool {
 }
 
 /// Weights may be f32, f16 (natively or unpacked from u32) or bf16 (widened
-/// with a shift, which needs nothing of the adapter); the rest is f32.
+/// with a shift, which needs nothing of the adapter), and matmul weights any
+/// quantized format; the rest is f32.
 pub(crate) fn supports(op: OpKind, dtype: DType, f16_ok: bool) -> bool {
     match op {
         OpKind::GatherRows | OpKind::Matmul => match dtype {
             DType::F32 | DType::BF16 => true,
             DType::F16 => f16_ok,
-            // packed weights have no WGSL matmul yet (the quantization issue's WGSL half)
-            DType::U32 | DType::Quant(_) => false,
+            DType::U32 => false,
+            // every format: shaders/quant/matmul.wgsl; gather_rows reads no packed rows
+            DType::Quant(_) => op == OpKind::Matmul,
         },
         OpKind::RmsNorm
         | OpKind::Rope
@@ -164,5 +166,14 @@ mod tests {
             checked += 1;
         }
         assert_eq!(checked, ours.len() + ferrum_shaders::F16_SHADERS.len());
+        let quant = [("matmul", size_of::<matmul::QuantMatmulParams>())];
+        for (stem, src) in ferrum_shaders::QUANT_SHADERS {
+            let module = naga::front::wgsl::parse_str(src).unwrap();
+            let (_, ty) = module.types.iter().find(|(_, t)| t.name.as_deref() == Some("Params")).unwrap();
+            let naga::TypeInner::Struct { span, .. } = ty.inner else { panic!("quant/{stem}: Params is not a struct") };
+            let (_, size) =
+                quant.iter().find(|(s, _)| s == stem).unwrap_or_else(|| panic!("quant/{stem}: no Rust params"));
+            assert_eq!(*size, span as usize, "quant/{stem}");
+        }
     }
 }
