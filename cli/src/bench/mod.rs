@@ -69,7 +69,7 @@ pub struct BenchArgs {
 type Sender = Arc<dyn Fn(&Workload) -> RequestRecord + Send + Sync>;
 
 pub fn run(args: &BenchArgs) -> Result<()> {
-    if args.request_rate.is_some_and(|r| !(r > 0.0)) {
+    if args.request_rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
         bail!("--request-rate must be positive");
     }
     let (sender, vocab, label, tokenizer): (Sender, usize, String, _) = match &args.url {

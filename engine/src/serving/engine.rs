@@ -158,9 +158,9 @@ struct EngineState {
     tokenizer: Option<Arc<Tokenizer>>,
     config: EngineConfig,
     blocks: BlockManager,
-    waiting: VecDeque<Box<Sequence>>,
+    waiting: VecDeque<Sequence>,
     /// admission order: oldest first (the youngest is preempted first)
-    running: Vec<Box<Sequence>>,
+    running: Vec<Sequence>,
     queued: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
 }
@@ -196,18 +196,18 @@ impl EngineState {
 
     fn apply(&mut self, command: Command) {
         match command {
-            Command::Submit(seq) => self.waiting.push_back(seq),
+            Command::Submit(seq) => self.waiting.push_back(*seq),
             Command::Abort(id) => {
                 if let Some(i) = self.running.iter().position(|s| s.id == id) {
                     let mut seq = self.running.remove(i);
                     seq.release(&mut self.blocks);
                     Metrics::add(&self.metrics.requests_aborted, 1);
-                } else if let Some(i) = self.waiting.iter().position(|s| s.id == id) {
-                    if let Some(mut seq) = self.waiting.remove(i) {
-                        self.dequeue(&seq);
-                        seq.release(&mut self.blocks);
-                        Metrics::add(&self.metrics.requests_aborted, 1);
-                    }
+                } else if let Some(i) = self.waiting.iter().position(|s| s.id == id)
+                    && let Some(mut seq) = self.waiting.remove(i)
+                {
+                    self.dequeue(&seq);
+                    seq.release(&mut self.blocks);
+                    Metrics::add(&self.metrics.requests_aborted, 1);
                 }
             }
         }
