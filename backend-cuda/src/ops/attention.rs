@@ -23,7 +23,7 @@ pub(super) fn run(l: &Launcher, p: &Attention, inputs: &[&Tensor], ptrs: &[u64],
     }
     let max_blocks = tables.shape()[1];
     let host = |t: &Tensor| cuda_buffer(t)?.host_u32();
-    check_pages(p, &host(tables)?, max_blocks, num_slots, &host(token_seq)?, &host(positions)?)?;
+    p.check_pages(&host(tables)?, max_blocks, num_slots, &host(token_seq)?, &host(positions)?)?;
     let params = AttentionParams {
         tokens: u32_of(tokens, "tokens")?,
         heads: u32_of(heads, "heads")?,
@@ -41,39 +41,6 @@ pub(super) fn run(l: &Launcher, p: &Attention, inputs: &[&Tensor], ptrs: &[u64],
     l.launch("attention", (blocks, 1, 1), 32 * ATTN_WARPS, &params, &args)
 }
 
-/// The reference's checks, on the host copies: every token's sequence has a
-/// block table, and every block its visible positions live in is in the cache.
-fn check_pages(
-    p: &Attention,
-    tables: &[u32],
-    max_blocks: usize,
-    num_slots: usize,
-    seq_host: &[u32],
-    pos_host: &[u32],
-) -> Result<()> {
-    let err = |msg: String| Err(Error::op("attention", msg));
-    let seqs = tables.len() / max_blocks.max(1);
-    let num_blocks = num_slots / p.block_size;
-    for (t, (&s, &pos)) in seq_host.iter().zip(pos_host.iter()).enumerate() {
-        let (s, pos) = (s as usize, pos as usize);
-        if s >= seqs {
-            return err(format!("token {t} names sequence {s} of {seqs}"));
-        }
-        if pos / p.block_size >= max_blocks {
-            return err(format!("position {pos} past the block table of sequence {s}"));
-        }
-        let first = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
-        for b in first / p.block_size..=pos / p.block_size {
-            let block = tables[s * max_blocks + b] as usize;
-            if block >= num_blocks {
-                let slot = block * p.block_size;
-                return err(format!("slot {slot} past {num_slots} cache slots"));
-            }
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,11 +53,11 @@ mod tests {
     fn page_checks_catch_what_the_reference_catches() {
         // 2 sequences x 2 blocks, 4 blocks of 4 slots
         let tables = [0, 1, 2, 3];
-        assert!(check_pages(&attn(None), &tables, 2, 16, &[0, 1], &[7, 3]).is_ok());
-        assert!(check_pages(&attn(None), &tables, 2, 16, &[2], &[0]).is_err(), "no sequence 2");
-        assert!(check_pages(&attn(None), &tables, 2, 16, &[0], &[8]).is_err(), "past the table");
-        assert!(check_pages(&attn(None), &[0, 9, 2, 3], 2, 16, &[0], &[5]).is_err(), "block 9 of 4");
+        assert!(attn(None).check_pages(&tables, 2, 16, &[0, 1], &[7, 3]).is_ok());
+        assert!(attn(None).check_pages(&tables, 2, 16, &[2], &[0]).is_err(), "no sequence 2");
+        assert!(attn(None).check_pages(&tables, 2, 16, &[0], &[8]).is_err(), "past the table");
+        assert!(attn(None).check_pages(&[0, 9, 2, 3], 2, 16, &[0], &[5]).is_err(), "block 9 of 4");
         // a window that no longer sees block 9 does not touch it
-        assert!(check_pages(&attn(Some(2)), &[9, 1, 2, 3], 2, 16, &[0], &[5]).is_ok());
+        assert!(attn(Some(2)).check_pages(&[9, 1, 2, 3], 2, 16, &[0], &[5]).is_ok());
     }
 }

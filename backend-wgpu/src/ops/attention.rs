@@ -56,7 +56,7 @@ pub(super) fn plan(p: &Attention, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -
     let max_blocks = tables.shape()[1];
     // copies, not guards: two of these may be one tensor
     let host = |t: &Tensor| -> Result<Vec<u32>> { Ok(gpu_buffer(t)?.host_u32()?.clone()) };
-    check_pages(p, &host(tables)?, max_blocks, num_slots, &host(token_seq)?, &host(positions)?)?;
+    p.check_pages(&host(tables)?, max_blocks, num_slots, &host(token_seq)?, &host(positions)?)?;
     let l = &ctx.limits;
     let small = [
         whole(tables, "attention block_tables", l)?,
@@ -125,37 +125,4 @@ pub(super) fn plan(p: &Attention, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -
         }
     }
     Ok(dispatches)
-}
-
-/// The reference's checks, on the host copies: every token's sequence has a
-/// block table, and every block its visible positions live in is in the cache.
-fn check_pages(
-    p: &Attention,
-    tables: &[u32],
-    max_blocks: usize,
-    num_slots: usize,
-    seq_host: &[u32],
-    pos_host: &[u32],
-) -> Result<()> {
-    let err = |msg: String| Err(Error::op("attention", msg));
-    let seqs = tables.len() / max_blocks.max(1);
-    let num_blocks = num_slots / p.block_size;
-    for (t, (&s, &pos)) in seq_host.iter().zip(pos_host.iter()).enumerate() {
-        let (s, pos) = (s as usize, pos as usize);
-        if s >= seqs {
-            return err(format!("token {t} names sequence {s} of {seqs}"));
-        }
-        if pos / p.block_size >= max_blocks {
-            return err(format!("position {pos} past the block table of sequence {s}"));
-        }
-        let first = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
-        for b in first / p.block_size..=pos / p.block_size {
-            let block = tables[s * max_blocks + b] as usize;
-            if block >= num_blocks {
-                let slot = block * p.block_size;
-                return err(format!("slot {slot} past {num_slots} cache slots"));
-            }
-        }
-    }
-    Ok(())
 }

@@ -82,6 +82,40 @@ impl Attention {
         Ok(q.clone())
     }
 
+    /// The index checks every backend makes on the host before launching:
+    /// every token's sequence has a block table, and every block its visible
+    /// positions live in is inside the cache. Errors name the bad index.
+    pub fn check_pages(
+        &self,
+        block_tables: &[u32],
+        max_blocks: usize,
+        num_slots: usize,
+        token_seq: &[u32],
+        positions: &[u32],
+    ) -> Result<()> {
+        let err = |msg: String| Err(Error::op(Self::NAME, msg));
+        let seqs = block_tables.len() / max_blocks.max(1);
+        let num_blocks = num_slots / self.block_size.max(1);
+        for (t, (&s, &pos)) in token_seq.iter().zip(positions).enumerate() {
+            let (s, pos) = (s as usize, pos as usize);
+            if s >= seqs {
+                return err(format!("token {t} names sequence {s} of {seqs}"));
+            }
+            if pos / self.block_size >= max_blocks {
+                return err(format!("position {pos} past the block table of sequence {s}"));
+            }
+            let first = self.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+            for b in first / self.block_size..=pos / self.block_size {
+                let block = block_tables[s * max_blocks + b] as usize;
+                if block >= num_blocks {
+                    let slot = block * self.block_size;
+                    return err(format!("slot {slot} past {num_slots} cache slots"));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// q (T, heads, d), k_cache/v_cache (slots, kv_heads, d), block_tables (seqs, max_blocks),
     /// token_seq (T,), positions (T,) -> out (T, heads, d)
     #[allow(clippy::too_many_arguments)]
