@@ -10,7 +10,7 @@ use crate::encoder::Dispatch;
 use crate::pipelines::Access::{Read, ReadWrite};
 use crate::pipelines::PipelineKey;
 use crate::quant::quant_buffer;
-use crate::window::{Rows, groups_2d, ranges, whole};
+use crate::window::{BindLimits, Rows, groups_2d, ranges, whole};
 use ferrum_engine::Error;
 
 /// Mirrors `Params` in shaders/matmul.wgsl (and shaders/f16/matmul.wgsl).
@@ -88,15 +88,7 @@ pub(super) fn plan(inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -> Result<Vec<Di
                 has_bias: bias.is_some() as u32,
                 _pad: [0; 3],
             };
-            let groups = if gemv {
-                groups_2d(ww.rows.div_ceil(GEMV_ROWS) as u64, l)?
-            } else {
-                let (gx, gy) = (ww.rows.div_ceil(TILED_SIDE), rows.div_ceil(TILED_SIDE));
-                if gx.max(gy) > l.max_groups as usize {
-                    return Err(Error::Backend(format!("matmul of {rows} x {} needs too many workgroups", ww.rows)));
-                }
-                [gx as u32, gy as u32, 1]
-            };
+            let groups = workgroups(gemv, rows, ww.rows, l)?;
             // without a bias, x stands in for it (read-only, never read)
             let b = bias_binding.clone().unwrap_or_else(|| xw.binding.clone());
             dispatches.push(Dispatch {
@@ -108,6 +100,19 @@ pub(super) fn plan(inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -> Result<Vec<Di
         }
     }
     Ok(dispatches)
+}
+
+/// The grid for `rows` x `weight_rows` outputs: GEMV_ROWS weight rows per
+/// workgroup (2D past the per-dimension limit), or TILED_SIDE² tiles.
+fn workgroups(gemv: bool, rows: usize, weight_rows: usize, l: &BindLimits) -> Result<[u32; 3]> {
+    if gemv {
+        return groups_2d(weight_rows.div_ceil(GEMV_ROWS) as u64, l);
+    }
+    let (gx, gy) = (weight_rows.div_ceil(TILED_SIDE), rows.div_ceil(TILED_SIDE));
+    if gx.max(gy) > l.max_groups as usize {
+        return Err(Error::Backend(format!("matmul of {rows} x {weight_rows} needs too many workgroups")));
+    }
+    Ok([gx as u32, gy as u32, 1])
 }
 
 /// A quantized weight: its codes and scales bound through windows of the
@@ -152,15 +157,7 @@ fn plan_quant(inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -> Result<Vec<Dispatc
                 tensor_scale: lay.tensor_scale,
                 has_zp: lay.has_zp as u32,
             };
-            let groups = if gemv {
-                groups_2d(cw.rows.div_ceil(GEMV_ROWS) as u64, l)?
-            } else {
-                let (gx, gy) = (cw.rows.div_ceil(TILED_SIDE), rows.div_ceil(TILED_SIDE));
-                if gx.max(gy) > l.max_groups as usize {
-                    return Err(Error::Backend(format!("matmul of {rows} x {} needs too many workgroups", cw.rows)));
-                }
-                [gx as u32, gy as u32, 1]
-            };
+            let groups = workgroups(gemv, rows, cw.rows, l)?;
             let b = bias_binding.clone().unwrap_or_else(|| xw.binding.clone());
             dispatches.push(Dispatch {
                 pipeline: key.clone(),
