@@ -6,7 +6,8 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, sys::CUdevice_attribute};
+use cudarc::cublas::CudaBlas;
+use cudarc::driver::{CudaContext, CudaStream, sys::CUdevice_attribute};
 
 /// Runs `f`, turning a panic (a missing library or symbol) into `Err`.
 pub(crate) fn no_panic<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
@@ -54,4 +55,17 @@ pub(crate) fn describe(ctx: &CudaContext, arch: &str) -> String {
     let gib = ctx.total_mem().map_or(0.0, |b| b as f64 / (1u64 << 30) as f64);
     let sms = ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).unwrap_or(0);
     format!("{name} ({arch}, {gib:.0} GiB, {sms} SMs)")
+}
+
+/// A cuBLAS handle on `stream`, or why not (libcublas absent, turned off
+/// with `FERRUM_CUBLAS=0`, or failing to start).
+pub(crate) fn cublas(stream: &Arc<CudaStream>) -> Result<CudaBlas, String> {
+    if std::env::var("FERRUM_CUBLAS").is_ok_and(|v| v == "0") {
+        return Err("cuBLAS turned off (FERRUM_CUBLAS=0)".into());
+    }
+    // SAFETY: only dlopen()s candidate library names.
+    if !unsafe { cudarc::cublas::sys::is_culib_present() } {
+        return Err("libcublas not found".into());
+    }
+    no_panic("creating a cuBLAS handle", || CudaBlas::new(stream.clone()).map_err(|e| format!("cublasCreate: {e:?}")))
 }

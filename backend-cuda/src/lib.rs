@@ -8,21 +8,27 @@
 //! - [`compile`]: NVRTC, once per (kernel source, arch), PTX cached on disk.
 //! - `buffer`: one stream-ordered device allocation per tensor; host copies
 //!   of u32 tensors for index checks.
+//! - `quant`: quantized weights as codes + scales, decoded in the kernels.
 //! - `ops`: each op turned into launches of the kernels in `ferrum-kernels`,
 //!   with the `#[repr(C)]` mirrors of their parameter structs.
 //!
 //! One stream: `execute` only queues work; `read` and `sync` wait. Weights
-//! may be f32, f16 or bf16 (widened in the kernels); activations are f32.
+//! may be f32, f16 or bf16 (widened in the kernels) or quantized (NVFP4,
+//! MXFP4, FP8, INT8, INT4, decoded in registers); activations are f32.
+//! cuBLAS, when libcublas loads, runs prefill GEMMs with float weights
+//! (`FERRUM_CUBLAS=0` turns it off, e.g. to test the tiled kernel).
 
 pub mod compile;
 pub mod device;
 
 mod buffer;
 mod ops;
+mod quant;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
+use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream};
 use cudarc::nvrtc::Ptx;
 use ferrum_engine::backend::validate;
@@ -35,6 +41,7 @@ pub struct CudaBackend {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     functions: HashMap<&'static str, CudaFunction>,
+    blas: Option<CudaBlas>,
     description: String,
 }
 
@@ -78,13 +85,23 @@ impl CudaBackend {
                     functions.insert(e, f);
                 }
             }
-            let description = device::describe(&ctx, &arch);
-            Ok(CudaBackend { ctx: ctx.clone(), stream, functions, description })
+            let blas = match device::cublas(&stream) {
+                Ok(b) => Some(b),
+                Err(why) => {
+                    eprintln!("ferrum: cuda: {why}; prefill uses the tiled matmul kernel");
+                    None
+                }
+            };
+            let mut description = device::describe(&ctx, &arch);
+            if blas.is_none() {
+                description.push_str(", no cuBLAS");
+            }
+            Ok(CudaBackend { ctx: ctx.clone(), stream, functions, blas, description })
         })
     }
 
     fn launcher(&self) -> ops::Launcher<'_> {
-        ops::Launcher { stream: &self.stream, functions: &self.functions }
+        ops::Launcher { stream: &self.stream, functions: &self.functions, blas: self.blas.as_ref() }
     }
 
     /// Errors the driver recorded where none could be returned (frees in Drop).
@@ -130,6 +147,11 @@ impl Backend for CudaBackend {
             return Err(Error::Backend(format!("upload of {shape:?} {dtype} needs {want} bytes, got {}", bytes.len())));
         }
         Ok(self.new_tensor(shape, dtype, CudaBuffer::with_data(&self.stream, bytes, dtype == DType::U32)?))
+    }
+
+    fn upload_quantized(&self, m: &ferrum_engine::quant::QuantizedMatrix) -> Result<Tensor> {
+        let buf = quant::upload(&self.stream, m)?;
+        Ok(Tensor::from_buffer(vec![m.rows(), m.cols()], DType::Quant(m.format()), Arc::new(buf)))
     }
 
     fn write(&self, dst: &Tensor, bytes: &[u8]) -> Result<()> {

@@ -1,16 +1,25 @@
 // matmul: out[m, n] = sum_k x[m, k] * w[n, k] (+ b[n]), f32 accumulation.
-// See engine/src/ops/matmul.rs. w is [n, k] (nn.Linear), stored f32, f16 or bf16.
+// See engine/src/ops/matmul.rs. w is [n, k] (nn.Linear): f32, f16 or bf16,
+// or quantized (NVFP4, MXFP4, FP8, INT8, INT4: codes and scales in two
+// buffers, decoded in registers by quant.cuh; never expanded in memory).
 //
-// Two kernels per weight dtype:
-// - matmul_gemv_<dt>: decode (small m). One warp per output column n, each
+// Kernels, per weight format <f> (f32, f16, bf16, nvfp4, nvfp4_ct, mxfp4,
+// fp8, int8, int4):
+// - matmul_gemv_<f>: decode (small m). One warp per output column n, each
 //   warp reading its weight row once for up to GEMV_ROWS rows of x. Grid:
 //   (ceil(n / GEMV_WARPS), ceil(m / GEMV_ROWS)); block: 32 * GEMV_WARPS.
-//   With `vec` set (k * elem_size a multiple of 16), each lane loads 16 bytes
-//   of weights at a time, so a warp reads 512 contiguous bytes per step.
-// - matmul_tiled_<dt>: prefill (larger m). 64 x 64 output tiles, k in steps
-//   of 16 through shared memory, 256 threads each computing 4 x 4 outputs.
-//   Grid: (ceil(n / 64), ceil(m / 64)).
+//   With `vec` set, each lane loads 16 bytes of weights at a time (4 f32,
+//   8 f16/bf16, 32 FP4/INT4 or 16 FP8/INT8 codes), so a warp reads 512
+//   contiguous bytes per step: the memory-bound decode path.
+// - matmul_tiled_<f>: prefill (larger m) when cuBLAS is absent, and every
+//   quantized prefill. 64 x 64 output tiles, k in steps of 16 through shared
+//   memory, 256 threads each computing 4 x 4 outputs. Grid: (ceil(n / 64),
+//   ceil(m / 64)).
+// - With cuBLAS, prefill with float weights is one GEMM: x is first rounded
+//   to the weight's dtype (matmul_x_to_f16 / _bf16; tensor cores take one
+//   input type), cuBLAS accumulates in f32, then matmul_add_bias.
 #include "common.cuh"
+#include "quant.cuh"
 
 #define GEMV_WARPS 8
 #define GEMV_ROWS 4
@@ -48,6 +57,15 @@ __device__ __forceinline__ void unpack16(uint4 raw, float* out) {
             out[2 * i] = DT == DT_F16 ? f16_to_f32(lo) : bf16_to_f32(lo);
             out[2 * i + 1] = DT == DT_F16 ? f16_to_f32(hi) : bf16_to_f32(hi);
         }
+    }
+}
+
+// Sums each row's partial dots across the warp; lane 0 writes them.
+__device__ __forceinline__ void gemv_store(float* acc, u32 rows, u32 i0, u32 j, u32 n, float b, float* out) {
+#pragma unroll
+    for (int r = 0; r < GEMV_ROWS; r++) {
+        const float s = warp_sum(acc[r]);
+        if ((threadIdx.x & 31) == 0 && (u32)r < rows) out[(size_t)(i0 + r) * n + j] = s + b;
     }
 }
 
@@ -90,16 +108,86 @@ __device__ void matmul_gemv(MatmulParams p, const float* x, const void* w, const
                 if ((u32)r < rows) acc[r] += x[(size_t)(i0 + r) * k + c] * wv;
         }
     }
-    const float b = p.has_bias ? bias[j] : 0.0f;
-#pragma unroll
-    for (int r = 0; r < GEMV_ROWS; r++) {
-        const float s = warp_sum(acc[r]);
-        if (lane == 0 && (u32)r < rows) out[(size_t)(i0 + r) * p.n + j] = s + b;
-    }
+    gemv_store(acc, rows, i0, j, p.n, p.has_bias ? bias[j] : 0.0f, out);
 }
 
+// dot(x[0..N], w[0..N]) with float4 loads of x (16-byte aligned).
+template <int N>
+__device__ __forceinline__ float dot_x4(const float* x, const float* w) {
+    const float4* x4 = (const float4*)x;
+    float s = 0.0f;
+#pragma unroll
+    for (int q = 0; q < N / 4; q++) {
+        const float4 xv = x4[q];
+        s += xv.x * w[4 * q] + xv.y * w[4 * q + 1] + xv.z * w[4 * q + 2] + xv.w * w[4 * q + 3];
+    }
+    return s;
+}
+
+// The quantized GEMV: as matmul_gemv, each lane decoding its 16 bytes of
+// codes in registers, one scale per code word (`vec`), or element by element.
+template <int FMT>
+__device__ void matmul_q_gemv(QuantMatmulParams p, const float* x, const u32* codes, const u32* scales,
+                              const float* bias, float* out) {
+    const u32 lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const u32 j = blockIdx.x * GEMV_WARPS + warp;
+    const u32 i0 = blockIdx.y * GEMV_ROWS;
+    if (j >= p.n) return;
+    const u32 rows = min((u32)GEMV_ROWS, p.m - i0);
+    float acc[GEMV_ROWS];
+#pragma unroll
+    for (int r = 0; r < GEMV_ROWS; r++) acc[r] = 0.0f;
+    const size_t k = p.k;
+    if (p.vec) {
+        const int PER_WORD = QBits<FMT>::PER_WORD;
+        const uint4* crow = (const uint4*)(codes + (size_t)j * p.row_words);
+        const u32* srow = scales + (size_t)j * p.srow_words;
+        for (u32 c = lane; (size_t)c * 4 * PER_WORD < k; c += 32) {
+            const uint4 raw = crow[c];
+            const u32 words[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                const u32 e0 = (c * 4 + q) * PER_WORD;
+                float wv[PER_WORD];
+                q_word<FMT>(words[q], q_scale<FMT>(p, srow, e0 / p.group), wv);
+#pragma unroll
+                for (int r = 0; r < GEMV_ROWS; r++)
+                    if ((u32)r < rows) acc[r] += dot_x4<PER_WORD>(x + (size_t)(i0 + r) * k + e0, wv);
+            }
+        }
+    } else {
+        for (u32 c = lane; c < k; c += 32) {
+            const float wv = q_element<FMT>(p, codes, scales, j, c);
+#pragma unroll
+            for (int r = 0; r < GEMV_ROWS; r++)
+                if ((u32)r < rows) acc[r] += x[(size_t)(i0 + r) * k + c] * wv;
+        }
+    }
+    gemv_store(acc, rows, i0, j, p.n, p.has_bias ? bias[j] : 0.0f, out);
+}
+
+// Weight element (row, col) of a float weight, widened.
 template <int DT>
-__device__ void matmul_tiled(MatmulParams p, const float* x, const void* w, const float* bias, float* out) {
+struct FloatW {
+    const void* w;
+    u32 k;
+    __device__ __forceinline__ float operator()(u32 row, u32 col) const { return load_w<DT>(w, (size_t)row * k + col); }
+};
+
+// Weight element (row, col) of a quantized weight, decoded.
+template <int FMT>
+struct QuantW {
+    QuantMatmulParams p;
+    const u32* codes;
+    const u32* scales;
+    __device__ __forceinline__ float operator()(u32 row, u32 col) const {
+        return q_element<FMT>(p, codes, scales, row, col);
+    }
+};
+
+template <class W>
+__device__ void matmul_tiled(u32 m, u32 n, u32 k, const float* x, W w, u32 has_bias, const float* bias,
+                             float* out) {
     __shared__ float xs[TILE_K][TILE + 1];  // (k, m) of this tile
     __shared__ float ws[TILE_K][TILE + 1];  // (k, n) of this tile
     const u32 tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
@@ -109,15 +197,15 @@ __device__ void matmul_tiled(MatmulParams p, const float* x, const void* w, cons
     for (int r = 0; r < 4; r++)
 #pragma unroll
         for (int c = 0; c < 4; c++) acc[r][c] = 0.0f;
-    for (u32 k0 = 0; k0 < p.k; k0 += TILE_K) {
+    for (u32 k0 = 0; k0 < k; k0 += TILE_K) {
 #pragma unroll
         for (int l = 0; l < 4; l++) {
             const u32 idx = threadIdx.x + l * 256;
             const u32 row = idx / TILE_K, kk = idx % TILE_K;
             const u32 gk = k0 + kk;
             const u32 gm = m0 + row, gn = n0 + row;
-            xs[kk][row] = (gm < p.m && gk < p.k) ? x[(size_t)gm * p.k + gk] : 0.0f;
-            ws[kk][row] = (gn < p.n && gk < p.k) ? load_w<DT>(w, (size_t)gn * p.k + gk) : 0.0f;
+            xs[kk][row] = (gm < m && gk < k) ? x[(size_t)gm * k + gk] : 0.0f;
+            ws[kk][row] = (gn < n && gk < k) ? w(gn, gk) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -137,41 +225,81 @@ __device__ void matmul_tiled(MatmulParams p, const float* x, const void* w, cons
 #pragma unroll
     for (int r = 0; r < 4; r++) {
         const u32 gm = m0 + ty + 16 * r;
-        if (gm >= p.m) continue;
+        if (gm >= m) continue;
 #pragma unroll
         for (int c = 0; c < 4; c++) {
             const u32 gn = n0 + tx + 16 * c;
-            if (gn < p.n) out[(size_t)gm * p.n + gn] = acc[r][c] + (p.has_bias ? bias[gn] : 0.0f);
+            if (gn < n) out[(size_t)gm * n + gn] = acc[r][c] + (has_bias ? bias[gn] : 0.0f);
         }
     }
 }
 
-extern "C" __global__ void matmul_gemv_f32(MatmulParams p, const float* x, const void* w, const float* bias,
-                                          float* out) {
-    matmul_gemv<DT_F32>(p, x, w, bias, out);
+#define FLOAT_KERNELS(NAME, DT)                                                                                \
+    extern "C" __global__ void matmul_gemv_##NAME(MatmulParams p, const float* x, const void* w,              \
+                                                  const float* bias, float* out) {                            \
+        matmul_gemv<DT>(p, x, w, bias, out);                                                                  \
+    }                                                                                                          \
+    extern "C" __global__ void matmul_tiled_##NAME(MatmulParams p, const float* x, const void* w,             \
+                                                   const float* bias, float* out) {                           \
+        FloatW<DT> wl = {w, p.k};                                                                              \
+        matmul_tiled(p.m, p.n, p.k, x, wl, p.has_bias, bias, out);                                             \
+    }
+
+FLOAT_KERNELS(f32, DT_F32)
+FLOAT_KERNELS(f16, DT_F16)
+FLOAT_KERNELS(bf16, DT_BF16)
+
+#define QUANT_KERNELS(NAME, FMT)                                                                               \
+    extern "C" __global__ void matmul_gemv_##NAME(QuantMatmulParams p, const float* x, const u32* codes,      \
+                                                  const u32* scales, const float* bias, float* out) {         \
+        matmul_q_gemv<FMT>(p, x, codes, scales, bias, out);                                                   \
+    }                                                                                                          \
+    extern "C" __global__ void matmul_tiled_##NAME(QuantMatmulParams p, const float* x, const u32* codes,     \
+                                                   const u32* scales, const float* bias, float* out) {        \
+        QuantW<FMT> wl = {p, codes, scales};                                                                   \
+        matmul_tiled(p.m, p.n, p.k, x, wl, p.has_bias, bias, out);                                             \
+    }
+
+QUANT_KERNELS(nvfp4, QFMT_NVFP4_MODELOPT)
+QUANT_KERNELS(nvfp4_ct, QFMT_NVFP4_CT)
+QUANT_KERNELS(mxfp4, QFMT_MXFP4)
+QUANT_KERNELS(fp8, QFMT_FP8)
+QUANT_KERNELS(int8, QFMT_INT8)
+QUANT_KERNELS(int4, QFMT_INT4)
+
+// Mirrored by `RowsParams` in backend-cuda/src/ops/matmul.rs: `n` elements
+// of a row-major matrix with `cols` columns.
+struct RowsParams {
+    u64 n;
+    u32 cols;
+    u32 _pad;
+};
+
+// f32 -> bf16, rounding to nearest even (NaN stays NaN).
+__device__ __forceinline__ u16 f32_to_bf16(float f) {
+    const u32 u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (u16)((u >> 16) | 0x40u);
+    return (u16)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
-extern "C" __global__ void matmul_tiled_f32(MatmulParams p, const float* x, const void* w, const float* bias,
-                                          float* out) {
-    matmul_tiled<DT_F32>(p, x, w, bias, out);
+__device__ __forceinline__ u16 f32_to_f16(float f) {
+    u16 h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
 }
 
-extern "C" __global__ void matmul_gemv_f16(MatmulParams p, const float* x, const void* w, const float* bias,
-                                          float* out) {
-    matmul_gemv<DT_F16>(p, x, w, bias, out);
+extern "C" __global__ void matmul_x_to_bf16(RowsParams p, const float* x, u16* out) {
+    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += (u64)gridDim.x * blockDim.x)
+        out[i] = f32_to_bf16(x[i]);
 }
 
-extern "C" __global__ void matmul_tiled_f16(MatmulParams p, const float* x, const void* w, const float* bias,
-                                          float* out) {
-    matmul_tiled<DT_F16>(p, x, w, bias, out);
+extern "C" __global__ void matmul_x_to_f16(RowsParams p, const float* x, u16* out) {
+    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += (u64)gridDim.x * blockDim.x)
+        out[i] = f32_to_f16(x[i]);
 }
 
-extern "C" __global__ void matmul_gemv_bf16(MatmulParams p, const float* x, const void* w, const float* bias,
-                                          float* out) {
-    matmul_gemv<DT_BF16>(p, x, w, bias, out);
-}
-
-extern "C" __global__ void matmul_tiled_bf16(MatmulParams p, const float* x, const void* w, const float* bias,
-                                          float* out) {
-    matmul_tiled<DT_BF16>(p, x, w, bias, out);
+// out[i, j] += bias[j], after a cuBLAS GEMM.
+extern "C" __global__ void matmul_add_bias(RowsParams p, const float* bias, float* out) {
+    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += (u64)gridDim.x * blockDim.x)
+        out[i] += bias[i % p.cols];
 }

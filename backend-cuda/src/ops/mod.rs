@@ -9,10 +9,12 @@
 //! argument, then raw device pointers.
 
 mod attention;
+mod matmul;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaFunction, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg};
 use ferrum_engine::ops::{Activation, Op, OpKind, RopeStyle};
 use ferrum_engine::{DType, Error, Result, Tensor};
@@ -37,18 +39,6 @@ pub(crate) struct RmsNormParams {
     pub cols: u32,
     pub eps: f32,
     pub unit_offset: u32,
-}
-
-/// Mirrors `MatmulParams` in kernels/cu/matmul.cu.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct MatmulParams {
-    pub m: u32,
-    pub n: u32,
-    pub k: u32,
-    pub has_bias: u32,
-    pub vec: u32,
-    pub _pad: u32,
 }
 
 /// Mirrors `RopeParams` in kernels/cu/rope.cu.
@@ -101,7 +91,6 @@ pub(crate) struct ElementwiseParams {
 // SAFETY: plain #[repr(C)] structs of u32/u64/f32, laid out as their C twins.
 unsafe impl DeviceRepr for GatherRowsParams {}
 unsafe impl DeviceRepr for RmsNormParams {}
-unsafe impl DeviceRepr for MatmulParams {}
 unsafe impl DeviceRepr for RopeParams {}
 unsafe impl DeviceRepr for KvStoreParams {}
 unsafe impl DeviceRepr for AttentionParams {}
@@ -111,20 +100,14 @@ unsafe impl DeviceRepr for ElementwiseParams {}
 const BLOCK: u32 = 256;
 /// Most blocks of a grid-stride kernel (each thread then loops).
 const MAX_BLOCKS: u64 = 1 << 16;
-/// `GEMV_WARPS` and `GEMV_ROWS` in matmul.cu; at most this many rows of x
-/// take the GEMV kernel (it reads the weights ceil(m / GEMV_ROWS) times).
-const GEMV_WARPS: u32 = 8;
-const GEMV_ROWS: u32 = 4;
-const GEMV_MAX_M: usize = 8;
-/// `TILE` in matmul.cu.
-const TILE: u32 = 64;
 /// Grid y and z are limited to 65535 blocks.
 const MAX_GRID_Y: u32 = 65535;
 
-/// The loaded kernels and the stream they run on.
+/// The loaded kernels, the stream they run on, and cuBLAS when present.
 pub(crate) struct Launcher<'a> {
     pub stream: &'a Arc<CudaStream>,
     pub functions: &'a HashMap<&'static str, CudaFunction>,
+    pub blas: Option<&'a CudaBlas>,
 }
 
 impl Launcher<'_> {
@@ -166,6 +149,9 @@ impl Launcher<'_> {
 /// Launch the kernels that compute `op`; `inputs` and `out` are already
 /// validated against the op's shape rule.
 pub(crate) fn run(l: &Launcher, op: &Op, inputs: &[&Tensor], out: &Tensor) -> Result<()> {
+    if let Op::Matmul(_) = op {
+        return matmul::run(l, inputs, out); // a quantized weight is two buffers
+    }
     let ptrs = inputs.iter().map(|t| cuda_buffer(t).map(|b| b.ptr())).collect::<Result<Vec<_>>>()?;
     let o = cuda_buffer(out)?.ptr();
     match op {
@@ -195,28 +181,7 @@ pub(crate) fn run(l: &Launcher, op: &Op, inputs: &[&Tensor], out: &Tensor) -> Re
             };
             l.launch("rms_norm", (params.rows, 1, 1), BLOCK, &params, &[ptrs[0], ptrs[1], o])
         }
-        Op::Matmul(_) => {
-            let (x, w) = (inputs[0], inputs[1]);
-            let (m, k, n) = (x.shape()[0], x.shape()[1], w.shape()[0]);
-            let elem = w.dtype().size_bytes();
-            let p = MatmulParams {
-                m: u32_of(m, "m")?,
-                n: u32_of(n, "n")?,
-                k: u32_of(k, "k")?,
-                has_bias: (inputs.len() == 3) as u32,
-                vec: ((k * elem) % 16 == 0 && k % 4 == 0) as u32,
-                _pad: 0,
-            };
-            let bias = ptrs.get(2).copied().unwrap_or(0);
-            let args = [ptrs[0], ptrs[1], bias, o];
-            if m <= GEMV_MAX_M {
-                let name = by_dtype(w.dtype(), "matmul_gemv_f32", "matmul_gemv_f16", "matmul_gemv_bf16")?;
-                l.launch(name, (p.n.div_ceil(GEMV_WARPS), p.m.div_ceil(GEMV_ROWS), 1), 32 * GEMV_WARPS, &p, &args)
-            } else {
-                let name = by_dtype(w.dtype(), "matmul_tiled_f32", "matmul_tiled_f16", "matmul_tiled_bf16")?;
-                l.launch(name, (p.n.div_ceil(TILE), p.m.div_ceil(TILE), 1), 256, &p, &args)
-            }
-        }
+        Op::Matmul(_) => matmul::run(l, inputs, out),
         Op::Rope(p) => {
             let x = inputs[0];
             let params = RopeParams {
@@ -267,10 +232,11 @@ pub(crate) fn run(l: &Launcher, op: &Op, inputs: &[&Tensor], out: &Tensor) -> Re
     }
 }
 
-/// Weights may be f32, f16 or bf16; the rest is f32.
+/// Weights may be f32, f16 or bf16, and quantized for matmul; the rest is f32.
 pub(crate) fn supports(op: OpKind, dtype: DType) -> bool {
     match op {
-        OpKind::GatherRows | OpKind::Matmul => dtype.is_float(),
+        OpKind::Matmul => dtype.is_float() || matches!(dtype, DType::Quant(_)),
+        OpKind::GatherRows => dtype.is_float(),
         OpKind::RmsNorm
         | OpKind::Rope
         | OpKind::KvStore
@@ -311,7 +277,6 @@ mod tests {
     fn params_structs_have_their_c_sizes() {
         assert_eq!(size_of::<GatherRowsParams>(), 16);
         assert_eq!(size_of::<RmsNormParams>(), 16);
-        assert_eq!(size_of::<MatmulParams>(), 24);
         assert_eq!(size_of::<RopeParams>(), 24);
         assert_eq!(size_of::<KvStoreParams>(), 16);
         assert_eq!(size_of::<AttentionParams>(), 40);
@@ -323,6 +288,8 @@ mod tests {
         for d in [DType::F32, DType::F16, DType::BF16] {
             assert!(supports(OpKind::Matmul, d) && supports(OpKind::GatherRows, d));
         }
+        assert!(supports(OpKind::Matmul, DType::Quant("nvfp4".parse().unwrap())));
+        assert!(!supports(OpKind::GatherRows, DType::Quant("int8".parse().unwrap())));
         assert!(!supports(OpKind::Matmul, DType::U32));
         assert!(!supports(OpKind::Add, DType::BF16));
     }

@@ -10,7 +10,8 @@
 //! - [`fp8_weight`]: E4M3 weights with per-tensor, per-channel or block scales;
 //! - [`int8`]: per-channel symmetric INT8;
 //! - [`int4`]: group-wise INT4, symmetric or with zero points (compressed-tensors
-//!   `pack-quantized`).
+//!   `pack-quantized`);
+//! - [`device_layout`]: how the GPU backends lay out the codes and scales.
 //!
 //! A matrix is [rows, cols] = [N, K] as `nn.Linear` stores it (out, in):
 //! blocks and groups run along a row (K). [`QuantizedMatrix`] holds any of
@@ -38,6 +39,7 @@
 //! - INT8, INT4 (symmetric or with zero point): `|err| <= s / 2`; relative RMS
 //!   0.011 (INT8), 0.08-0.11 (INT4 groups of 32-128).
 
+pub mod device_layout;
 pub mod e2m1;
 pub mod fp8;
 pub mod fp8_weight;

@@ -1,0 +1,80 @@
+// quant_decode.cpp: kernels/cu/quant.cuh compiled for the host, so the CUDA
+// decoders can be checked against the CPU reference without a GPU (by the
+// test `quant_cuh_decodes_like_the_reference_on_the_host` in
+// backend-cuda/src/ops/matmul.rs, which pastes the header in place of its
+// include line, as ferrum_kernels::program does for NVRTC).
+//
+// Usage: quant_decode <fmt> <params.bin> <codes.bin> <scales.bin> <out.bin>
+// params.bin is the 48-byte QuantMatmulParams; out.bin gets n*k f32 decoded
+// element by element (q_element, the generic path), then n*k f32 decoded a
+// code word at a time (q_word, the GEMV's `vec` path; zeros unless vec).
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+typedef unsigned int u32;
+typedef unsigned short u16;
+typedef unsigned long long u64;
+
+static inline float __uint_as_float(u32 u) {
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+
+#define QDEV static inline
+
+#include "quant.cuh"
+
+static std::vector<char> slurp(const char* path) {
+    FILE* f = std::fopen(path, "rb");
+    if (!f) { std::perror(path); std::exit(2); }
+    std::vector<char> data;
+    char buf[65536];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) data.insert(data.end(), buf, buf + n);
+    std::fclose(f);
+    return data;
+}
+
+template <int FMT>
+static void decode(const QuantMatmulParams& p, const u32* codes, const u32* scales, float* elem, float* word) {
+    for (u32 r = 0; r < p.n; r++)
+        for (u32 i = 0; i < p.k; i++) elem[(size_t)r * p.k + i] = q_element<FMT>(p, codes, scales, r, i);
+    if (!p.vec) return;
+    const u32 per_word = QBits<FMT>::PER_WORD;
+    for (u32 r = 0; r < p.n; r++)
+        for (u32 w = 0; w < p.k / per_word; w++) {
+            const u32 e0 = w * per_word;
+            const QScale s = q_scale<FMT>(p, scales + (size_t)r * p.srow_words, e0 / p.group);
+            q_word<FMT>(codes[(size_t)r * p.row_words + w], s, word + (size_t)r * p.k + e0);
+        }
+}
+
+int main(int argc, char** argv) {
+    if (argc != 6) { std::fprintf(stderr, "usage: %s fmt params codes scales out\n", argv[0]); return 2; }
+    const int fmt = std::atoi(argv[1]);
+    std::vector<char> pb = slurp(argv[2]), cb = slurp(argv[3]), sb = slurp(argv[4]);
+    if (pb.size() != sizeof(QuantMatmulParams)) { std::fprintf(stderr, "params: %zu bytes\n", pb.size()); return 2; }
+    QuantMatmulParams p;
+    std::memcpy(&p, pb.data(), sizeof p);
+    std::vector<u32> codes(cb.size() / 4), scales(sb.size() / 4 + 1);
+    std::memcpy(codes.data(), cb.data(), cb.size());
+    std::memcpy(scales.data(), sb.data(), sb.size());
+    std::vector<float> out(2 * (size_t)p.n * p.k, 0.0f);
+    float *elem = out.data(), *word = out.data() + (size_t)p.n * p.k;
+    switch (fmt) {
+        case QFMT_NVFP4_MODELOPT: decode<QFMT_NVFP4_MODELOPT>(p, codes.data(), scales.data(), elem, word); break;
+        case QFMT_NVFP4_CT: decode<QFMT_NVFP4_CT>(p, codes.data(), scales.data(), elem, word); break;
+        case QFMT_MXFP4: decode<QFMT_MXFP4>(p, codes.data(), scales.data(), elem, word); break;
+        case QFMT_FP8: decode<QFMT_FP8>(p, codes.data(), scales.data(), elem, word); break;
+        case QFMT_INT8: decode<QFMT_INT8>(p, codes.data(), scales.data(), elem, word); break;
+        case QFMT_INT4: decode<QFMT_INT4>(p, codes.data(), scales.data(), elem, word); break;
+        default: std::fprintf(stderr, "unknown format %d\n", fmt); return 2;
+    }
+    FILE* f = std::fopen(argv[5], "wb");
+    if (!f || std::fwrite(out.data(), 4, out.size(), f) != out.size()) { std::perror(argv[5]); return 2; }
+    std::fclose(f);
+    return 0;
+}
