@@ -7,7 +7,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use cudarc::cublas::CudaBlas;
-use cudarc::driver::{CudaContext, CudaStream, sys::CUdevice_attribute};
+use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, sys::CUdevice_attribute};
 
 /// Runs `f`, turning a panic (a missing library or symbol) into `Err`.
 pub(crate) fn no_panic<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
@@ -57,9 +57,19 @@ pub(crate) fn describe(ctx: &CudaContext, arch: &str) -> String {
     format!("{name} ({arch}, {gib:.0} GiB, {sms} SMs)")
 }
 
-/// A cuBLAS handle on `stream`, or why not (libcublas absent, turned off
-/// with `FERRUM_CUBLAS=0`, or failing to start).
-pub(crate) fn cublas(stream: &Arc<CudaStream>) -> Result<CudaBlas, String> {
+/// cuBLAS's workspace: NVIDIA's recommendation for Hopper. Given up front,
+/// so cuBLAS never allocates while a CUDA graph is being captured.
+const CUBLAS_WORKSPACE_BYTES: usize = 32 << 20;
+
+/// A cuBLAS handle on `stream` and its workspace.
+pub(crate) struct Blas {
+    pub handle: CudaBlas,
+    _workspace: CudaSlice<u8>,
+}
+
+/// cuBLAS on `stream`, or why not (libcublas absent, turned off with
+/// `FERRUM_CUBLAS=0`, or failing to start).
+pub(crate) fn cublas(stream: &Arc<CudaStream>) -> Result<Blas, String> {
     if std::env::var("FERRUM_CUBLAS").is_ok_and(|v| v == "0") {
         return Err("cuBLAS turned off (FERRUM_CUBLAS=0)".into());
     }
@@ -67,5 +77,17 @@ pub(crate) fn cublas(stream: &Arc<CudaStream>) -> Result<CudaBlas, String> {
     if !unsafe { cudarc::cublas::sys::is_culib_present() } {
         return Err("libcublas not found".into());
     }
-    no_panic("creating a cuBLAS handle", || CudaBlas::new(stream.clone()).map_err(|e| format!("cublasCreate: {e:?}")))
+    no_panic("creating a cuBLAS handle", || {
+        let handle = CudaBlas::new(stream.clone()).map_err(|e| format!("cublasCreate: {e:?}"))?;
+        let workspace = stream.alloc_zeros::<u8>(CUBLAS_WORKSPACE_BYTES).map_err(|e| format!("{e:?}"))?;
+        let ptr = {
+            let (ptr, _sync) = workspace.device_ptr(stream);
+            ptr
+        };
+        // SAFETY: the workspace lives as long as the handle (both in `Blas`).
+        unsafe { cudarc::cublas::sys::cublasSetWorkspace_v2(*handle.handle(), ptr as *mut _, CUBLAS_WORKSPACE_BYTES) }
+            .result()
+            .map_err(|e| format!("cublasSetWorkspace: {e:?}"))?;
+        Ok(Blas { handle, _workspace: workspace })
+    })
 }

@@ -26,12 +26,12 @@ mod ops;
 mod quant;
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use cudarc::cublas::CudaBlas;
-use cudarc::driver::{CudaContext, CudaFunction, CudaStream};
+use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+use cudarc::driver::{CudaContext, CudaFunction, CudaGraph, CudaStream};
 use cudarc::nvrtc::Ptx;
-use ferrum_engine::backend::validate;
+use ferrum_engine::backend::{Recording, validate};
 use ferrum_engine::ops::{Op, OpKind};
 use ferrum_engine::{Backend, DType, Error, Result, Tensor};
 
@@ -41,8 +41,25 @@ pub struct CudaBackend {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     functions: HashMap<&'static str, CudaFunction>,
-    blas: Option<CudaBlas>,
+    blas: Option<device::Blas>,
+    /// Whether the stream is capturing a graph (`begin_recording`).
+    recording: Mutex<bool>,
     description: String,
+}
+
+/// A captured CUDA graph (`Backend::end_recording`).
+struct CudaRecording(Mutex<CudaGraph>);
+
+// SAFETY: the graph is only touched under the mutex (cudarc leaves graphs
+// !Send because the driver does not synchronize access to them).
+unsafe impl Send for CudaRecording {}
+unsafe impl Sync for CudaRecording {}
+
+impl Recording for CudaRecording {
+    fn replay(&self) -> Result<()> {
+        let graph = self.0.lock().map_err(|_| Error::Backend("cuda graph lock poisoned".into()))?;
+        graph.launch().map_err(driver_err("cuGraphLaunch"))
+    }
 }
 
 /// The backend on device `$FERRUM_CUDA_DEVICE` (default 0), shared by every
@@ -96,17 +113,29 @@ impl CudaBackend {
             if blas.is_none() {
                 description.push_str(", no cuBLAS");
             }
-            Ok(CudaBackend { ctx: ctx.clone(), stream, functions, blas, description })
+            Ok(CudaBackend { ctx: ctx.clone(), stream, functions, blas, recording: Mutex::new(false), description })
         })
     }
 
     fn launcher(&self) -> ops::Launcher<'_> {
-        ops::Launcher { stream: &self.stream, functions: &self.functions, blas: self.blas.as_ref() }
+        ops::Launcher { stream: &self.stream, functions: &self.functions, blas: self.blas.as_ref().map(|b| &b.handle) }
     }
 
     /// Errors the driver recorded where none could be returned (frees in Drop).
     fn check(&self) -> Result<()> {
         self.ctx.check_err().map_err(driver_err("an earlier call"))
+    }
+
+    fn recording(&self) -> Result<std::sync::MutexGuard<'_, bool>> {
+        self.recording.lock().map_err(|_| Error::Backend("cuda recording lock poisoned".into()))
+    }
+
+    /// `Err` while a graph is being captured: `what` would copy or wait.
+    fn not_recording(&self, what: &str) -> Result<()> {
+        if *self.recording()? {
+            return Err(Error::Backend(format!("cuda: {what} while recording a graph")));
+        }
+        Ok(())
     }
 
     fn new_tensor(&self, shape: &[usize], dtype: DType, buf: CudaBuffer) -> Tensor {
@@ -142,6 +171,7 @@ impl Backend for CudaBackend {
     }
 
     fn upload(&self, shape: &[usize], dtype: DType, bytes: &[u8]) -> Result<Tensor> {
+        self.not_recording("upload")?;
         let want = Self::size_of(shape, dtype)?;
         if bytes.len() != want {
             return Err(Error::Backend(format!("upload of {shape:?} {dtype} needs {want} bytes, got {}", bytes.len())));
@@ -150,6 +180,7 @@ impl Backend for CudaBackend {
     }
 
     fn upload_quantized(&self, m: &ferrum_engine::quant::QuantizedMatrix) -> Result<Tensor> {
+        self.not_recording("upload")?;
         let buf = quant::upload(&self.stream, m)?;
         Ok(Tensor::from_buffer(vec![m.rows(), m.cols()], DType::Quant(m.format()), Arc::new(buf)))
     }
@@ -158,10 +189,12 @@ impl Backend for CudaBackend {
         if bytes.len() != dst.size_bytes() {
             return Err(Error::Backend(format!("write of {} bytes into {dst:?}", bytes.len())));
         }
+        self.not_recording("write")?;
         cuda_buffer(dst)?.write(&self.stream, bytes)
     }
 
     fn read(&self, src: &Tensor) -> Result<Vec<u8>> {
+        self.not_recording("read")?;
         let data = cuda_buffer(src)?.read(&self.stream, src.size_bytes())?;
         self.check()?;
         Ok(data)
@@ -174,7 +207,38 @@ impl Backend for CudaBackend {
     }
 
     fn sync(&self) -> Result<()> {
+        self.not_recording("sync")?;
         self.stream.synchronize().map_err(driver_err("synchronize"))?;
         self.check()
+    }
+
+    /// Captures the stream into a CUDA graph: launches, stream-ordered
+    /// allocations and frees, cuBLAS calls (its workspace is preset).
+    fn begin_recording(&self) -> Result<bool> {
+        let mut recording = self.recording()?;
+        if *recording {
+            return Err(Error::Backend("cuda: already recording".into()));
+        }
+        self.check()?;
+        // relaxed: other threads may still use the driver (e.g. load weights)
+        self.stream
+            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
+            .map_err(driver_err("cuStreamBeginCapture"))?;
+        *recording = true;
+        Ok(true)
+    }
+
+    fn end_recording(&self) -> Result<Box<dyn Recording>> {
+        let mut recording = self.recording()?;
+        if !*recording {
+            return Err(Error::Backend("cuda: not recording".into()));
+        }
+        *recording = false;
+        let graph = self
+            .stream
+            .end_capture(CUgraphInstantiate_flags(0))
+            .map_err(driver_err("cuStreamEndCapture"))?
+            .ok_or_else(|| Error::Backend("cuda: the captured graph is empty".into()))?;
+        Ok(Box::new(CudaRecording(Mutex::new(graph))))
     }
 }

@@ -47,6 +47,30 @@ pub trait Backend: Send + Sync {
 
     /// Wait until all submitted work has finished.
     fn sync(&self) -> Result<()>;
+
+    /// Starts a recording (on CUDA, a graph): until `end_recording`,
+    /// `execute` records its op instead of running it. Only `alloc` and
+    /// `execute` may be called meanwhile, and no tensor made before may be
+    /// dropped. A recording replays the same ops on the same tensors, whose
+    /// contents may change through `write` between replays; the host checks
+    /// `execute` makes (index ranges) ran once, at recording time, so the
+    /// caller checks what it writes. `Ok(false)`: this backend does not
+    /// record, and nothing changed.
+    fn begin_recording(&self) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// Ends the recording that `begin_recording` started; called even when an
+    /// op failed meanwhile, to leave recording mode.
+    fn end_recording(&self) -> Result<Box<dyn Recording>> {
+        Err(Error::Backend(format!("backend {} does not record", self.name())))
+    }
+}
+
+/// Ops recorded by `Backend::begin_recording` .. `end_recording`.
+pub trait Recording: Send + Sync {
+    /// Runs the recorded ops again, in order (queued like `execute`).
+    fn replay(&self) -> Result<()>;
 }
 
 /// Conveniences every caller of a backend wants; written once over the trait.
