@@ -237,7 +237,8 @@ need_backend() { # $1: what; says SKIP and returns 1 when the backend or the bin
 # ---------------------------------------------------------------- conformance
 if want conformance; then
   step conformance "every op x dtype x shape case, $backend vs the CPU reference"
-  # Proves: every launch path (gemv and tiled matmul for f32/f16/bf16, paged
+  # Proves: every launch path (gemv, tiled and cuBLAS matmul for f32/f16/bf16,
+  # gemv and tiled for every quantized format, paged
   # attention with GQA / window / softcap, rope both styles, kv_store, gather,
   # elementwise) computes what the reference computes, within the per-dtype
   # tolerance; host index checks turn bad ids into Err.
@@ -251,6 +252,13 @@ if want conformance; then
     grep -E " $backend: " "$work/conformance.txt" | grep -vE " $backend: OK" | head -n 30
     tail -n 1 "$work/conformance.txt"
     if [ $rc = 0 ]; then pass "conformance ($backend)"; else fail "conformance ($backend)"; fi
+    if [ "$backend" = cuda ]; then
+      # again without cuBLAS: the tiled kernels take every float prefill matmul
+      FERRUM_CUBLAS=0 to "$T_STEP" "$conf" --backend cuda >"$work/conformance-nocublas.txt" 2>&1
+      rc=$?
+      grep -E " cuda: " "$work/conformance-nocublas.txt" | grep -vE " cuda: OK" | head -n 30
+      if [ $rc = 0 ]; then pass "conformance (cuda, FERRUM_CUBLAS=0)"; else fail "conformance (cuda, FERRUM_CUBLAS=0)"; fi
+    fi
     to 60 "$conf" support 2>&1 | tail -n 25 || true
   else
     fail "no $conf"
