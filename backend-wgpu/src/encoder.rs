@@ -55,6 +55,8 @@ pub struct Stats {
     pub submits: u64,
     /// Buffers copied back and mapped for the host.
     pub readbacks: u64,
+    /// Bytes those read-backs brought to the host.
+    pub readback_bytes: u64,
     /// Compute dispatches recorded.
     pub dispatches: u64,
     /// Bind groups created (the rest came from the cache).

@@ -1,8 +1,8 @@
 //! Op dispatch: each op turned into launches of the kernels in
 //! `ferrum-kernels`, after the checks the reference makes (index ranges come
-//! from the host copies of u32 tensors, so a bad id is an `Err`, never a
-//! device fault). The match has no catch-all arm: a new op is a compile
-//! error here until it is ported.
+//! from the host copies of u32 tensors, read back first where a kernel wrote
+//! the tensor, so a bad id is an `Err`, never a device fault). The match has
+//! no catch-all arm: a new op is a compile error here until it is ported.
 //!
 //! Each `#[repr(C)]` params struct below mirrors the C struct of the same
 //! name in `kernels/cu/<op>.cu`; kernels take it by value as their first
@@ -172,7 +172,7 @@ pub(crate) fn run(l: &Launcher, op: &Op, inputs: &[&Tensor], out: &Tensor) -> Re
         Op::GatherRows(_) => {
             let (table, ids) = (inputs[0], inputs[1]);
             let (rows, cols) = (table.shape()[0], table.shape()[1]);
-            let host = cuda_buffer(ids)?.host_u32()?;
+            let host = cuda_buffer(ids)?.host_u32(l.stream)?;
             if let Some(&id) = host.iter().find(|&&id| id as usize >= rows) {
                 return Err(Error::op("gather_rows", format!("index {id} out of range for {rows} rows")));
             }
@@ -232,7 +232,7 @@ pub(crate) fn run(l: &Launcher, op: &Op, inputs: &[&Tensor], out: &Tensor) -> Re
         }
         Op::KvStore(p) => {
             let src = inputs[0];
-            let slots = cuda_buffer(inputs[1])?.host_u32()?;
+            let slots = cuda_buffer(inputs[1])?.host_u32(l.stream)?;
             let mut written = std::collections::HashSet::with_capacity(slots.len());
             for &slot in &slots {
                 if slot as usize >= p.num_slots {
