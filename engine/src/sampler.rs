@@ -168,14 +168,10 @@ impl Sampler {
     }
 }
 
+/// The lowest index of the largest value, NaN never chosen: the `argmax`
+/// op's rule (`engine/src/ops/argmax.rs`), so host and device greedy agree.
 pub fn argmax(x: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in x.iter().enumerate() {
-        if v > x[best] {
-            best = i;
-        }
-    }
-    best as u32
+    crate::ops::argmax_row(x)
 }
 
 pub fn softmax(x: &[f32]) -> Vec<f32> {
@@ -199,6 +195,15 @@ mod tests {
     fn greedy_takes_the_argmax() {
         let mut s = Sampler::new(SamplingParams::default(), &[]);
         assert_eq!(s.sample(&[0.1, 3.0, -1.0, 2.9]), 1);
+    }
+
+    #[test]
+    fn greedy_ties_go_low_and_nan_never_wins() {
+        let mut s = Sampler::new(SamplingParams::default(), &[]);
+        assert_eq!(s.sample(&[1.0, 3.0, 3.0]), 1);
+        // a NaN in column 0 once made every such row give 0
+        assert_eq!(s.sample(&[f32::NAN, 1.0, 3.0]), 2);
+        assert_eq!(s.sample(&[f32::NAN, f32::NAN]), 0);
     }
 
     #[test]

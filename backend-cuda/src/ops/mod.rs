@@ -89,6 +89,14 @@ pub(crate) struct AttentionParams {
     pub softcap: f32,
 }
 
+/// Mirrors `ArgmaxParams` in kernels/cu/argmax.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ArgmaxParams {
+    pub rows: u32,
+    pub cols: u32,
+}
+
 /// Mirrors `ElementwiseParams` in kernels/cu/{add,scale,softcap,glu}.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -105,6 +113,7 @@ unsafe impl DeviceRepr for MatmulParams {}
 unsafe impl DeviceRepr for RopeParams {}
 unsafe impl DeviceRepr for KvStoreParams {}
 unsafe impl DeviceRepr for AttentionParams {}
+unsafe impl DeviceRepr for ArgmaxParams {}
 unsafe impl DeviceRepr for ElementwiseParams {}
 
 /// Threads per block of the 1-D kernels.
@@ -264,6 +273,12 @@ pub(crate) fn run(l: &Launcher, op: &Op, inputs: &[&Tensor], out: &Tensor) -> Re
         Op::Add(_) => l.elementwise("add", out.elem_count(), 0.0, 0, &[ptrs[0], ptrs[1], o]),
         Op::Scale(p) => l.elementwise("scale", out.elem_count(), p.factor, 0, &[ptrs[0], o]),
         Op::Softcap(p) => l.elementwise("softcap", out.elem_count(), p.cap, 0, &[ptrs[0], o]),
+        Op::Argmax(_) => {
+            let (rows, cols) = (inputs[0].shape()[0], inputs[0].shape()[1]);
+            let p = ArgmaxParams { rows: u32_of(rows, "rows")?, cols: u32_of(cols, "cols")? };
+            // one block per row
+            l.launch("argmax", (p.rows, 1, 1), BLOCK, &p, &[ptrs[0], o])
+        }
     }
 }
 
@@ -278,7 +293,8 @@ pub(crate) fn supports(op: OpKind, dtype: DType) -> bool {
         | OpKind::Glu
         | OpKind::Add
         | OpKind::Scale
-        | OpKind::Softcap => dtype == DType::F32,
+        | OpKind::Softcap
+        | OpKind::Argmax => dtype == DType::F32,
     }
 }
 
@@ -316,6 +332,7 @@ mod tests {
         assert_eq!(size_of::<KvStoreParams>(), 16);
         assert_eq!(size_of::<AttentionParams>(), 40);
         assert_eq!(size_of::<ElementwiseParams>(), 16);
+        assert_eq!(size_of::<ArgmaxParams>(), 8);
     }
 
     #[test]
