@@ -1,6 +1,6 @@
 //! The pending batch: ops are recorded into one command encoder and nothing
 //! is submitted until the host waits (`read` or `sync`), so a forward pass is
-//! one submit and one read-back of its logits.
+//! one submit and one read-back of its logits (or of its greedy ids).
 //!
 //! Each dispatch's params go into a slot of a uniform arena (256-byte slots,
 //! bound with a dynamic offset); the arena's bytes are written with one queue
