@@ -4,9 +4,14 @@
 //! only after they ran (the free is queued on the same stream).
 //!
 //! Kernels get the raw device pointer; cudarc's per-slice event tracking is
-//! off (one stream orders everything). u32 tensors keep a host copy: no op
-//! writes u32 (ids, positions, slots and block tables come from the host), so
-//! the copy is exact, and ops check indices against it before launching.
+//! off (one stream orders everything).
+//!
+//! u32 tensors keep a host copy, which ops check indices against before
+//! launching. Ids, positions, slots and block tables come from the host
+//! (`upload`, `write`), which keeps the copy exact. A kernel that writes a
+//! u32 tensor (argmax's ids) marks the copy stale; `host_u32` on a stale
+//! copy reads the buffer back first (waiting for the stream), so a check
+//! never sees indices the device no longer holds.
 
 use std::any::Any;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,7 +23,15 @@ pub(crate) struct CudaBuffer {
     slice: Mutex<CudaSlice<u8>>,
     /// The device address of `slice`, for kernel arguments.
     ptr: u64,
-    host_u32: Option<Mutex<Vec<u32>>>,
+    /// A u32 tensor's contents on the host (see the module doc).
+    host_u32: Option<Mutex<HostCopy>>,
+}
+
+/// The host copy of a u32 tensor.
+struct HostCopy {
+    data: Vec<u32>,
+    /// A kernel wrote the buffer since `data` was set: read it back first.
+    stale: bool,
 }
 
 impl Buffer for CudaBuffer {
@@ -37,7 +50,8 @@ impl CudaBuffer {
             let (ptr, _sync) = slice.device_ptr(stream);
             ptr
         };
-        CudaBuffer { ptr, slice: Mutex::new(slice), host_u32: host_u32.map(Mutex::new) }
+        let host_u32 = host_u32.map(|data| Mutex::new(HostCopy { data, stale: false }));
+        CudaBuffer { ptr, slice: Mutex::new(slice), host_u32 }
     }
 
     /// `bytes` zeros (at least 4: a zero-byte allocation is an error in CUDA).
@@ -63,9 +77,8 @@ impl CudaBuffer {
 
     /// Overwrite the first `data.len()` bytes (queued on the stream).
     pub fn write(&self, stream: &Arc<CudaStream>, data: &[u8]) -> Result<()> {
-        if let Some(h) = &self.host_u32 {
-            *h.lock().map_err(|_| Error::Backend("u32 host copy lock poisoned".into()))? =
-                bytemuck::pod_collect_to_vec(data);
+        if self.host_u32.is_some() {
+            *self.host_copy()? = HostCopy { data: bytemuck::pod_collect_to_vec(data), stale: false };
         }
         if data.is_empty() {
             return Ok(());
@@ -86,10 +99,28 @@ impl CudaBuffer {
         Ok(data)
     }
 
-    /// The host copy of a u32 tensor.
-    pub fn host_u32(&self) -> Result<Vec<u32>> {
+    fn host_copy(&self) -> Result<MutexGuard<'_, HostCopy>> {
         let m = self.host_u32.as_ref().ok_or_else(|| Error::Backend("not a u32 tensor".into()))?;
-        Ok(m.lock().map_err(|_| Error::Backend("u32 host copy lock poisoned".into()))?.clone())
+        m.lock().map_err(|_| Error::Backend("u32 host copy lock poisoned".into()))
+    }
+
+    /// The contents of a u32 tensor: the host copy, read back from the
+    /// device first (a wait for the stream) if a kernel wrote the buffer.
+    pub fn host_u32(&self, stream: &Arc<CudaStream>) -> Result<Vec<u32>> {
+        let mut copy = self.host_copy()?;
+        if copy.stale {
+            let bytes = self.read(stream, copy.data.len() * 4)?;
+            *copy = HostCopy { data: bytemuck::pod_collect_to_vec(&bytes), stale: false };
+        }
+        Ok(copy.data.clone())
+    }
+
+    /// A kernel is about to write this buffer: a u32 host copy is stale.
+    pub fn mark_device_written(&self) -> Result<()> {
+        if self.host_u32.is_some() {
+            self.host_copy()?.stale = true;
+        }
+        Ok(())
     }
 }
 

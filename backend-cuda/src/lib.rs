@@ -7,7 +7,8 @@
 //! - [`device`]: probing libcuda without panicking, the context, the arch.
 //! - [`compile`]: NVRTC, once per (kernel source, arch), PTX cached on disk.
 //! - `buffer`: one stream-ordered device allocation per tensor; host copies
-//!   of u32 tensors for index checks.
+//!   of u32 tensors for index checks (read back when a kernel, argmax, wrote
+//!   the tensor).
 //! - `quant`: quantized weights as codes + scales, decoded in the kernels.
 //! - `ops`: each op turned into launches of the kernels in `ferrum-kernels`,
 //!   with the `#[repr(C)]` mirrors of their parameter structs.
@@ -203,6 +204,8 @@ impl Backend for CudaBackend {
     fn execute(&self, op: &Op, inputs: &[&Tensor], out: &Tensor) -> Result<()> {
         validate(op, inputs, out)?;
         self.check()?;
+        // a u32 output (argmax's ids): its host copy must be read back before use
+        cuda_buffer(out)?.mark_device_written()?;
         ops::run(&self.launcher(), op, inputs, out)
     }
 

@@ -9,6 +9,13 @@
 //! `alloc` promises zeros. A recycled buffer is not cleared at once: it is
 //! marked `needs_zero`, and cleared on the GPU only if something reads it
 //! before an op has overwritten it whole.
+//!
+//! u32 tensors keep a host copy, for the index checks ops make before
+//! recording. Ids, positions, slots and block tables come from the host
+//! (`upload`, `write`), which keeps the copy exact. An op that writes a u32
+//! tensor on the device (argmax's ids) marks the copy stale, and the backend
+//! reads the buffer back before the copy is used again (`execute` refreshes
+//! stale inputs; `host_u32` refuses a stale copy rather than return it).
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -93,10 +100,22 @@ pub(crate) struct GpuBuffer {
     raw: Option<wgpu::Buffer>,
     pool: Arc<BufferPool>,
     needs_zero: AtomicBool,
-    /// A u32 tensor's contents. No op writes u32 (ids, positions, slots and
-    /// block tables only come from the host), so this copy is exact, and ops
-    /// check indices against it before recording, as the reference does.
-    host_u32: Option<Mutex<Vec<u32>>>,
+    /// A u32 tensor's contents, which ops check indices against before
+    /// recording, as the reference does (see the module doc).
+    host_u32: Option<Mutex<HostCopy>>,
+}
+
+/// The host copy of a u32 tensor.
+struct HostCopy {
+    data: Vec<u32>,
+    /// An op wrote the buffer on the device since `data` was set.
+    stale: bool,
+}
+
+impl HostCopy {
+    fn new(data: Vec<u32>) -> Mutex<Self> {
+        Mutex::new(HostCopy { data, stale: false })
+    }
 }
 
 impl Buffer for GpuBuffer {
@@ -126,7 +145,7 @@ impl GpuBuffer {
             raw: Some(raw),
             pool: pool.clone(),
             needs_zero: AtomicBool::new(needs_zero),
-            host_u32: u32_elems.map(|n| Mutex::new(vec![0; n])),
+            host_u32: u32_elems.map(|n| HostCopy::new(vec![0; n])),
         }
     }
 
@@ -138,7 +157,7 @@ impl GpuBuffer {
             raw: Some(raw),
             pool: pool.clone(),
             needs_zero: AtomicBool::new(true),
-            host_u32: host_u32.map(Mutex::new),
+            host_u32: host_u32.map(HostCopy::new),
         })
     }
 
@@ -150,7 +169,7 @@ impl GpuBuffer {
             raw: Some(raw),
             pool: pool.clone(),
             needs_zero: AtomicBool::new(false),
-            host_u32: is_u32.then(|| Mutex::new(bytemuck::pod_collect_to_vec(data))),
+            host_u32: is_u32.then(|| HostCopy::new(bytemuck::pod_collect_to_vec(data))),
         })
     }
 
@@ -169,16 +188,38 @@ impl GpuBuffer {
         self.needs_zero.store(false, Ordering::Release);
     }
 
-    /// The host copy of a u32 tensor.
-    pub fn host_u32(&self) -> Result<MutexGuard<'_, Vec<u32>>> {
+    fn host_copy(&self) -> Result<MutexGuard<'_, HostCopy>> {
         let m = self.host_u32.as_ref().ok_or_else(|| Error::Backend("not a u32 tensor".into()))?;
         m.lock().map_err(|_| Error::Backend("u32 host copy lock poisoned".into()))
     }
 
-    /// Keep the host copy of a u32 tensor in step with a write.
+    /// The host copy of a u32 tensor; an error if an op wrote the buffer
+    /// since (the backend refreshes such inputs before planning an op).
+    pub fn host_u32(&self) -> Result<Vec<u32>> {
+        let copy = self.host_copy()?;
+        if copy.stale {
+            return Err(Error::Backend("the host copy of a u32 tensor an op wrote was not read back".into()));
+        }
+        Ok(copy.data.clone())
+    }
+
+    /// Whether this is a u32 tensor whose host copy an op has made stale.
+    pub fn host_u32_stale(&self) -> bool {
+        self.host_copy().is_ok_and(|c| c.stale)
+    }
+
+    /// An op writes this buffer on the device: a u32 host copy is now stale.
+    pub fn mark_device_written(&self) {
+        if let Ok(mut c) = self.host_copy() {
+            c.stale = true;
+        }
+    }
+
+    /// Keep the host copy of a u32 tensor in step with a write or a read-back
+    /// of its whole contents; no-op for other dtypes.
     pub fn set_host_u32(&self, bytes: &[u8]) -> Result<()> {
         if self.host_u32.is_some() {
-            *self.host_u32()? = bytemuck::pod_collect_to_vec(bytes);
+            *self.host_copy()? = HostCopy { data: bytemuck::pod_collect_to_vec(bytes), stale: false };
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! The pending batch: ops are recorded into one command encoder and nothing
 //! is submitted until the host waits (`read` or `sync`), so a forward pass is
-//! one submit and one read-back of its logits.
+//! one submit and one read-back of its logits (or of its greedy ids).
 //!
 //! Each dispatch's params go into a slot of a uniform arena (256-byte slots,
 //! bound with a dynamic offset); the arena's bytes are written with one queue
@@ -55,6 +55,8 @@ pub struct Stats {
     pub submits: u64,
     /// Buffers copied back and mapped for the host.
     pub readbacks: u64,
+    /// Bytes those read-backs brought to the host.
+    pub readback_bytes: u64,
     /// Compute dispatches recorded.
     pub dispatches: u64,
     /// Bind groups created (the rest came from the cache).

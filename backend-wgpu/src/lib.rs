@@ -6,7 +6,8 @@
 //! - [`device`]: choosing an adapter (real GPUs before software ones) and
 //!   opening a device; wgpu errors are collected, never panics.
 //! - [`buffer`]: one wgpu buffer per tensor, recycled through a size-class
-//!   pool; lazy zeroing; host copies of u32 tensors for index checks.
+//!   pool; lazy zeroing; host copies of u32 tensors for index checks (read
+//!   back when an op, argmax, wrote the tensor).
 //! - [`window`]: tensors larger than one binding are bound through windows of
 //!   whole rows at aligned offsets.
 //! - [`pipelines`]: compute pipelines cached per (shader, entry, overrides).
@@ -274,6 +275,7 @@ impl Backend for WgpuBackend {
             rec.encoder(&self.gpu.device).copy_buffer_to_buffer(buf.raw(), 0, &staging, 0, padded);
             rec.flush(&self.gpu.queue);
             rec.stats.readbacks += 1;
+            rec.stats.readback_bytes += len as u64;
         }
         let (tx, rx) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
@@ -292,16 +294,28 @@ impl Backend for WgpuBackend {
             view[..len].to_vec()
         };
         staging.unmap();
+        if buf.host_u32_stale() {
+            buf.set_host_u32(&data)?;
+        }
         Ok(data)
     }
 
     fn execute(&self, op: &Op, inputs: &[&Tensor], out: &Tensor) -> Result<()> {
         validate(op, inputs, out)?;
         self.check()?;
+        // u32 inputs an op wrote (argmax's ids) are read back, a submit and a
+        // wait, so their indices are checked against what the device holds
+        for t in inputs.iter().filter(|t| t.dtype() == DType::U32) {
+            if gpu_buffer(t)?.host_u32_stale() {
+                self.read(t)?;
+            }
+        }
         // `ctx` outlives the recorder lock: its scratch buffers are recorded first
         let ctx = self.ctx();
         let dispatches = ops::plan(op, inputs, out, &ctx)?;
         let out_buf = gpu_buffer(out)?;
+        // a u32 output's host copy no longer says what the buffer holds
+        out_buf.mark_device_written();
         let mut rec = self.recorder()?;
         // quantized weights are written whole at upload and never recycled
         for t in inputs.iter().filter(|t| !t.dtype().is_quantized()) {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use ferrum_backend_wgpu::{Options, WgpuBackend};
 use ferrum_conformance::cases::all_cases;
 use ferrum_conformance::harness::check;
-use ferrum_engine::ops::{Add, GatherRows, KvStore, Op, OpKind, Scale};
+use ferrum_engine::ops::{Add, Argmax, GatherRows, KvStore, Op, OpKind, Scale};
 use ferrum_engine::{Backend, BackendExt, CpuBackend, DType};
 
 fn default_backend() -> Option<WgpuBackend> {
@@ -108,6 +108,39 @@ fn indices_are_checked_against_what_was_written() {
     b.write(&ids, &7u32.to_le_bytes()).unwrap();
     let err = b.run(&Op::GatherRows(GatherRows), &[&table, &ids]).unwrap_err();
     assert!(err.to_string().contains("index 7 out of range"), "{err}");
+}
+
+/// argmax writes u32 ids on the device: the host copy that indices are
+/// checked against is read back before another op uses them (it would say
+/// zeros otherwise), once.
+#[test]
+fn ids_an_op_wrote_are_checked_as_the_device_holds_them() {
+    let Some(b) = default_backend() else { return };
+    let table = b.upload_f32(&[8, 2], &(0..16).map(|v| v as f32).collect::<Vec<_>>()).unwrap();
+    let logits = |hot: &[usize]| {
+        let mut x = vec![0.0f32; hot.len() * 10];
+        for (r, &c) in hot.iter().enumerate() {
+            x[r * 10 + c] = 1.0;
+        }
+        b.upload_f32(&[hot.len(), 10], &x).unwrap()
+    };
+    let gather = Op::GatherRows(GatherRows);
+    // 9 is past the table's 8 rows
+    let ids = b.run(&Op::Argmax(Argmax), &[&logits(&[3, 9])]).unwrap();
+    assert_eq!(b.stats().submits, 0, "the argmax is only recorded");
+    let err = b.run(&gather, &[&table, &ids]).unwrap_err().to_string();
+    assert!(err.contains("index 9 out of range"), "{err}");
+    assert_eq!(b.read_u32(&ids).unwrap(), [3, 9]);
+    // in range: the rows the device picked; one read-back, then the copy is fresh
+    let ids = b.run(&Op::Argmax(Argmax), &[&logits(&[7, 2])]).unwrap();
+    let readbacks = b.stats().readbacks;
+    let rows = b.run(&gather, &[&table, &ids]).unwrap();
+    assert_eq!(b.stats().readbacks, readbacks + 1, "the stale ids were read back");
+    assert_eq!(b.read_f32(&rows).unwrap(), [14.0, 15.0, 4.0, 5.0]);
+    let readbacks = b.stats().readbacks;
+    b.run(&gather, &[&table, &ids]).unwrap();
+    b.sync().unwrap();
+    assert_eq!(b.stats().readbacks, readbacks, "fresh again: no read-back");
 }
 
 /// One u32 tensor passed as two inputs (sequence ids and positions, both 0).

@@ -149,17 +149,22 @@ pub fn generate(
         on_text(text);
     };
 
+    // plain greedy: the token is picked on the device and only its id comes back
+    let greedy = opts.sampling.is_plain_greedy();
     let started = Instant::now();
     let mut chunk = SeqChunk { tokens: prompt, start_pos: 0, block_table: table.blocks(), logits: LogitsWanted::Last };
     let mut next: [u32; 1];
     let mut decode_started = None;
     while out.tokens.len() < opts.max_tokens {
-        let logits = model.forward(&[chunk], &kv.cache)?;
+        let token = if greedy {
+            sampler.record(model.forward_greedy(&[chunk], &kv.cache)?[0])
+        } else {
+            sampler.sample(model.forward(&[chunk], &kv.cache)?.row(0))
+        };
         if decode_started.is_none() {
             out.prefill_secs = started.elapsed().as_secs_f64();
             decode_started = Some(Instant::now());
         }
-        let token = sampler.sample(logits.row(0));
         if opts.eos_token_ids.contains(&token) {
             out.finish = FinishReason::Stop;
             break;

@@ -1,6 +1,9 @@
 //! Choosing the next token from logits: penalties, then temperature, top-k,
 //! top-p and min-p, then a seeded draw (or argmax when temperature is 0).
-//! The order is transformers' and vLLM's.
+//! The order is transformers' and vLLM's. Plain greedy requests
+//! ([`SamplingParams::is_plain_greedy`]) may skip the logits altogether: the
+//! device's `argmax` op picks by the same rule as [`argmax`] here, and
+//! [`Sampler::record`] keeps the sampler's state.
 
 use std::collections::HashMap;
 
@@ -59,6 +62,18 @@ impl SamplingParams {
         }
         Ok(())
     }
+
+    /// Whether the token is simply the argmax of the logits: temperature 0
+    /// (top-k, top-p and min-p then change nothing) and no repetition,
+    /// presence or frequency penalty. Such a token can be picked on the
+    /// device (`Model::forward_greedy`) with the same result as [`Sampler::sample`].
+    pub fn is_plain_greedy(&self) -> bool {
+        // the same comparisons `sample` makes to skip each step
+        self.temperature == 0.0
+            && self.repetition_penalty == 1.0
+            && self.presence_penalty == 0.0
+            && self.frequency_penalty == 0.0
+    }
 }
 
 /// A small, fast, reproducible generator (SplitMix64): same seed, same draws,
@@ -105,6 +120,12 @@ impl Sampler {
         let mut logits = logits.to_vec();
         self.apply_penalties(&mut logits);
         let token = if self.params.temperature == 0.0 { argmax(&logits) } else { self.draw(&logits) };
+        self.record(token)
+    }
+
+    /// Records a token picked elsewhere (the device's argmax, for plain
+    /// greedy requests) as `sample` records its own, and returns it.
+    pub fn record(&mut self, token: u32) -> u32 {
         self.seen.insert(token, ());
         *self.generated.entry(token).or_insert(0) += 1;
         token
@@ -168,14 +189,10 @@ impl Sampler {
     }
 }
 
+/// The lowest index of the largest value, NaN never chosen: the `argmax`
+/// op's rule (`engine/src/ops/argmax.rs`), so host and device greedy agree.
 pub fn argmax(x: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in x.iter().enumerate() {
-        if v > x[best] {
-            best = i;
-        }
-    }
-    best as u32
+    crate::ops::argmax_row(x)
 }
 
 pub fn softmax(x: &[f32]) -> Vec<f32> {
@@ -199,6 +216,43 @@ mod tests {
     fn greedy_takes_the_argmax() {
         let mut s = Sampler::new(SamplingParams::default(), &[]);
         assert_eq!(s.sample(&[0.1, 3.0, -1.0, 2.9]), 1);
+    }
+
+    #[test]
+    fn greedy_ties_go_low_and_nan_never_wins() {
+        let mut s = Sampler::new(SamplingParams::default(), &[]);
+        assert_eq!(s.sample(&[1.0, 3.0, 3.0]), 1);
+        // a NaN in column 0 once made every such row give 0
+        assert_eq!(s.sample(&[f32::NAN, 1.0, 3.0]), 2);
+        assert_eq!(s.sample(&[f32::NAN, f32::NAN]), 0);
+    }
+
+    #[test]
+    fn plain_greedy_is_temperature_zero_without_penalties() {
+        let greedy = SamplingParams::default();
+        assert!(greedy.is_plain_greedy());
+        // ignored at temperature 0
+        assert!(SamplingParams { top_k: 5, top_p: 0.5, min_p: 0.1, seed: 3, ..greedy.clone() }.is_plain_greedy());
+        assert!(SamplingParams { presence_penalty: -0.0, ..greedy.clone() }.is_plain_greedy());
+        for p in [
+            SamplingParams { temperature: 0.7, ..greedy.clone() },
+            SamplingParams { repetition_penalty: 1.1, ..greedy.clone() },
+            SamplingParams { presence_penalty: 0.5, ..greedy.clone() },
+            SamplingParams { frequency_penalty: -0.5, ..greedy.clone() },
+        ] {
+            assert!(!p.is_plain_greedy(), "{p:?}");
+        }
+    }
+
+    /// A plain greedy sampler's `sample` is the argmax, and `record` leaves
+    /// it in the state `sample` would have.
+    #[test]
+    fn recorded_tokens_count_like_sampled_ones() {
+        let params = SamplingParams { frequency_penalty: 0.6, ..Default::default() };
+        let (mut a, mut b) = (Sampler::new(params.clone(), &[]), Sampler::new(params, &[]));
+        assert_eq!(a.sample(&[1.0, 0.0]), 0);
+        b.record(0);
+        assert_eq!(a.sample(&[1.0, 0.0]), b.sample(&[1.0, 0.0]));
     }
 
     #[test]

@@ -4,13 +4,14 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ferrum_engine::generate::{FinishReason, GenerateOptions, generate};
+use ferrum_engine::ops::{Op, OpKind};
 use ferrum_engine::sampler::SamplingParams;
 use ferrum_engine::serving::{EngineConfig, EngineHandle, Event, GenerationRequest, SubmitError, spawn};
-use ferrum_engine::{Backend, CpuBackend, Model};
+use ferrum_engine::{Backend, CpuBackend, DType, Model, Tensor};
 
 fn fixture() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/llama-notok")
@@ -148,4 +149,107 @@ fn bad_and_excess_requests_are_refused() {
     for rx in accepted {
         assert_eq!(collect(rx).1, FinishReason::Length);
     }
+}
+
+/// The cpu reference, counting the argmax ops it runs: which path a step took.
+#[derive(Default)]
+struct CountingArgmax {
+    cpu: CpuBackend,
+    argmaxes: AtomicUsize,
+}
+
+impl Backend for CountingArgmax {
+    fn name(&self) -> &str {
+        self.cpu.name()
+    }
+    fn device_description(&self) -> String {
+        self.cpu.device_description()
+    }
+    fn supports(&self, op: OpKind, dtype: DType) -> bool {
+        self.cpu.supports(op, dtype)
+    }
+    fn alloc(&self, shape: &[usize], dtype: DType) -> ferrum_engine::Result<Tensor> {
+        self.cpu.alloc(shape, dtype)
+    }
+    fn upload(&self, shape: &[usize], dtype: DType, bytes: &[u8]) -> ferrum_engine::Result<Tensor> {
+        self.cpu.upload(shape, dtype, bytes)
+    }
+    fn write(&self, dst: &Tensor, bytes: &[u8]) -> ferrum_engine::Result<()> {
+        self.cpu.write(dst, bytes)
+    }
+    fn read(&self, src: &Tensor) -> ferrum_engine::Result<Vec<u8>> {
+        self.cpu.read(src)
+    }
+    fn execute(&self, op: &Op, inputs: &[&Tensor], out: &Tensor) -> ferrum_engine::Result<()> {
+        if let Op::Argmax(_) = op {
+            self.argmaxes.fetch_add(1, Ordering::SeqCst);
+        }
+        self.cpu.execute(op, inputs, out)
+    }
+    fn sync(&self) -> ferrum_engine::Result<()> {
+        self.cpu.sync()
+    }
+}
+
+fn counting_model() -> (Model, Arc<CountingArgmax>) {
+    let backend = Arc::new(CountingArgmax::default());
+    (Model::load(&fixture(), backend.clone()).unwrap(), backend)
+}
+
+/// Greedy requests without logprobs are sampled on the device (one argmax
+/// per step); a request that wants logprobs or a penalty takes the logits
+/// path for the whole step. The tokens are the same either way.
+#[test]
+fn plain_greedy_steps_pick_on_the_device_with_the_host_paths_tokens() {
+    let prompts: Vec<Vec<u32>> = (0..5).map(|i| prompt(i + 40, 6 + 9 * i as usize)).collect();
+    let config = EngineConfig { max_batch_tokens: 24, block_size: 4, num_blocks: 256, ..Default::default() };
+    let (model, counter) = counting_model();
+    let engine = spawn(model, None, config).unwrap();
+    let submit_all = |logprobs: &dyn Fn(usize) -> Option<usize>| -> Vec<Vec<u32>> {
+        let receivers: Vec<_> = prompts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                engine.submit(GenerationRequest { logprobs: logprobs(i), ..request(p.clone(), 12) }).unwrap().1
+            })
+            .collect();
+        receivers.into_iter().map(|rx| collect(rx).0).collect()
+    };
+    // every request wants logprobs: the host sampler, no argmax at all
+    let host = submit_all(&|_| Some(0));
+    assert_eq!(counter.argmaxes.load(Ordering::SeqCst), 0, "logprobs need the logits");
+    // none does: every step with a token to pick runs one argmax
+    let device = submit_all(&|_| None);
+    let steps = counter.argmaxes.load(Ordering::SeqCst);
+    assert!(steps >= 12, "each of the 12 tokens of the longest request came from a device step; got {steps}");
+    assert_eq!(device, host);
+    // mixed: steps holding a logprobs request read logits, the rest do not
+    assert_eq!(submit_all(&|i| (i % 2 == 0).then_some(2)), host);
+    // a penalty needs the logits as well
+    let before = counter.argmaxes.load(Ordering::SeqCst);
+    let sampling = SamplingParams { repetition_penalty: 1.3, ..SamplingParams::default() };
+    let rx = engine.submit(GenerationRequest { sampling, ..request(prompts[0].clone(), 12) }).unwrap().1;
+    assert_eq!(collect(rx).0.len(), 12);
+    assert_eq!(counter.argmaxes.load(Ordering::SeqCst), before, "a penalized request sampled on the device");
+    wait_for_idle(&engine);
+}
+
+/// `generate` picks plain greedy tokens on the device, one argmax per token,
+/// and anything else on the host; with the host's tokens.
+#[test]
+fn generate_picks_plain_greedy_tokens_on_the_device() {
+    let (model, counter) = counting_model();
+    let p = prompt(7, 9);
+    let device = alone(&model, &p, 15);
+    assert_eq!(counter.argmaxes.load(Ordering::SeqCst), 15);
+    // top_k is ignored at temperature 0: still plain greedy
+    let opts = |sampling| GenerateOptions { max_tokens: 15, sampling, eos_token_ids: vec![], stop_strings: vec![] };
+    let top_k = SamplingParams { top_k: 3, ..SamplingParams::default() };
+    assert_eq!(generate(&model, &p, &opts(top_k), None, |_| {}).unwrap().tokens, device);
+    assert_eq!(counter.argmaxes.load(Ordering::SeqCst), 30);
+    // a repetition penalty of 1 + epsilon changes nothing here but the path
+    let penalty = SamplingParams { repetition_penalty: 1.0 + f32::EPSILON, ..SamplingParams::default() };
+    let host = generate(&model, &p, &opts(penalty), None, |_| {}).unwrap().tokens;
+    assert_eq!(counter.argmaxes.load(Ordering::SeqCst), 30, "a penalty needs the logits");
+    assert_eq!(host, device);
 }

@@ -27,6 +27,7 @@ pub const HEADERS: &[(&str, &str)] = &[("common.cuh", COMMON), ("quant.cuh", QUA
 /// `(op file stem, CUDA C source)` for every kernel.
 pub const KERNELS: &[(&str, &str)] = &[
     ("add", include_str!("../cu/add.cu")),
+    ("argmax", include_str!("../cu/argmax.cu")),
     ("attention", include_str!("../cu/attention.cu")),
     ("gather_rows", include_str!("../cu/gather_rows.cu")),
     ("glu", include_str!("../cu/glu.cu")),
@@ -41,6 +42,7 @@ pub const KERNELS: &[(&str, &str)] = &[
 /// `(op file stem, extern "C" kernels it defines)`.
 pub const ENTRY_POINTS: &[(&str, &[&str])] = &[
     ("add", &["add"]),
+    ("argmax", &["argmax"]),
     ("attention", &["attention"]),
     ("gather_rows", &["gather_rows_f32", "gather_rows_f16", "gather_rows_bf16"]),
     ("glu", &["glu"]),
@@ -118,6 +120,7 @@ mod tests {
         stems.sort();
         let mut want = vec![
             "add",
+            "argmax",
             "attention",
             "gather_rows",
             "glu",

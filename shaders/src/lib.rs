@@ -19,6 +19,7 @@
 //! `backend-wgpu/src/ops/`, named in the comment beside it.
 
 pub const ADD: &str = include_str!("../add.wgsl");
+pub const ARGMAX: &str = include_str!("../argmax.wgsl");
 pub const ATTENTION: &str = include_str!("../attention.wgsl");
 pub const GATHER_ROWS: &str = include_str!("../gather_rows.wgsl");
 pub const GLU: &str = include_str!("../glu.wgsl");
@@ -36,6 +37,7 @@ pub const MATMUL_QUANT: &str = include_str!("../quant/matmul.wgsl");
 /// `(op file stem, WGSL source)` for every shader.
 pub const SHADERS: &[(&str, &str)] = &[
     ("add", ADD),
+    ("argmax", ARGMAX),
     ("attention", ATTENTION),
     ("gather_rows", GATHER_ROWS),
     ("glu", GLU),

@@ -9,7 +9,8 @@
 
 use ferrum_engine::DType;
 use ferrum_engine::ops::{
-    Activation, Add, Attention, GatherRows, Glu, KvStore, Matmul, Op, OpKind, RmsNorm, Rope, RopeStyle, Scale, Softcap,
+    Activation, Add, Argmax, Attention, GatherRows, Glu, KvStore, Matmul, Op, OpKind, RmsNorm, Rope, RopeStyle, Scale,
+    Softcap,
 };
 use ferrum_engine::quant::{Fp8Scaling, Int8Rule, MxScaleRule, Nvfp4Convention, QuantFormat, QuantizedMatrix};
 use half::{bf16, f16};
@@ -135,7 +136,8 @@ pub fn op_dtypes(kind: OpKind) -> &'static [DType] {
         | OpKind::Glu
         | OpKind::Add
         | OpKind::Scale
-        | OpKind::Softcap => &[DType::F32],
+        | OpKind::Softcap
+        | OpKind::Argmax => &[DType::F32],
     }
 }
 
@@ -282,6 +284,15 @@ pub fn all_cases() -> Vec<Case> {
     cases.push(scale(&mut rng(), -0.5, &[4099]));
     cases.push(softcap(&mut rng(), 30.0, 100.0, &[3, 1031])); // Gemma 2's final logits
     cases.push(softcap(&mut rng(), 0.5, 4.0, &[257]));
+    // every row pattern, in rows of odd length and of less than a warp;
+    // vocab-sized rows; one element; whole workgroups (64, 256) and one past
+    cases.push(argmax(&mut rng(), ArgmaxRow::ALL.len(), 1031));
+    cases.push(argmax(&mut rng(), 2 * ArgmaxRow::ALL.len(), 7));
+    cases.push(argmax(&mut rng(), 4, 50257));
+    cases.push(argmax(&mut rng(), 2, 151_936));
+    cases.push(argmax(&mut rng(), 1, 1));
+    cases.push(argmax(&mut rng(), 3, 256));
+    cases.push(argmax(&mut rng(), 3, 257));
     cases
 }
 
@@ -469,4 +480,104 @@ pub fn softcap(rng: &mut Rng, cap: f32, amp: f32, shape: &[usize]) -> Case {
     let x = HostTensor::f32(shape, rng.vec(shape.iter().product(), amp));
     let op = Op::Softcap(Softcap { cap });
     case(op, vec![x], DType::F32, format!("cap={cap}, |x|<{amp}, shape={shape:?}"))
+}
+
+/// What an argmax row holds; row r of a case takes `ALL[r % ALL.len()]`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ArgmaxRow {
+    /// Uniform in [-10, 10).
+    Random,
+    /// The max at three places, the lowest not first in the row.
+    Tie,
+    /// All in [-10, -1).
+    Negative,
+    /// -inf at every other place, negatives between.
+    NegInfHalf,
+    /// -inf everywhere: index 0.
+    AllNegInf,
+    /// NaN at 0 and every 7th place; NaN never wins.
+    Nan,
+    /// NaN everywhere: index 0.
+    AllNan,
+    /// +inf twice (and a NaN): the first +inf.
+    PosInf,
+    /// Negatives with -0.0 and +0.0 as the max: they tie.
+    SignedZeros,
+    /// One value everywhere: index 0.
+    Constant,
+}
+
+impl ArgmaxRow {
+    pub const ALL: [ArgmaxRow; 10] = [
+        ArgmaxRow::Random,
+        ArgmaxRow::Tie,
+        ArgmaxRow::Negative,
+        ArgmaxRow::NegInfHalf,
+        ArgmaxRow::AllNegInf,
+        ArgmaxRow::Nan,
+        ArgmaxRow::AllNan,
+        ArgmaxRow::PosInf,
+        ArgmaxRow::SignedZeros,
+        ArgmaxRow::Constant,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            ArgmaxRow::Random => "random",
+            ArgmaxRow::Tie => "tie",
+            ArgmaxRow::Negative => "negative",
+            ArgmaxRow::NegInfHalf => "-inf/negative",
+            ArgmaxRow::AllNegInf => "all -inf",
+            ArgmaxRow::Nan => "nan",
+            ArgmaxRow::AllNan => "all nan",
+            ArgmaxRow::PosInf => "+inf x2",
+            ArgmaxRow::SignedZeros => "-0/+0",
+            ArgmaxRow::Constant => "constant",
+        }
+    }
+
+    fn fill(self, rng: &mut Rng, cols: usize) -> Vec<f32> {
+        let mut row = rng.vec(cols, 10.0);
+        // places spread over the row, so different threads and warps hold them
+        let (early, mid, last) = (cols / 3, cols / 2, cols - 1);
+        match self {
+            ArgmaxRow::Random => {}
+            ArgmaxRow::Tie => {
+                row.iter_mut().for_each(|v| *v /= 10.0);
+                for c in [last, mid, early] {
+                    row[c] = 5.0;
+                }
+            }
+            ArgmaxRow::Negative => row.iter_mut().for_each(|v| *v = v.abs().mul_add(-0.9, -1.0)),
+            ArgmaxRow::NegInfHalf => {
+                for (c, v) in row.iter_mut().enumerate() {
+                    *v = if c % 2 == 0 { f32::NEG_INFINITY } else { -1.0 - v.abs() };
+                }
+            }
+            ArgmaxRow::AllNegInf => row.fill(f32::NEG_INFINITY),
+            ArgmaxRow::Nan => row.iter_mut().step_by(7).for_each(|v| *v = f32::NAN),
+            ArgmaxRow::AllNan => row.fill(f32::NAN),
+            ArgmaxRow::PosInf => {
+                row[last] = f32::INFINITY;
+                row[mid] = f32::INFINITY;
+                row[early] = f32::NAN;
+            }
+            ArgmaxRow::SignedZeros => {
+                row.iter_mut().for_each(|v| *v = -1.0 - v.abs());
+                row[last] = 0.0;
+                row[mid] = -0.0;
+            }
+            ArgmaxRow::Constant => row.fill(1.5),
+        }
+        row
+    }
+}
+
+/// x [rows, cols] whose rows cycle through every [`ArgmaxRow`] pattern.
+pub fn argmax(rng: &mut Rng, rows: usize, cols: usize) -> Case {
+    let patterns: Vec<ArgmaxRow> = (0..rows).map(|r| ArgmaxRow::ALL[r % ArgmaxRow::ALL.len()]).collect();
+    let x: Vec<f32> = patterns.iter().flat_map(|p| p.fill(rng, cols)).collect();
+    let names: Vec<&str> = patterns.iter().take(ArgmaxRow::ALL.len()).map(|p| p.name()).collect();
+    let dims = format!("rows={rows}, cols={cols}, patterns=[{}]", names.join(", "));
+    case(Op::Argmax(Argmax), vec![HostTensor::f32(&[rows, cols], x)], DType::F32, dims)
 }

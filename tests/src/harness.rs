@@ -1,12 +1,12 @@
 //! Runs cases on backends through the `Backend` trait only, judges them by
-//! normalised MSE, prints one line per result and the coverage matrix, and
+//! normalised MSE (integer outputs by equality), prints one line per result and the coverage matrix, and
 //! checks that bad inputs are errors, never panics.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use ferrum_engine::backend::specs;
-use ferrum_engine::ops::{Op, OpKind};
+use ferrum_engine::ops::{Op, OpKind, TensorSpec};
 use ferrum_engine::{Backend, BackendExt, CpuBackend, DType, Tensor};
 
 use crate::cases::{Case, HostTensor, op_dtypes};
@@ -127,7 +127,40 @@ fn run_case_inner(backend: &dyn Backend, case: &Case) -> Result<Vec<f32>, String
     .map_err(|e| e.to_string())?;
     backend.execute(&case.op, &refs, &out).map_err(|e| e.to_string())?;
     backend.sync().map_err(|e| e.to_string())?;
-    backend.read_f32(&out).map_err(|e| e.to_string())
+    match spec.dtype {
+        // indices (argmax), exact in f32 below 2^24
+        DType::U32 => Ok(backend.read_u32(&out).map_err(|e| e.to_string())?.into_iter().map(|v| v as f32).collect()),
+        _ => backend.read_f32(&out).map_err(|e| e.to_string()),
+    }
+}
+
+/// Whether the case's output is integers (argmax's indices), which must match
+/// exactly: an index off by one is a wrong token, however small its nmse.
+pub fn exact_output(case: &Case) -> bool {
+    let inputs: Vec<TensorSpec> = case.inputs.iter().map(|t| TensorSpec::new(&t.shape, t.dtype)).collect();
+    case.op.output_spec(&inputs).is_ok_and(|spec| spec.dtype == DType::U32)
+}
+
+/// Judge integer outputs: every element equal, or a failure naming the first
+/// that differs.
+pub fn judge_exact(got: &[f32], want: &[f64], reference: &str) -> Verdict {
+    if got.len() != want.len() {
+        return Verdict::Fail { nmse: None, why: format!("{} values, {reference} has {}", got.len(), want.len()) };
+    }
+    let wrong: Vec<usize> = (0..got.len()).filter(|&i| got[i] as f64 != want[i]).collect();
+    match wrong.first() {
+        None => Verdict::Ok { nmse: 0.0 },
+        Some(&i) => Verdict::Fail {
+            nmse: Some(nmse(got, want)),
+            why: format!(
+                "{} of {} differ from {reference}, first [{i}]: {} vs {}",
+                wrong.len(),
+                got.len(),
+                got[i],
+                want[i]
+            ),
+        },
+    }
 }
 
 fn upload_all(backend: &dyn Backend, tensors: &[HostTensor]) -> Result<Vec<Tensor>, String> {
@@ -157,6 +190,7 @@ pub fn check(backend: &dyn Backend, case: &Case) -> Outcome {
         match (run_case(backend, case), expected(case, &name)) {
             (Err(e), _) => Verdict::Fail { nmse: None, why: e },
             (_, Err(e)) => Verdict::Fail { nmse: None, why: format!("no reference: {e}") },
+            (Ok(got), Ok(want)) if exact_output(case) => judge_exact(&got, &want, reference_name(&name)),
             (Ok(got), Ok(want)) => judge(&got, &want, tolerance(&name, case.dtype), reference_name(&name)),
         }
     };

@@ -4,7 +4,7 @@
 //! `engine/src/ops/` where one is natural: matmul through a transposed
 //! weight, rope as complex multiplication, attention over each sequence's
 //! keys gathered into a dense array with an explicit causal + window mask,
-//! sigmoid through tanh.
+//! sigmoid through tanh, argmax as the max first and its place second.
 
 use ferrum_engine::ops::{Activation, Attention, Op, Rope, RopeStyle};
 
@@ -37,7 +37,21 @@ pub fn eval(op: &Op, inputs: &[HostTensor], init_out: Option<&HostTensor>) -> Re
         Op::Add(_) => Ok(f(0).iter().zip(f(1)).map(|(a, b)| a + b).collect()),
         Op::Scale(p) => Ok(f(0).iter().map(|x| p.factor as f64 * x).collect()),
         Op::Softcap(p) => Ok(f(0).iter().map(|&x| softcap(p.cap as f64, x)).collect()),
+        Op::Argmax(_) => Ok(argmax(&f(0), shape(0)[1])),
     }
+}
+
+/// Per row: the max of the values that are not NaN, then the first place
+/// holding it (== makes -0 and +0 one value); 0 when the row has no number.
+/// Two passes, where the engine keeps a running best.
+fn argmax(x: &[f64], cols: usize) -> Vec<f64> {
+    x.chunks(cols)
+        .map(|row| {
+            let max = row.iter().copied().filter(|v| !v.is_nan()).reduce(f64::max);
+            let at = max.and_then(|m| row.iter().position(|&v| v == m));
+            at.unwrap_or(0) as f64
+        })
+        .collect()
 }
 
 fn gather_rows(table: &[f64], cols: usize, ids: &[u32]) -> Result<Vec<f64>, String> {

@@ -75,8 +75,81 @@ fn greedy_ids_match_transformers() {
     }
 }
 
+/// The logits of every row asked for, argmaxed on the host by the sampler's rule.
+fn host_argmax(logits: &ferrum_engine::Logits) -> Vec<u32> {
+    (0..logits.rows()).map(|r| ferrum_engine::sampler::argmax(logits.row(r))).collect()
+}
+
+/// Greedy decoding the way it was before the argmax op: logits of the last
+/// position read back every step, argmax on the host.
+fn host_greedy(model: &Model, prompt: &[u32], n: usize) -> Vec<u32> {
+    use ferrum_engine::kv_cache::{BlockTable, PagedKv};
+    use ferrum_engine::{LogitsWanted, SeqChunk};
+    let mut kv = PagedKv::for_tokens(model.backend(), &model.config, prompt.len() + n, 4).unwrap();
+    let mut table = BlockTable::default();
+    table.reserve(&mut kv.pool, prompt.len() + n, 4).unwrap();
+    let mut tokens = prompt.to_vec();
+    let mut fed = 0;
+    while tokens.len() < prompt.len() + n {
+        let chunk = SeqChunk {
+            tokens: &tokens[fed..],
+            start_pos: fed,
+            block_table: table.blocks(),
+            logits: LogitsWanted::Last,
+        };
+        let logits = model.forward(&[chunk], &kv.cache).unwrap();
+        fed = tokens.len();
+        tokens.push(host_argmax(&logits)[0]);
+    }
+    tokens.split_off(prompt.len())
+}
+
+/// Greedy ids picked on the device (the argmax op; only ids read back) are
+/// the host sampler's, on every backend and fixture: for each row of a
+/// batched step (two sequences, every position of one), and for a whole
+/// greedy generation.
+#[test]
+fn greedy_on_the_device_matches_the_host_sampler() {
+    use ferrum_engine::kv_cache::{BlockTable, PagedKv};
+    use ferrum_engine::{LogitsWanted, SeqChunk};
+    for (backend, _) in backends() {
+        for name in FIXTURES {
+            let dir = fixture_dir(name);
+            let reference = Reference::load(&dir).unwrap();
+            let model = Model::load(&dir, backend.clone()).unwrap();
+            assert!(model.argmax_on_device(), "{}", backend.name());
+            let ids = &reference.input_ids;
+            let (a, b) = (&ids[..], &ids[2..7]);
+            let mut kv = PagedKv::new(model.backend(), &model.config, 16, 4).unwrap();
+            let (mut ta, mut tb) = (BlockTable::default(), BlockTable::default());
+            ta.reserve(&mut kv.pool, a.len(), 4).unwrap();
+            tb.reserve(&mut kv.pool, b.len(), 4).unwrap();
+            let chunks = [
+                SeqChunk { tokens: a, start_pos: 0, block_table: ta.blocks(), logits: LogitsWanted::All },
+                SeqChunk { tokens: b, start_pos: 0, block_table: tb.blocks(), logits: LogitsWanted::Last },
+            ];
+            let host = host_argmax(&model.forward(&chunks, &kv.cache).unwrap());
+            let device = model.forward_greedy(&chunks, &kv.cache).unwrap();
+            assert_eq!(device.len(), a.len() + 1);
+            assert_eq!(device, host, "fixture {name} on {}, rows of a batched step", backend.name());
+
+            let n = reference.greedy_ids.len();
+            let opts = GenerateOptions {
+                max_tokens: n,
+                sampling: SamplingParams::default(),
+                eos_token_ids: Vec::new(),
+                stop_strings: Vec::new(),
+            };
+            let device = generate(&model, ids, &opts, None, |_| {}).unwrap().tokens;
+            assert_eq!(device, host_greedy(&model, ids, n), "fixture {name} on {}, generation", backend.name());
+            println!("fixture {name} {}: device greedy == host greedy ({n} tokens)", backend.name());
+        }
+    }
+}
+
 /// A decode step on wgpu records every op into one batch: one submit and one
-/// read-back (the logits). Its own device, so other tests' work is not counted.
+/// read-back (the logits, or for greedy decoding the id alone). Its own
+/// device, so other tests' work is not counted.
 #[test]
 fn a_wgpu_decode_step_is_one_submit_and_one_read_back() {
     use ferrum_backend_wgpu::{Options, WgpuBackend};
@@ -113,6 +186,14 @@ fn a_wgpu_decode_step_is_one_submit_and_one_read_back() {
         model.config.num_layers
     );
     assert_eq!((submits, readbacks), (1, 1));
+    assert_eq!(after.readback_bytes - before.readback_bytes, 4 * model.config.vocab_size as u64);
+    // greedy: the same step ending in the argmax op brings back one u32
+    let before = wgpu.stats();
+    let ids = model.forward_greedy(&[chunk(n, n + 1, LogitsWanted::Last)], &kv.cache).unwrap();
+    let after = wgpu.stats();
+    assert_eq!(ids, [ferrum_engine::sampler::argmax(logits.row(0))]);
+    let (submits, readbacks) = (after.submits - before.submits, after.readbacks - before.readbacks);
+    assert_eq!((submits, readbacks, after.readback_bytes - before.readback_bytes), (1, 1, 4));
 }
 
 #[test]

@@ -8,11 +8,12 @@ use std::sync::Arc;
 use ferrum_conformance::cases::{self, Case, HostTensor, Rng, all_cases, op_dtypes};
 use ferrum_conformance::harness::{
     BadInput, BadOut, Verdict, available_backends, check, check_bad_input, check_bad_upload, coverage, expected, judge,
-    run_case, tolerance,
+    judge_exact, run_case, tolerance,
 };
 use ferrum_conformance::oracle;
 use ferrum_engine::ops::{
-    Activation, Add, Attention, GatherRows, Glu, KvStore, Matmul, Op, OpKind, RmsNorm, Rope, RopeStyle, Scale, Softcap,
+    Activation, Add, Argmax, Attention, GatherRows, Glu, KvStore, Matmul, Op, OpKind, RmsNorm, Rope, RopeStyle, Scale,
+    Softcap,
 };
 use ferrum_engine::{Backend, CpuBackend, DType};
 
@@ -142,6 +143,12 @@ fn bad_inputs() -> Vec<BadInput> {
     bad("output of wrong shape", &scale, vec![f(&[3])], out(&[4]));
     bad("cap 0", &Op::Softcap(Softcap { cap: 0.0 }), vec![f(&[3])], out(&[3]));
     bad("u32 input", &Op::Softcap(Softcap { cap: 1.0 }), vec![u(&[1, 2])], out(&[2]));
+    let ids = |n: usize| BadOut::Fresh(vec![n], DType::U32);
+    bad("rows of 0 columns", &Op::Argmax(Argmax), vec![f(&[2, 0])], ids(2));
+    bad("x of rank 1", &Op::Argmax(Argmax), vec![f(&[5])], ids(1));
+    bad("u32 input", &Op::Argmax(Argmax), vec![HostTensor::u32(&[1, 2], vec![1, 2])], ids(1));
+    bad("f32 output", &Op::Argmax(Argmax), vec![f(&[2, 3])], out(&[2]));
+    bad("output of wrong length", &Op::Argmax(Argmax), vec![f(&[2, 3])], ids(3));
     list
 }
 
@@ -161,6 +168,49 @@ fn the_check_can_fail() {
     got[17] = f32::NAN;
     assert!(matches!(judge(&got, &want, tol, "oracle"), Verdict::Fail { .. }));
     assert!(matches!(judge(&got[1..], &want, tol, "oracle"), Verdict::Fail { .. }));
+}
+
+/// Indices are judged by equality: an id off by one fails though its nmse
+/// is far below any float tolerance.
+#[test]
+fn an_index_off_by_one_fails() {
+    let case = all_cases().into_iter().find(|c| c.kind() == OpKind::Argmax && c.inputs[0].shape[1] == 50257).unwrap();
+    let want = expected(&case, "cpu").unwrap();
+    let mut got = run_case(&CpuBackend::new(), &case).unwrap();
+    assert!(matches!(judge_exact(&got, &want, "oracle"), Verdict::Ok { .. }));
+    assert!(matches!(check(&CpuBackend::new(), &case).verdict, Verdict::Ok { .. }));
+    let i = got.iter().position(|&v| v > 1000.0).unwrap();
+    got[i] += 1.0;
+    assert!(matches!(judge(&got, &want, 1e-7, "oracle"), Verdict::Ok { .. }), "nmse alone would pass it");
+    assert!(matches!(judge_exact(&got, &want, "oracle"), Verdict::Fail { .. }));
+}
+
+/// The argmax cases hold what their patterns promise (ties, infinities,
+/// NaN, signed zeros), so passing them tests the rule.
+#[test]
+fn argmax_rows_hold_their_patterns() {
+    use ferrum_conformance::cases::ArgmaxRow;
+    let cols = 1031;
+    let case = cases::argmax(&mut Rng::new(5), ArgmaxRow::ALL.len(), cols);
+    let ids = oracle::eval(&case.op, &case.inputs, None).unwrap();
+    let (early, mid) = (cols / 3, cols / 2);
+    for (pattern, &id) in ArgmaxRow::ALL.iter().zip(&ids) {
+        let want = match pattern {
+            ArgmaxRow::Tie => early,
+            ArgmaxRow::PosInf | ArgmaxRow::SignedZeros => mid,
+            ArgmaxRow::AllNegInf | ArgmaxRow::AllNan | ArgmaxRow::Constant => 0,
+            ArgmaxRow::Nan => {
+                assert!(!(id as usize).is_multiple_of(7), "a NaN won");
+                continue;
+            }
+            ArgmaxRow::NegInfHalf => {
+                assert!(!(id as usize).is_multiple_of(2), "-inf won");
+                continue;
+            }
+            ArgmaxRow::Random | ArgmaxRow::Negative => continue,
+        };
+        assert_eq!(id as usize, want, "{pattern:?}");
+    }
 }
 
 #[test]
@@ -204,6 +254,10 @@ fn oracle_agrees_with_hand_computed_values() {
     let tables = HostTensor::u32(&[1, 1], vec![1]);
     let out = eval(att.clone(), vec![f(&[1, 1, 1], vec![1.0]), k.clone(), v.clone(), tables.clone(), u(&[0]), u(&[1])]);
     close(&out, &[4.0 * 0.25 + 8.0 * 0.75]);
+    // argmax: ties to the lowest index, NaN below -inf, -0 == +0
+    let nan = f32::NAN;
+    let x = f(&[4, 3], vec![1.0, 2.0, 2.0, nan, f32::NEG_INFINITY, nan, -0.0, 0.0, -1.0, nan, nan, nan]);
+    close(&eval(Op::Argmax(Argmax), vec![x]), &[1.0, 1.0, 0.0, 0.0]);
     // a window of 1 leaves only the token's own position
     let win = Op::Attention(Attention { block_size: 2, scale: 1.0, softcap: None, window: Some(1) });
     close(&eval(win, vec![f(&[1, 1, 1], vec![1.0]), k, v, tables, u(&[0]), u(&[1])]), &[8.0]);

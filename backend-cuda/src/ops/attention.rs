@@ -22,7 +22,7 @@ pub(super) fn run(l: &Launcher, p: &Attention, inputs: &[&Tensor], ptrs: &[u64],
         return Err(Error::op("attention", format!("head_dim {head_dim} > {MAX_HEAD_DIM} is not supported on cuda")));
     }
     let max_blocks = tables.shape()[1];
-    let host = |t: &Tensor| cuda_buffer(t)?.host_u32();
+    let host = |t: &Tensor| cuda_buffer(t)?.host_u32(l.stream);
     p.check_pages(&host(tables)?, max_blocks, num_slots, &host(token_seq)?, &host(positions)?)?;
     let params = AttentionParams {
         tokens: u32_of(tokens, "tokens")?,

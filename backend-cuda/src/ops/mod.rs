@@ -1,8 +1,8 @@
 //! Op dispatch: each op turned into launches of the kernels in
 //! `ferrum-kernels`, after the checks the reference makes (index ranges come
-//! from the host copies of u32 tensors, so a bad id is an `Err`, never a
-//! device fault). The match has no catch-all arm: a new op is a compile
-//! error here until it is ported.
+//! from the host copies of u32 tensors, read back first where a kernel wrote
+//! the tensor, so a bad id is an `Err`, never a device fault). The match has
+//! no catch-all arm: a new op is a compile error here until it is ported.
 //!
 //! Each `#[repr(C)]` params struct below mirrors the C struct of the same
 //! name in `kernels/cu/<op>.cu`; kernels take it by value as their first
@@ -79,6 +79,14 @@ pub(crate) struct AttentionParams {
     pub softcap: f32,
 }
 
+/// Mirrors `ArgmaxParams` in kernels/cu/argmax.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ArgmaxParams {
+    pub rows: u32,
+    pub cols: u32,
+}
+
 /// Mirrors `ElementwiseParams` in kernels/cu/{add,scale,softcap,glu}.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -94,6 +102,7 @@ unsafe impl DeviceRepr for RmsNormParams {}
 unsafe impl DeviceRepr for RopeParams {}
 unsafe impl DeviceRepr for KvStoreParams {}
 unsafe impl DeviceRepr for AttentionParams {}
+unsafe impl DeviceRepr for ArgmaxParams {}
 unsafe impl DeviceRepr for ElementwiseParams {}
 
 /// Threads per block of the 1-D kernels.
@@ -158,7 +167,7 @@ pub(crate) fn run(l: &Launcher, op: &Op, inputs: &[&Tensor], out: &Tensor) -> Re
         Op::GatherRows(_) => {
             let (table, ids) = (inputs[0], inputs[1]);
             let (rows, cols) = (table.shape()[0], table.shape()[1]);
-            let host = cuda_buffer(ids)?.host_u32()?;
+            let host = cuda_buffer(ids)?.host_u32(l.stream)?;
             if let Some(&id) = host.iter().find(|&&id| id as usize >= rows) {
                 return Err(Error::op("gather_rows", format!("index {id} out of range for {rows} rows")));
             }
@@ -197,7 +206,7 @@ pub(crate) fn run(l: &Launcher, op: &Op, inputs: &[&Tensor], out: &Tensor) -> Re
         }
         Op::KvStore(p) => {
             let src = inputs[0];
-            let slots = cuda_buffer(inputs[1])?.host_u32()?;
+            let slots = cuda_buffer(inputs[1])?.host_u32(l.stream)?;
             let mut written = std::collections::HashSet::with_capacity(slots.len());
             for &slot in &slots {
                 if slot as usize >= p.num_slots {
@@ -229,6 +238,12 @@ pub(crate) fn run(l: &Launcher, op: &Op, inputs: &[&Tensor], out: &Tensor) -> Re
         Op::Add(_) => l.elementwise("add", out.elem_count(), 0.0, 0, &[ptrs[0], ptrs[1], o]),
         Op::Scale(p) => l.elementwise("scale", out.elem_count(), p.factor, 0, &[ptrs[0], o]),
         Op::Softcap(p) => l.elementwise("softcap", out.elem_count(), p.cap, 0, &[ptrs[0], o]),
+        Op::Argmax(_) => {
+            let (rows, cols) = (inputs[0].shape()[0], inputs[0].shape()[1]);
+            let p = ArgmaxParams { rows: u32_of(rows, "rows")?, cols: u32_of(cols, "cols")? };
+            // one block per row
+            l.launch("argmax", (p.rows, 1, 1), BLOCK, &p, &[ptrs[0], o])
+        }
     }
 }
 
@@ -244,7 +259,8 @@ pub(crate) fn supports(op: OpKind, dtype: DType) -> bool {
         | OpKind::Glu
         | OpKind::Add
         | OpKind::Scale
-        | OpKind::Softcap => dtype == DType::F32,
+        | OpKind::Softcap
+        | OpKind::Argmax => dtype == DType::F32,
     }
 }
 
@@ -281,6 +297,7 @@ mod tests {
         assert_eq!(size_of::<KvStoreParams>(), 16);
         assert_eq!(size_of::<AttentionParams>(), 40);
         assert_eq!(size_of::<ElementwiseParams>(), 16);
+        assert_eq!(size_of::<ArgmaxParams>(), 8);
     }
 
     #[test]

@@ -55,7 +55,7 @@ pub(super) fn plan(p: &Attention, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -
     }
     let max_blocks = tables.shape()[1];
     // copies, not guards: two of these may be one tensor
-    let host = |t: &Tensor| -> Result<Vec<u32>> { Ok(gpu_buffer(t)?.host_u32()?.clone()) };
+    let host = |t: &Tensor| -> Result<Vec<u32>> { gpu_buffer(t)?.host_u32() };
     p.check_pages(&host(tables)?, max_blocks, num_slots, &host(token_seq)?, &host(positions)?)?;
     let l = &ctx.limits;
     let small = [

@@ -3,6 +3,7 @@
 //! (index ranges come from the host copies of u32 tensors). The match below
 //! has no catch-all arm: a new op is a compile error here until it is ported.
 
+mod argmax;
 mod attention;
 mod elementwise;
 mod gather_rows;
@@ -60,6 +61,7 @@ pub(crate) fn plan(op: &Op, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -> Resu
         Op::Add(_) => elementwise::add(inputs, out, ctx),
         Op::Scale(p) => elementwise::scale(p, inputs, out, ctx),
         Op::Softcap(p) => elementwise::softcap(p, inputs, out, ctx),
+        Op::Argmax(_) => argmax::plan(inputs, out, ctx),
     }
 }
 
@@ -76,7 +78,8 @@ pub(crate) fn overwrites_output(op: OpKind) -> bool {
         | OpKind::Glu
         | OpKind::Add
         | OpKind::Scale
-        | OpKind::Softcap => true,
+        | OpKind::Softcap
+        | OpKind::Argmax => true,
     }
 }
 
@@ -99,7 +102,8 @@ pub(crate) fn supports(op: OpKind, dtype: DType, f16_ok: bool) -> bool {
         | OpKind::Glu
         | OpKind::Add
         | OpKind::Scale
-        | OpKind::Softcap => dtype == DType::F32,
+        | OpKind::Softcap
+        | OpKind::Argmax => dtype == DType::F32,
     }
 }
 
@@ -134,7 +138,7 @@ fn u32_of(v: usize, what: &str) -> Result<u32> {
 mod tests {
     use std::mem::size_of;
 
-    use super::{attention, elementwise, gather_rows, kv_store, matmul, rms_norm, rope};
+    use super::{argmax, attention, elementwise, gather_rows, kv_store, matmul, rms_norm, rope};
 
     /// Each `#[repr(C)]` params struct has the size of the WGSL `Params` it
     /// mirrors (naga's layout), in the portable and the f16 variants.
@@ -142,6 +146,7 @@ mod tests {
     fn params_structs_match_their_wgsl() {
         let ours = [
             ("add", size_of::<elementwise::AddParams>()),
+            ("argmax", size_of::<argmax::ArgmaxParams>()),
             ("attention", size_of::<attention::AttentionParams>()),
             ("gather_rows", size_of::<gather_rows::GatherRowsParams>()),
             ("glu", size_of::<elementwise::GluParams>()),

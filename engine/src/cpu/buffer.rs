@@ -84,6 +84,13 @@ impl CpuData {
         }
     }
 
+    pub fn u32_mut(&mut self) -> Result<&mut [u32]> {
+        match self {
+            CpuData::U32(v) => Ok(v),
+            _ => Err(Error::Backend("expected a u32 tensor".into())),
+        }
+    }
+
     pub fn u32(&self) -> Result<&[u32]> {
         match self {
             CpuData::U32(v) => Ok(v),

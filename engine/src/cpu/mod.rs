@@ -74,7 +74,8 @@ impl Backend for CpuBackend {
             | OpKind::Glu
             | OpKind::Add
             | OpKind::Scale
-            | OpKind::Softcap => dtype == DType::F32,
+            | OpKind::Softcap
+            | OpKind::Argmax => dtype == DType::F32,
         }
     }
 
@@ -146,6 +147,11 @@ impl Backend for CpuBackend {
 fn compute(op: &Op, inputs: &[&Tensor], out: &Tensor) -> Result<()> {
     let ins = inputs.iter().map(|t| read_lock(t)).collect::<Result<Vec<_>>>()?;
     let mut out_data = write_lock(out)?;
+    if let Op::Argmax(p) = op {
+        // the one op with a u32 output
+        p.reference(ins[0].f32()?, inputs[0].shape()[1], out_data.u32_mut()?);
+        return Ok(());
+    }
     let o = out_data.f32_mut()?;
     match op {
         Op::GatherRows(p) => p.reference(ins[0].floats()?, inputs[0].shape()[1], ins[1].u32()?, o)?,
@@ -171,6 +177,7 @@ fn compute(op: &Op, inputs: &[&Tensor], out: &Tensor) -> Result<()> {
         Op::Add(p) => p.reference(ins[0].f32()?, ins[1].f32()?, o),
         Op::Scale(p) => p.reference(ins[0].f32()?, o),
         Op::Softcap(p) => p.reference(ins[0].f32()?, o),
+        Op::Argmax(_) => {} // ran above, on the u32 view
     }
     Ok(())
 }

@@ -20,7 +20,7 @@ use crate::model::rope::RopeTable;
 use crate::model::weights::stored_float_dtype;
 use crate::model::weights::{DecoderWeights, LayerWeights, Linear};
 use crate::ops::{
-    Add, Attention, GatherRows, Glu, KvStore, Matmul, Op, OpKind, RmsNorm, Rope, RopeStyle, Scale, Softcap,
+    Add, Argmax, Attention, GatherRows, Glu, KvStore, Matmul, Op, OpKind, RmsNorm, Rope, RopeStyle, Scale, Softcap,
 };
 use crate::tensor::Tensor;
 
@@ -47,6 +47,24 @@ impl Decoder<'_> {
     /// Runs the batch through the model, writing its keys and values into
     /// the cache, and returns logits [logit_rows, vocab] as host f32.
     pub fn forward(&self, batch: &BatchLayout, cache: &KvCache) -> Result<Vec<f32>> {
+        match self.logits(batch, cache)? {
+            Some(logits) => self.backend.read_f32(&logits),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// [`Decoder::forward`], then the argmax of each logit row on the device:
+    /// only the ids [logit_rows] come back to the host.
+    pub fn forward_argmax(&self, batch: &BatchLayout, cache: &KvCache) -> Result<Vec<u32>> {
+        match self.logits(batch, cache)? {
+            Some(logits) => self.backend.read_u32(&self.backend.run(&Op::Argmax(Argmax), &[&logits])?),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The forward pass up to the logits [logit_rows, vocab], left on the
+    /// device; `None` (after waiting for the cache writes) when no row is wanted.
+    fn logits(&self, batch: &BatchLayout, cache: &KvCache) -> Result<Option<Tensor>> {
         let b = self.backend;
         let t = batch.token_ids.len();
         let step = StepTensors {
@@ -66,7 +84,7 @@ impl Decoder<'_> {
         }
         if batch.logit_rows.is_empty() {
             b.sync()?;
-            return Ok(Vec::new());
+            return Ok(None);
         }
         let rows = b.upload_u32(&[batch.logit_rows.len()], &batch.logit_rows)?;
         let x = b.run(&Op::GatherRows(GatherRows), &[&x, &rows])?; // (R, hidden)
@@ -75,7 +93,7 @@ impl Decoder<'_> {
         if let Some(cap) = self.config.final_logit_softcap {
             logits = b.run(&Op::Softcap(Softcap { cap }), &[&logits])?;
         }
-        b.read_f32(&logits)
+        Ok(Some(logits))
     }
 
     fn layer(&self, l: usize, w: &LayerWeights, x: &Tensor, step: &StepTensors, cache: &KvCache) -> Result<Tensor> {
@@ -153,6 +171,8 @@ impl Decoder<'_> {
 
 /// Every (op, dtype) pair the decoder will ask of a backend, from the
 /// stored dtypes alone, so a missing op is found before any upload.
+/// `argmax` is not among them: without it, greedy decoding reads the logits
+/// back and takes the argmax on the host (`Model::forward_greedy`).
 pub(crate) fn required_ops(store: &WeightStore, policy: &QuantPolicy) -> Result<Vec<(OpKind, DType)>> {
     let float = |name: &str| -> Result<DType> { stored_float_dtype(name, store.dtype_of(name)?) };
     let mut ops = vec![

@@ -20,6 +20,7 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::kv_cache::KvCache;
 use crate::loader::WeightStore;
+use crate::ops::OpKind;
 use crate::source::ModelSource;
 use decoder::Decoder;
 use rope::RopeTable;
@@ -106,19 +107,45 @@ impl Model {
     /// One step over a batch of sequence chunks; keys and values go into
     /// `cache`, and the logits asked for come back in chunk order.
     pub fn forward(&self, chunks: &[SeqChunk<'_>], cache: &KvCache) -> Result<Logits> {
+        let layout = self.layout(chunks, cache)?;
+        Ok(Logits { data: self.decoder().forward(&layout, cache)?, vocab: self.config.vocab_size })
+    }
+
+    /// [`Model::forward`] for greedy decoding: the argmax of each logit row
+    /// asked for (`sampler::argmax`'s rule: lowest index on ties, NaN never
+    /// chosen), in chunk order. Picked on the device by the `argmax` op, so
+    /// one u32 per row is read back instead of `vocab` f32s; on a backend
+    /// without the op, the logits are read back and argmaxed on the host.
+    pub fn forward_greedy(&self, chunks: &[SeqChunk<'_>], cache: &KvCache) -> Result<Vec<u32>> {
+        let layout = self.layout(chunks, cache)?;
+        if self.argmax_on_device() {
+            return self.decoder().forward_argmax(&layout, cache);
+        }
+        let logits = Logits { data: self.decoder().forward(&layout, cache)?, vocab: self.config.vocab_size };
+        Ok((0..logits.rows()).map(|r| crate::ops::argmax_row(logits.row(r))).collect())
+    }
+
+    /// Whether [`Model::forward_greedy`] picks ids on the device.
+    pub fn argmax_on_device(&self) -> bool {
+        self.backend.supports(OpKind::Argmax, DType::F32)
+    }
+
+    fn layout(&self, chunks: &[SeqChunk<'_>], cache: &KvCache) -> Result<BatchLayout> {
         let vocab = self.config.vocab_size;
         if let Some(&bad) = chunks.iter().flat_map(|c| c.tokens).find(|&&t| t as usize >= vocab) {
             return Err(Error::Request(format!("token id {bad} is outside the vocabulary of {vocab}")));
         }
-        let layout = BatchLayout::build(chunks, cache.block_size, cache.num_blocks)?;
-        let decoder = Decoder {
+        BatchLayout::build(chunks, cache.block_size, cache.num_blocks)
+    }
+
+    fn decoder(&self) -> Decoder<'_> {
+        Decoder {
             config: &self.config,
             backend: self.backend.as_ref(),
             weights: &self.weights,
             rope_global: &self.rope_global,
             rope_local: self.rope_local.as_ref(),
             embed_scale: self.embed_scale,
-        };
-        Ok(Logits { data: decoder.forward(&layout, cache)?, vocab })
+        }
     }
 }

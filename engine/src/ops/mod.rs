@@ -3,6 +3,7 @@
 //! CPU reference. Adding an op: see `docs/adding-an-op.md`.
 
 mod add;
+mod argmax;
 pub mod attention;
 mod gather_rows;
 mod glu;
@@ -14,6 +15,7 @@ mod scale;
 mod softcap;
 
 pub use add::Add;
+pub use argmax::{Argmax, argmax_row};
 pub use attention::Attention;
 pub use gather_rows::GatherRows;
 pub use glu::{Activation, Glu};
@@ -44,6 +46,7 @@ pub enum Op {
     Add(Add),
     Scale(Scale),
     Softcap(Softcap),
+    Argmax(Argmax),
 }
 
 /// The op without its parameters: what `Backend::supports` is asked about.
@@ -59,10 +62,11 @@ pub enum OpKind {
     Add,
     Scale,
     Softcap,
+    Argmax,
 }
 
 impl OpKind {
-    pub const ALL: [OpKind; 10] = [
+    pub const ALL: [OpKind; 11] = [
         OpKind::GatherRows,
         OpKind::RmsNorm,
         OpKind::Matmul,
@@ -73,6 +77,7 @@ impl OpKind {
         OpKind::Add,
         OpKind::Scale,
         OpKind::Softcap,
+        OpKind::Argmax,
     ];
 
     pub fn name(self) -> &'static str {
@@ -87,6 +92,7 @@ impl OpKind {
             OpKind::Add => "add",
             OpKind::Scale => "scale",
             OpKind::Softcap => "softcap",
+            OpKind::Argmax => "argmax",
         }
     }
 }
@@ -104,6 +110,7 @@ impl Op {
             Op::Add(_) => OpKind::Add,
             Op::Scale(_) => OpKind::Scale,
             Op::Softcap(_) => OpKind::Softcap,
+            Op::Argmax(_) => OpKind::Argmax,
         }
     }
 
@@ -121,6 +128,7 @@ impl Op {
             Op::Add(p) => p.output_spec(inputs),
             Op::Scale(p) => p.output_spec(inputs),
             Op::Softcap(p) => p.output_spec(inputs),
+            Op::Argmax(p) => p.output_spec(inputs),
         }
     }
 }

@@ -2,7 +2,9 @@
 //! continuous batching. Each step it schedules decode tokens of running
 //! sequences, then chunks of prompts (new requests join while others
 //! decode; long prompts are split so decoding never stalls), runs one
-//! forward pass over them all, samples, and streams events back.
+//! forward pass over them all, samples, and streams events back. When every
+//! sequence sampled in a step is plain greedy without logprobs, the tokens
+//! are picked on the device and only their ids come back.
 //! Requests arrive through an `EngineHandle` from any thread.
 
 use std::collections::VecDeque;
@@ -16,7 +18,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use crate::error::{Error, Result};
 use crate::eval::log_softmax_at;
 use crate::kv_cache::KvCache;
-use crate::model::{LogitsWanted, Model, SeqChunk};
+use crate::model::{Logits, LogitsWanted, Model, SeqChunk};
 use crate::serving::blocks::BlockManager;
 use crate::serving::metrics::Metrics;
 use crate::serving::sequence::{Event, GenerationRequest, Sequence, TokenLogprobs};
@@ -171,6 +173,14 @@ struct Planned {
     take: usize,
 }
 
+/// What a step's forward pass returns for the rows to sample, in plan order.
+enum Picked {
+    /// Every row's logits, for the host sampler.
+    Logits(Logits),
+    /// Every row's argmax, picked on the device (all plain greedy).
+    Ids(Vec<u32>),
+}
+
 impl EngineState {
     fn run(&mut self, commands: Receiver<Command>) {
         loop {
@@ -297,15 +307,25 @@ impl EngineState {
                 }
             })
             .collect();
-        let logits = match self.model.forward(&chunks, &self.cache) {
-            Ok(l) => l,
+        // ids picked on the device when every sampled sequence is plain greedy
+        // and wants no logprobs; otherwise the logits come back for the sampler
+        let on_device = plan.iter().zip(&wants).filter(|(_, want)| **want).all(|(p, _)| {
+            let s = &self.running[p.index];
+            s.sampler.params.is_plain_greedy() && s.request.logprobs.is_none()
+        });
+        let picked = if on_device {
+            self.model.forward_greedy(&chunks, &self.cache).map(Picked::Ids)
+        } else {
+            self.model.forward(&chunks, &self.cache).map(Picked::Logits)
+        };
+        drop(chunks);
+        let picked = match picked {
+            Ok(p) => p,
             Err(e) => {
-                drop(chunks);
                 self.fail_planned(&plan, &e.to_string());
                 return;
             }
         };
-        drop(chunks);
         let mut row = 0;
         let mut finished = Vec::new();
         for (p, &want) in plan.iter().zip(&wants) {
@@ -315,10 +335,15 @@ impl EngineState {
             if !want {
                 continue;
             }
-            let logits_row = logits.row(row);
+            let (token, logprobs) = match &picked {
+                Picked::Ids(ids) => (seq.sampler.record(ids[row]), None),
+                Picked::Logits(logits) => {
+                    let logits_row = logits.row(row);
+                    let token = seq.sampler.sample(logits_row);
+                    (token, seq.request.logprobs.map(|n| token_logprobs(logits_row, token, n)))
+                }
+            };
             row += 1;
-            let token = seq.sampler.sample(logits_row);
-            let logprobs = seq.request.logprobs.map(|n| token_logprobs(logits_row, token, n));
             let (events, done) = seq.push_token(token, logprobs, self.tokenizer.as_ref());
             let now = Instant::now();
             match seq.last_token_at {
