@@ -225,3 +225,83 @@ fn a_batch_of_different_sequences_matches_each_run_alone() {
     let err = max_err_over_std(&got.data, &want);
     assert!(err < 1e-5, "batched vs alone: {err:.2e}");
 }
+
+/// Decode steps replayed from recordings (CUDA graphs; op lists on the cpu
+/// reference) give the logits and greedy ids of steps run op by op, bit for
+/// bit on the cpu: two sequences of different lengths decoding together past
+/// block-table widths 2, 4 and 8 (re-recorded each time), then one alone,
+/// then a new cache (the old recordings dropped).
+#[test]
+fn recorded_decode_steps_match_steps_run_op_by_op() {
+    use ferrum_engine::kv_cache::{BlockTable, PagedKv};
+    use ferrum_engine::{LogitsWanted, SeqChunk};
+    let backends: Vec<Arc<dyn Backend>> =
+        backends().into_iter().map(|(b, _)| b).chain(ferrum_backend_cuda::open().ok()).collect();
+    for backend in backends {
+        for name in ["llama", "gemma2", "qwen3"] {
+            let dir = fixture_dir(name);
+            let recorded = Model::load(&dir, backend.clone()).unwrap();
+            let plain = Model::load(&dir, backend.clone()).unwrap();
+            plain.set_recording(false);
+            let prompt = &Reference::load(&dir).unwrap().input_ids;
+            let bs = 4;
+            let run = |model: &Model, steps: usize| {
+                let mut kv = PagedKv::new(model.backend(), &model.config, 32, bs).unwrap();
+                let mut seqs = [prompt[..3].to_vec(), prompt[..6].to_vec()];
+                let mut tables = [BlockTable::default(), BlockTable::default()];
+                let mut out = Vec::new();
+                for (s, t) in seqs.iter().zip(&mut tables) {
+                    t.reserve(&mut kv.pool, s.len() + steps + 1, bs).unwrap();
+                    let c = SeqChunk { tokens: s, start_pos: 0, block_table: t.blocks(), logits: LogitsWanted::None };
+                    model.forward(&[c], &kv.cache).unwrap();
+                }
+                for step in 0..steps {
+                    let alive = if step + 3 < steps { 2 } else { 1 }; // the batch shrinks at the end
+                    let last: Vec<u32> = seqs.iter().map(|s| *s.last().unwrap()).collect();
+                    let chunks: Vec<SeqChunk> = (0..alive)
+                        .map(|i| SeqChunk {
+                            tokens: std::slice::from_ref(&last[i]),
+                            start_pos: seqs[i].len() - 1,
+                            block_table: tables[i].blocks(),
+                            logits: LogitsWanted::Last,
+                        })
+                        .collect();
+                    let logits = if step % 2 == 0 {
+                        model.forward(&chunks, &kv.cache).unwrap().data
+                    } else {
+                        let ids = model.forward_greedy(&chunks, &kv.cache).unwrap();
+                        ids.iter().map(|&i| i as f32).collect()
+                    };
+                    let ids = if step % 2 == 0 {
+                        let l = ferrum_engine::Logits { data: logits.clone(), vocab: model.config.vocab_size };
+                        host_argmax(&l)
+                    } else {
+                        logits.iter().map(|&i| i as u32).collect()
+                    };
+                    for (s, id) in seqs.iter_mut().zip(ids) {
+                        s.push(id);
+                    }
+                    out.push(logits);
+                }
+                out
+            };
+            // 3 + 18 tokens of 4-slot blocks: tables 2, 4 then 8 wide (padded)
+            let (want, got) = (run(&plain, 20), run(&recorded, 20));
+            assert_eq!(plain.recordings(), 0);
+            let on = backend.name() != "wgpu"; // wgpu does not record
+            assert_eq!(recorded.recordings() > 0, on, "{name} on {}", backend.name());
+            for (step, (g, w)) in got.iter().zip(&want).enumerate() {
+                let err = g.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                let bar = if backend.name() == "cpu" { 0.0 } else { 1e-4 };
+                assert!(err <= bar, "{name} on {}: step {step} differs by {err}", backend.name());
+            }
+            if on {
+                let held = recorded.recordings();
+                assert!(held >= 4, "{name}: {held} recordings for 2 batch sizes x 3 widths x logits/ids");
+                run(&recorded, 2); // a new cache: the old recordings are dropped
+                assert!(recorded.recordings() <= 2, "{name}: {} recordings", recorded.recordings());
+            }
+            println!("{name} {}: {} recorded decode steps == op by op", backend.name(), got.len());
+        }
+    }
+}

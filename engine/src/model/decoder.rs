@@ -24,12 +24,46 @@ use crate::ops::{
 };
 use crate::tensor::Tensor;
 
-/// Per-step inputs, uploaded once and shared by every layer.
-struct StepTensors {
+/// Every input of one step on the device, shared by every layer; kept and
+/// rewritten by recorded steps (`model/recorded.rs`).
+pub(crate) struct StepTensors {
+    ids: Tensor,
     positions: Tensor,
     token_seq: Tensor,
     slots: Tensor,
     block_tables: Tensor,
+    /// None when no logits are wanted
+    logit_rows: Option<Tensor>,
+}
+
+impl StepTensors {
+    pub fn upload(b: &dyn Backend, batch: &BatchLayout) -> Result<Self> {
+        let t = batch.token_ids.len();
+        let seqs = batch.block_tables.len() / batch.max_blocks;
+        let rows = &batch.logit_rows;
+        Ok(StepTensors {
+            ids: b.upload_u32(&[t], &batch.token_ids)?,
+            positions: b.upload_u32(&[t], &batch.positions)?,
+            token_seq: b.upload_u32(&[t], &batch.token_seq)?,
+            slots: b.upload_u32(&[t], &batch.slots)?,
+            block_tables: b.upload_u32(&[seqs, batch.max_blocks], &batch.block_tables)?,
+            logit_rows: if rows.is_empty() { None } else { Some(b.upload_u32(&[rows.len()], rows)?) },
+        })
+    }
+
+    /// Overwrites every input with `batch`'s, which has the uploaded shapes.
+    pub fn write(&self, b: &dyn Backend, batch: &BatchLayout) -> Result<()> {
+        let w = |t: &Tensor, v: &[u32]| b.write(t, bytemuck::cast_slice(v));
+        w(&self.ids, &batch.token_ids)?;
+        w(&self.positions, &batch.positions)?;
+        w(&self.token_seq, &batch.token_seq)?;
+        w(&self.slots, &batch.slots)?;
+        w(&self.block_tables, &batch.block_tables)?;
+        match &self.logit_rows {
+            Some(rows) => w(rows, &batch.logit_rows),
+            None => Ok(()),
+        }
+    }
 }
 
 pub(crate) struct Decoder<'a> {
@@ -47,7 +81,8 @@ impl Decoder<'_> {
     /// Runs the batch through the model, writing its keys and values into
     /// the cache, and returns logits [logit_rows, vocab] as host f32.
     pub fn forward(&self, batch: &BatchLayout, cache: &KvCache) -> Result<Vec<f32>> {
-        match self.logits(batch, cache)? {
+        let step = StepTensors::upload(self.backend, batch)?;
+        match self.logits(&step, cache, None)? {
             Some(logits) => self.backend.read_f32(&logits),
             None => Ok(Vec::new()),
         }
@@ -56,43 +91,61 @@ impl Decoder<'_> {
     /// [`Decoder::forward`], then the argmax of each logit row on the device:
     /// only the ids [logit_rows] come back to the host.
     pub fn forward_argmax(&self, batch: &BatchLayout, cache: &KvCache) -> Result<Vec<u32>> {
-        match self.logits(batch, cache)? {
+        let step = StepTensors::upload(self.backend, batch)?;
+        match self.logits(&step, cache, None)? {
             Some(logits) => self.backend.read_u32(&self.backend.run(&Op::Argmax(Argmax), &[&logits])?),
             None => Ok(Vec::new()),
         }
     }
 
+    /// The step's ops, ending in `logits` [logit_rows, vocab] and, with
+    /// `ids`, their argmax: what a recorded step records (only `alloc` and
+    /// `execute` calls, into tensors that outlive the recording).
+    pub fn logits_into(
+        &self,
+        step: &StepTensors,
+        cache: &KvCache,
+        logits: &Tensor,
+        ids: Option<&Tensor>,
+    ) -> Result<()> {
+        self.logits(step, cache, Some(logits))?;
+        match ids {
+            Some(ids) => self.backend.execute(&Op::Argmax(Argmax), &[logits], ids),
+            None => Ok(()),
+        }
+    }
+
     /// The forward pass up to the logits [logit_rows, vocab], left on the
-    /// device; `None` (after waiting for the cache writes) when no row is wanted.
-    fn logits(&self, batch: &BatchLayout, cache: &KvCache) -> Result<Option<Tensor>> {
+    /// device (in `into` when given); `None` (after waiting for the cache
+    /// writes) when no row is wanted.
+    fn logits(&self, step: &StepTensors, cache: &KvCache, into: Option<&Tensor>) -> Result<Option<Tensor>> {
         let b = self.backend;
-        let t = batch.token_ids.len();
-        let step = StepTensors {
-            positions: b.upload_u32(&[t], &batch.positions)?,
-            token_seq: b.upload_u32(&[t], &batch.token_seq)?,
-            slots: b.upload_u32(&[t], &batch.slots)?,
-            block_tables: b
-                .upload_u32(&[batch.block_tables.len() / batch.max_blocks, batch.max_blocks], &batch.block_tables)?,
-        };
-        let ids = b.upload_u32(&[t], &batch.token_ids)?;
-        let mut x = b.run(&Op::GatherRows(GatherRows), &[&self.weights.embed, &ids])?; // (T, hidden)
+        let mut x = b.run(&Op::GatherRows(GatherRows), &[&self.weights.embed, &step.ids])?; // (T, hidden)
         if let Some(factor) = self.embed_scale {
             x = b.run(&Op::Scale(Scale { factor }), &[&x])?;
         }
         for (l, layer) in self.weights.layers.iter().enumerate() {
-            x = self.layer(l, layer, &x, &step, cache)?;
+            x = self.layer(l, layer, &x, step, cache)?;
         }
-        if batch.logit_rows.is_empty() {
+        let Some(rows) = &step.logit_rows else {
             b.sync()?;
             return Ok(None);
-        }
-        let rows = b.upload_u32(&[batch.logit_rows.len()], &batch.logit_rows)?;
-        let x = b.run(&Op::GatherRows(GatherRows), &[&x, &rows])?; // (R, hidden)
+        };
+        let x = b.run(&Op::GatherRows(GatherRows), &[&x, rows])?; // (R, hidden)
         let x = self.norm(&x, &self.weights.final_norm)?;
-        let mut logits = b.run(&Op::Matmul(Matmul), &[&x, self.weights.lm_head_weight()])?; // (R, vocab)
-        if let Some(cap) = self.config.final_logit_softcap {
-            logits = b.run(&Op::Softcap(Softcap { cap }), &[&logits])?;
-        }
+        // the last op writes `into`
+        let last = |op: &Op, inputs: &[&Tensor]| match into {
+            Some(out) => b.execute(op, inputs, out).map(|()| out.clone()),
+            None => b.run(op, inputs),
+        };
+        let lm_head = Op::Matmul(Matmul);
+        let logits = match self.config.final_logit_softcap {
+            Some(cap) => {
+                let logits = b.run(&lm_head, &[&x, self.weights.lm_head_weight()])?; // (R, vocab)
+                last(&Op::Softcap(Softcap { cap }), &[&logits])?
+            }
+            None => last(&lm_head, &[&x, self.weights.lm_head_weight()])?,
+        };
         Ok(Some(logits))
     }
 

@@ -4,6 +4,7 @@ mod batch;
 mod decoder;
 pub mod prequantized;
 pub mod quant_policy;
+mod recorded;
 pub mod rope;
 mod weights;
 
@@ -23,6 +24,7 @@ use crate::loader::WeightStore;
 use crate::ops::OpKind;
 use crate::source::ModelSource;
 use decoder::Decoder;
+use recorded::{RecordedSteps, StepOutput};
 use rope::RopeTable;
 use weights::{DecoderWeights, WeightLoader};
 
@@ -33,6 +35,8 @@ pub struct Model {
     rope_global: RopeTable,
     rope_local: Option<RopeTable>,
     embed_scale: Option<f32>,
+    /// Decode steps replayed from recordings (CUDA graphs).
+    recorded: RecordedSteps,
 }
 
 /// Logits for the rows a forward pass was asked for, [rows, vocab].
@@ -92,7 +96,7 @@ impl Model {
                 DType::F32 | DType::U32 | DType::Quant(_) => s,
             }
         });
-        Ok(Model { config, backend, weights, rope_global, rope_local, embed_scale })
+        Ok(Model { config, backend, weights, rope_global, rope_local, embed_scale, recorded: RecordedSteps::new() })
     }
 
     /// Memory the weights take on the backend (quantized ones at packed size).
@@ -108,7 +112,11 @@ impl Model {
     /// `cache`, and the logits asked for come back in chunk order.
     pub fn forward(&self, chunks: &[SeqChunk<'_>], cache: &KvCache) -> Result<Logits> {
         let layout = self.layout(chunks, cache)?;
-        Ok(Logits { data: self.decoder().forward(&layout, cache)?, vocab: self.config.vocab_size })
+        let vocab = self.config.vocab_size;
+        if let Some(StepOutput::Logits(data)) = self.recorded.run(&self.decoder(), &layout, cache, false)? {
+            return Ok(Logits { data, vocab });
+        }
+        Ok(Logits { data: self.decoder().forward(&layout, cache)?, vocab })
     }
 
     /// [`Model::forward`] for greedy decoding: the argmax of each logit row
@@ -119,10 +127,25 @@ impl Model {
     pub fn forward_greedy(&self, chunks: &[SeqChunk<'_>], cache: &KvCache) -> Result<Vec<u32>> {
         let layout = self.layout(chunks, cache)?;
         if self.argmax_on_device() {
+            if let Some(StepOutput::Ids(ids)) = self.recorded.run(&self.decoder(), &layout, cache, true)? {
+                return Ok(ids);
+            }
             return self.decoder().forward_argmax(&layout, cache);
         }
         let logits = Logits { data: self.decoder().forward(&layout, cache)?, vocab: self.config.vocab_size };
         Ok((0..logits.rows()).map(|r| crate::ops::argmax_row(logits.row(r))).collect())
+    }
+
+    /// Whether pure decode steps replay recordings (CUDA graphs; on the CPU
+    /// reference, op lists) where the backend records. On by default,
+    /// unless `FERRUM_RECORD=0`; off drops the recordings.
+    pub fn set_recording(&self, on: bool) {
+        self.recorded.set_on(on);
+    }
+
+    /// How many decode-step recordings the model holds (one per batch shape).
+    pub fn recordings(&self) -> usize {
+        self.recorded.count()
     }
 
     /// Whether [`Model::forward_greedy`] picks ids on the device.
