@@ -449,6 +449,8 @@ print(2 * c["num_hidden_layers"] * c["num_key_value_heads"] * c["head_dim"] * 4)
         fi
       }
       bench "bf16-b1" bf16 1 --model "$model"
+      # the same without CUDA graphs (each decode step launched op by op)
+      FERRUM_RECORD=0 bench "bf16-b1-nograph" bf16nograph 1 --model "$model"
       bench "nvfp4-b1" nvfp4 1 "${nvfp4_model[@]}"
       bench "bf16-b$batch" bf16 "$batch" --model "$model"
       bench "nvfp4-b$batch" nvfp4 "$batch" "${nvfp4_model[@]}"

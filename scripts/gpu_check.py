@@ -398,6 +398,10 @@ def table(work):
     rows.append((fe, "nvfp4", 1, f_fp4_1, bpt["nvfp4"], roof(f_fp4_1, "nvfp4"),
                  target(None if ratio is None else ratio >= 2.5,
                         f"{'%.2f' % ratio if ratio else '?'}x >= 2.5x ferrum bf16 b1")))
+    f_nograph = ferrum("bf16nograph", 1)
+    ratio = f_bf16_1 / f_nograph if f_bf16_1 and f_nograph else None
+    rows.append((fe + " no graph", "bf16", 1, f_nograph, bpt["bf16"], roof(f_nograph, "bf16"),
+                 f"(graphs: {'%.2f' % ratio if ratio else '?'}x; FERRUM_RECORD=0)"))
     rows.append((tf, "bf16", 1, t_1, bpt["bf16"], roof(t_1, "bf16"), ""))
     ratio = f_bf16_b / t_b if f_bf16_b and t_b else None
     rows.append((fe, "bf16", batch, f_bf16_b, None, None,
