@@ -419,11 +419,11 @@ def table(work):
           f"torch {peer_res.get('torch', '-')}, transformers {peer_res.get('transformers', '-')}")
     if peer_res.get("error"):
         print(f"transformers peer: {peer_res['error']}")
-    head = f"{'engine':<14}{'weights':<8}{'batch':>6}{'tok/s':>11}{'GB/token':>10}{'%roofline':>11}  target"
+    head = f"{'engine':<23}{'weights':<8}{'batch':>6}{'tok/s':>11}{'GB/token':>10}{'%roofline':>11}  target"
     print(head)
     print("-" * (len(head) + 30))
     for eng, w, b, tps, bt, rf, tgt in rows:
-        print(f"{eng:<14}{w:<8}{b:>6}{fmt(tps, '%.1f'):>11}{fmt(bt / 1e9 if bt else None, '%.3f'):>10}"
+        print(f"{eng:<23}{w:<8}{b:>6}{fmt(tps, '%.1f'):>11}{fmt(bt / 1e9 if bt else None, '%.3f'):>10}"
               f"{fmt(rf, '%.1f'):>11}  {tgt}")
     print("tok/s: batch 1 = decode (1 / median time per output token); batch > 1 = generated tokens / wall time "
           "of the whole batch, prefill included, for both engines. GB/token: weights read per token. "
