@@ -121,7 +121,12 @@ impl RecordedSteps {
                 entries[i].step.write(b, &batch)?;
                 i
             }
-            None => match record(dec, &batch, cache, shape)? {
+            None => match record(dec, &batch, cache, shape).unwrap_or_else(|e| {
+                // a backend that cannot capture this step: run op by op from now on
+                // (an error of the step itself comes back from that run)
+                eprintln!("ferrum: recording a decode step failed, running steps op by op: {e}");
+                None
+            }) {
                 Some(r) => {
                     if entries.len() >= MAX_RECORDINGS
                         && let Some(lru) = (0..entries.len()).min_by_key(|&j| entries[j].last_used)
