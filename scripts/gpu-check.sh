@@ -271,8 +271,12 @@ if want conformance; then
     if FERRUM_REQUIRE_BACKENDS="cpu,$backend" FERRUM_REQUIRE_NVRTC=1 to "$T_BUILD" \
       cargo test --release --locked -p ferrum-cli -p ferrum-conformance -p ferrum-backend-cuda \
       --test ops --test open --test nvrtc -- --skip every_case_passes_on_every_present_backend \
-      >"$work/cargo-test.log" 2>&1; then
-      grep -E "^test result|compiled .* kernel|cuda (present|absent)" "$work/cargo-test.log"
+      >"$work/cargo-test.log" 2>&1 &&
+      # decode steps as CUDA graphs == op by op (the same package set: no rebuild)
+      FERRUM_REQUIRE_BACKENDS="cpu,$backend" to "$T_BUILD" \
+      cargo test --release --locked -p ferrum-cli -p ferrum-conformance -p ferrum-backend-cuda \
+      --test models -- recorded_decode_steps --nocapture >>"$work/cargo-test.log" 2>&1; then
+      grep -E "^test result|compiled .* kernel|cuda (present|absent)|recorded decode steps" "$work/cargo-test.log"
       pass "cargo tests (conformance ops, backend-cuda)"
     else
       grep -E "^test .*FAILED|panicked|^error|^test result" "$work/cargo-test.log" | head -n 30
