@@ -9,8 +9,8 @@
 
 use ferrum_engine::DType;
 use ferrum_engine::ops::{
-    Activation, Add, Argmax, Attention, GatherRows, Glu, KvStore, Matmul, Op, OpKind, RmsNorm, Rope, RopeStyle, Scale,
-    Softcap,
+    Activation, Add, Argmax, Attention, GatherRows, Glu, KvStore, Matmul, Op, OpKind, RmsNorm, Rope, RopeStyle, Sample,
+    Scale, Softcap,
 };
 use ferrum_engine::quant::{Fp8Scaling, Int8Rule, MxScaleRule, Nvfp4Convention, QuantFormat, QuantizedMatrix};
 use half::{bf16, f16};
@@ -137,7 +137,8 @@ pub fn op_dtypes(kind: OpKind) -> &'static [DType] {
         | OpKind::Add
         | OpKind::Scale
         | OpKind::Softcap
-        | OpKind::Argmax => &[DType::F32],
+        | OpKind::Argmax
+        | OpKind::Sample => &[DType::F32],
     }
 }
 
@@ -293,6 +294,15 @@ pub fn all_cases() -> Vec<Case> {
     cases.push(argmax(&mut rng(), 1, 1));
     cases.push(argmax(&mut rng(), 3, 256));
     cases.push(argmax(&mut rng(), 3, 257));
+    // temperatures from sharp to flat and 0 (greedy); NaN and -inf in rows;
+    // vocab-sized rows; rows shorter than a warp and one past a workgroup
+    cases.push(sample(&mut rng(), &[0.7, 1.0, 1.5, 0.0, 1.0, 0.3], 1031));
+    cases.push(sample(&mut rng(), &[1.0, 2.0, 0.5], 7));
+    cases.push(sample(&mut rng(), &[1.0, 0.8], 50257));
+    cases.push(sample(&mut rng(), &[1.2], 151_936));
+    cases.push(sample(&mut rng(), &[1.0, 1.0, 1.0], 256));
+    cases.push(sample(&mut rng(), &[0.9, 1.0, 1.1], 257));
+    cases.push(sample(&mut rng(), &[1.0], 1));
     cases
 }
 
@@ -571,6 +581,46 @@ impl ArgmaxRow {
         }
         row
     }
+}
+
+/// `sample` with one row per temperature. Each uniform falls in the middle of
+/// a step of its row's CDF (a column with at least 1% of the mass, picked at
+/// random; rows have a few likely columns over a long tail, as LLM logits
+/// do), so the expected column is clear of rounding in f32 and of summation
+/// order; every third row holds NaN and -inf, which are never drawn.
+pub fn sample(rng: &mut Rng, temperatures: &[f32], cols: usize) -> Case {
+    let rows = temperatures.len();
+    let (mut x, mut uniforms) = (Vec::new(), Vec::new());
+    for (r, &t) in temperatures.iter().enumerate() {
+        let mut row = rng.vec(cols, 8.0);
+        // long rows: a few likely tokens over a long tail, as LLM logits are
+        for _ in 0..if cols > 300 { 3 } else { 0 } {
+            let hot = rng.below(cols);
+            row[hot] = 20.0 + rng.uniform(2.0);
+        }
+        if r % 3 == 2 && cols > 2 {
+            row[cols / 2] = f32::NAN;
+            row[cols - 1] = f32::NEG_INFINITY;
+        }
+        // the f64 weights of the op's doc, to place u
+        let tt = if t > 0.0 { t as f64 } else { 1.0 };
+        let z: Vec<f64> = row.iter().map(|&v| if v.is_nan() { f64::NEG_INFINITY } else { v as f64 / tt }).collect();
+        let m = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let w: Vec<f64> = z.iter().map(|&v| (v - m).exp()).collect();
+        let total: f64 = w.iter().sum();
+        let big: Vec<usize> = (0..cols).filter(|&c| w[c] >= 0.01 * total).collect(); // the hot ones at least
+        let c = big[rng.below(big.len())];
+        let before: f64 = w[..c].iter().sum();
+        uniforms.push(((before + w[c] / 2.0) / total) as f32);
+        x.extend(row);
+    }
+    let dims = format!("rows={rows}, cols={cols}, temperatures={temperatures:?}");
+    let inputs = vec![
+        HostTensor::f32(&[rows, cols], x),
+        HostTensor::f32(&[rows], temperatures.to_vec()),
+        HostTensor::f32(&[rows], uniforms),
+    ];
+    case(Op::Sample(Sample), inputs, DType::F32, dims)
 }
 
 /// x [rows, cols] whose rows cycle through every [`ArgmaxRow`] pattern.

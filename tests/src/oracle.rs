@@ -4,7 +4,8 @@
 //! `engine/src/ops/` where one is natural: matmul through a transposed
 //! weight, rope as complex multiplication, attention over each sequence's
 //! keys gathered into a dense array with an explicit causal + window mask,
-//! sigmoid through tanh, argmax as the max first and its place second.
+//! sigmoid through tanh, argmax as the max first and its place second, sample
+//! through a cumulative array.
 
 use ferrum_engine::ops::{Activation, Attention, Op, Rope, RopeStyle};
 
@@ -38,7 +39,34 @@ pub fn eval(op: &Op, inputs: &[HostTensor], init_out: Option<&HostTensor>) -> Re
         Op::Scale(p) => Ok(f(0).iter().map(|x| p.factor as f64 * x).collect()),
         Op::Softcap(p) => Ok(f(0).iter().map(|&x| softcap(p.cap as f64, x)).collect()),
         Op::Argmax(_) => Ok(argmax(&f(0), shape(0)[1])),
+        Op::Sample(_) => Ok(sample(&f(0), shape(0)[1], &f(1), &f(2))),
     }
+}
+
+/// Per row: softmax(x / t) in f64 (NaN as -inf), then the first column whose
+/// cumulative weight passes u of the total: a running sum compared in place,
+/// where the engine's kernels scan; t <= 0 is the argmax.
+fn sample(x: &[f64], cols: usize, t: &[f64], u: &[f64]) -> Vec<f64> {
+    x.chunks(cols)
+        .zip(t.iter().zip(u))
+        .map(|(row, (&t, &u))| {
+            if t <= 0.0 {
+                return argmax(row, cols)[0];
+            }
+            let z: Vec<f64> = row.iter().map(|&v| if v.is_nan() { f64::NEG_INFINITY } else { v / t }).collect();
+            let m = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let w: Vec<f64> = z.iter().map(|&v| (v - m).exp()).collect();
+            let target = u * w.iter().sum::<f64>();
+            let cum: Vec<f64> = w
+                .iter()
+                .scan(0.0, |acc, &v| {
+                    *acc += v;
+                    Some(*acc)
+                })
+                .collect();
+            cum.iter().position(|&c| c > target).unwrap_or(cols - 1) as f64
+        })
+        .collect()
 }
 
 /// Per row: the max of the values that are not NaN, then the first place

@@ -244,6 +244,7 @@ pub(crate) fn run(l: &Launcher, op: &Op, inputs: &[&Tensor], out: &Tensor) -> Re
             // one block per row
             l.launch("argmax", (p.rows, 1, 1), BLOCK, &p, &[ptrs[0], o])
         }
+        Op::Sample(_) => Err(Error::Backend("cuda has no sample kernel yet".into())),
     }
 }
 
@@ -261,6 +262,7 @@ pub(crate) fn supports(op: OpKind, dtype: DType) -> bool {
         | OpKind::Scale
         | OpKind::Softcap
         | OpKind::Argmax => dtype == DType::F32,
+        OpKind::Sample => false,
     }
 }
 

@@ -62,6 +62,7 @@ pub(crate) fn plan(op: &Op, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -> Resu
         Op::Scale(p) => elementwise::scale(p, inputs, out, ctx),
         Op::Softcap(p) => elementwise::softcap(p, inputs, out, ctx),
         Op::Argmax(_) => argmax::plan(inputs, out, ctx),
+        Op::Sample(_) => Err(ferrum_engine::Error::Backend("wgpu has no sample kernel yet".into())),
     }
 }
 
@@ -79,7 +80,8 @@ pub(crate) fn overwrites_output(op: OpKind) -> bool {
         | OpKind::Add
         | OpKind::Scale
         | OpKind::Softcap
-        | OpKind::Argmax => true,
+        | OpKind::Argmax
+        | OpKind::Sample => true,
     }
 }
 
@@ -104,6 +106,7 @@ pub(crate) fn supports(op: OpKind, dtype: DType, f16_ok: bool) -> bool {
         | OpKind::Scale
         | OpKind::Softcap
         | OpKind::Argmax => dtype == DType::F32,
+        OpKind::Sample => false,
     }
 }
 

@@ -75,7 +75,8 @@ impl Backend for CpuBackend {
             | OpKind::Add
             | OpKind::Scale
             | OpKind::Softcap
-            | OpKind::Argmax => dtype == DType::F32,
+            | OpKind::Argmax
+            | OpKind::Sample => dtype == DType::F32,
         }
     }
 
@@ -147,10 +148,18 @@ impl Backend for CpuBackend {
 fn compute(op: &Op, inputs: &[&Tensor], out: &Tensor) -> Result<()> {
     let ins = inputs.iter().map(|t| read_lock(t)).collect::<Result<Vec<_>>>()?;
     let mut out_data = write_lock(out)?;
-    if let Op::Argmax(p) = op {
-        // the one op with a u32 output
-        p.reference(ins[0].f32()?, inputs[0].shape()[1], out_data.u32_mut()?);
-        return Ok(());
+    // the ops with a u32 output
+    match op {
+        Op::Argmax(p) => {
+            p.reference(ins[0].f32()?, inputs[0].shape()[1], out_data.u32_mut()?);
+            return Ok(());
+        }
+        Op::Sample(p) => {
+            let cols = inputs[0].shape()[1];
+            p.reference(ins[0].f32()?, cols, ins[1].f32()?, ins[2].f32()?, out_data.u32_mut()?);
+            return Ok(());
+        }
+        _ => {}
     }
     let o = out_data.f32_mut()?;
     match op {
@@ -177,7 +186,7 @@ fn compute(op: &Op, inputs: &[&Tensor], out: &Tensor) -> Result<()> {
         Op::Add(p) => p.reference(ins[0].f32()?, ins[1].f32()?, o),
         Op::Scale(p) => p.reference(ins[0].f32()?, o),
         Op::Softcap(p) => p.reference(ins[0].f32()?, o),
-        Op::Argmax(_) => {} // ran above, on the u32 view
+        Op::Argmax(_) | Op::Sample(_) => {} // ran above, on the u32 view
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ mod kv_store;
 mod matmul;
 mod rms_norm;
 mod rope;
+mod sample;
 mod scale;
 mod softcap;
 
@@ -23,6 +24,7 @@ pub use kv_store::KvStore;
 pub use matmul::Matmul;
 pub use rms_norm::RmsNorm;
 pub use rope::{Rope, RopeStyle};
+pub use sample::{Sample, sample_row};
 pub use scale::Scale;
 pub use softcap::Softcap;
 
@@ -47,6 +49,7 @@ pub enum Op {
     Scale(Scale),
     Softcap(Softcap),
     Argmax(Argmax),
+    Sample(Sample),
 }
 
 /// The op without its parameters: what `Backend::supports` is asked about.
@@ -63,10 +66,11 @@ pub enum OpKind {
     Scale,
     Softcap,
     Argmax,
+    Sample,
 }
 
 impl OpKind {
-    pub const ALL: [OpKind; 11] = [
+    pub const ALL: [OpKind; 12] = [
         OpKind::GatherRows,
         OpKind::RmsNorm,
         OpKind::Matmul,
@@ -78,6 +82,7 @@ impl OpKind {
         OpKind::Scale,
         OpKind::Softcap,
         OpKind::Argmax,
+        OpKind::Sample,
     ];
 
     pub fn name(self) -> &'static str {
@@ -93,6 +98,7 @@ impl OpKind {
             OpKind::Scale => "scale",
             OpKind::Softcap => "softcap",
             OpKind::Argmax => "argmax",
+            OpKind::Sample => "sample",
         }
     }
 }
@@ -111,6 +117,7 @@ impl Op {
             Op::Scale(_) => OpKind::Scale,
             Op::Softcap(_) => OpKind::Softcap,
             Op::Argmax(_) => OpKind::Argmax,
+            Op::Sample(_) => OpKind::Sample,
         }
     }
 
@@ -129,6 +136,7 @@ impl Op {
             Op::Scale(p) => p.output_spec(inputs),
             Op::Softcap(p) => p.output_spec(inputs),
             Op::Argmax(p) => p.output_spec(inputs),
+            Op::Sample(p) => p.output_spec(inputs),
         }
     }
 }
