@@ -149,15 +149,17 @@ pub fn generate(
         on_text(text);
     };
 
-    // plain greedy: the token is picked on the device and only its id comes back
-    let greedy = opts.sampling.is_plain_greedy();
+    // plain greedy or temperature sampling: the token is picked on the device
+    // and only its id comes back
+    let on_device = opts.sampling.is_device_pickable();
     let started = Instant::now();
     let mut chunk = SeqChunk { tokens: prompt, start_pos: 0, block_table: table.blocks(), logits: LogitsWanted::Last };
     let mut next: [u32; 1];
     let mut decode_started = None;
     while out.tokens.len() < opts.max_tokens {
-        let token = if greedy {
-            sampler.record(model.forward_greedy(&[chunk], &kv.cache)?[0])
+        let token = if on_device {
+            let pick = sampler.device_pick();
+            sampler.record(model.forward_picked(&[chunk], &kv.cache, &[pick])?[0])
         } else {
             sampler.sample(model.forward(&[chunk], &kv.cache)?.row(0))
         };

@@ -7,6 +7,8 @@
 
 use std::collections::HashMap;
 
+use crate::ops::sample_row;
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct SamplingParams {
     /// 0 means greedy.
@@ -68,12 +70,37 @@ impl SamplingParams {
     /// presence or frequency penalty. Such a token can be picked on the
     /// device (`Model::forward_greedy`) with the same result as [`Sampler::sample`].
     pub fn is_plain_greedy(&self) -> bool {
-        // the same comparisons `sample` makes to skip each step
-        self.temperature == 0.0
-            && self.repetition_penalty == 1.0
-            && self.presence_penalty == 0.0
-            && self.frequency_penalty == 0.0
+        self.temperature == 0.0 && self.has_no_penalty()
     }
+
+    /// Whether the token can be picked on the device with the result of
+    /// [`Sampler::sample`]: plain greedy, or plain temperature sampling (no
+    /// top-k, top-p, min-p or penalty), which both are draws of the `sample`
+    /// op (`Sampler::device_pick` gives its inputs).
+    pub fn is_device_pickable(&self) -> bool {
+        self.is_plain_greedy() || (self.has_no_penalty() && !self.truncates())
+    }
+
+    /// Whether top-k, top-p or min-p may drop tokens.
+    fn truncates(&self) -> bool {
+        self.top_k != 0 || self.top_p < 1.0 || self.min_p > 0.0
+    }
+
+    fn has_no_penalty(&self) -> bool {
+        // the same comparisons `apply_penalties` makes to skip each step
+        self.repetition_penalty == 1.0 && self.presence_penalty == 0.0 && self.frequency_penalty == 0.0
+    }
+}
+
+/// The `sample` op's inputs for one row: temperature 0 is the argmax.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DevicePick {
+    pub temperature: f32,
+    pub uniform: f32,
+}
+
+impl DevicePick {
+    pub const GREEDY: DevicePick = DevicePick { temperature: 0.0, uniform: 0.0 };
 }
 
 /// A small, fast, reproducible generator (SplitMix64): same seed, same draws,
@@ -119,12 +146,35 @@ impl Sampler {
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
         let mut logits = logits.to_vec();
         self.apply_penalties(&mut logits);
-        let token = if self.params.temperature == 0.0 { argmax(&logits) } else { self.draw(&logits) };
+        let token = if self.params.temperature == 0.0 {
+            argmax(&logits)
+        } else if !self.params.truncates() {
+            // the `sample` op's draw, so the device picks the same token
+            sample_row(&logits, self.params.temperature, self.next_uniform())
+        } else {
+            self.draw(&logits)
+        };
         self.record(token)
     }
 
-    /// Records a token picked elsewhere (the device's argmax, for plain
-    /// greedy requests) as `sample` records its own, and returns it.
+    /// This step's inputs of the `sample` op, for a request that
+    /// `is_device_pickable`: the uniform is drawn as `sample` would draw it.
+    /// The token the device picks is then given to [`Sampler::record`].
+    pub fn device_pick(&mut self) -> DevicePick {
+        if self.params.temperature == 0.0 {
+            return DevicePick::GREEDY;
+        }
+        DevicePick { temperature: self.params.temperature, uniform: self.next_uniform() }
+    }
+
+    /// Uniform in [0, 1) as f32 (an f64 draw rounded down, never to 1.0).
+    fn next_uniform(&mut self) -> f32 {
+        let u = self.rng.next_f64() as f32;
+        if u < 1.0 { u } else { 1.0 - f32::EPSILON / 2.0 }
+    }
+
+    /// Records a token picked elsewhere (on the device, from
+    /// [`Sampler::device_pick`]) as `sample` records its own, and returns it.
     pub fn record(&mut self, token: u32) -> u32 {
         self.seen.insert(token, ());
         *self.generated.entry(token).or_insert(0) += 1;
@@ -253,6 +303,30 @@ mod tests {
         assert_eq!(a.sample(&[1.0, 0.0]), 0);
         b.record(0);
         assert_eq!(a.sample(&[1.0, 0.0]), b.sample(&[1.0, 0.0]));
+    }
+
+    /// A plain temperature request draws the same tokens whether the host
+    /// samples or the device does (`device_pick` + the `sample` op's rule).
+    #[test]
+    fn device_picks_draw_what_the_host_draws() {
+        let p = params(|p| p.temperature = 0.8);
+        assert!(p.is_device_pickable() && !p.is_plain_greedy());
+        let (mut host, mut device) = (Sampler::new(p.clone(), &[]), Sampler::new(p, &[]));
+        let mut rng = Rng::new(11);
+        let mut drawn = std::collections::HashSet::new();
+        for _ in 0..200 {
+            let logits: Vec<f32> = (0..50).map(|_| (rng.next_f64() * 6.0 - 3.0) as f32).collect();
+            let pick = device.device_pick();
+            let on_device = device.record(sample_row(&logits, pick.temperature, pick.uniform));
+            assert_eq!(host.sample(&logits), on_device);
+            drawn.insert(on_device);
+        }
+        assert!(drawn.len() > 10, "a real draw, not an argmax: {} distinct tokens", drawn.len());
+        for trunc in [params(|p| p.top_k = 5), params(|p| p.top_p = 0.9), params(|p| p.min_p = 0.1)] {
+            assert!(!trunc.is_device_pickable());
+        }
+        assert!(!params(|p| p.repetition_penalty = 1.1).is_device_pickable());
+        assert_eq!(Sampler::new(params(|p| p.temperature = 0.0), &[]).device_pick(), DevicePick::GREEDY);
     }
 
     #[test]

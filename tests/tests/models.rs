@@ -8,7 +8,7 @@ use std::sync::Arc;
 use ferrum_conformance::fixtures::{FIXTURES, Reference, fixture_dir, max_err_over_std};
 use ferrum_engine::generate::{GenerateOptions, generate};
 use ferrum_engine::logits::{LogitsMode, sequence_logits};
-use ferrum_engine::sampler::SamplingParams;
+use ferrum_engine::sampler::{DevicePick, SamplingParams};
 use ferrum_engine::{Backend, CpuBackend, Model};
 
 /// f32 end to end; transformers' float32 and ours differ only in summation
@@ -83,6 +83,12 @@ fn host_argmax(logits: &ferrum_engine::Logits) -> Vec<u32> {
 /// Greedy decoding the way it was before the argmax op: logits of the last
 /// position read back every step, argmax on the host.
 fn host_greedy(model: &Model, prompt: &[u32], n: usize) -> Vec<u32> {
+    host_decode(model, prompt, n, ferrum_engine::sampler::argmax)
+}
+
+/// `n` tokens after `prompt`, each picked by `pick` from the last position's
+/// logits read back to the host.
+fn host_decode(model: &Model, prompt: &[u32], n: usize, mut pick: impl FnMut(&[f32]) -> u32) -> Vec<u32> {
     use ferrum_engine::kv_cache::{BlockTable, PagedKv};
     use ferrum_engine::{LogitsWanted, SeqChunk};
     let mut kv = PagedKv::for_tokens(model.backend(), &model.config, prompt.len() + n, 4).unwrap();
@@ -99,7 +105,7 @@ fn host_greedy(model: &Model, prompt: &[u32], n: usize) -> Vec<u32> {
         };
         let logits = model.forward(&[chunk], &kv.cache).unwrap();
         fed = tokens.len();
-        tokens.push(host_argmax(&logits)[0]);
+        tokens.push(pick(logits.row(0)));
     }
     tokens.split_off(prompt.len())
 }
@@ -227,7 +233,7 @@ fn a_batch_of_different_sequences_matches_each_run_alone() {
 }
 
 /// Decode steps replayed from recordings (CUDA graphs; op lists on the cpu
-/// reference) give the logits and greedy ids of steps run op by op, bit for
+/// reference) give the logits, greedy and sampled ids of steps run op by op, bit for
 /// bit on the cpu: two sequences of different lengths decoding together past
 /// block-table widths 2, 4 and 8 (re-recorded each time), then one alone,
 /// then a new cache (the old recordings dropped).
@@ -266,13 +272,22 @@ fn recorded_decode_steps_match_steps_run_op_by_op() {
                             logits: LogitsWanted::Last,
                         })
                         .collect();
-                    let logits = if step % 2 == 0 {
-                        model.forward(&chunks, &kv.cache).unwrap().data
-                    } else {
-                        let ids = model.forward_greedy(&chunks, &kv.cache).unwrap();
-                        ids.iter().map(|&i| i as f32).collect()
+                    // steps end in logits, greedy ids or sampled ids, in turn
+                    let logits = match step % 3 {
+                        0 => model.forward(&chunks, &kv.cache).unwrap().data,
+                        1 => model.forward_greedy(&chunks, &kv.cache).unwrap().iter().map(|&i| i as f32).collect(),
+                        _ => {
+                            let picks: Vec<DevicePick> = (0..alive)
+                                .map(|i| DevicePick {
+                                    temperature: 0.9,
+                                    uniform: ((step * 7 + i * 3) % 10) as f32 / 10.0,
+                                })
+                                .collect();
+                            let ids = model.forward_picked(&chunks, &kv.cache, &picks).unwrap();
+                            ids.iter().map(|&i| i as f32).collect()
+                        }
                     };
-                    let ids = if step % 2 == 0 {
+                    let ids = if step % 3 == 0 {
                         let l = ferrum_engine::Logits { data: logits.clone(), vocab: model.config.vocab_size };
                         host_argmax(&l)
                     } else {
@@ -297,11 +312,41 @@ fn recorded_decode_steps_match_steps_run_op_by_op() {
             }
             if on {
                 let held = recorded.recordings();
-                assert!(held >= 4, "{name}: {held} recordings for 2 batch sizes x 3 widths x logits/ids");
+                assert!(held >= 6, "{name}: {held} recordings for 2 batch sizes x 3 widths x logits/argmax/sample");
                 run(&recorded, 2); // a new cache: the old recordings are dropped
                 assert!(recorded.recordings() <= 2, "{name}: {} recordings", recorded.recordings());
             }
             println!("{name} {}: {} recorded decode steps == op by op", backend.name(), got.len());
+        }
+    }
+}
+
+/// Temperature sampling picked on the device (the `sample` op; only ids read
+/// back) draws the host sampler's tokens for the same seed, on every backend
+/// and fixture (where a backend lacks the op, the host runs the same rule).
+#[test]
+fn temperature_sampling_on_the_device_matches_the_host_sampler() {
+    use ferrum_engine::sampler::Sampler;
+    for (backend, _) in backends() {
+        for name in FIXTURES {
+            let dir = fixture_dir(name);
+            let model = Model::load(&dir, backend.clone()).unwrap();
+            let prompt = &Reference::load(&dir).unwrap().input_ids;
+            let sampling = SamplingParams { temperature: 0.9, seed: 1234, ..Default::default() };
+            assert!(sampling.is_device_pickable());
+            let n = 12;
+            let opts = GenerateOptions {
+                max_tokens: n,
+                sampling: sampling.clone(),
+                eos_token_ids: Vec::new(),
+                stop_strings: Vec::new(),
+            };
+            let device = generate(&model, prompt, &opts, None, |_| {}).unwrap().tokens;
+            // the host: logits back every step, Sampler::sample
+            let mut sampler = Sampler::new(sampling, prompt);
+            let host = host_decode(&model, prompt, n, |logits| sampler.sample(logits));
+            assert_eq!(device, host, "fixture {name} on {}", backend.name());
+            println!("fixture {name} {}: device sampling == host sampling ({n} tokens)", backend.name());
         }
     }
 }

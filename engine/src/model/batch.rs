@@ -27,6 +27,17 @@ pub struct SeqChunk<'a> {
     pub logits: LogitsWanted,
 }
 
+impl SeqChunk<'_> {
+    /// How many logit rows this chunk asks for.
+    pub fn logit_rows(&self) -> usize {
+        match self.logits {
+            LogitsWanted::None => 0,
+            LogitsWanted::Last => 1,
+            LogitsWanted::All => self.tokens.len(),
+        }
+    }
+}
+
 /// The flat per-token arrays the ops consume, built on the host.
 #[derive(Debug, Default, PartialEq)]
 pub struct BatchLayout {

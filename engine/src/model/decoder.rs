@@ -20,8 +20,10 @@ use crate::model::rope::RopeTable;
 use crate::model::weights::stored_float_dtype;
 use crate::model::weights::{DecoderWeights, LayerWeights, Linear};
 use crate::ops::{
-    Add, Argmax, Attention, GatherRows, Glu, KvStore, Matmul, Op, OpKind, RmsNorm, Rope, RopeStyle, Scale, Softcap,
+    Add, Argmax, Attention, GatherRows, Glu, KvStore, Matmul, Op, OpKind, RmsNorm, Rope, RopeStyle, Sample, Scale,
+    Softcap,
 };
+use crate::sampler::DevicePick;
 use crate::tensor::Tensor;
 
 /// Every input of one step on the device, shared by every layer; kept and
@@ -66,6 +68,48 @@ impl StepTensors {
     }
 }
 
+/// How ids are picked from the logits on the device.
+pub(crate) enum IdPick<'a> {
+    /// greedy: the `argmax` op
+    Argmax,
+    /// the `sample` op, with its per-row temperature and uniform
+    Sample(&'a PickInputs),
+}
+
+impl IdPick<'_> {
+    /// The op and its inputs, given the logits.
+    fn op<'t>(&'t self, logits: &'t Tensor) -> (Op, Vec<&'t Tensor>) {
+        match self {
+            IdPick::Argmax => (Op::Argmax(Argmax), vec![logits]),
+            IdPick::Sample(p) => (Op::Sample(Sample), vec![logits, &p.temperature, &p.uniform]),
+        }
+    }
+}
+
+/// The `sample` op's per-row inputs on the device, [logit_rows] each.
+pub(crate) struct PickInputs {
+    temperature: Tensor,
+    uniform: Tensor,
+}
+
+impl PickInputs {
+    pub fn upload(b: &dyn Backend, picks: &[DevicePick]) -> Result<Self> {
+        let (t, u) = Self::columns(picks);
+        Ok(PickInputs { temperature: b.upload_f32(&[t.len()], &t)?, uniform: b.upload_f32(&[u.len()], &u)? })
+    }
+
+    /// Overwrites both with `picks`, as many as uploaded.
+    pub fn write(&self, b: &dyn Backend, picks: &[DevicePick]) -> Result<()> {
+        let (t, u) = Self::columns(picks);
+        b.write(&self.temperature, bytemuck::cast_slice(&t))?;
+        b.write(&self.uniform, bytemuck::cast_slice(&u))
+    }
+
+    fn columns(picks: &[DevicePick]) -> (Vec<f32>, Vec<f32>) {
+        picks.iter().map(|p| (p.temperature, p.uniform)).unzip()
+    }
+}
+
 pub(crate) struct Decoder<'a> {
     pub config: &'a ModelConfig,
     pub backend: &'a dyn Backend,
@@ -88,29 +132,35 @@ impl Decoder<'_> {
         }
     }
 
-    /// [`Decoder::forward`], then the argmax of each logit row on the device:
-    /// only the ids [logit_rows] come back to the host.
-    pub fn forward_argmax(&self, batch: &BatchLayout, cache: &KvCache) -> Result<Vec<u32>> {
+    /// [`Decoder::forward`], then `pick` on the device: only the ids
+    /// [logit_rows] come back to the host.
+    pub fn forward_ids(&self, batch: &BatchLayout, cache: &KvCache, pick: &IdPick) -> Result<Vec<u32>> {
         let step = StepTensors::upload(self.backend, batch)?;
         match self.logits(&step, cache, None)? {
-            Some(logits) => self.backend.read_u32(&self.backend.run(&Op::Argmax(Argmax), &[&logits])?),
+            Some(logits) => {
+                let (op, inputs) = pick.op(&logits);
+                self.backend.read_u32(&self.backend.run(&op, &inputs)?)
+            }
             None => Ok(Vec::new()),
         }
     }
 
     /// The step's ops, ending in `logits` [logit_rows, vocab] and, with
-    /// `ids`, their argmax: what a recorded step records (only `alloc` and
-    /// `execute` calls, into tensors that outlive the recording).
+    /// `ids`, the ids `ids.1` picks from them: what a recorded step records
+    /// (only `alloc` and `execute` calls, into tensors that outlive it).
     pub fn logits_into(
         &self,
         step: &StepTensors,
         cache: &KvCache,
         logits: &Tensor,
-        ids: Option<&Tensor>,
+        ids: Option<(&Tensor, &IdPick)>,
     ) -> Result<()> {
         self.logits(step, cache, Some(logits))?;
         match ids {
-            Some(ids) => self.backend.execute(&Op::Argmax(Argmax), &[logits], ids),
+            Some((ids, pick)) => {
+                let (op, inputs) = pick.op(logits);
+                self.backend.execute(&op, &inputs, ids)
+            }
             None => Ok(()),
         }
     }

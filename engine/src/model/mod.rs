@@ -22,8 +22,9 @@ use crate::error::{Error, Result};
 use crate::kv_cache::KvCache;
 use crate::loader::WeightStore;
 use crate::ops::OpKind;
+use crate::sampler::DevicePick;
 use crate::source::ModelSource;
-use decoder::Decoder;
+use decoder::{Decoder, IdPick, PickInputs};
 use recorded::{RecordedSteps, StepOutput};
 use rope::RopeTable;
 use weights::{DecoderWeights, WeightLoader};
@@ -113,7 +114,7 @@ impl Model {
     pub fn forward(&self, chunks: &[SeqChunk<'_>], cache: &KvCache) -> Result<Logits> {
         let layout = self.layout(chunks, cache)?;
         let vocab = self.config.vocab_size;
-        if let Some(StepOutput::Logits(data)) = self.recorded.run(&self.decoder(), &layout, cache, false)? {
+        if let Some(StepOutput::Logits(data)) = self.recorded.run(&self.decoder(), &layout, cache, None)? {
             return Ok(Logits { data, vocab });
         }
         Ok(Logits { data: self.decoder().forward(&layout, cache)?, vocab })
@@ -121,19 +122,40 @@ impl Model {
 
     /// [`Model::forward`] for greedy decoding: the argmax of each logit row
     /// asked for (`sampler::argmax`'s rule: lowest index on ties, NaN never
-    /// chosen), in chunk order. Picked on the device by the `argmax` op, so
-    /// one u32 per row is read back instead of `vocab` f32s; on a backend
-    /// without the op, the logits are read back and argmaxed on the host.
+    /// chosen), in chunk order, picked on the device (see `forward_picked`).
     pub fn forward_greedy(&self, chunks: &[SeqChunk<'_>], cache: &KvCache) -> Result<Vec<u32>> {
+        let rows = chunks.iter().map(|c| c.logit_rows()).sum();
+        self.forward_picked(chunks, cache, &vec![DevicePick::GREEDY; rows])
+    }
+
+    /// [`Model::forward`], then one token per logit row picked as `picks`
+    /// says (`Sampler::device_pick`: the argmax, or a temperature draw), in
+    /// chunk order. On the device (the `argmax` and `sample` ops) only the
+    /// ids come back, one u32 per row instead of `vocab` f32s; on a backend
+    /// without them, the logits come back and the same rule runs on the host.
+    pub fn forward_picked(&self, chunks: &[SeqChunk<'_>], cache: &KvCache, picks: &[DevicePick]) -> Result<Vec<u32>> {
         let layout = self.layout(chunks, cache)?;
-        if self.argmax_on_device() {
-            if let Some(StepOutput::Ids(ids)) = self.recorded.run(&self.decoder(), &layout, cache, true)? {
+        if picks.len() != layout.logit_rows.len() {
+            return Err(Error::Request(format!("{} picks for {} logit rows", picks.len(), layout.logit_rows.len())));
+        }
+        let greedy = picks.iter().all(|p| *p == DevicePick::GREEDY);
+        let op = if greedy { OpKind::Argmax } else { OpKind::Sample };
+        if self.backend.supports(op, DType::F32) {
+            if let Some(StepOutput::Ids(ids)) = self.recorded.run(&self.decoder(), &layout, cache, Some(picks))? {
                 return Ok(ids);
             }
-            return self.decoder().forward_argmax(&layout, cache);
+            if greedy {
+                return self.decoder().forward_ids(&layout, cache, &IdPick::Argmax);
+            }
+            let inputs = PickInputs::upload(self.backend.as_ref(), picks)?;
+            return self.decoder().forward_ids(&layout, cache, &IdPick::Sample(&inputs));
         }
         let logits = Logits { data: self.decoder().forward(&layout, cache)?, vocab: self.config.vocab_size };
-        Ok((0..logits.rows()).map(|r| crate::ops::argmax_row(logits.row(r))).collect())
+        Ok(picks
+            .iter()
+            .enumerate()
+            .map(|(r, p)| crate::ops::sample_row(logits.row(r), p.temperature, p.uniform))
+            .collect())
     }
 
     /// Whether pure decode steps replay recordings (CUDA graphs; on the CPU

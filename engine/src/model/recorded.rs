@@ -2,9 +2,9 @@
 //! graphs), so a step costs one launch instead of hundreds of host-side
 //! `execute` calls.
 //!
-//! A step is recorded once per shape (sequences, block-table width, whether
-//! it ends in `argmax`) on tensors that stay: the step inputs, the logits and
-//! the ids. Later steps of that shape write their inputs into those tensors
+//! A step is recorded once per shape (sequences, block-table width, and how
+//! it ends: logits, `argmax` or `sample`) on tensors that stay: the step
+//! inputs, the `sample` op's temperatures and uniforms, the logits and the ids. Later steps of that shape write their inputs into those tensors
 //! and replay. Only pure decode steps qualify (one token per sequence, every
 //! token's logits wanted), and the block tables are padded to a power of two
 //! wide, so a batch re-records only when it changes size or its longest
@@ -25,7 +25,8 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::kv_cache::KvCache;
 use crate::model::batch::BatchLayout;
-use crate::model::decoder::{Decoder, StepTensors};
+use crate::model::decoder::{Decoder, IdPick, PickInputs, StepTensors};
+use crate::sampler::DevicePick;
 use crate::tensor::Tensor;
 
 /// Recordings kept; the least recently used goes first.
@@ -35,7 +36,15 @@ const MAX_RECORDINGS: usize = 16;
 struct Shape {
     tokens: usize,
     max_blocks: usize,
-    argmax: bool,
+    end: End,
+}
+
+/// What a recorded step gives back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    Logits,
+    Argmax,
+    Sample,
 }
 
 struct Recorded {
@@ -43,8 +52,10 @@ struct Recorded {
     step: StepTensors,
     /// [tokens, vocab] f32
     logits: Tensor,
-    /// [tokens] u32, when the step ends in argmax
+    /// [tokens] u32, unless the step ends in logits
     ids: Option<Tensor>,
+    /// the `sample` op's inputs, when it ends in `sample`
+    picks: Option<PickInputs>,
     recording: Box<dyn Recording>,
     last_used: u64,
 }
@@ -104,14 +115,27 @@ impl RecordedSteps {
 
     /// Runs `batch` from a recording (made now if its shape has none), or
     /// `Ok(None)` when it does not qualify: the caller runs it op by op.
-    pub fn run(&self, dec: &Decoder, batch: &BatchLayout, cache: &KvCache, argmax: bool) -> Result<Option<StepOutput>> {
+    /// `picks`: one per row, the ids to pick on the device (all greedy: the
+    /// argmax); `None`: the logits.
+    pub fn run(
+        &self,
+        dec: &Decoder,
+        batch: &BatchLayout,
+        cache: &KvCache,
+        picks: Option<&[DevicePick]>,
+    ) -> Result<Option<StepOutput>> {
         if self.off.load(Ordering::Relaxed) || !is_pure_decode(batch) {
             return Ok(None);
         }
         let b = dec.backend;
         let batch = padded(batch);
         check_slots(&batch)?;
-        let shape = Shape { tokens: batch.token_ids.len(), max_blocks: batch.max_blocks, argmax };
+        let end = match picks {
+            None => End::Logits,
+            Some(p) if p.iter().all(|p| *p == DevicePick::GREEDY) => End::Argmax,
+            Some(_) => End::Sample,
+        };
+        let shape = Shape { tokens: batch.token_ids.len(), max_blocks: batch.max_blocks, end };
         let mut guard = self.entries.lock().map_err(|_| Error::Backend("recorded steps lock poisoned".into()))?;
         guard.use_cache(cache);
         guard.clock += 1;
@@ -119,9 +143,12 @@ impl RecordedSteps {
         let i = match entries.iter().position(|e| e.shape == shape) {
             Some(i) => {
                 entries[i].step.write(b, &batch)?;
+                if let (Some(inputs), Some(picks)) = (&entries[i].picks, picks) {
+                    inputs.write(b, picks)?;
+                }
                 i
             }
-            None => match record(dec, &batch, cache, shape).unwrap_or_else(|e| {
+            None => match record(dec, &batch, cache, shape, picks).unwrap_or_else(|e| {
                 // a backend that cannot capture this step: run op by op from now on
                 // (an error of the step itself comes back from that run)
                 eprintln!("ferrum: recording a decode step failed, running steps op by op: {e}");
@@ -154,18 +181,32 @@ impl RecordedSteps {
 
 /// Records `batch`'s step on tensors that stay; `None` if the backend does
 /// not record. The step is recorded, not run: the caller replays it.
-fn record(dec: &Decoder, batch: &BatchLayout, cache: &KvCache, shape: Shape) -> Result<Option<Recorded>> {
+fn record(
+    dec: &Decoder,
+    batch: &BatchLayout,
+    cache: &KvCache,
+    shape: Shape,
+    picks: Option<&[DevicePick]>,
+) -> Result<Option<Recorded>> {
     let b = dec.backend;
     let step = StepTensors::upload(b, batch)?;
     let logits = b.alloc(&[shape.tokens, dec.config.vocab_size], DType::F32)?;
-    let ids = if shape.argmax { Some(b.alloc(&[shape.tokens], DType::U32)?) } else { None };
+    let ids = if shape.end == End::Logits { None } else { Some(b.alloc(&[shape.tokens], DType::U32)?) };
+    let inputs = match (shape.end, picks) {
+        (End::Sample, Some(p)) => Some(PickInputs::upload(b, p)?),
+        _ => None,
+    };
+    let pick = match &inputs {
+        Some(p) => IdPick::Sample(p),
+        None => IdPick::Argmax,
+    };
     if !b.begin_recording()? {
         return Ok(None);
     }
-    let ops = dec.logits_into(&step, cache, &logits, ids.as_ref());
+    let ops = dec.logits_into(&step, cache, &logits, ids.as_ref().map(|ids| (ids, &pick)));
     let recording = b.end_recording(); // always leave recording mode
     ops?;
-    Ok(Some(Recorded { shape, step, logits, ids, recording: recording?, last_used: 0 }))
+    Ok(Some(Recorded { shape, step, logits, ids, picks: inputs, recording: recording?, last_used: 0 }))
 }
 
 /// One token per sequence, every token's logits wanted, in order.

@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::eval::log_softmax_at;
 use crate::kv_cache::KvCache;
 use crate::model::{Logits, LogitsWanted, Model, SeqChunk};
+use crate::sampler::DevicePick;
 use crate::serving::blocks::BlockManager;
 use crate::serving::metrics::Metrics;
 use crate::serving::sequence::{Event, GenerationRequest, Sequence, TokenLogprobs};
@@ -294,6 +295,19 @@ impl EngineState {
             .iter()
             .map(|p| self.running[p.index].computed + p.take == self.running[p.index].tokens.len())
             .collect();
+        // ids picked on the device when every sampled sequence is plain greedy
+        // or plain temperature sampling and wants no logprobs; otherwise the
+        // logits come back for the samplers
+        let on_device = plan.iter().zip(&wants).filter(|(_, want)| **want).all(|(p, _)| {
+            let s = &self.running[p.index];
+            s.sampler.params.is_device_pickable() && s.request.logprobs.is_none()
+        });
+        let picks: Vec<DevicePick> = if on_device {
+            let wanted = plan.iter().zip(&wants).filter(|(_, want)| **want);
+            wanted.map(|(p, _)| self.running[p.index].sampler.device_pick()).collect()
+        } else {
+            Vec::new()
+        };
         let chunks: Vec<SeqChunk<'_>> = plan
             .iter()
             .zip(&wants)
@@ -307,14 +321,8 @@ impl EngineState {
                 }
             })
             .collect();
-        // ids picked on the device when every sampled sequence is plain greedy
-        // and wants no logprobs; otherwise the logits come back for the sampler
-        let on_device = plan.iter().zip(&wants).filter(|(_, want)| **want).all(|(p, _)| {
-            let s = &self.running[p.index];
-            s.sampler.params.is_plain_greedy() && s.request.logprobs.is_none()
-        });
         let picked = if on_device {
-            self.model.forward_greedy(&chunks, &self.cache).map(Picked::Ids)
+            self.model.forward_picked(&chunks, &self.cache, &picks).map(Picked::Ids)
         } else {
             self.model.forward(&chunks, &self.cache).map(Picked::Logits)
         };
