@@ -20,7 +20,7 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::backend::{Backend, Recording};
+use crate::backend::{BackendExt, Recording};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::kv_cache::KvCache;
@@ -173,8 +173,8 @@ impl RecordedSteps {
         e.last_used = *clock;
         e.recording.replay()?;
         Ok(Some(match &e.ids {
-            Some(ids) => StepOutput::Ids(read_u32(b, ids)?),
-            None => StepOutput::Logits(read_f32(b, &e.logits)?),
+            Some(ids) => StepOutput::Ids(b.read_u32(ids)?),
+            None => StepOutput::Logits(b.read_f32(&e.logits)?),
         }))
     }
 }
@@ -244,14 +244,6 @@ fn check_slots(batch: &BatchLayout) -> Result<()> {
         Some(s) => Err(Error::KvCache(format!("slot {s} written twice in one step"))),
         None => Ok(()),
     }
-}
-
-fn read_u32(b: &dyn Backend, t: &Tensor) -> Result<Vec<u32>> {
-    Ok(bytemuck::pod_collect_to_vec(&b.read(t)?))
-}
-
-fn read_f32(b: &dyn Backend, t: &Tensor) -> Result<Vec<f32>> {
-    Ok(bytemuck::pod_collect_to_vec(&b.read(t)?))
 }
 
 #[cfg(test)]
