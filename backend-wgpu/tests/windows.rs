@@ -39,7 +39,8 @@ fn cases_match_the_cpu_with_tiny_bindings() {
     assert!(failures.is_empty(), "{failures:#?}");
     // only ops with operands bound whole, or rows wider than a binding, may refuse
     for kind in &refused {
-        assert!(matches!(kind, OpKind::RmsNorm | OpKind::Matmul | OpKind::Argmax), "{} refused", kind.name());
+        let row_wide = matches!(kind, OpKind::RmsNorm | OpKind::Matmul | OpKind::Argmax | OpKind::Sample);
+        assert!(row_wide, "{} refused", kind.name());
     }
     assert!(passed >= 34, "only {passed} cases ran with tiny bindings");
     println!("{passed} passed, {} refused cleanly", refused.len());
@@ -76,6 +77,9 @@ fn windowed_paths_of_every_op() {
     list.push(cases::softcap(&mut rng, 2.0, 8.0, &[1000]));
     // x rows of 84 bytes (12 a window), 300 ids of u32 in 2 windows
     list.push(cases::argmax(&mut rng, 300, 21));
+    // x rows of 84 bytes (9 a window), 300 temperatures, uniforms and ids in 2 windows each; greedy rows among them
+    let temperatures: Vec<f32> = (0..300).map(|r| [0.7, 1.0, 0.0, 1.5, 0.3][r % 5]).collect();
+    list.push(cases::sample(&mut rng, &temperatures, 21));
     let run = |b: &dyn Backend, cases: &[ferrum_conformance::cases::Case]| -> Vec<String> {
         let outcomes = cases.iter().map(|c| check(b, c)).inspect(|o| println!("{}", o.line()));
         outcomes.filter(|o| !o.passed()).map(|o| o.line()).collect()

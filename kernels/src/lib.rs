@@ -35,6 +35,7 @@ pub const KERNELS: &[(&str, &str)] = &[
     ("matmul", include_str!("../cu/matmul.cu")),
     ("rms_norm", include_str!("../cu/rms_norm.cu")),
     ("rope", include_str!("../cu/rope.cu")),
+    ("sample", include_str!("../cu/sample.cu")),
     ("scale", include_str!("../cu/scale.cu")),
     ("softcap", include_str!("../cu/softcap.cu")),
 ];
@@ -75,6 +76,7 @@ pub const ENTRY_POINTS: &[(&str, &[&str])] = &[
     ),
     ("rms_norm", &["rms_norm"]),
     ("rope", &["rope"]),
+    ("sample", &["sample"]),
     ("scale", &["scale"]),
     ("softcap", &["softcap"]),
 ];
@@ -128,6 +130,7 @@ mod tests {
             "matmul",
             "rms_norm",
             "rope",
+            "sample",
             "scale",
             "softcap",
         ];

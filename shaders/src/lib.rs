@@ -27,6 +27,7 @@ pub const KV_STORE: &str = include_str!("../kv_store.wgsl");
 pub const MATMUL: &str = include_str!("../matmul.wgsl");
 pub const RMS_NORM: &str = include_str!("../rms_norm.wgsl");
 pub const ROPE: &str = include_str!("../rope.wgsl");
+pub const SAMPLE: &str = include_str!("../sample.wgsl");
 pub const SCALE: &str = include_str!("../scale.wgsl");
 pub const SOFTCAP: &str = include_str!("../softcap.wgsl");
 
@@ -45,6 +46,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("matmul", MATMUL),
     ("rms_norm", RMS_NORM),
     ("rope", ROPE),
+    ("sample", SAMPLE),
     ("scale", SCALE),
     ("softcap", SOFTCAP),
 ];

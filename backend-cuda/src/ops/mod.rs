@@ -87,6 +87,14 @@ pub(crate) struct ArgmaxParams {
     pub cols: u32,
 }
 
+/// Mirrors `SampleParams` in kernels/cu/sample.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SampleParams {
+    pub rows: u32,
+    pub cols: u32,
+}
+
 /// Mirrors `ElementwiseParams` in kernels/cu/{add,scale,softcap,glu}.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -103,6 +111,7 @@ unsafe impl DeviceRepr for RopeParams {}
 unsafe impl DeviceRepr for KvStoreParams {}
 unsafe impl DeviceRepr for AttentionParams {}
 unsafe impl DeviceRepr for ArgmaxParams {}
+unsafe impl DeviceRepr for SampleParams {}
 unsafe impl DeviceRepr for ElementwiseParams {}
 
 /// Threads per block of the 1-D kernels.
@@ -244,7 +253,12 @@ pub(crate) fn run(l: &Launcher, op: &Op, inputs: &[&Tensor], out: &Tensor) -> Re
             // one block per row
             l.launch("argmax", (p.rows, 1, 1), BLOCK, &p, &[ptrs[0], o])
         }
-        Op::Sample(_) => Err(Error::Backend("cuda has no sample kernel yet".into())),
+        Op::Sample(_) => {
+            let (rows, cols) = (inputs[0].shape()[0], inputs[0].shape()[1]);
+            let p = SampleParams { rows: u32_of(rows, "rows")?, cols: u32_of(cols, "cols")? };
+            // one block per row, of the 256 threads (BLOCK) the kernel's shared arrays are sized for
+            l.launch("sample", (p.rows, 1, 1), BLOCK, &p, &[ptrs[0], ptrs[1], ptrs[2], o])
+        }
     }
 }
 
@@ -261,8 +275,8 @@ pub(crate) fn supports(op: OpKind, dtype: DType) -> bool {
         | OpKind::Add
         | OpKind::Scale
         | OpKind::Softcap
-        | OpKind::Argmax => dtype == DType::F32,
-        OpKind::Sample => false,
+        | OpKind::Argmax
+        | OpKind::Sample => dtype == DType::F32,
     }
 }
 
@@ -300,6 +314,7 @@ mod tests {
         assert_eq!(size_of::<AttentionParams>(), 40);
         assert_eq!(size_of::<ElementwiseParams>(), 16);
         assert_eq!(size_of::<ArgmaxParams>(), 8);
+        assert_eq!(size_of::<SampleParams>(), 8);
     }
 
     #[test]

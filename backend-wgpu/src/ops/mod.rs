@@ -11,6 +11,7 @@ mod kv_store;
 mod matmul;
 mod rms_norm;
 mod rope;
+mod sample;
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -62,7 +63,7 @@ pub(crate) fn plan(op: &Op, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -> Resu
         Op::Scale(p) => elementwise::scale(p, inputs, out, ctx),
         Op::Softcap(p) => elementwise::softcap(p, inputs, out, ctx),
         Op::Argmax(_) => argmax::plan(inputs, out, ctx),
-        Op::Sample(_) => Err(ferrum_engine::Error::Backend("wgpu has no sample kernel yet".into())),
+        Op::Sample(_) => sample::plan(inputs, out, ctx),
     }
 }
 
@@ -105,8 +106,8 @@ pub(crate) fn supports(op: OpKind, dtype: DType, f16_ok: bool) -> bool {
         | OpKind::Add
         | OpKind::Scale
         | OpKind::Softcap
-        | OpKind::Argmax => dtype == DType::F32,
-        OpKind::Sample => false,
+        | OpKind::Argmax
+        | OpKind::Sample => dtype == DType::F32,
     }
 }
 
@@ -141,7 +142,7 @@ fn u32_of(v: usize, what: &str) -> Result<u32> {
 mod tests {
     use std::mem::size_of;
 
-    use super::{argmax, attention, elementwise, gather_rows, kv_store, matmul, rms_norm, rope};
+    use super::{argmax, attention, elementwise, gather_rows, kv_store, matmul, rms_norm, rope, sample};
 
     /// Each `#[repr(C)]` params struct has the size of the WGSL `Params` it
     /// mirrors (naga's layout), in the portable and the f16 variants.
@@ -157,6 +158,7 @@ mod tests {
             ("matmul", size_of::<matmul::MatmulParams>()),
             ("rms_norm", size_of::<rms_norm::RmsNormParams>()),
             ("rope", size_of::<rope::RopeParams>()),
+            ("sample", size_of::<sample::SampleParams>()),
             ("scale", size_of::<elementwise::ScaleParams>()),
             ("softcap", size_of::<elementwise::SoftcapParams>()),
         ];
