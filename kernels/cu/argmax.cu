@@ -17,15 +17,6 @@ struct ArgmaxParams {
 // The index of "no value yet": it loses every tie.
 #define ARGMAX_NONE 0xffffffffu
 
-// Order-preserving key of a float: larger float, larger key; -0 is +0; NaN is 0.
-__device__ __forceinline__ u32 argmax_key(float v) {
-    const u32 bits = __float_as_uint(v);
-    const u32 mag = bits & 0x7fffffffu;
-    if (mag > 0x7f800000u) return 0u;        // NaN
-    if (mag == 0u) return 0x80000000u;       // -0 and +0
-    return (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
-}
-
 // Whether (bk, bi) beats (ak, ai).
 __device__ __forceinline__ bool argmax_beats(u32 bk, u32 bi, u32 ak, u32 ai) {
     return bk > ak || (bk == ak && bi < ai);
@@ -52,7 +43,7 @@ extern "C" __global__ void argmax(ArgmaxParams p, const float* x, u32* out) {
     const float* xr = x + (size_t)r * p.cols;
     u32 best_k = 0u, best_i = ARGMAX_NONE;
     for (u32 c = threadIdx.x; c < p.cols; c += blockDim.x) {
-        const u32 k = argmax_key(xr[c]);
+        const u32 k = float_key(xr[c]);
         if (argmax_beats(k, c, best_k, best_i)) {
             best_k = k;
             best_i = c;

@@ -59,3 +59,14 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
     v = lane < warps ? scratch[lane] : 0.0f;
     return warp_sum(v);
 }
+
+// Order-preserving u32 key of a float: a larger float has a larger key; -0
+// and +0 share one; NaN is 0, below -inf's 0x007fffff. Maxima over keys are
+// total and exact whatever the reduction order (argmax.cu, sample.cu).
+__device__ __forceinline__ u32 float_key(float v) {
+    const u32 bits = __float_as_uint(v);
+    const u32 mag = bits & 0x7fffffffu;
+    if (mag > 0x7f800000u) return 0u;  // NaN
+    if (mag == 0u) return 0x80000000u;  // -0 and +0
+    return (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+}

@@ -34,15 +34,6 @@ struct SampleParams {
 
 __device__ __forceinline__ bool sample_is_nan(u32 bits) { return (bits & 0x7fffffffu) > SAMPLE_POS_INF; }
 
-// Order-preserving key of a float: larger float, larger key; -0 is +0; NaN is 0.
-__device__ __forceinline__ u32 sample_key(float v) {
-    const u32 bits = __float_as_uint(v);
-    const u32 mag = bits & 0x7fffffffu;
-    if (mag > SAMPLE_POS_INF) return 0u;  // NaN
-    if (mag == 0u) return 0x80000000u;    // -0 and +0
-    return (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
-}
-
 // The float of a key that is not 0 (-0 comes back as +0).
 __device__ __forceinline__ float sample_float_of_key(u32 key) {
     return __uint_as_float(key >= 0x80000000u ? key & 0x7fffffffu : ~key);
@@ -82,7 +73,7 @@ extern "C" __global__ void sample(SampleParams p, const float* x, const float* t
         u32 local_key = 0u;
         for (u32 c = tid; c < p.cols; c += SAMPLE_THREADS) {
             const float v = xr[c];
-            if (!sample_is_nan(__float_as_uint(v))) local_key = max(local_key, sample_key(v / t));
+            if (!sample_is_nan(__float_as_uint(v))) local_key = max(local_key, float_key(v / t));
         }
         atomicMax(&m_key, local_key);
         __syncthreads();
@@ -147,7 +138,7 @@ extern "C" __global__ void sample(SampleParams p, const float* x, const float* t
     // key, then the lowest column among the threads that hold it
     u32 bk = 0u, bi = SAMPLE_NONE;
     for (u32 c = tid; c < p.cols; c += SAMPLE_THREADS) {
-        const u32 k = sample_key(xr[c]);
+        const u32 k = float_key(xr[c]);
         if (k > bk || (k == bk && c < bi)) {
             bk = k;
             bi = c;

@@ -44,19 +44,21 @@ pub fn eval(op: &Op, inputs: &[HostTensor], init_out: Option<&HostTensor>) -> Re
 }
 
 /// Per row: softmax(x / t) in f64 (NaN as -inf), then the first column whose
-/// cumulative weight passes u of the total: a running sum compared in place,
-/// where the engine's kernels scan; t <= 0 is the argmax.
+/// cumulative weight passes u (clamped into [0, 1]) of the total: a running
+/// sum compared in place, where the engine's kernels scan; the last column of
+/// weight > 0 when none does (u NaN, or at the top). A temperature that is
+/// not finite and positive, or a row with no finite max, is the argmax.
 fn sample(x: &[f64], cols: usize, t: &[f64], u: &[f64]) -> Vec<f64> {
     x.chunks(cols)
         .zip(t.iter().zip(u))
         .map(|(row, (&t, &u))| {
-            if t <= 0.0 {
-                return argmax(row, cols)[0];
-            }
             let z: Vec<f64> = row.iter().map(|&v| if v.is_nan() { f64::NEG_INFINITY } else { v / t }).collect();
             let m = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            if !(t > 0.0 && t.is_finite()) || !m.is_finite() {
+                return argmax(row, cols)[0];
+            }
             let w: Vec<f64> = z.iter().map(|&v| (v - m).exp()).collect();
-            let target = u * w.iter().sum::<f64>();
+            let target = u.clamp(0.0, 1.0) * w.iter().sum::<f64>();
             let cum: Vec<f64> = w
                 .iter()
                 .scan(0.0, |acc, &v| {
@@ -64,7 +66,8 @@ fn sample(x: &[f64], cols: usize, t: &[f64], u: &[f64]) -> Vec<f64> {
                     Some(*acc)
                 })
                 .collect();
-            cum.iter().position(|&c| c > target).unwrap_or(cols - 1) as f64
+            let last_positive = w.iter().rposition(|&v| v > 0.0).unwrap_or(0);
+            cum.iter().position(|&c| c > target).unwrap_or(last_positive) as f64
         })
         .collect()
 }
