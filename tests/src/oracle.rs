@@ -54,7 +54,7 @@ fn sample(x: &[f64], cols: usize, t: &[f64], u: &[f64]) -> Vec<f64> {
         .map(|(row, (&t, &u))| {
             let z: Vec<f64> = row.iter().map(|&v| if v.is_nan() { f64::NEG_INFINITY } else { v / t }).collect();
             let m = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            if !(t > 0.0 && t.is_finite()) || !m.is_finite() {
+            if !(t > 0.0 && t.is_finite() && m.is_finite()) {
                 return argmax(row, cols)[0];
             }
             let w: Vec<f64> = z.iter().map(|&v| (v - m).exp()).collect();
