@@ -11,10 +11,12 @@
 //   With `vec` set, each lane loads 16 bytes of weights at a time (4 f32,
 //   8 f16/bf16, 32 FP4/INT4 or 16 FP8/INT8 codes), so a warp reads 512
 //   contiguous bytes per step: the memory-bound decode path.
-// - matmul_tiled_<f>: prefill (larger m) when cuBLAS is absent, and every
-//   quantized prefill. 64 x 64 output tiles, k in steps of 16 through shared
-//   memory, 256 threads each computing 4 x 4 outputs. Grid: (ceil(n / 64),
-//   ceil(m / 64)).
+// - matmul_tiled_<f>: prefill (larger m) when cuBLAS is absent. 64 x 64
+//   output tiles, k in steps of 16 through shared memory, 256 threads each
+//   computing 4 x 4 outputs. Grid: (ceil(n / 64), ceil(m / 64)).
+// - matmul_dequant_<q>: with cuBLAS, a quantized prefill decodes the weight
+//   into a temporary f32 [n, k] (grid-stride) for one SGEMM: exact like the
+//   reference, and the decode is read once per matmul, not once per tile.
 // - With cuBLAS, prefill with float weights is one GEMM: x is first rounded
 //   to the weight's dtype (matmul_x_to_f16 / _bf16; tensor cores take one
 //   input type), cuBLAS accumulates in f32, then matmul_add_bias.
@@ -249,7 +251,19 @@ FLOAT_KERNELS(f32, DT_F32)
 FLOAT_KERNELS(f16, DT_F16)
 FLOAT_KERNELS(bf16, DT_BF16)
 
+// The whole weight decoded to f32 [n, k], for a cuBLAS GEMM in prefill.
+template <int FMT>
+__device__ void matmul_dequant(QuantMatmulParams p, const u32* codes, const u32* scales, float* w) {
+    const u64 total = (u64)p.n * p.k;
+    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (u64)gridDim.x * blockDim.x)
+        w[i] = q_element<FMT>(p, codes, scales, (u32)(i / p.k), (u32)(i % p.k));
+}
+
 #define QUANT_KERNELS(NAME, FMT)                                                                               \
+    extern "C" __global__ void matmul_dequant_##NAME(QuantMatmulParams p, const u32* codes, const u32* scales,  \
+                                                     float* w) {                                               \
+        matmul_dequant<FMT>(p, codes, scales, w);                                                              \
+    }                                                                                                          \
     extern "C" __global__ void matmul_gemv_##NAME(QuantMatmulParams p, const float* x, const u32* codes,      \
                                                   const u32* scales, const float* bias, float* out) {         \
         matmul_q_gemv<FMT>(p, x, codes, scales, bias, out);                                                   \

@@ -5,7 +5,8 @@
 //! - larger m with f32/f16/bf16 weights: one cuBLAS GEMM when libcublas is
 //!   present (x rounded to the weight's dtype for f16/bf16, f32 accumulation),
 //!   else the tiled kernel.
-//! - larger m with quantized weights: the tiled kernel, decoding as it loads.
+//! - larger m with quantized weights: the weight decoded into a temporary f32
+//!   copy and one cuBLAS SGEMM, else the tiled kernel decoding as it loads.
 
 use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType};
 use cudarc::cublas::{CudaBlas, result as blas};
@@ -129,11 +130,24 @@ pub(super) fn run(l: &Launcher, inputs: &[&Tensor], out: &Tensor) -> Result<()> 
         let p = QuantMatmulParams::new(&q.layout, m, n, k, bp.is_some())?;
         let suffix = quant_suffix(q.layout.fmt);
         let args = [xp, q.codes.ptr(), q.scales.ptr(), bp.unwrap_or(0), o];
-        return if m <= GEMV_MAX_M {
-            l.launch(&format!("matmul_gemv_{suffix}"), gemv_grid(p.m, p.n), 32 * GEMV_WARPS, &p, &args)
-        } else {
-            l.launch(&format!("matmul_tiled_{suffix}"), tiled_grid(p.m, p.n), 256, &p, &args)
-        };
+        if m <= GEMV_MAX_M {
+            return l.launch(&format!("matmul_gemv_{suffix}"), gemv_grid(p.m, p.n), 32 * GEMV_WARPS, &p, &args);
+        }
+        if let Some(cublas) = l.blas {
+            // the weight decoded once into f32, then one SGEMM
+            // SAFETY: written in full by matmul_dequant before the GEMM reads it.
+            let wf = unsafe { l.stream.alloc::<f32>(n * k) }.map_err(driver_err("alloc"))?;
+            let wf_ptr = {
+                let (ptr, _sync) = wf.device_ptr(l.stream);
+                ptr
+            };
+            let blocks = ((n * k) as u64).div_ceil(BLOCK as u64).min(MAX_BLOCKS) as u32;
+            let decode = [q.codes.ptr(), q.scales.ptr(), wf_ptr];
+            l.launch(&format!("matmul_dequant_{suffix}"), (blocks, 1, 1), BLOCK, &p, &decode)?;
+            // wf's free is queued on the stream after the GEMM
+            return gemm(l, cublas, DType::F32, (m, n, k), xp, wf_ptr, bp, o);
+        }
+        return l.launch(&format!("matmul_tiled_{suffix}"), tiled_grid(p.m, p.n), 256, &p, &args);
     }
     let wp = cuda_buffer(w)?.ptr();
     let elem = w.dtype().size_bytes();
