@@ -1,6 +1,8 @@
 //! `ferrum bench` in-process and against a live `ferrum serve`: every request
 //! completes with exactly the asked-for tokens, and the report adds up.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -65,7 +67,7 @@ fn bench_against_a_server() {
             .unwrap(),
     );
     let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while !common::healthy(port) {
         assert!(Instant::now() < deadline, "server did not start");
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -2,8 +2,9 @@
 //! (`tests/openai/check_server.py`): every endpoint, streaming, stop strings,
 //! logprobs, auth, bad requests, 32 concurrent streams, disconnects, overload.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+mod common;
+
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -53,7 +54,7 @@ impl Server {
             .expect("ferrum serve starts");
         let server = Server { child, url: format!("http://127.0.0.1:{port}") };
         let deadline = Instant::now() + Duration::from_secs(120);
-        while !healthy(port) {
+        while !common::healthy(port) {
             assert!(Instant::now() < deadline, "ferrum serve {args:?} never became healthy");
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -66,14 +67,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn healthy(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return false };
-    let _ = s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    let mut reply = String::new();
-    let _ = s.read_to_string(&mut reply);
-    reply.starts_with("HTTP/1.1 200")
 }
 
 fn smollm2() -> String {
