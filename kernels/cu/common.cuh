@@ -10,7 +10,7 @@ typedef unsigned int u32;
 typedef unsigned short u16;
 typedef unsigned long long u64;
 
-// Weight dtype codes, as `WDType` in backend-cuda/src/ops/mod.rs.
+// Weight dtype codes (template arguments; `by_dtype` in backend-cuda/src/ops/mod.rs picks the kernel).
 #define DT_F32 0
 #define DT_F16 1
 #define DT_BF16 2

@@ -28,7 +28,7 @@
 #define TILE 64
 #define TILE_K 16
 
-// Mirrored by `MatmulParams` in backend-cuda/src/ops/mod.rs.
+// Mirrored by `MatmulParams` in backend-cuda/src/ops/matmul.rs.
 struct MatmulParams {
     u32 m;
     u32 n;
@@ -36,12 +36,6 @@ struct MatmulParams {
     u32 has_bias;
     u32 vec;  // gemv only: 16-byte loads are aligned (k * elem_size % 16 == 0)
     u32 _pad;
-};
-
-// 16 bytes of weights widened to f32: 4 f32 or 8 f16/bf16.
-template <int DT>
-struct Vec16 {
-    static const int N = DT == DT_F32 ? 4 : 8;
 };
 
 template <int DT>
@@ -62,56 +56,44 @@ __device__ __forceinline__ void unpack16(uint4 raw, float* out) {
     }
 }
 
-// Sums each row's partial dots across the warp; lane 0 writes them.
-__device__ __forceinline__ void gemv_store(float* acc, u32 rows, u32 i0, u32 j, u32 n, float b, float* out) {
-#pragma unroll
-    for (int r = 0; r < GEMV_ROWS; r++) {
-        const float s = warp_sum(acc[r]);
-        if ((threadIdx.x & 31) == 0 && (u32)r < rows) out[(size_t)(i0 + r) * n + j] = s + b;
-    }
-}
-
+// A float weight [n, k]: element (row, col), and chunk c of a row (the 16
+// bytes at c * 16: 4 f32 or 8 f16/bf16) widened.
 template <int DT>
-__device__ void matmul_gemv(MatmulParams p, const float* x, const void* w, const float* bias, float* out) {
-    const u32 lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const u32 j = blockIdx.x * GEMV_WARPS + warp;
-    const u32 i0 = blockIdx.y * GEMV_ROWS;
-    if (j >= p.n) return;  // whole warps leave together: shuffles stay full
-    const u32 rows = min((u32)GEMV_ROWS, p.m - i0);
-    float acc[GEMV_ROWS];
+struct FloatW {
+    static const int CHUNK = DT == DT_F32 ? 4 : 8;
+    const void* w;
+    u32 k;
+    __device__ __forceinline__ float operator()(u32 row, u32 col) const { return load_w<DT>(w, (size_t)row * k + col); }
+    __device__ __forceinline__ void chunk(u32 row, u32 c, float* out) const {
+        const uint4* r = (const uint4*)((const char*)w + (size_t)row * k * (DT == DT_F32 ? 4 : 2));
+        unpack16<DT>(r[c], out);
+    }
+};
+
+// A quantized weight [n, k]: element (row, col), and chunk c of a row (16
+// bytes of codes: 32 FP4/INT4 or 16 FP8/INT8 elements) decoded, one scale
+// per code word.
+template <int FMT>
+struct QuantW {
+    static const int CHUNK = 4 * QBits<FMT>::PER_WORD;
+    QuantMatmulParams p;
+    const u32* codes;
+    const u32* scales;
+    __device__ __forceinline__ float operator()(u32 row, u32 col) const {
+        return q_element<FMT>(p, codes, scales, row, col);
+    }
+    __device__ __forceinline__ void chunk(u32 row, u32 c, float* out) const {
+        const uint4 raw = ((const uint4*)(codes + (size_t)row * p.row_words))[c];
+        const u32* srow = scales + (size_t)row * p.srow_words;
+        const u32 words[4] = {raw.x, raw.y, raw.z, raw.w};
+        const int PER_WORD = QBits<FMT>::PER_WORD;
 #pragma unroll
-    for (int r = 0; r < GEMV_ROWS; r++) acc[r] = 0.0f;
-    const size_t k = p.k;
-    if (p.vec) {
-        const int N = Vec16<DT>::N;
-        const uint4* wrow = (const uint4*)((const char*)w + (size_t)j * k * (DT == DT_F32 ? 4 : 2));
-        for (size_t c = lane; c * N < k; c += 32) {
-            float wv[Vec16<DT>::N];
-            unpack16<DT>(wrow[c], wv);
-#pragma unroll
-            for (int r = 0; r < GEMV_ROWS; r++) {
-                if ((u32)r < rows) {
-                    const float4* xr = (const float4*)(x + (size_t)(i0 + r) * k + c * N);
-                    float s = 0.0f;
-#pragma unroll
-                    for (int q = 0; q < N / 4; q++) {
-                        const float4 xv = xr[q];
-                        s += xv.x * wv[4 * q] + xv.y * wv[4 * q + 1] + xv.z * wv[4 * q + 2] + xv.w * wv[4 * q + 3];
-                    }
-                    acc[r] += s;
-                }
-            }
-        }
-    } else {
-        for (size_t c = lane; c < k; c += 32) {
-            const float wv = load_w<DT>(w, (size_t)j * k + c);
-#pragma unroll
-            for (int r = 0; r < GEMV_ROWS; r++)
-                if ((u32)r < rows) acc[r] += x[(size_t)(i0 + r) * k + c] * wv;
+        for (int q = 0; q < 4; q++) {
+            const u32 e0 = (c * 4 + q) * PER_WORD;
+            q_word<FMT>(words[q], q_scale<FMT>(p, srow, e0 / p.group), out + q * PER_WORD);
         }
     }
-    gemv_store(acc, rows, i0, j, p.n, p.has_bias ? bias[j] : 0.0f, out);
-}
+};
 
 // dot(x[0..N], w[0..N]) with float4 loads of x (16-byte aligned).
 template <int N>
@@ -126,66 +108,43 @@ __device__ __forceinline__ float dot_x4(const float* x, const float* w) {
     return s;
 }
 
-// The quantized GEMV: as matmul_gemv, each lane decoding its 16 bytes of
-// codes in registers, one scale per code word (`vec`), or element by element.
-template <int FMT>
-__device__ void matmul_q_gemv(QuantMatmulParams p, const float* x, const u32* codes, const u32* scales,
-                              const float* bias, float* out) {
+// out[i0.., j] for up to GEMV_ROWS rows of x: warp j reads weight row j once,
+// a 16-byte chunk per lane per step with `vec` (whole chunks, aligned),
+// else element by element.
+template <class W>
+__device__ void matmul_gemv(u32 m, u32 n, u32 k, u32 vec, u32 has_bias, const float* x, W w, const float* bias,
+                            float* out) {
     const u32 lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const u32 j = blockIdx.x * GEMV_WARPS + warp;
     const u32 i0 = blockIdx.y * GEMV_ROWS;
-    if (j >= p.n) return;
-    const u32 rows = min((u32)GEMV_ROWS, p.m - i0);
+    if (j >= n) return;  // whole warps leave together: shuffles stay full
+    const u32 rows = min((u32)GEMV_ROWS, m - i0);
     float acc[GEMV_ROWS];
 #pragma unroll
     for (int r = 0; r < GEMV_ROWS; r++) acc[r] = 0.0f;
-    const size_t k = p.k;
-    if (p.vec) {
-        const int PER_WORD = QBits<FMT>::PER_WORD;
-        const uint4* crow = (const uint4*)(codes + (size_t)j * p.row_words);
-        const u32* srow = scales + (size_t)j * p.srow_words;
-        for (u32 c = lane; (size_t)c * 4 * PER_WORD < k; c += 32) {
-            const uint4 raw = crow[c];
-            const u32 words[4] = {raw.x, raw.y, raw.z, raw.w};
+    if (vec) {
+        for (u32 c = lane; (size_t)c * W::CHUNK < k; c += 32) {
+            float wv[W::CHUNK];
+            w.chunk(j, c, wv);
 #pragma unroll
-            for (int q = 0; q < 4; q++) {
-                const u32 e0 = (c * 4 + q) * PER_WORD;
-                float wv[PER_WORD];
-                q_word<FMT>(words[q], q_scale<FMT>(p, srow, e0 / p.group), wv);
-#pragma unroll
-                for (int r = 0; r < GEMV_ROWS; r++)
-                    if ((u32)r < rows) acc[r] += dot_x4<PER_WORD>(x + (size_t)(i0 + r) * k + e0, wv);
-            }
+            for (int r = 0; r < GEMV_ROWS; r++)
+                if ((u32)r < rows) acc[r] += dot_x4<W::CHUNK>(x + (size_t)(i0 + r) * k + (size_t)c * W::CHUNK, wv);
         }
     } else {
         for (u32 c = lane; c < k; c += 32) {
-            const float wv = q_element<FMT>(p, codes, scales, j, c);
+            const float wv = w(j, c);
 #pragma unroll
             for (int r = 0; r < GEMV_ROWS; r++)
                 if ((u32)r < rows) acc[r] += x[(size_t)(i0 + r) * k + c] * wv;
         }
     }
-    gemv_store(acc, rows, i0, j, p.n, p.has_bias ? bias[j] : 0.0f, out);
-}
-
-// Weight element (row, col) of a float weight, widened.
-template <int DT>
-struct FloatW {
-    const void* w;
-    u32 k;
-    __device__ __forceinline__ float operator()(u32 row, u32 col) const { return load_w<DT>(w, (size_t)row * k + col); }
-};
-
-// Weight element (row, col) of a quantized weight, decoded.
-template <int FMT>
-struct QuantW {
-    QuantMatmulParams p;
-    const u32* codes;
-    const u32* scales;
-    __device__ __forceinline__ float operator()(u32 row, u32 col) const {
-        return q_element<FMT>(p, codes, scales, row, col);
+    const float b = has_bias ? bias[j] : 0.0f;
+#pragma unroll
+    for (int r = 0; r < GEMV_ROWS; r++) {
+        const float s = warp_sum(acc[r]);
+        if (lane == 0 && (u32)r < rows) out[(size_t)(i0 + r) * n + j] = s + b;
     }
-};
+}
 
 template <class W>
 __device__ void matmul_tiled(u32 m, u32 n, u32 k, const float* x, W w, u32 has_bias, const float* bias,
@@ -239,7 +198,8 @@ __device__ void matmul_tiled(u32 m, u32 n, u32 k, const float* x, W w, u32 has_b
 #define FLOAT_KERNELS(NAME, DT)                                                                                \
     extern "C" __global__ void matmul_gemv_##NAME(MatmulParams p, const float* x, const void* w,              \
                                                   const float* bias, float* out) {                            \
-        matmul_gemv<DT>(p, x, w, bias, out);                                                                  \
+        FloatW<DT> wl = {w, p.k};                                                                              \
+        matmul_gemv(p.m, p.n, p.k, p.vec, p.has_bias, x, wl, bias, out);                                      \
     }                                                                                                          \
     extern "C" __global__ void matmul_tiled_##NAME(MatmulParams p, const float* x, const void* w,             \
                                                    const float* bias, float* out) {                           \
@@ -266,7 +226,8 @@ __device__ void matmul_dequant(QuantMatmulParams p, const u32* codes, const u32*
     }                                                                                                          \
     extern "C" __global__ void matmul_gemv_##NAME(QuantMatmulParams p, const float* x, const u32* codes,      \
                                                   const u32* scales, const float* bias, float* out) {         \
-        matmul_q_gemv<FMT>(p, x, codes, scales, bias, out);                                                   \
+        QuantW<FMT> wl = {p, codes, scales};                                                                   \
+        matmul_gemv(p.m, p.n, p.k, p.vec, p.has_bias, x, wl, bias, out);                                      \
     }                                                                                                          \
     extern "C" __global__ void matmul_tiled_##NAME(QuantMatmulParams p, const float* x, const u32* codes,     \
                                                    const u32* scales, const float* bias, float* out) {        \
