@@ -4,9 +4,11 @@
 //!
 //! - [`backend`]: the `Backend` trait (memory + execute), the seam every device plugs into.
 //! - [`ops`]: the op table; one file per op with its parameters, shape rule, math and CPU reference.
-//! - [`quant`]: weight formats (NVFP4, MXFP4, FP8, INT8, INT4): quantize, dequantize a row; bit-exact with the tools.
+//! - [`quant`]: weight formats (NVFP4, MXFP4, FP8, INT8, INT4, GGUF's blocks): quantize, dequantize a row;
+//!   bit-exact with the tools.
 //! - [`cpu`]: the CPU reference backend (plain loops, f32 accumulation): the oracle.
-//! - [`tensor`], [`dtype`]: backend-owned tensors and their element types.
+//! - [`tensor`], [`dtype`]: backend-owned tensors and their element types; [`bytes`]: bytes shared
+//!   without copying (a GGUF tensor borrowed from the file's memory map).
 //! - [`config`]: `config.json` in the transformers-4 and -5 spellings.
 //! - [`loader`]: safetensors (single and sharded) and GGUF (all llama.cpp quant types), memory-mapped
 //!   and validated; GGUF tensors renamed to Hugging Face names.
@@ -25,6 +27,7 @@
 //! -> sampler -> tokens -> detokenizer.
 
 pub mod backend;
+pub mod bytes;
 pub mod chat_template;
 pub mod config;
 pub mod cpu;

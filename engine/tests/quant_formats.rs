@@ -609,6 +609,7 @@ fn quantized_matrix_rows_agree_with_the_whole_and_sizes_add_up() {
             QuantFormat::Int4 { group, symmetric } => {
                 elems / 2 + 4 * elems / group + if symmetric { 0 } else { (elems / group).div_ceil(2) }
             }
+            QuantFormat::Ggml(ty) => ty.bytes_for(elems).unwrap(),
         };
         assert_eq!(q.storage_bytes(), expect, "{name}");
     }

@@ -22,12 +22,18 @@
 //!   splits by weight rows alike.
 //! - NVFP4's tensor scale (`weight_scale_2` or `weight_global_scale`) is
 //!   `tensor_scale`, with the convention in [`DeviceFormat`].
+//! - **GGUF block formats** (`Q4_0` .. `Q6_K`) keep their scales inside
+//!   their blocks: codes hold each row's blocks byte for byte as the file
+//!   stores them (see `quant::ggml::blocks` for every layout), padded like
+//!   any row; block b of a row starts at byte `b * type_size` of the row, so
+//!   a block may start inside a word. The scales buffer is one zero word
+//!   (`srow_words` = 0), `group` the block size, `spr` the blocks per row.
 //!
 //! Decoding is operation for operation the CPU reference's
 //! (`dequantize_row_into`): E2M1 x (E4M3 x s2), E2M1 x (E4M3 / g), E2M1 x
 //! 2^(e-127), E4M3 x s, i8 x s, (q - zp) x s.
 
-use super::{Fp8Scaling, Nvfp4Convention, QuantizedMatrix};
+use super::{Fp8Scaling, GgmlType, Nvfp4Convention, QuantizedMatrix};
 
 /// The decoder a kernel uses: `Q_FMT` in shaders/quant/matmul.wgsl, `QFMT_*`
 /// in kernels/cu/quant.cuh.
@@ -40,6 +46,35 @@ pub enum DeviceFormat {
     Fp8 = 3,
     Int8 = 4,
     Int4 = 5,
+    Q4_0 = 6,
+    Q4_1 = 7,
+    Q5_0 = 8,
+    Q5_1 = 9,
+    Q8_0 = 10,
+    Q2K = 11,
+    Q3K = 12,
+    Q4K = 13,
+    Q5K = 14,
+    Q6K = 15,
+}
+
+impl DeviceFormat {
+    /// The decoder of a GGUF block format, if `ty` is one kept packed.
+    pub fn of_ggml(ty: GgmlType) -> Option<Self> {
+        Some(match ty {
+            GgmlType::Q4_0 => DeviceFormat::Q4_0,
+            GgmlType::Q4_1 => DeviceFormat::Q4_1,
+            GgmlType::Q5_0 => DeviceFormat::Q5_0,
+            GgmlType::Q5_1 => DeviceFormat::Q5_1,
+            GgmlType::Q8_0 => DeviceFormat::Q8_0,
+            GgmlType::Q2_K => DeviceFormat::Q2K,
+            GgmlType::Q3_K => DeviceFormat::Q3K,
+            GgmlType::Q4_K => DeviceFormat::Q4K,
+            GgmlType::Q5_K => DeviceFormat::Q5K,
+            GgmlType::Q6_K => DeviceFormat::Q6K,
+            _ => return None,
+        })
+    }
 }
 
 /// How a quantized weight lies in its two buffers (see the module doc).
@@ -173,6 +208,21 @@ pub fn pack(m: &QuantizedMatrix, align_words: usize) -> DevicePacked {
                 has_zp: !q.is_symmetric(),
             }
         }
+        QuantizedMatrix::Ggml(q) => {
+            let ty = q.ty();
+            let row_words = code_words(q.row_bytes(), align_words);
+            padded_rows(q.data().chunks_exact(q.row_bytes()), row_words, &mut codes);
+            scales.extend_from_slice(&[0; 4]);
+            DeviceLayout {
+                fmt: DeviceFormat::of_ggml(ty).expect("a GgmlBlocks matrix holds a packed type"),
+                row_words,
+                srow_words: 0,
+                group: ty.block_size(),
+                spr: k / ty.block_size(),
+                tensor_scale: 1.0,
+                has_zp: false,
+            }
+        }
     };
     DevicePacked { codes, scales, layout }
 }
@@ -226,6 +276,17 @@ mod tests {
                 let zp = if l.has_zp { zp_byte() as u8 as i8 as f32 } else { 0.0 };
                 (nibble() as f32 - 8.0 - zp) * scale_f32(g)
             }
+            ggml => {
+                let ty = crate::quant::ggml::PACKED_TYPES
+                    .into_iter()
+                    .find(|&t| DeviceFormat::of_ggml(t) == Some(ggml))
+                    .unwrap();
+                // the block holding element i, from its bytes in the row
+                let at = 4 * crow + (i / l.group) * ty.type_size();
+                let mut block = vec![0f32; l.group];
+                crate::quant::ggml::dequantize_into(ty, &p.codes[at..at + ty.type_size()], &mut block).unwrap();
+                block[i % l.group]
+            }
         }
     }
 
@@ -247,21 +308,40 @@ mod tests {
             "int4:g32:asym",
         ] {
             let m = QuantizedMatrix::quantize(fmt.parse().unwrap(), &w, rows, cols).unwrap();
-            let want = m.dequantize();
             for align in [1, 4] {
                 let p = pack(&m, align);
                 assert_eq!(p.layout.row_words % align, 0, "{fmt}");
                 assert_eq!(p.codes.len(), rows * p.layout.row_words * 4, "{fmt}");
                 assert_eq!(p.scales.len(), rows * p.layout.srow_words * 4, "{fmt}");
-                for r in 0..rows {
-                    for i in 0..cols {
-                        let (got, want) = (decode(&p, r, i), want[r * cols + i]);
-                        assert!(
-                            got == want || (got - want).abs() <= 1e-7 * want.abs(),
-                            "{fmt} align {align} [{r}, {i}]: {got} vs {want}"
-                        );
-                    }
-                }
+                check_decodes(&m, &p, fmt, align);
+            }
+        }
+        // GGUF blocks: one odd-sized block per row, so rows need padding
+        for ty in crate::quant::ggml::PACKED_TYPES {
+            let cols = ty.block_size() * 3;
+            let bytes: Vec<u8> =
+                (0..rows * cols / ty.block_size() * ty.type_size()).map(|i| (i * 13 % 59) as u8).collect();
+            let m = QuantizedMatrix::Ggml(crate::quant::GgmlBlocks::new(ty, rows, cols, bytes.into()).unwrap());
+            for align in [1, 4] {
+                let p = pack(&m, align);
+                assert_eq!(p.codes.len(), rows * p.layout.row_words * 4, "{ty}");
+                assert_eq!(p.layout.spr, 3, "{ty}");
+                check_decodes(&m, &p, ty.name(), align);
+            }
+        }
+    }
+
+    /// Every element decoded from `p` as `m`'s reference dequantizes it.
+    fn check_decodes(m: &QuantizedMatrix, p: &DevicePacked, fmt: &str, align: usize) {
+        let (rows, cols) = (m.rows(), m.cols());
+        let want = m.dequantize();
+        for r in 0..rows {
+            for i in 0..cols {
+                let (got, want) = (decode(p, r, i), want[r * cols + i]);
+                assert!(
+                    got == want || (got - want).abs() <= 1e-7 * want.abs(),
+                    "{fmt} align {align} [{r}, {i}]: {got} vs {want}"
+                );
             }
         }
     }

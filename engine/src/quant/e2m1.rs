@@ -10,7 +10,7 @@
 //! **Packing** (every FP4 format here: ModelOpt, compressed-tensors, gpt-oss,
 //! OCP): two codes per byte, element `2j` in the low nibble of byte `j`,
 //! element `2j + 1` in the high nibble. (GGUF's MXFP4 orders nibbles
-//! differently; see `loader::gguf::dequant`.)
+//! differently; see `quant::ggml::blocks`.)
 //!
 //! **Rounding** (`encode`): round to nearest, ties to the even code, and
 //! saturate at 6, exactly as ModelOpt's `NVFP4QTensor._cast_fp4` and

@@ -11,6 +11,8 @@
 //! - [`int8`]: per-channel symmetric INT8;
 //! - [`int4`]: group-wise INT4, symmetric or with zero points (compressed-tensors
 //!   `pack-quantized`);
+//! - [`ggml`]: llama.cpp's block formats (Q4_0 .. Q8_0, Q2_K .. Q6_K) as GGUF
+//!   stores them, read from GGUF files (there is no quantizer for them here);
 //! - [`device_layout`]: how the GPU backends lay out the codes and scales.
 //!
 //! A matrix is [rows, cols] = [N, K] as `nn.Linear` stores it (out, in):
@@ -43,6 +45,7 @@ pub mod device_layout;
 pub mod e2m1;
 pub mod fp8;
 pub mod fp8_weight;
+pub mod ggml;
 pub mod int4;
 pub mod int8;
 pub mod mxfp4;
@@ -52,6 +55,7 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use fp8_weight::{Fp8Scaling, Fp8Weight};
+pub use ggml::{GgmlBlocks, GgmlType};
 pub use int4::Int4;
 pub use int8::{Int8, Int8Rule};
 pub use mxfp4::{MxScaleRule, Mxfp4};
@@ -85,14 +89,20 @@ pub trait QuantMatrix {
 /// (= `mxfp4:ocp`), `mxfp4:ct`, `fp8` (= `fp8:tensor`), `fp8:channel`,
 /// `fp8:block` (128 x 128), `fp8:block<B>` (B x B), `fp8:block<R>x<C>`, `int8` (= `int8:ct`),
 /// `int8:modelopt`, `int4` (groups of 128, symmetric), `int4:g<G>`,
-/// `int4:asym` / `int4:g<G>:asym` (zero points).
+/// `int4:asym` / `int4:g<G>:asym` (zero points), and the GGUF block formats
+/// by their ggml names (`q4_0`, `q4_k`, ...: read from files, not made here).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum QuantFormat {
     Nvfp4(Nvfp4Convention),
     Mxfp4(MxScaleRule),
     Fp8(Fp8Scaling),
     Int8(Int8Rule),
-    Int4 { group: usize, symmetric: bool },
+    Int4 {
+        group: usize,
+        symmetric: bool,
+    },
+    /// One of [`ggml::PACKED_TYPES`].
+    Ggml(GgmlType),
 }
 
 impl FromStr for QuantFormat {
@@ -162,7 +172,10 @@ impl FromStr for QuantFormat {
                 }
                 QuantFormat::Int4 { group, symmetric: symmetric.unwrap_or(true) }
             }
-            _ => return Err(bad()),
+            _ => match ggml::PACKED_TYPES.iter().find(|t| t.name().eq_ignore_ascii_case(name)) {
+                Some(&ty) if opts.is_empty() => QuantFormat::Ggml(ty),
+                _ => return Err(bad()),
+            },
         })
     }
 }
@@ -183,6 +196,7 @@ impl fmt::Display for QuantFormat {
             QuantFormat::Int8(Int8Rule::ModelOpt) => write!(f, "int8:modelopt"),
             QuantFormat::Int4 { group, symmetric: true } => write!(f, "int4:g{group}"),
             QuantFormat::Int4 { group, symmetric: false } => write!(f, "int4:g{group}:asym"),
+            QuantFormat::Ggml(ty) => write!(f, "{}", ty.name().to_ascii_lowercase()),
         }
     }
 }
@@ -195,12 +209,14 @@ pub enum QuantizedMatrix {
     Fp8(Fp8Weight),
     Int8(Int8),
     Int4(Int4),
+    Ggml(GgmlBlocks),
 }
 
 impl QuantizedMatrix {
     /// Quantizes row-major f32 weights `w` [rows, cols] into `format`. Errors:
     /// `w.len() != rows * cols`, an empty matrix, `cols` not a multiple of the
-    /// format's block or group, a non-finite weight.
+    /// format's block or group, a non-finite weight, a GGUF block format
+    /// (those are read from files as stored, never made here).
     pub fn quantize(format: QuantFormat, w: &[f32], rows: usize, cols: usize) -> Result<Self> {
         Ok(match format {
             QuantFormat::Nvfp4(c) => QuantizedMatrix::Nvfp4(Nvfp4::quantize(c, w, rows, cols)?),
@@ -209,6 +225,11 @@ impl QuantizedMatrix {
             QuantFormat::Int8(r) => QuantizedMatrix::Int8(Int8::quantize(r, w, rows, cols)?),
             QuantFormat::Int4 { group, symmetric } => {
                 QuantizedMatrix::Int4(Int4::quantize(group, symmetric, w, rows, cols)?)
+            }
+            QuantFormat::Ggml(ty) => {
+                return Err(Error::Request(format!(
+                    "{format}: Ferrum reads {ty} blocks from GGUF files as stored but does not quantize to them"
+                )));
             }
         })
     }
@@ -223,6 +244,7 @@ impl QuantizedMatrix {
             QuantizedMatrix::Fp8(m) => QuantFormat::Fp8(m.scaling()),
             QuantizedMatrix::Int8(_) => QuantFormat::Int8(Int8Rule::CompressedTensors),
             QuantizedMatrix::Int4(m) => QuantFormat::Int4 { group: m.group(), symmetric: m.is_symmetric() },
+            QuantizedMatrix::Ggml(m) => QuantFormat::Ggml(m.ty()),
         }
     }
 
@@ -233,6 +255,7 @@ impl QuantizedMatrix {
             QuantizedMatrix::Fp8(m) => m,
             QuantizedMatrix::Int8(m) => m,
             QuantizedMatrix::Int4(m) => m,
+            QuantizedMatrix::Ggml(m) => m,
         }
     }
 

@@ -176,6 +176,30 @@ impl Mxfp4 {
         Self::from_parts(rows, cols, packed, sc)
     }
 
+    /// A matrix [rows, cols] from GGUF's MXFP4 blocks (17 bytes per 32
+    /// elements: the E8M0 byte, then 16 code bytes whose byte j holds element
+    /// j in its low nibble and element j + 16 in its high one; see
+    /// `ggml::blocks`): the same codes and scales, the nibbles reordered.
+    /// Values equal ggml's dequantization except for e = 255, NaN here (OCP)
+    /// and 2^127 in ggml.
+    pub fn from_ggml(rows: usize, cols: usize, blocks: &[u8]) -> Result<Self> {
+        check_shape(OP, rows, cols, Self::BLOCK)?;
+        let n_blocks = rows * cols / Self::BLOCK;
+        if blocks.len() != n_blocks * 17 {
+            return Err(Error::op(
+                OP,
+                format!("[{rows}, {cols}] needs {} GGUF block bytes, got {}", n_blocks * 17, blocks.len()),
+            ));
+        }
+        let (mut packed, mut scales) = (Vec::with_capacity(n_blocks * 16), Vec::with_capacity(n_blocks));
+        for b in blocks.chunks_exact(17) {
+            scales.push(b[0]);
+            let code = |j: usize| if j < 16 { b[1 + j] & 0xF } else { b[1 + j - 16] >> 4 };
+            packed.extend((0..16).map(|j| code(2 * j) | (code(2 * j + 1) << 4)));
+        }
+        Self::from_parts(rows, cols, packed, scales)
+    }
+
     /// The packed codes, u8 [rows, cols/2].
     pub fn packed(&self) -> &[u8] {
         &self.packed

@@ -22,19 +22,18 @@
 //! shape. Block types need the innermost dimension to be a whole number of
 //! blocks; dequantize with [`dequantize`] or [`GgufFile::dequantize`].
 
-mod dequant;
-mod ggml_type;
 mod metadata;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use memmap2::Mmap;
 
+use crate::bytes::SharedBytes;
 use crate::error::{Error, Result};
-pub use dequant::{dequantize, dequantize_into};
-pub use ggml_type::GgmlType;
+pub use crate::quant::ggml::{GgmlType, dequantize, dequantize_into};
 pub use metadata::{FromMeta, MAX_ARRAY_DEPTH, MetaArray, MetaType, MetaValue};
 
 /// Data alignment when `general.alignment` is absent.
@@ -64,7 +63,7 @@ pub struct TensorInfo {
 /// A memory-mapped, validated GGUF file.
 pub struct GgufFile {
     pub path: PathBuf,
-    mmap: Mmap,
+    mmap: Arc<Mmap>,
     version: u32,
     alignment: usize,
     data_offset: usize,
@@ -91,7 +90,7 @@ impl GgufFile {
         let index = parsed.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
         Ok(GgufFile {
             path: path.to_path_buf(),
-            mmap,
+            mmap: Arc::new(mmap),
             version: parsed.version,
             alignment: parsed.alignment,
             data_offset: parsed.data_offset,
@@ -210,11 +209,44 @@ impl GgufFile {
         &self.mmap[info.range.clone()]
     }
 
+    /// The stored bytes of a tensor, shared with the memory map (no copy).
+    pub fn shared_bytes(&self, info: &TensorInfo) -> SharedBytes {
+        SharedBytes::slice_of(self.mmap.clone(), info.range.clone()).expect("tensor ranges lie inside the file")
+    }
+
+    /// Drops this process's pages of a tensor's bytes from memory once a
+    /// copy of them is all that is used (they are read from the file again
+    /// if touched), so a model's memory is not its copy plus the mapping.
+    pub fn release(&self, info: &TensorInfo) {
+        release_range(&self.mmap, info.range.clone());
+    }
+
     /// A tensor of this file as f32, row-major in [`TensorInfo::shape`].
     pub fn dequantize(&self, info: &TensorInfo) -> Result<Vec<f32>> {
         dequantize(info.ggml_type, self.tensor_bytes(info), info.n_elements)
             .map_err(|e| Error::Weight { name: info.name.clone(), msg: e.to_string() })
     }
+}
+
+/// `madvise(MADV_DONTNEED)` over the whole pages inside `range` of a
+/// read-only file mapping: the pages leave the process's resident set and
+/// come back from the file on the next access. Only a hint; failures are
+/// ignored.
+pub(crate) fn release_range(mmap: &Mmap, range: Range<usize>) {
+    #[cfg(unix)]
+    {
+        const PAGE: usize = 4096;
+        let base = mmap.as_ptr() as usize;
+        let (start, end) = ((base + range.start).next_multiple_of(PAGE), (base + range.end) / PAGE * PAGE);
+        if start < end {
+            // SAFETY: the mapping is private and read-only, nothing writes
+            // it, so dropped pages read back the same bytes from the file.
+            let _ =
+                unsafe { mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start - base, end - start) };
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (mmap, range);
 }
 
 /// A value for an error message: `u32 7`, `string "llama"`, `array[string; 5]`.

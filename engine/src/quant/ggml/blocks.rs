@@ -54,6 +54,20 @@ pub fn dequantize_into(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()
     Ok(())
 }
 
+/// Byte offsets of the f16 fields (scales and mins) inside one block of
+/// `ty`; every other byte is a code or a small integer scale. Empty for
+/// types without block scales.
+pub fn f16_fields(ty: GgmlType) -> &'static [usize] {
+    match ty {
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+        GgmlType::Q2_K => &[80, 82],
+        GgmlType::Q3_K => &[108],
+        GgmlType::Q6_K => &[208],
+        _ => &[],
+    }
+}
+
 fn check_sizes(ty: GgmlType, bytes: &[u8], n_elements: usize) -> Result<()> {
     let Some(need) = ty.bytes_for(n_elements) else {
         return Err(Error::op(
