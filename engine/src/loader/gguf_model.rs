@@ -225,28 +225,35 @@ pub fn apply(transform: Transform, shape: &[usize], values: Vec<f32>) -> Result<
         Transform::None => Ok(values),
         Transform::MinusOne => Ok(values.into_iter().map(|v| v - 1.0).collect()),
         Transform::UnpermuteRows { heads } => {
-            let (rows, cols) = (shape[0], shape.get(1).copied().unwrap_or(1));
-            if heads == 0 || rows % heads != 0 || (rows / heads) % 2 != 0 {
-                return Err(Error::Weight {
-                    name: "q/k projection".into(),
-                    msg: format!("{rows} rows do not split into {heads} heads of even size"),
-                });
-            }
-            let d = rows / heads;
-            let mut out = vec![0.0; values.len()];
-            // stored row h*d + 2i + j holds Hugging Face row h*d + j*d/2 + i
-            for h in 0..heads {
-                for i in 0..d / 2 {
-                    for j in 0..2 {
-                        let from = h * d + 2 * i + j;
-                        let to = h * d + j * (d / 2) + i;
-                        out[to * cols..(to + 1) * cols].copy_from_slice(&values[from * cols..(from + 1) * cols]);
-                    }
-                }
-            }
-            Ok(out)
+            let rows = shape[0];
+            let row_bytes = values.len() / rows.max(1) * 4;
+            Ok(bytemuck::pod_collect_to_vec(&unpermute_rows(bytemuck::cast_slice(&values), rows, row_bytes, heads)?))
         }
     }
+}
+
+/// Undoes llama.cpp's `permute(w, heads)` on `rows` stored rows of
+/// `row_bytes` bytes each, whatever they hold (floats or whole blocks).
+pub fn unpermute_rows(bytes: &[u8], rows: usize, row_bytes: usize, heads: usize) -> Result<Vec<u8>> {
+    if heads == 0 || rows % heads != 0 || (rows / heads) % 2 != 0 || bytes.len() != rows * row_bytes {
+        return Err(Error::Weight {
+            name: "q/k projection".into(),
+            msg: format!("{rows} rows do not split into {heads} heads of even size"),
+        });
+    }
+    let d = rows / heads;
+    let mut out = vec![0u8; bytes.len()];
+    // stored row h*d + 2i + j holds Hugging Face row h*d + j*d/2 + i
+    for h in 0..heads {
+        for i in 0..d / 2 {
+            for j in 0..2 {
+                let (from, to) = (h * d + 2 * i + j, h * d + j * (d / 2) + i);
+                out[to * row_bytes..(to + 1) * row_bytes]
+                    .copy_from_slice(&bytes[from * row_bytes..(from + 1) * row_bytes]);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The `tokenizer.ggml.*` vocabulary.

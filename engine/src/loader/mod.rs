@@ -13,13 +13,16 @@ use serde_json::Value;
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use gguf::GgufFile;
-use gguf_model::GgufTensorRef;
+use crate::quant::{GgmlBlocks, GgmlType, MxScaleRule, Mxfp4, QuantFormat, QuantizedMatrix};
+use gguf::{GgufFile, TensorInfo};
+use gguf_model::{GgufTensorRef, Transform};
 pub use safetensors::{SafetensorsFile, StDtype, TensorEntry, TensorToWrite, write_safetensors};
 
 /// Every tensor of a checkpoint by its Hugging Face name: the shards of a
-/// safetensors checkpoint, or a GGUF file whose tensors are renamed and
-/// dequantized to f32 when read.
+/// safetensors checkpoint, or a GGUF file whose tensors are renamed. GGUF
+/// float tensors read as stored; its block-quantized ones read dequantized
+/// to f32 by [`WeightStore::get`], or packed as stored by
+/// [`WeightStore::quantized`].
 pub struct WeightStore {
     kind: StoreKind,
 }
@@ -156,7 +159,79 @@ impl WeightStore {
                 let i = index.get(name).ok_or_else(|| Self::missing(name))?;
                 Ok(files[*i].tensors[name].dtype)
             }
-            StoreKind::Gguf { map, .. } => map.get(name).map(|_| StDtype::F32).ok_or_else(|| Self::missing(name)),
+            StoreKind::Gguf { file, map } => {
+                let (source, info) = Self::gguf_tensor(file, map, name)?;
+                Ok(gguf_float(info.ggml_type, source.transform).unwrap_or(StDtype::F32))
+            }
+        }
+    }
+
+    fn gguf_tensor<'a>(
+        file: &'a GgufFile,
+        map: &'a BTreeMap<String, GgufTensorRef>,
+        name: &str,
+    ) -> Result<(&'a GgufTensorRef, &'a TensorInfo)> {
+        let source = map.get(name).ok_or_else(|| Self::missing(name))?;
+        let info = file.tensor(&source.gguf_name).ok_or_else(|| Self::missing(&source.gguf_name))?;
+        Ok((source, info))
+    }
+
+    /// The format [`WeightStore::quantized`] gives `name` in: set for a
+    /// GGUF matrix stored in a block format (MXFP4 included).
+    pub fn stored_quant(&self, name: &str) -> Option<QuantFormat> {
+        let StoreKind::Gguf { file, map } = &self.kind else { return None };
+        let (source, info) = Self::gguf_tensor(file, map, name).ok()?;
+        if info.shape.len() != 2 || source.transform == Transform::MinusOne {
+            return None;
+        }
+        match info.ggml_type {
+            GgmlType::MXFP4 => Some(QuantFormat::Mxfp4(MxScaleRule::Ocp)),
+            ty if ty.is_packed() => Some(QuantFormat::Ggml(ty)),
+            _ => None,
+        }
+    }
+
+    /// Matrix `name` packed as stored, in [`WeightStore::stored_quant`]'s
+    /// format; the blocks are borrowed from the file's memory map unless a
+    /// transform reorders them.
+    pub fn quantized(&self, name: &str) -> Result<QuantizedMatrix> {
+        let StoreKind::Gguf { file, map } = &self.kind else {
+            return Err(Error::Weight { name: name.into(), msg: "not stored in a GGUF block format".into() });
+        };
+        let (source, info) = Self::gguf_tensor(file, map, name)?;
+        let bad = |e: Error| Error::Weight { name: name.into(), msg: e.to_string() };
+        if self.stored_quant(name).is_none() {
+            return Err(Error::Weight { name: name.into(), msg: format!("{} is not kept packed", info.ggml_type) });
+        }
+        let (rows, cols) = (info.shape[0], info.shape[1]);
+        let bytes = match source.transform {
+            Transform::UnpermuteRows { heads } => {
+                gguf_model::unpermute_rows(file.tensor_bytes(info), rows, info.range.len() / rows, heads)?.into()
+            }
+            Transform::None | Transform::MinusOne => file.shared_bytes(info),
+        };
+        match info.ggml_type {
+            GgmlType::MXFP4 => Mxfp4::from_ggml(rows, cols, &bytes).map(QuantizedMatrix::Mxfp4),
+            ty => GgmlBlocks::new(ty, rows, cols, bytes).map(QuantizedMatrix::Ggml),
+        }
+        .map_err(bad)
+    }
+
+    /// Says that tensor `name` has been copied (uploaded) and its stored
+    /// bytes will not be read again: a memory-mapped file's pages of it are
+    /// dropped from memory, so loading costs the copy only.
+    pub fn release(&self, name: &str) {
+        match &self.kind {
+            StoreKind::Safetensors { files, index } => {
+                if let Some(&i) = index.get(name) {
+                    files[i].release(&files[i].tensors[name]);
+                }
+            }
+            StoreKind::Gguf { file, map } => {
+                if let Ok((_, info)) = Self::gguf_tensor(file, map, name) {
+                    file.release(info);
+                }
+            }
         }
     }
 
@@ -168,8 +243,18 @@ impl WeightStore {
                 Ok(RawTensor { dtype: entry.dtype, shape: &entry.shape, bytes: Cow::Borrowed(file.bytes(entry)) })
             }
             StoreKind::Gguf { file, map } => {
-                let source = map.get(name).ok_or_else(|| Self::missing(name))?;
-                let info = file.tensor(&source.gguf_name).ok_or_else(|| Self::missing(&source.gguf_name))?;
+                let (source, info) = Self::gguf_tensor(file, map, name)?;
+                if let Some(dtype) = gguf_float(info.ggml_type, source.transform) {
+                    let stored = file.tensor_bytes(info);
+                    let bytes = match source.transform {
+                        Transform::UnpermuteRows { heads } => {
+                            let rows = info.shape[0];
+                            Cow::Owned(gguf_model::unpermute_rows(stored, rows, stored.len() / rows.max(1), heads)?)
+                        }
+                        Transform::None | Transform::MinusOne => Cow::Borrowed(stored),
+                    };
+                    return Ok(RawTensor { dtype, shape: &info.shape, bytes });
+                }
                 let values = gguf_model::apply(source.transform, &info.shape, file.dequantize(info)?)?;
                 let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
                 Ok(RawTensor { dtype: StDtype::F32, shape: &info.shape, bytes: Cow::Owned(bytes) })
@@ -202,6 +287,19 @@ impl WeightStore {
                 .collect(),
         }
     }
+}
+
+/// The dtype a GGUF tensor of `ty` reads as by [`WeightStore::get`]: float
+/// types as stored, `None` for block types and for tensors whose transform
+/// needs values (both are read dequantized to f32).
+fn gguf_float(ty: GgmlType, transform: Transform) -> Option<StDtype> {
+    let dtype = match ty {
+        GgmlType::F32 => StDtype::F32,
+        GgmlType::F16 => StDtype::F16,
+        GgmlType::BF16 => StDtype::BF16,
+        _ => return None,
+    };
+    (transform != Transform::MinusOne).then_some(dtype)
 }
 
 /// The files of a Hugging Face model folder, by role.

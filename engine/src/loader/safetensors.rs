@@ -91,6 +91,11 @@ impl SafetensorsFile {
         Ok(SafetensorsFile { path: path.to_path_buf(), mmap, tensors, metadata })
     }
 
+    /// Drops this process's pages of `entry` (see `GgufFile::release`).
+    pub fn release(&self, entry: &TensorEntry) {
+        super::gguf::release_range(&self.mmap, entry.range.clone());
+    }
+
     pub fn bytes(&self, entry: &TensorEntry) -> &[u8] {
         &self.mmap[entry.range.clone()]
     }

@@ -17,8 +17,7 @@ use crate::loader::WeightStore;
 use crate::model::batch::BatchLayout;
 use crate::model::quant_policy::QuantPolicy;
 use crate::model::rope::RopeTable;
-use crate::model::weights::stored_float_dtype;
-use crate::model::weights::{DecoderWeights, LayerWeights, Linear};
+use crate::model::weights::{DecoderWeights, Held, LayerWeights, Linear, embed_uses};
 use crate::ops::{
     Add, Argmax, Attention, GatherRows, Glu, KvStore, Matmul, Op, OpKind, RmsNorm, Rope, RopeStyle, Sample, Scale,
     Softcap,
@@ -273,13 +272,20 @@ impl Decoder<'_> {
 }
 
 /// Every (op, dtype) pair the decoder will ask of a backend, from the
-/// stored dtypes alone, so a missing op is found before any upload.
-/// `argmax` is not among them: without it, greedy decoding reads the logits
-/// back and takes the argmax on the host (`Model::forward_greedy`).
-pub(crate) fn required_ops(store: &WeightStore, policy: &QuantPolicy) -> Result<Vec<(OpKind, DType)>> {
-    let float = |name: &str| -> Result<DType> { stored_float_dtype(name, store.dtype_of(name)?) };
-    let mut ops = vec![
-        (OpKind::GatherRows, float("model.embed_tokens.weight")?),
+/// stored dtypes and how each weight will be held ([`Held::of`]), so a
+/// missing op is found before any upload. `argmax` is not among them:
+/// without it, greedy decoding reads the logits back and takes the argmax
+/// on the host (`Model::forward_greedy`).
+pub(crate) fn required_ops(
+    config: &ModelConfig,
+    store: &WeightStore,
+    policy: &QuantPolicy,
+    backend: &dyn Backend,
+) -> Result<Vec<(OpKind, DType)>> {
+    let embed_uses = embed_uses(config, store);
+    let embed = Held::of(store, policy, backend, "model.embed_tokens", false, embed_uses)?.dtype();
+    let mut ops: Vec<(OpKind, DType)> = embed_uses.iter().map(|&op| (op, embed)).collect();
+    ops.extend([
         (OpKind::GatherRows, DType::F32),
         (OpKind::RmsNorm, DType::F32),
         (OpKind::Rope, DType::F32),
@@ -289,20 +295,14 @@ pub(crate) fn required_ops(store: &WeightStore, policy: &QuantPolicy) -> Result<
         (OpKind::Add, DType::F32),
         (OpKind::Scale, DType::F32),
         (OpKind::Softcap, DType::F32),
-    ];
+    ]);
     let linears: Vec<&str> = store
         .names()
         .filter_map(|n| n.strip_suffix(".weight").or_else(|| n.strip_suffix(".weight_packed")))
         .filter(|p| p.ends_with("_proj") || *p == "lm_head")
         .collect();
     for prefix in linears {
-        let name = format!("{prefix}.weight");
-        let dtype = match (crate::model::prequantized::stored_format(store, prefix)?, policy.format_for(&name)) {
-            (Some(stored), _) => DType::Quant(stored),
-            (None, Some(format)) => DType::Quant(format),
-            (None, None) => float(&name)?,
-        };
-        ops.push((OpKind::Matmul, dtype));
+        ops.push((OpKind::Matmul, Held::of(store, policy, backend, prefix, true, &[OpKind::Matmul])?.dtype()));
     }
     ops.sort_by_key(|(op, d)| (*op, d.name()));
     ops.dedup();

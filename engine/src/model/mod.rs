@@ -76,7 +76,7 @@ impl Model {
         backend: Arc<dyn Backend>,
         policy: &QuantPolicy,
     ) -> Result<Self> {
-        let missing: Vec<String> = decoder::required_ops(store, policy)?
+        let missing: Vec<String> = decoder::required_ops(&config, store, policy, backend.as_ref())?
             .into_iter()
             .filter(|&(op, dtype)| !backend.supports(op, dtype))
             .map(|(op, dtype)| format!("{}({dtype})", op.name()))

@@ -6,9 +6,60 @@ use crate::config::ModelConfig;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::loader::{RawTensor, StDtype, WeightStore};
+use crate::model::prequantized;
 use crate::model::quant_policy::QuantPolicy;
-use crate::quant::QuantizedMatrix;
+use crate::ops::OpKind;
+use crate::quant::{QuantFormat, QuantizedMatrix};
 use crate::tensor::Tensor;
+
+/// How a weight matrix is held on the backend. The load-time op check and
+/// the loader both follow it, so they never disagree.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Held {
+    /// Stored quantized in a Hugging Face checkpoint, read as stored.
+    Prequantized(QuantFormat),
+    /// Quantized on load (`--quant`).
+    Quantized(QuantFormat),
+    /// A GGUF block format kept packed, where the backend runs every op
+    /// the weight is used in on it.
+    Packed(QuantFormat),
+    /// A float dtype: as stored, or f32 for GGUF blocks a backend cannot run.
+    Float(DType),
+}
+
+impl Held {
+    pub fn dtype(self) -> DType {
+        match self {
+            Held::Prequantized(f) | Held::Quantized(f) | Held::Packed(f) => DType::Quant(f),
+            Held::Float(d) => d,
+        }
+    }
+
+    /// How matrix `prefix.weight` is held when `uses` run on it; `policy`
+    /// applies to linear layers only (`linear`).
+    pub fn of(
+        store: &WeightStore,
+        policy: &QuantPolicy,
+        backend: &dyn Backend,
+        prefix: &str,
+        linear: bool,
+        uses: &[OpKind],
+    ) -> Result<Held> {
+        let name = format!("{prefix}.weight");
+        if linear && let Some(stored) = prequantized::stored_format(store, prefix)? {
+            return Ok(Held::Prequantized(stored));
+        }
+        if linear && let Some(format) = policy.format_for(&name) {
+            return Ok(Held::Quantized(format));
+        }
+        if let Some(f) = store.stored_quant(&name)
+            && uses.iter().all(|&op| backend.supports(op, DType::Quant(f)))
+        {
+            return Ok(Held::Packed(f));
+        }
+        Ok(Held::Float(stored_float_dtype(&name, store.dtype_of(&name)?)?))
+    }
+}
 
 /// A linear layer: weight [out, in] in its stored dtype, optional f32 bias.
 pub struct Linear {
@@ -38,6 +89,8 @@ pub struct LayerWeights {
 
 pub struct DecoderWeights {
     pub embed: Tensor,
+    /// Memory the embedding takes on its backend (packed size when quantized).
+    pub embed_bytes: usize,
     pub layers: Vec<LayerWeights>,
     pub final_norm: Tensor,
     /// `None` when tied to the embedding.
@@ -67,7 +120,7 @@ impl DecoderWeights {
                 .map(|x| x.weight_bytes + x.bias.as_ref().map_or(0, Tensor::size_bytes))
                 .sum::<usize>()
         };
-        self.embed.size_bytes()
+        self.embed_bytes
             + self.final_norm.size_bytes()
             + self.lm_head.as_ref().map_or(0, |l| l.weight_bytes)
             + self.layers.iter().map(|l| norms(l) + linears(l)).sum::<usize>()
@@ -125,13 +178,15 @@ impl WeightLoader<'_> {
                 down: self.linear(&format!("{p}.mlp.down_proj"), h, i, config.mlp_bias)?,
             });
         }
-        let lm_head = if config.tie_word_embeddings || !self.store.contains("lm_head.weight") {
+        let lm_head = if tied_lm_head(config, self.store) {
             None
         } else {
             Some(self.linear("lm_head", config.vocab_size, h, false)?)
         };
+        let embed = self.weight("model.embed_tokens", config.vocab_size, h, embed_uses(config, self.store))?;
         Ok(DecoderWeights {
-            embed: self.matrix("model.embed_tokens.weight", config.vocab_size, h)?,
+            embed: embed.weight,
+            embed_bytes: embed.weight_bytes,
             layers,
             final_norm: self.vector("model.norm.weight", h)?,
             lm_head,
@@ -153,40 +208,50 @@ impl WeightLoader<'_> {
     fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Tensor> {
         let raw = self.raw(name, &[rows, cols])?;
         let dtype = stored_float_dtype(name, raw.dtype)?;
-        self.backend.upload(&[rows, cols], dtype, &raw.bytes)
+        let t = self.backend.upload(&[rows, cols], dtype, &raw.bytes)?;
+        self.store.release(name);
+        Ok(t)
     }
 
     fn linear(&self, prefix: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
+        Ok(Linear {
+            bias: bias.then(|| self.vector(&format!("{prefix}.bias"), out)).transpose()?,
+            ..self.weight(prefix, out, inp, &[OpKind::Matmul])?
+        })
+    }
+
+    /// Matrix `prefix.weight` [out, inp] held as [`Held::of`] says (a
+    /// linear layer's when `uses` is matmul alone), without its bias.
+    fn weight(&self, prefix: &str, out: usize, inp: usize, uses: &[OpKind]) -> Result<Linear> {
         let name = format!("{prefix}.weight");
-        if let Some(stored) = super::prequantized::stored_format(self.store, prefix)? {
-            let packed = super::prequantized::load(self.store, prefix, stored, out, inp)?;
-            return Ok(Linear {
-                weight_bytes: packed.storage_bytes(),
-                weight: self.backend.upload_quantized(&packed)?,
-                bias: bias.then(|| self.vector(&format!("{prefix}.bias"), out)).transpose()?,
-            });
-        }
-        let (weight, weight_bytes) = match self.policy.format_for(&name) {
-            Some(format) => {
+        let linear = uses == [OpKind::Matmul];
+        let upload = |m: QuantizedMatrix| -> Result<Linear> {
+            if [m.rows(), m.cols()] != [out, inp] {
+                return Err(Error::Weight {
+                    name: name.clone(),
+                    msg: format!("shape [{}, {}], the config implies [{out}, {inp}]", m.rows(), m.cols()),
+                });
+            }
+            Ok(Linear { weight_bytes: m.storage_bytes(), weight: self.backend.upload_quantized(&m)?, bias: None })
+        };
+        match Held::of(self.store, self.policy, self.backend, prefix, linear, uses)? {
+            Held::Prequantized(stored) => upload(prequantized::load(self.store, prefix, stored, out, inp)?),
+            Held::Packed(_) => upload(self.store.quantized(&name)?),
+            Held::Quantized(format) => {
                 let raw = self.raw(&name, &[out, inp])?;
                 let values = widen_to_f32(&name, &raw)?;
                 let packed = QuantizedMatrix::quantize(format, &values, out, inp).map_err(|e| Error::Weight {
                     name: name.clone(),
                     msg: format!("cannot quantize to {format}: {e}"),
                 })?;
-                (self.backend.upload_quantized(&packed)?, packed.storage_bytes())
+                self.store.release(&name);
+                upload(packed)
             }
-            None => {
-                let t = self.matrix(&name, out, inp)?;
-                let bytes = t.size_bytes();
-                (t, bytes)
+            Held::Float(_) => {
+                let weight = self.matrix(&name, out, inp)?;
+                Ok(Linear { weight_bytes: weight.size_bytes(), weight, bias: None })
             }
-        };
-        Ok(Linear {
-            weight,
-            weight_bytes,
-            bias: bias.then(|| self.vector(&format!("{prefix}.bias"), out)).transpose()?,
-        })
+        }
     }
 
     /// A vector widened to f32 (norm gains, biases).
@@ -195,6 +260,17 @@ impl WeightLoader<'_> {
         let values = widen_to_f32(name, &raw)?;
         self.backend.upload_f32(&[len], &values)
     }
+}
+
+/// Whether the output projection is the embedding table.
+pub(crate) fn tied_lm_head(config: &ModelConfig, store: &WeightStore) -> bool {
+    config.tie_word_embeddings || !store.contains("lm_head.weight")
+}
+
+/// The ops the embedding table is used in: looked up, and multiplied when
+/// it is the output projection too.
+pub(crate) fn embed_uses(config: &ModelConfig, store: &WeightStore) -> &'static [OpKind] {
+    if tied_lm_head(config, store) { &[OpKind::GatherRows, OpKind::Matmul] } else { &[OpKind::GatherRows] }
 }
 
 /// The engine dtype a stored float weight keeps.
