@@ -64,20 +64,7 @@ impl Backend for CpuBackend {
     }
 
     fn supports(&self, op: OpKind, dtype: DType) -> bool {
-        match op {
-            OpKind::GatherRows => dtype.is_float(),
-            OpKind::Matmul => dtype.is_float() || dtype.is_quantized(),
-            OpKind::RmsNorm
-            | OpKind::Rope
-            | OpKind::KvStore
-            | OpKind::Attention
-            | OpKind::Glu
-            | OpKind::Add
-            | OpKind::Scale
-            | OpKind::Softcap
-            | OpKind::Argmax
-            | OpKind::Sample => dtype == DType::F32,
-        }
+        op.takes(dtype) // every op, every dtype its contract allows
     }
 
     fn alloc(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
@@ -163,7 +150,10 @@ fn compute(op: &Op, inputs: &[&Tensor], out: &Tensor) -> Result<()> {
     }
     let o = out_data.f32_mut()?;
     match op {
-        Op::GatherRows(p) => p.reference(ins[0].floats()?, inputs[0].shape()[1], ins[1].u32()?, o)?,
+        Op::GatherRows(p) => {
+            let table = inputs[0].shape();
+            p.reference(ins[0].weight_rows()?, [table[0], table[1]], ins[1].u32()?, o)?
+        }
         Op::RmsNorm(p) => p.reference(ins[0].f32()?, ins[1].f32()?, o),
         Op::Matmul(p) => {
             let bias = ins.get(2).map(|b| b.f32()).transpose()?;

@@ -2,7 +2,7 @@
 //!
 //! `out[i] = a[i] + b[i]`
 
-use super::{TensorSpec, expect_dtype, expect_inputs};
+use super::{Contract, TensorSpec, expect_dtype, expect_inputs};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 
@@ -11,6 +11,9 @@ use crate::error::{Error, Result};
 pub struct Add;
 
 impl Add {
+    /// What every backend honours: f32 activations.
+    pub const CONTRACT: Contract = Contract::F32;
+
     const NAME: &'static str = "add";
 
     pub fn output_spec(&self, inputs: &[TensorSpec]) -> Result<TensorSpec> {

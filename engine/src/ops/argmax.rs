@@ -20,7 +20,7 @@
 //! total order is associative and commutative, so any reduction tree gives
 //! the same answer.
 
-use super::{TensorSpec, expect_dtype, expect_inputs, expect_rank};
+use super::{Contract, TensorSpec, expect_dtype, expect_inputs, expect_rank};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 
@@ -29,6 +29,9 @@ use crate::error::{Error, Result};
 pub struct Argmax;
 
 impl Argmax {
+    /// What every backend honours: f32 activations.
+    pub const CONTRACT: Contract = Contract::F32;
+
     const NAME: &'static str = "argmax";
 
     pub fn output_spec(&self, inputs: &[TensorSpec]) -> Result<TensorSpec> {

@@ -11,7 +11,7 @@
 //! soft-capping, `out = sum_j softmax(score)_j * v_j`. Position j lives in
 //! cache slot `block_tables[s, j / block_size] * block_size + j % block_size`.
 
-use super::{TensorSpec, dot, expect_dtype, expect_inputs, expect_rank};
+use super::{Contract, TensorSpec, dot, expect_dtype, expect_inputs, expect_rank};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 
@@ -37,6 +37,9 @@ pub struct AttentionDims {
 }
 
 impl Attention {
+    /// What every backend honours: f32 activations.
+    pub const CONTRACT: Contract = Contract::F32;
+
     const NAME: &'static str = "attention";
 
     pub fn output_spec(&self, inputs: &[TensorSpec]) -> Result<TensorSpec> {

@@ -4,7 +4,7 @@
 //! `silu(x) = x / (1 + exp(-x))` (Llama, Mistral, Qwen) or
 //! `gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))` (Gemma).
 
-use super::{TensorSpec, expect_dtype, expect_inputs};
+use super::{Contract, TensorSpec, expect_dtype, expect_inputs};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 
@@ -33,6 +33,9 @@ pub struct Glu {
 }
 
 impl Glu {
+    /// What every backend honours: f32 activations.
+    pub const CONTRACT: Contract = Contract::F32;
+
     const NAME: &'static str = "glu";
 
     pub fn output_spec(&self, inputs: &[TensorSpec]) -> Result<TensorSpec> {

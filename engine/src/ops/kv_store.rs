@@ -7,7 +7,7 @@
 //! Slots must be distinct (GPU backends write them in parallel); the
 //! reference checks it.
 
-use super::{TensorSpec, expect_dtype, expect_inputs, expect_rank};
+use super::{Contract, TensorSpec, expect_dtype, expect_inputs, expect_rank};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 
@@ -19,6 +19,9 @@ pub struct KvStore {
 }
 
 impl KvStore {
+    /// What every backend honours: f32 activations; its output, the cache, is updated in place.
+    pub const CONTRACT: Contract = Contract::IN_PLACE;
+
     const NAME: &'static str = "kv_store";
 
     pub fn output_spec(&self, inputs: &[TensorSpec]) -> Result<TensorSpec> {
@@ -34,18 +37,28 @@ impl KvStore {
         Ok(TensorSpec::new(&[self.num_slots, src.shape[1], src.shape[2]], DType::F32))
     }
 
-    /// src (T, row), slots (T,) -> cache (num_slots, row), in place
-    pub fn reference(&self, src: &[f32], slots: &[u32], cache: &mut [f32]) -> Result<()> {
-        let row = src.len() / slots.len().max(1);
+    /// The index check every backend makes on the host: every slot is in
+    /// the cache, and none is named twice (backends write them in parallel,
+    /// so a repeat would depend on timing).
+    pub fn check_slots(&self, slots: &[u32]) -> Result<()> {
         let mut written = std::collections::HashSet::with_capacity(slots.len());
-        for (t, &slot) in slots.iter().enumerate() {
-            let slot = slot as usize;
-            if slot >= self.num_slots {
+        for &slot in slots {
+            if slot as usize >= self.num_slots {
                 return Err(Error::op(Self::NAME, format!("slot {slot} past {} slots", self.num_slots)));
             }
             if !written.insert(slot) {
                 return Err(Error::op(Self::NAME, format!("slot {slot} written twice in one step")));
             }
+        }
+        Ok(())
+    }
+
+    /// src (T, row), slots (T,) -> cache (num_slots, row), in place
+    pub fn reference(&self, src: &[f32], slots: &[u32], cache: &mut [f32]) -> Result<()> {
+        self.check_slots(slots)?;
+        let row = src.len() / slots.len().max(1);
+        for (t, &slot) in slots.iter().enumerate() {
+            let slot = slot as usize;
             cache[slot * row..(slot + 1) * row].copy_from_slice(&src[t * row..(t + 1) * row]);
         }
         Ok(())

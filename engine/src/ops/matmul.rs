@@ -3,7 +3,7 @@
 //!
 //! `out[m, n] = sum_k x[m, k] * w[n, k] (+ b[n])`, accumulated in f32.
 
-use super::{TensorSpec, WeightRows, dot, expect_dtype, expect_rank};
+use super::{Contract, TensorSpec, WeightRows, dot, expect_dtype, expect_rank};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 
@@ -13,6 +13,9 @@ use crate::error::{Error, Result};
 pub struct Matmul;
 
 impl Matmul {
+    /// What every backend honours: its weight (table) may be any float or quantized dtype.
+    pub const CONTRACT: Contract = Contract::WEIGHT;
+
     const NAME: &'static str = "matmul";
 
     pub fn output_spec(&self, inputs: &[TensorSpec]) -> Result<TensorSpec> {

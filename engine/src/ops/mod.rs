@@ -103,6 +103,66 @@ impl OpKind {
     }
 }
 
+/// What an op asks of every backend, said once in the op's file (its
+/// `CONTRACT`): which dtypes its operand takes and whether it updates its
+/// output in place. A backend then says only what it implements
+/// (`Backend::supports`); its index checks are the op's too (`check_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Contract {
+    /// The dtypes of the operand `Backend::supports` is asked about.
+    pub operand: Operand,
+    /// The output's old contents survive where the op does not write (the
+    /// KV cache); every other op overwrites its whole output.
+    pub in_place: bool,
+}
+
+/// Which dtypes an op's operand may have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operand {
+    /// f32 activations only.
+    F32,
+    /// A weight (matmul's w, gather_rows' table): any float dtype or any
+    /// quantized format.
+    Weight,
+}
+
+impl Contract {
+    pub const F32: Contract = Contract { operand: Operand::F32, in_place: false };
+    pub const WEIGHT: Contract = Contract { operand: Operand::Weight, in_place: false };
+    pub const IN_PLACE: Contract = Contract { operand: Operand::F32, in_place: true };
+
+    pub fn takes(self, dtype: DType) -> bool {
+        match self.operand {
+            Operand::F32 => dtype == DType::F32,
+            Operand::Weight => dtype.is_float() || dtype.is_quantized(),
+        }
+    }
+}
+
+impl OpKind {
+    pub fn contract(self) -> Contract {
+        match self {
+            OpKind::GatherRows => GatherRows::CONTRACT,
+            OpKind::RmsNorm => RmsNorm::CONTRACT,
+            OpKind::Matmul => Matmul::CONTRACT,
+            OpKind::Rope => Rope::CONTRACT,
+            OpKind::KvStore => KvStore::CONTRACT,
+            OpKind::Attention => Attention::CONTRACT,
+            OpKind::Glu => Glu::CONTRACT,
+            OpKind::Add => Add::CONTRACT,
+            OpKind::Scale => Scale::CONTRACT,
+            OpKind::Softcap => Softcap::CONTRACT,
+            OpKind::Argmax => Argmax::CONTRACT,
+            OpKind::Sample => Sample::CONTRACT,
+        }
+    }
+
+    /// Whether the op's operand may have `dtype` (see [`Contract`]).
+    pub fn takes(self, dtype: DType) -> bool {
+        self.contract().takes(dtype)
+    }
+}
+
 impl Op {
     pub fn kind(&self) -> OpKind {
         match self {
@@ -171,6 +231,17 @@ pub enum WeightRows<'a> {
 }
 
 impl WeightRows<'_> {
+    /// Row `j` widened or dequantized into `out` (k values).
+    pub fn row_into(&self, j: usize, out: &mut [f32]) -> Result<()> {
+        match self {
+            WeightRows::Float(f) => {
+                f.widen_into(j * out.len(), out);
+                Ok(())
+            }
+            WeightRows::Quant(m) => m.dequantize_row_into(j, out),
+        }
+    }
+
     /// Row `j` (k values) as f32: borrowed when stored as f32, else
     /// widened or dequantized into `scratch`.
     pub fn row<'s>(&'s self, j: usize, k: usize, scratch: &'s mut Vec<f32>) -> Result<&'s [f32]> {
@@ -279,5 +350,3 @@ pub(crate) fn expect_dtype(op: &'static str, what: &str, t: &TensorSpec, ok: &[D
     }
     Ok(())
 }
-
-pub(crate) const FLOATS: &[DType] = &[DType::F32, DType::F16, DType::BF16];

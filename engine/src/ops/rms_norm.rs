@@ -4,7 +4,7 @@
 //! `g = w` (Llama) or `g = 1 + w` (Gemma stores the gain as an offset).
 //! Applied per head (Qwen3's q/k norm) by viewing [T, heads, d] as [T*heads, d].
 
-use super::{TensorSpec, expect_dtype, expect_inputs, expect_rank};
+use super::{Contract, TensorSpec, expect_dtype, expect_inputs, expect_rank};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 
@@ -17,6 +17,9 @@ pub struct RmsNorm {
 }
 
 impl RmsNorm {
+    /// What every backend honours: f32 activations.
+    pub const CONTRACT: Contract = Contract::F32;
+
     const NAME: &'static str = "rms_norm";
 
     pub fn output_spec(&self, inputs: &[TensorSpec]) -> Result<TensorSpec> {

@@ -8,7 +8,7 @@
 //! Every rope scaling variant (linear, llama3, YaRN, ...) is a different
 //! `inv_freq` and `attention_scale`, computed on the host from the config.
 
-use super::{TensorSpec, expect_dtype, expect_inputs, expect_rank};
+use super::{Contract, TensorSpec, expect_dtype, expect_inputs, expect_rank};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 
@@ -27,6 +27,9 @@ pub struct Rope {
 }
 
 impl Rope {
+    /// What every backend honours: f32 activations.
+    pub const CONTRACT: Contract = Contract::F32;
+
     const NAME: &'static str = "rope";
 
     pub fn output_spec(&self, inputs: &[TensorSpec]) -> Result<TensorSpec> {

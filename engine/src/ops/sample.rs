@@ -24,7 +24,7 @@
 //! column when `u * sum` falls within rounding of a step of the CDF, as two
 //! runs of any sampler with different summation orders would.
 
-use super::{TensorSpec, argmax_row, expect_dtype, expect_inputs, expect_rank};
+use super::{Contract, TensorSpec, argmax_row, expect_dtype, expect_inputs, expect_rank};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 
@@ -34,6 +34,9 @@ use crate::error::{Error, Result};
 pub struct Sample;
 
 impl Sample {
+    /// What every backend honours: f32 activations.
+    pub const CONTRACT: Contract = Contract::F32;
+
     const NAME: &'static str = "sample";
 
     pub fn output_spec(&self, inputs: &[TensorSpec]) -> Result<TensorSpec> {

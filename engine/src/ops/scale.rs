@@ -3,7 +3,7 @@
 //!
 //! `out[i] = factor * x[i]`
 
-use super::{TensorSpec, expect_dtype, expect_inputs};
+use super::{Contract, TensorSpec, expect_dtype, expect_inputs};
 use crate::dtype::DType;
 use crate::error::Result;
 
@@ -14,6 +14,9 @@ pub struct Scale {
 }
 
 impl Scale {
+    /// What every backend honours: f32 activations.
+    pub const CONTRACT: Contract = Contract::F32;
+
     const NAME: &'static str = "scale";
 
     pub fn output_spec(&self, inputs: &[TensorSpec]) -> Result<TensorSpec> {
