@@ -321,7 +321,7 @@ impl Backend for WgpuBackend {
         for t in inputs.iter().filter(|t| !t.dtype().is_quantized()) {
             self.zero_if_needed(&mut rec, gpu_buffer(t)?);
         }
-        if ops::overwrites_output(op.kind()) {
+        if !op.kind().contract().in_place {
             out_buf.mark_overwritten();
         } else {
             self.zero_if_needed(&mut rec, out_buf);

@@ -12,7 +12,9 @@ use ferrum_engine::ops::{
     Activation, Add, Argmax, Attention, GatherRows, Glu, KvStore, Matmul, Op, OpKind, RmsNorm, Rope, RopeStyle, Sample,
     Scale, Softcap,
 };
-use ferrum_engine::quant::{Fp8Scaling, Int8Rule, MxScaleRule, Nvfp4Convention, QuantFormat, QuantizedMatrix};
+use ferrum_engine::quant::{
+    Fp8Scaling, GgmlBlocks, GgmlType, Int8Rule, MxScaleRule, Nvfp4Convention, QuantFormat, QuantizedMatrix, ggml,
+};
 use half::{bf16, f16};
 
 /// A tensor on the host. Float data is stored as f32 already rounded to
@@ -125,21 +127,9 @@ impl Case {
 /// The dtypes each op's primary operand may have. No catch-all arm: a new op
 /// must say here what it takes, and `matrix_covers_every_op_kind` then
 /// demands cases for it.
-pub fn op_dtypes(kind: OpKind) -> &'static [DType] {
-    match kind {
-        OpKind::GatherRows => &[DType::F32, DType::F16, DType::BF16],
-        OpKind::Matmul => MATMUL_DTYPES,
-        OpKind::RmsNorm
-        | OpKind::Rope
-        | OpKind::KvStore
-        | OpKind::Attention
-        | OpKind::Glu
-        | OpKind::Add
-        | OpKind::Scale
-        | OpKind::Softcap
-        | OpKind::Argmax
-        | OpKind::Sample => &[DType::F32],
-    }
+pub fn op_dtypes(kind: OpKind) -> Vec<DType> {
+    let quant = QUANT_FORMATS.iter().chain(&GGML_FORMATS).map(|&f| DType::Quant(f));
+    [DType::F32, DType::F16, DType::BF16].into_iter().chain(quant).filter(|&d| kind.takes(d)).collect()
 }
 
 /// Every quantized weight layout the matmul cases cover (`QuantizedMatrix::format`
@@ -156,20 +146,22 @@ pub const QUANT_FORMATS: [QuantFormat; 9] = [
     QuantFormat::Int4 { group: 32, symmetric: false },
 ];
 
-const MATMUL_DTYPES: &[DType] = &[
-    DType::F32,
-    DType::F16,
-    DType::BF16,
-    DType::Quant(QUANT_FORMATS[0]),
-    DType::Quant(QUANT_FORMATS[1]),
-    DType::Quant(QUANT_FORMATS[2]),
-    DType::Quant(QUANT_FORMATS[3]),
-    DType::Quant(QUANT_FORMATS[4]),
-    DType::Quant(QUANT_FORMATS[5]),
-    DType::Quant(QUANT_FORMATS[6]),
-    DType::Quant(QUANT_FORMATS[7]),
-    DType::Quant(QUANT_FORMATS[8]),
-];
+/// GGUF's block formats, as random blocks (there is no quantizer for them).
+pub const GGML_FORMATS: [QuantFormat; 10] = {
+    let t = ggml::PACKED_TYPES;
+    [
+        QuantFormat::Ggml(t[0]),
+        QuantFormat::Ggml(t[1]),
+        QuantFormat::Ggml(t[2]),
+        QuantFormat::Ggml(t[3]),
+        QuantFormat::Ggml(t[4]),
+        QuantFormat::Ggml(t[5]),
+        QuantFormat::Ggml(t[6]),
+        QuantFormat::Ggml(t[7]),
+        QuantFormat::Ggml(t[8]),
+        QuantFormat::Ggml(t[9]),
+    ]
+};
 
 /// SplitMix64: tiny, seeded, identical on every platform.
 pub struct Rng(u64);
@@ -235,15 +227,19 @@ pub fn all_cases() -> Vec<Case> {
     // quantized weights: odd n, k a multiple of the block (odd where the block
     // is 1 element), a decode-sized and a prefill-sized x; FP8 16x32 blocks
     // leave partial blocks at both edges
-    for format in QUANT_FORMATS {
+    for format in QUANT_FORMATS.into_iter().chain(GGML_FORMATS) {
         let block = match format {
             QuantFormat::Nvfp4(_) => 16,
             QuantFormat::Mxfp4(_) | QuantFormat::Int4 { .. } => 32,
             QuantFormat::Fp8(Fp8Scaling::Block { .. }) => 25,
             QuantFormat::Fp8(_) | QuantFormat::Int8(_) => 65,
+            QuantFormat::Ggml(ty) => ty.block_size(),
         };
         cases.push(quant_matmul(&mut rng(), format, 3, 3 * block, 33, true));
         cases.push(quant_matmul(&mut rng(), format, 11, 5 * block, 17, false));
+        // a quantized embedding table: rows dequantized by id
+        let ids = [0, 8, 3, 3, 1];
+        cases.push(quant_gather_rows(&mut rng(), format, 9, 2 * block, &ids));
     }
     // (style, heads, head_dim, rotary_dim / 2, attention_scale, positions):
     // full and partial rotary; positions up to 70000 catch imprecise sin/cos.
@@ -337,10 +333,42 @@ pub fn matmul(rng: &mut Rng, dtype: DType, m: usize, k: usize, n: usize, bias: b
     case(Op::Matmul(Matmul), inputs, dtype, dims)
 }
 
-/// A matmul whose weight is quantized to `format` (from uniform f32 values).
+/// A [rows, cols] matrix in `format`: quantized from uniform f32 values, or
+/// for GGUF's block formats random blocks with small f16 scales.
+pub fn quant_weight(rng: &mut Rng, format: QuantFormat, rows: usize, cols: usize) -> QuantizedMatrix {
+    match format {
+        QuantFormat::Ggml(ty) => QuantizedMatrix::Ggml(random_blocks(rng, ty, rows, cols)),
+        _ => QuantizedMatrix::quantize(format, &rng.vec(rows * cols, 1.0), rows, cols).expect("quantizable case"),
+    }
+}
+
+/// Random codes and integer sub-scales; every f16 field a normal number of
+/// magnitude 2^-8 .. 2^-4, either sign, so outputs stay O(1)..O(100).
+pub fn random_blocks(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize) -> GgmlBlocks {
+    let mut bytes: Vec<u8> =
+        (0..rows * cols / ty.block_size() * ty.type_size()).map(|_| rng.below(256) as u8).collect();
+    for block in bytes.chunks_exact_mut(ty.type_size()) {
+        for &at in ggml::blocks::f16_fields(ty) {
+            let magnitude = 2f32.powf(-8.0 + 4.0 * (rng.uniform(0.5) + 0.5));
+            let v = half::f16::from_f32(magnitude * rng.uniform(1.0).signum());
+            block[at..at + 2].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    GgmlBlocks::new(ty, rows, cols, bytes.into()).expect("whole blocks")
+}
+
+/// gather_rows from a table quantized to `format`.
+pub fn quant_gather_rows(rng: &mut Rng, format: QuantFormat, rows: usize, cols: usize, ids: &[u32]) -> Case {
+    let table = HostTensor::quant(quant_weight(rng, format, rows, cols));
+    let idt = HostTensor::u32(&[ids.len()], ids.to_vec());
+    let dims = format!("rows={rows}, cols={cols}, n={}", ids.len());
+    case(Op::GatherRows(GatherRows), vec![table, idt], DType::Quant(format), dims)
+}
+
+/// A matmul whose weight is quantized to `format`.
 pub fn quant_matmul(rng: &mut Rng, format: QuantFormat, m: usize, k: usize, n: usize, bias: bool) -> Case {
     let x = HostTensor::f32(&[m, k], rng.vec(m * k, 1.0));
-    let w = QuantizedMatrix::quantize(format, &rng.vec(n * k, 1.0), n, k).expect("quantizable case");
+    let w = quant_weight(rng, format, n, k);
     let mut inputs = vec![x, HostTensor::quant(w)];
     if bias {
         inputs.push(HostTensor::f32(&[n], rng.vec(n, 4.0)));

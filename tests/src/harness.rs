@@ -209,7 +209,7 @@ pub struct MatrixRow {
 pub fn coverage(backends: &[Arc<dyn Backend>], outcomes: &[Outcome]) -> Vec<MatrixRow> {
     let mut rows = Vec::new();
     for kind in OpKind::ALL {
-        for &dtype in op_dtypes(kind) {
+        for dtype in op_dtypes(kind) {
             let cells = backends
                 .iter()
                 .map(|b| {

@@ -57,7 +57,7 @@ fn matrix_covers_every_op_kind() {
     let rows = coverage(std::slice::from_ref(&cpu), &outcomes);
     for kind in OpKind::ALL {
         assert!(!op_dtypes(kind).is_empty(), "{} takes no dtype", kind.name());
-        for &dtype in op_dtypes(kind) {
+        for dtype in op_dtypes(kind) {
             let row = rows.iter().find(|r| r.kind == kind && r.dtype == dtype);
             let cells = row.map(|r| r.cells.clone()).unwrap_or_default();
             // the reference backend supports everything and has cases for it

@@ -107,6 +107,17 @@ fn quant_suffix(fmt: DeviceFormat) -> &'static str {
         DeviceFormat::Fp8 => "fp8",
         DeviceFormat::Int8 => "int8",
         DeviceFormat::Int4 => "int4",
+        // not supported yet (`ops::supports` says so), so never uploaded
+        DeviceFormat::Q4_0
+        | DeviceFormat::Q4_1
+        | DeviceFormat::Q5_0
+        | DeviceFormat::Q5_1
+        | DeviceFormat::Q8_0
+        | DeviceFormat::Q2K
+        | DeviceFormat::Q3K
+        | DeviceFormat::Q4K
+        | DeviceFormat::Q5K
+        | DeviceFormat::Q6K => "ggml",
     }
 }
 

@@ -16,7 +16,8 @@ use std::sync::Arc;
 
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaFunction, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg};
-use ferrum_engine::ops::{Activation, Op, OpKind, RopeStyle};
+use ferrum_engine::ops::{Activation, GatherRows, Op, OpKind, RopeStyle};
+use ferrum_engine::quant::QuantFormat;
 use ferrum_engine::{DType, Error, Result, Tensor};
 
 use crate::buffer::{cuda_buffer, driver_err};
@@ -177,9 +178,7 @@ pub(crate) fn run(l: &Launcher, op: &Op, inputs: &[&Tensor], out: &Tensor) -> Re
             let (table, ids) = (inputs[0], inputs[1]);
             let (rows, cols) = (table.shape()[0], table.shape()[1]);
             let host = cuda_buffer(ids)?.host_u32(l.stream)?;
-            if let Some(&id) = host.iter().find(|&&id| id as usize >= rows) {
-                return Err(Error::op("gather_rows", format!("index {id} out of range for {rows} rows")));
-            }
+            GatherRows::check_ids(&host, rows)?;
             let p = GatherRowsParams {
                 n: u32_of(host.len(), "ids")?,
                 cols: u32_of(cols, "cols")?,
@@ -216,16 +215,7 @@ pub(crate) fn run(l: &Launcher, op: &Op, inputs: &[&Tensor], out: &Tensor) -> Re
         Op::KvStore(p) => {
             let src = inputs[0];
             let slots = cuda_buffer(inputs[1])?.host_u32(l.stream)?;
-            let mut written = std::collections::HashSet::with_capacity(slots.len());
-            for &slot in &slots {
-                if slot as usize >= p.num_slots {
-                    return Err(Error::op("kv_store", format!("slot {slot} past {} slots", p.num_slots)));
-                }
-                // written in parallel: a slot named twice would depend on timing
-                if !written.insert(slot) {
-                    return Err(Error::op("kv_store", format!("slot {slot} written twice in one step")));
-                }
-            }
+            p.check_slots(&slots)?;
             let row = src.shape()[1] * src.shape()[2];
             let params = KvStoreParams {
                 tokens: u32_of(slots.len(), "tokens")?,
@@ -262,22 +252,16 @@ pub(crate) fn run(l: &Launcher, op: &Op, inputs: &[&Tensor], out: &Tensor) -> Re
     }
 }
 
-/// Weights may be f32, f16 or bf16, and quantized for matmul; the rest is f32.
+/// What the op's contract allows, less what is not implemented here: GGUF
+/// block formats are read dequantized to f32, and gather_rows reads no
+/// packed rows.
 pub(crate) fn supports(op: OpKind, dtype: DType) -> bool {
-    match op {
-        OpKind::Matmul => dtype.is_float() || matches!(dtype, DType::Quant(_)),
-        OpKind::GatherRows => dtype.is_float(),
-        OpKind::RmsNorm
-        | OpKind::Rope
-        | OpKind::KvStore
-        | OpKind::Attention
-        | OpKind::Glu
-        | OpKind::Add
-        | OpKind::Scale
-        | OpKind::Softcap
-        | OpKind::Argmax
-        | OpKind::Sample => dtype == DType::F32,
-    }
+    op.takes(dtype)
+        && match dtype {
+            DType::Quant(QuantFormat::Ggml(_)) => false,
+            DType::Quant(_) => op == OpKind::Matmul,
+            DType::F32 | DType::F16 | DType::BF16 | DType::U32 => true,
+        }
 }
 
 /// The kernel variant for a weight of `dtype`.

@@ -2,7 +2,8 @@
 //! table window) pair that some id of the out window falls in: a decode
 //! step's embedding lookup touches one window of even a huge table.
 
-use ferrum_engine::{Error, Result, Tensor};
+use ferrum_engine::ops::GatherRows;
+use ferrum_engine::{Result, Tensor};
 
 use super::{Ctx, bytes, u32_of, weight_pipeline};
 use crate::buffer::gpu_buffer;
@@ -30,9 +31,7 @@ pub(super) fn plan(inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -> Result<Vec<Di
     let (table, ids) = (inputs[0], inputs[1]);
     let (rows, cols) = (table.shape()[0], table.shape()[1]);
     let id_host = gpu_buffer(ids)?.host_u32()?;
-    if let Some(&bad) = id_host.iter().find(|&&id| id as usize >= rows) {
-        return Err(Error::op("gather_rows", format!("index {bad} out of range for {rows} rows")));
-    }
+    GatherRows::check_ids(&id_host, rows)?;
     let l = &ctx.limits;
     let (t, o) = (Rows::of(table)?, Rows::of(out)?);
     let ids_binding = whole(ids, "gather_rows ids", l)?;

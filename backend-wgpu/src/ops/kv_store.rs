@@ -1,10 +1,8 @@
 //! kv_store: one invocation per element of a window of src tokens, for each
 //! window of cache slots that one of those tokens writes to.
 
-use std::collections::HashSet;
-
 use ferrum_engine::ops::KvStore;
-use ferrum_engine::{Error, Result, Tensor};
+use ferrum_engine::{Result, Tensor};
 
 use super::{Ctx, bytes, u32_of};
 use crate::buffer::gpu_buffer;
@@ -32,16 +30,7 @@ const WG: u64 = 256;
 pub(super) fn plan(p: &KvStore, inputs: &[&Tensor], cache: &Tensor, ctx: &Ctx) -> Result<Vec<Dispatch>> {
     let (src, slots) = (inputs[0], inputs[1]);
     let slot_host = gpu_buffer(slots)?.host_u32()?;
-    let mut written = HashSet::with_capacity(slot_host.len());
-    for &slot in slot_host.iter() {
-        if slot as usize >= p.num_slots {
-            return Err(Error::op("kv_store", format!("slot {slot} past {} slots", p.num_slots)));
-        }
-        // written in parallel: a slot named twice would depend on timing
-        if !written.insert(slot) {
-            return Err(Error::op("kv_store", format!("slot {slot} written twice in one step")));
-        }
-    }
+    p.check_slots(&slot_host)?;
     let l = &ctx.limits;
     let (sr, cr) = (Rows::of(src)?, Rows::of(cache)?);
     let slots_binding = whole(slots, "kv_store slots", l)?;

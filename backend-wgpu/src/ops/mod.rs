@@ -17,6 +17,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use ferrum_engine::ops::{Op, OpKind};
+use ferrum_engine::quant::QuantFormat;
 use ferrum_engine::{DType, Result, Tensor};
 
 use crate::buffer::{BufferPool, GpuBuffer};
@@ -67,48 +68,18 @@ pub(crate) fn plan(op: &Op, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -> Resu
     }
 }
 
-/// Whether `op` writes every element of its output (kv_store updates its
-/// cache in place).
-pub(crate) fn overwrites_output(op: OpKind) -> bool {
-    match op {
-        OpKind::KvStore => false,
-        OpKind::GatherRows
-        | OpKind::RmsNorm
-        | OpKind::Matmul
-        | OpKind::Rope
-        | OpKind::Attention
-        | OpKind::Glu
-        | OpKind::Add
-        | OpKind::Scale
-        | OpKind::Softcap
-        | OpKind::Argmax
-        | OpKind::Sample => true,
-    }
-}
-
-/// Weights may be f32, f16 (natively or unpacked from u32) or bf16 (widened
-/// with a shift, which needs nothing of the adapter), and matmul weights any
-/// quantized format; the rest is f32.
+/// What the op's contract allows, less what is not implemented here: f16
+/// weights need the adapter's f16 (native or unpacked from u32; bf16 widens
+/// with a shift), GGUF block formats are read dequantized to f32, and
+/// gather_rows reads no packed rows (shaders/quant/matmul.wgsl decodes the rest).
 pub(crate) fn supports(op: OpKind, dtype: DType, f16_ok: bool) -> bool {
-    match op {
-        OpKind::GatherRows | OpKind::Matmul => match dtype {
-            DType::F32 | DType::BF16 => true,
+    op.takes(dtype)
+        && match dtype {
             DType::F16 => f16_ok,
-            DType::U32 => false,
-            // every format: shaders/quant/matmul.wgsl; gather_rows reads no packed rows
+            DType::Quant(QuantFormat::Ggml(_)) => false,
             DType::Quant(_) => op == OpKind::Matmul,
-        },
-        OpKind::RmsNorm
-        | OpKind::Rope
-        | OpKind::KvStore
-        | OpKind::Attention
-        | OpKind::Glu
-        | OpKind::Add
-        | OpKind::Scale
-        | OpKind::Softcap
-        | OpKind::Argmax
-        | OpKind::Sample => dtype == DType::F32,
-    }
+            DType::F32 | DType::BF16 | DType::U32 => true,
+        }
 }
 
 /// The pipeline for a shader that reads a weight of `dtype`: its `W_DTYPE`
