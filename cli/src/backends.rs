@@ -9,38 +9,45 @@ use ferrum_engine::{Backend, CpuBackend};
 pub enum BackendChoice {
     /// The fastest present: CUDA, then a WebGPU hardware adapter, then the CPU.
     Auto,
+    /// The fast CPU backend (SIMD kernels, a thread pool).
     Cpu,
+    /// The plain CPU reference: the oracle the others are tested against.
+    CpuRef,
     Wgpu,
     Cuda,
 }
 
 /// Every backend this build knows, opened or with the reason it cannot be.
-pub fn probe_all() -> Vec<(&'static str, Result<Arc<dyn Backend>, String>)> {
+/// `threads`: the CPU backend's pool (None: the physical cores).
+pub fn probe_all(threads: Option<usize>) -> Vec<(&'static str, Result<Arc<dyn Backend>, String>)> {
     vec![
         ("cuda", ferrum_backend_cuda::open()),
         ("wgpu", ferrum_backend_wgpu::open()),
-        ("cpu", Ok(Arc::new(CpuBackend::new()) as Arc<dyn Backend>)),
+        ("cpu", ferrum_backend_cpu::open(threads).map_err(|e| e.to_string())),
+        ("cpu-ref", Ok(Arc::new(CpuBackend::new()) as Arc<dyn Backend>)),
     ]
 }
 
 /// What `--backend auto` takes: CUDA, then a WebGPU adapter that is real
-/// hardware, then the CPU reference. A software adapter (lavapipe, WARP) is
-/// never picked silently, being slower than the CPU reference; `--backend
-/// wgpu` still runs on one.
-pub fn auto() -> Arc<dyn Backend> {
+/// hardware, then the fast CPU backend (the reference if even that cannot
+/// start). A software adapter (lavapipe, WARP) is never picked silently,
+/// being slower than the CPU; `--backend wgpu` still runs on one.
+pub fn auto(threads: Option<usize>) -> Arc<dyn Backend> {
     ferrum_backend_cuda::open()
         .or_else(|_| ferrum_backend_wgpu::open_hardware())
+        .or_else(|_| ferrum_backend_cpu::open(threads).map_err(|e| e.to_string()))
         .unwrap_or_else(|_| Arc::new(CpuBackend::new()))
 }
 
-pub fn open(choice: BackendChoice) -> Result<Arc<dyn Backend>> {
+pub fn open(choice: BackendChoice, threads: Option<usize>) -> Result<Arc<dyn Backend>> {
     let wanted = match choice {
-        BackendChoice::Auto => return Ok(auto()),
+        BackendChoice::Auto => return Ok(auto(threads)),
         BackendChoice::Cpu => "cpu",
+        BackendChoice::CpuRef => "cpu-ref",
         BackendChoice::Wgpu => "wgpu",
         BackendChoice::Cuda => "cuda",
     };
-    let (_, backend) = probe_all().into_iter().find(|(n, _)| *n == wanted).expect("every choice is probed");
+    let (_, backend) = probe_all(threads).into_iter().find(|(n, _)| *n == wanted).expect("every choice is probed");
     backend.map_err(|why| anyhow!("backend {wanted} is unavailable: {why}"))
 }
 
@@ -51,7 +58,7 @@ mod tests {
     /// lavapipe in CI: present for `--backend wgpu`, never chosen by `auto`.
     #[test]
     fn auto_never_picks_a_software_adapter() {
-        let picked = auto();
+        let picked = auto(None);
         match ferrum_backend_wgpu::shared() {
             Ok(w) if w.is_software() => {
                 assert_ne!(picked.name(), "wgpu", "auto picked {}", picked.device_description())
@@ -59,7 +66,7 @@ mod tests {
             Ok(_) => assert_ne!(picked.name(), "cpu", "a hardware adapter is present"),
             Err(_) => {}
         }
-        let explicit = open(BackendChoice::Wgpu);
+        let explicit = open(BackendChoice::Wgpu, None);
         assert_eq!(explicit.is_ok(), ferrum_backend_wgpu::shared().is_ok());
     }
 }

@@ -22,6 +22,9 @@ pub struct ModelArgs {
     pub model: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendChoice,
+    /// Threads of the CPU backend (default: the physical cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// Quantize linear weights on load: nvfp4, mxfp4, fp8, int8, int4[:gN][:asym], ...
     /// (`ferrum eval` takes a comma-separated list to compare).
     #[arg(long, value_delimiter = ',')]
@@ -65,7 +68,7 @@ impl ModelArgs {
 
     /// The model of `source` on the chosen backend, quantized to `quant`.
     pub fn load_variant(&self, source: &ModelSource, quant: Option<QuantFormat>) -> Result<Model> {
-        let backend = backends::open(self.backend)?;
+        let backend = backends::open(self.backend, self.threads)?;
         let started = std::time::Instant::now();
         let policy = QuantPolicy::new(quant, &self.quant_exclude);
         let model = Model::from_store_quantized(source.config.clone(), &source.weights, backend, &policy)

@@ -1,6 +1,6 @@
 //! Whole-model conformance: every fixture's logits match transformers in
 //! prefill and decode mode, and greedy generation reproduces its ids, on the
-//! cpu reference and on wgpu when present (`FERRUM_REQUIRE_BACKENDS` makes
+//! cpu reference, the fast cpu backend and on wgpu when present (`FERRUM_REQUIRE_BACKENDS` makes
 //! an absent wgpu a failure, in ops.rs).
 
 use std::sync::Arc;
@@ -26,6 +26,8 @@ fn cpu() -> Arc<dyn Backend> {
 /// The backends the fixtures run on, with their tolerance.
 fn backends() -> Vec<(Arc<dyn Backend>, f64)> {
     let mut list = vec![(cpu(), TOLERANCE_F32)];
+    // the fast CPU backend: f32 end to end as well, other summation order
+    list.push((ferrum_backend_cpu::open(None).expect("the fast cpu backend starts"), TOLERANCE_F32));
     match ferrum_backend_wgpu::open() {
         Ok(wgpu) => list.push((wgpu, TOLERANCE_GPU)),
         Err(why) => println!("wgpu absent, fixtures run on cpu only: {why}"),
@@ -307,7 +309,7 @@ fn recorded_decode_steps_match_steps_run_op_by_op() {
             assert_eq!(recorded.recordings() > 0, on, "{name} on {}", backend.name());
             for (step, (g, w)) in got.iter().zip(&want).enumerate() {
                 let err = g.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-                let bar = if backend.name() == "cpu" { 0.0 } else { 1e-4 };
+                let bar = if backend.name().starts_with("cpu") { 0.0 } else { 1e-4 };
                 assert!(err <= bar, "{name} on {}: step {step} differs by {err}", backend.name());
             }
             if on {

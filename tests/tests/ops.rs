@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use ferrum_conformance::cases::{self, Case, HostTensor, Rng, all_cases, op_dtypes};
 use ferrum_conformance::harness::{
-    BadInput, BadOut, Verdict, available_backends, check, check_bad_input, check_bad_upload, coverage, expected, judge,
-    judge_exact, run_case, tolerance,
+    BadInput, BadOut, REFERENCE, Verdict, available_backends, check, check_bad_input, check_bad_upload, coverage,
+    expected, judge, judge_exact, run_case, tolerance,
 };
 use ferrum_conformance::oracle;
 use ferrum_engine::ops::{
@@ -39,7 +39,7 @@ fn every_case_passes_on_every_present_backend() {
 
 #[test]
 fn required_backends_are_present() {
-    let required = std::env::var("FERRUM_REQUIRE_BACKENDS").unwrap_or_else(|_| "cpu".into());
+    let required = std::env::var("FERRUM_REQUIRE_BACKENDS").unwrap_or_else(|_| "cpu-ref,cpu".into());
     let known = available_backends();
     for name in required.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         match known.iter().find(|(n, _)| n == name) {
@@ -157,9 +157,9 @@ fn bad_inputs() -> Vec<BadInput> {
 #[test]
 fn the_check_can_fail() {
     let case = all_cases().into_iter().find(|c| c.kind() == OpKind::RmsNorm).unwrap();
-    let want = expected(&case, "cpu").unwrap();
+    let want = expected(&case, REFERENCE).unwrap();
     let mut got = run_case(&CpuBackend::new(), &case).unwrap();
-    let tol = tolerance("cpu", case.dtype);
+    let tol = tolerance(REFERENCE, case.dtype);
     assert!(matches!(judge(&got, &want, tol, "oracle"), Verdict::Ok { .. }));
     // one element off by sqrt(2 tol * sum(want^2)) gives nmse = 2 tol
     let norm: f64 = want.iter().map(|v| v * v).sum();
@@ -175,7 +175,7 @@ fn the_check_can_fail() {
 #[test]
 fn an_index_off_by_one_fails() {
     let case = all_cases().into_iter().find(|c| c.kind() == OpKind::Argmax && c.inputs[0].shape[1] == 50257).unwrap();
-    let want = expected(&case, "cpu").unwrap();
+    let want = expected(&case, REFERENCE).unwrap();
     let mut got = run_case(&CpuBackend::new(), &case).unwrap();
     assert!(matches!(judge_exact(&got, &want, "oracle"), Verdict::Ok { .. }));
     assert!(matches!(check(&CpuBackend::new(), &case).verdict, Verdict::Ok { .. }));

@@ -5,18 +5,18 @@ use anyhow::Result;
 use crate::backends::{auto, probe_all};
 
 pub fn run() -> Result<()> {
-    for (name, backend) in probe_all() {
+    for (name, backend) in probe_all(None) {
         match backend {
-            Ok(b) => println!("{name:5} available    {}", b.device_description()),
-            Err(why) => println!("{name:5} unavailable  {why}"),
+            Ok(b) => println!("{name:7} available    {}", b.device_description()),
+            Err(why) => println!("{name:7} unavailable  {why}"),
         }
         // every adapter with its type and limits (the line above says why none)
         if name == "wgpu"
             && let Ok(adapters) = ferrum_backend_wgpu::describe_adapters()
         {
-            adapters.iter().for_each(|a| println!("      adapter      {a}"));
+            adapters.iter().for_each(|a| println!("        adapter      {a}"));
         }
     }
-    println!("auto  picks        {}", auto().name());
+    println!("auto    picks        {}", auto(None).name());
     Ok(())
 }

@@ -16,7 +16,7 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::ops::{Op, OpKind, attention::AttentionDims};
 use crate::tensor::Tensor;
-use buffer::{CpuBuffer, CpuData, read_lock, write_lock};
+pub use buffer::{CpuBuffer, CpuData, read_lock, write_lock};
 
 #[derive(Debug, Default)]
 pub struct CpuBackend {
@@ -55,7 +55,7 @@ impl Recording for CpuRecording {
 
 impl Backend for CpuBackend {
     fn name(&self) -> &str {
-        "cpu"
+        "cpu-ref"
     }
 
     fn device_description(&self) -> String {

@@ -165,7 +165,8 @@ impl Nvfp4 {
 
     /// The f32 factor of block `b` (row-major block index) that multiplies the
     /// E2M1 values.
-    fn block_factor(&self, b: usize) -> f32 {
+    /// The factor block `b` (row-major over [rows, cols / 16]) multiplies its E2M1 values by.
+    pub fn block_factor(&self, b: usize) -> f32 {
         let s = fp8::decode(self.scales[b]);
         match self.convention {
             Nvfp4Convention::ModelOpt => s * self.tensor_scale,

@@ -1,0 +1,346 @@
+//! Ferrum's fast CPU backend: the ops of `ferrum_engine::ops` with SIMD
+//! kernels (AVX-512 VNNI, AVX2, portable; see [`isa`]) on one persistent
+//! thread pool ([`pool`]). Memory is the reference backend's (`CpuData`), so
+//! GGUF blocks stay as the file holds them and ops without a faster kernel
+//! here run the reference's loops.
+//!
+//! The hot ops have kernels of their own: matmul (integer dot products over
+//! activations quantized to i8 for every quantized format, FMA for float
+//! weights) and attention, both split over the pool; row-wise ops split their
+//! rows when a prefill makes many. It records too: a recording is the op list,
+//! replayed without validation or allocation (a test counts them).
+
+pub mod acts;
+mod attention;
+pub mod isa;
+#[cfg(target_arch = "x86_64")]
+mod legacy_x86;
+mod matmul;
+pub mod pool;
+mod readers;
+mod simd;
+
+use std::borrow::Borrow;
+use std::sync::{Arc, Mutex, MutexGuard, RwLockReadGuard};
+
+use ferrum_engine::backend::{Recording, validate};
+use ferrum_engine::cpu::{CpuBuffer, CpuData, read_lock, write_lock};
+use ferrum_engine::ops::attention::AttentionDims;
+use ferrum_engine::ops::{Op, OpKind};
+use ferrum_engine::quant::QuantizedMatrix;
+use ferrum_engine::{Backend, DType, Error, Result, Tensor};
+
+pub use isa::Isa;
+use pool::{Chunks, Pool};
+
+/// What the kernels share: the pool, the instruction set, scratch.
+pub struct Ctx {
+    pool: Pool,
+    isa: Isa,
+    acts: Mutex<acts::QuantActs>,
+}
+
+pub struct FastCpuBackend {
+    ctx: Ctx,
+    recording: Mutex<Option<Vec<Recorded>>>,
+}
+
+impl std::fmt::Debug for FastCpuBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FastCpuBackend({}, {} threads)", self.ctx.isa.name(), self.ctx.pool.threads())
+    }
+}
+
+/// The machine's physical cores (hyper-threads share one core's SIMD units,
+/// so more threads than cores only contend), or the logical count if unknown.
+pub fn physical_cores() -> usize {
+    let logical = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut cores = std::collections::HashSet::new();
+    for cpu in 0..logical {
+        let topo = format!("/sys/devices/system/cpu/cpu{cpu}/topology");
+        let read = |f: &str| std::fs::read_to_string(format!("{topo}/{f}")).ok();
+        match (read("physical_package_id"), read("core_id")) {
+            (Some(p), Some(c)) => {
+                cores.insert((p.trim().to_string(), c.trim().to_string()));
+            }
+            _ => return logical,
+        }
+    }
+    cores.len().clamp(1, logical)
+}
+
+/// The fast CPU backend with `threads` threads (None: the physical cores) on
+/// the best instruction set (or `FERRUM_CPU_ISA`'s).
+pub fn open(threads: Option<usize>) -> Result<Arc<dyn Backend>> {
+    Ok(Arc::new(FastCpuBackend::new(threads.unwrap_or_else(physical_cores), Isa::from_env()?)?))
+}
+
+impl FastCpuBackend {
+    pub fn new(threads: usize, isa: Isa) -> Result<Self> {
+        if !isa.available() {
+            return Err(Error::Backend(format!("this CPU cannot run the {} path", isa.name())));
+        }
+        if threads == 0 {
+            return Err(Error::Backend("the CPU backend needs at least one thread".into()));
+        }
+        let pool = Pool::new(threads).map_err(|e| Error::Backend(format!("cannot start {threads} threads: {e}")))?;
+        Ok(FastCpuBackend { ctx: Ctx { pool, isa, acts: Mutex::default() }, recording: Mutex::new(None) })
+    }
+
+    pub fn isa(&self) -> Isa {
+        self.ctx.isa
+    }
+
+    pub fn threads(&self) -> usize {
+        self.ctx.pool.threads()
+    }
+
+    fn recording(&self) -> Result<MutexGuard<'_, Option<Vec<Recorded>>>> {
+        self.recording.lock().map_err(|_| Error::Backend("cpu recording lock poisoned".into()))
+    }
+}
+
+#[derive(Debug)]
+struct Recorded {
+    op: Op,
+    inputs: Vec<Tensor>,
+    out: Tensor,
+}
+
+struct CpuRecording {
+    backend: Arc<RecordingCtx>,
+    ops: Vec<Recorded>,
+}
+
+/// A recording replays on its backend's kernels; the backend outlives it by
+/// contract, but the recording must not borrow it, so it holds a pointer.
+struct RecordingCtx(*const Ctx);
+// SAFETY: `Ctx` is Sync; the pointer is only read while the backend lives
+// (a recording is replayed only on a live backend, per the trait's contract).
+unsafe impl Send for RecordingCtx {}
+unsafe impl Sync for RecordingCtx {}
+
+impl Recording for CpuRecording {
+    fn replay(&self) -> Result<()> {
+        // SAFETY: see `RecordingCtx`
+        let ctx = unsafe { &*self.backend.0 };
+        for r in &self.ops {
+            compute(ctx, &r.op, &r.inputs, &r.out, Checks::Replay)?;
+        }
+        Ok(())
+    }
+}
+
+impl Backend for FastCpuBackend {
+    fn name(&self) -> &str {
+        "cpu"
+    }
+
+    fn device_description(&self) -> String {
+        format!("CPU, {} kernels, {} threads", self.ctx.isa.name(), self.ctx.pool.threads())
+    }
+
+    fn supports(&self, op: OpKind, dtype: DType) -> bool {
+        op.takes(dtype)
+    }
+
+    fn alloc(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        let n = shape.iter().product();
+        Ok(Tensor::from_buffer(shape.to_vec(), dtype, Arc::new(CpuBuffer::new(CpuData::zeros(dtype, n)?))))
+    }
+
+    fn upload(&self, shape: &[usize], dtype: DType, bytes: &[u8]) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        if bytes.len() != n * dtype.size_bytes() {
+            return Err(Error::Backend(format!(
+                "upload of {shape:?} {dtype} needs {} bytes, got {}",
+                n * dtype.size_bytes(),
+                bytes.len()
+            )));
+        }
+        let data = CpuData::from_bytes(dtype, bytes)?;
+        Ok(Tensor::from_buffer(shape.to_vec(), dtype, Arc::new(CpuBuffer::new(data))))
+    }
+
+    fn upload_quantized(&self, m: &QuantizedMatrix) -> Result<Tensor> {
+        let shape = vec![m.rows(), m.cols()];
+        // GGUF blocks stay where the loader has them: the file's mmap
+        Ok(Tensor::from_buffer(shape, DType::Quant(m.format()), Arc::new(CpuBuffer::new(CpuData::Quant(m.clone())))))
+    }
+
+    fn write(&self, dst: &Tensor, bytes: &[u8]) -> Result<()> {
+        if bytes.len() != dst.size_bytes() {
+            return Err(Error::Backend(format!("write of {} bytes into {dst:?}", bytes.len())));
+        }
+        let mut data = write_lock(dst)?;
+        match &mut *data {
+            // in place: a replayed step's inputs are rewritten every token
+            CpuData::F32(v) => bytemuck::cast_slice_mut::<f32, u8>(v).copy_from_slice(bytes),
+            CpuData::U32(v) => bytemuck::cast_slice_mut::<u32, u8>(v).copy_from_slice(bytes),
+            other => *other = CpuData::from_bytes(dst.dtype(), bytes)?,
+        }
+        Ok(())
+    }
+
+    fn read(&self, src: &Tensor) -> Result<Vec<u8>> {
+        Ok(read_lock(src)?.as_bytes()?.to_vec())
+    }
+
+    fn execute(&self, op: &Op, inputs: &[&Tensor], out: &Tensor) -> Result<()> {
+        validate(op, inputs, out)?;
+        if let Some(list) = self.recording()?.as_mut() {
+            let inputs = inputs.iter().map(|&t| t.clone()).collect();
+            list.push(Recorded { op: op.clone(), inputs, out: out.clone() });
+            return Ok(());
+        }
+        compute(&self.ctx, op, inputs, out, Checks::All)
+    }
+
+    fn sync(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn begin_recording(&self) -> Result<bool> {
+        let mut r = self.recording()?;
+        if r.is_some() {
+            return Err(Error::Backend("cpu: already recording".into()));
+        }
+        *r = Some(Vec::new());
+        Ok(true)
+    }
+
+    fn end_recording(&self) -> Result<Box<dyn Recording>> {
+        let ops = self.recording()?.take().ok_or_else(|| Error::Backend("cpu: not recording".into()))?;
+        Ok(Box::new(CpuRecording { backend: Arc::new(RecordingCtx(&self.ctx)), ops }))
+    }
+}
+
+/// Which host checks an op makes: all of them, or (replaying a recording)
+/// those the caller does not make before each replay: the caller checks that
+/// no KV slot is written twice; bounds are always checked.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Checks {
+    All,
+    Replay,
+}
+
+/// Rows below this run on the calling thread: waking the pool costs more.
+const PARALLEL_ROWS: usize = 16;
+
+/// Runs `op` (validated); allocates nothing.
+fn compute<T: Borrow<Tensor>>(ctx: &Ctx, op: &Op, inputs: &[T], out: &Tensor, checks: Checks) -> Result<()> {
+    let mut guards: [Option<RwLockReadGuard<'_, CpuData>>; 6] = Default::default();
+    for (g, t) in guards.iter_mut().zip(inputs) {
+        *g = Some(read_lock(t.borrow())?);
+    }
+    let ins = |i: usize| -> Result<&CpuData> {
+        guards.get(i).and_then(|g| g.as_deref()).ok_or_else(|| Error::op(op.kind().name(), "missing input"))
+    };
+    let shape = |i: usize| inputs[i].borrow().shape();
+    let mut out_data = write_lock(out)?;
+    match op {
+        Op::Argmax(p) => {
+            p.reference(ins(0)?.f32()?, shape(0)[1], out_data.u32_mut()?);
+            return Ok(());
+        }
+        Op::Sample(p) => {
+            let cols = shape(0)[1];
+            p.reference(ins(0)?.f32()?, cols, ins(1)?.f32()?, ins(2)?.f32()?, out_data.u32_mut()?);
+            return Ok(());
+        }
+        _ => {}
+    }
+    let o = out_data.f32_mut()?;
+    match op {
+        Op::GatherRows(p) => {
+            let table = shape(0);
+            p.reference(ins(0)?.weight_rows()?, [table[0], table[1]], ins(1)?.u32()?, o)?
+        }
+        Op::RmsNorm(p) => {
+            let (x, w) = (ins(0)?.f32()?, ins(1)?.f32()?);
+            rows(ctx, w.len(), w.len(), o, |r, o| p.reference(&x[r.start * w.len()..r.end * w.len()], w, o))?
+        }
+        Op::Matmul(p) => {
+            let _ = p;
+            let bias = if inputs.len() > 2 { Some(ins(2)?.f32()?) } else { None };
+            let dims = [shape(0)[0], shape(0)[1], shape(1)[0]];
+            matmul::matmul(ctx, ins(0)?.f32()?, ins(1)?, bias, dims, o)?
+        }
+        Op::Rope(p) => {
+            let (x, positions, freqs) = (ins(0)?.f32()?, ins(1)?.u32()?, ins(2)?.f32()?);
+            let (head_dim, row) = (shape(0)[2], shape(0)[1] * shape(0)[2]);
+            rows(ctx, row, row, o, |r, o| {
+                p.reference(&x[r.start * row..r.end * row], &positions[r.clone()], freqs, head_dim, o)
+            })?
+        }
+        Op::KvStore(p) => {
+            let (src, slots) = (ins(0)?.f32()?, ins(1)?.u32()?);
+            if checks == Checks::All {
+                p.check_slots(slots)?;
+            }
+            let row = src.len() / slots.len().max(1);
+            for (t, &slot) in slots.iter().enumerate() {
+                let slot = slot as usize;
+                if slot >= p.num_slots {
+                    return Err(Error::op("kv_store", format!("slot {slot} past {} slots", p.num_slots)));
+                }
+                o[slot * row..(slot + 1) * row].copy_from_slice(&src[t * row..(t + 1) * row]);
+            }
+        }
+        Op::Attention(p) => {
+            let dims = AttentionDims {
+                heads: shape(0)[1],
+                kv_heads: shape(1)[1],
+                head_dim: shape(0)[2],
+                max_blocks: shape(3)[1],
+            };
+            let (q, k, v) = (ins(0)?.f32()?, ins(1)?.f32()?, ins(2)?.f32()?);
+            let (tables, seq, pos) = (ins(3)?.u32()?, ins(4)?.u32()?, ins(5)?.u32()?);
+            attention::attention(ctx, p, dims, q, k, v, tables, seq, pos, o)?
+        }
+        Op::Glu(p) => {
+            let (gate, up) = (ins(0)?.f32()?, ins(1)?.f32()?);
+            let row = shape(0).last().copied().unwrap_or(1);
+            rows(ctx, row, row, o, |r, o| {
+                p.reference(&gate[r.start * row..r.end * row], &up[r.start * row..r.end * row], o)
+            })?
+        }
+        Op::Add(p) => {
+            let (a, b) = (ins(0)?.f32()?, ins(1)?.f32()?);
+            let row = shape(0).last().copied().unwrap_or(1);
+            rows(ctx, row, row, o, |r, o| {
+                p.reference(&a[r.start * row..r.end * row], &b[r.start * row..r.end * row], o)
+            })?
+        }
+        Op::Scale(p) => p.reference(ins(0)?.f32()?, o),
+        Op::Softcap(p) => p.reference(ins(0)?.f32()?, o),
+        Op::Argmax(_) | Op::Sample(_) => {} // ran above, on the u32 view
+    }
+    Ok(())
+}
+
+/// Runs `f(rows, out_rows)` over `out` split into rows of `out_row` values:
+/// on the pool when there are many rows, else on this thread.
+fn rows(
+    ctx: &Ctx,
+    out_row: usize,
+    _in_row: usize,
+    out: &mut [f32],
+    f: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync,
+) -> Result<()> {
+    let n = if out_row == 0 { 0 } else { out.len() / out_row };
+    if n < PARALLEL_ROWS || ctx.pool.threads() == 1 {
+        f(0..n, out);
+        return Ok(());
+    }
+    let ptr = matmul::SharedOut(out.as_mut_ptr());
+    let chunks = Chunks::new(n, n.div_ceil(ctx.pool.threads() * 4));
+    let ok = ctx.pool.run(&|_| {
+        while let Some(r) = chunks.next() {
+            // SAFETY: the chunks are disjoint rows of `out`
+            let o = unsafe { std::slice::from_raw_parts_mut(ptr.at(r.start * out_row), r.len() * out_row) };
+            f(r, o);
+        }
+    });
+    if ok { Ok(()) } else { Err(Error::Backend("cpu: a worker thread panicked".into())) }
+}
