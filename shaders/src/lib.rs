@@ -11,9 +11,13 @@
 //! - [`F16_SHADERS`]: `enable f16;` variants of the ops that read weights
 //!   (`f16/<op>.wgsl`), for adapters with `SHADER_F16`: same `Params`,
 //!   bindings and entry points, the weight bound as `array<f16>`.
-//! - [`QUANT_SHADERS`]: ops on packed quantized weights (`quant/<op>.wgsl`,
-//!   same stem as the op they implement): codes and scales in two `array<u32>`
-//!   bindings, decoded in registers; an `override Q_FMT` picks the format.
+//! - [`QUANT_SHADERS`]: ops on packed quantized weights, codes and scales in
+//!   two `array<u32>` bindings, decoded in registers. One body per op
+//!   (`quant/<op>.wgsl`, same stem as the op) is joined with `concat!` behind
+//!   a small reader that defines `load_q` (`quant/read_scaled.wgsl`: NVFP4,
+//!   MXFP4, FP8, INT8, INT4 with separate scales); an `override Q_FMT` picks
+//!   the format. The joined text is what naga validates and what the backend
+//!   compiles.
 //!
 //! Each file's `struct Params` is mirrored by a `#[repr(C)]` struct in
 //! `backend-wgpu/src/ops/`, named in the comment beside it.
@@ -33,7 +37,14 @@ pub const SOFTCAP: &str = include_str!("../softcap.wgsl");
 
 pub const GATHER_ROWS_F16: &str = include_str!("../f16/gather_rows.wgsl");
 pub const MATMUL_F16: &str = include_str!("../f16/matmul.wgsl");
-pub const MATMUL_QUANT: &str = include_str!("../quant/matmul.wgsl");
+
+/// `$reader` (a family's `load_q`) in front of an op body in `quant/`.
+macro_rules! quant {
+    ($reader:literal, $body:literal) => {
+        concat!(include_str!(concat!("../quant/", $reader)), "\n", include_str!(concat!("../quant/", $body)))
+    };
+}
+pub const MATMUL_QUANT: &str = quant!("read_scaled.wgsl", "matmul.wgsl");
 
 /// `(op file stem, WGSL source)` for every shader.
 pub const SHADERS: &[(&str, &str)] = &[
