@@ -90,6 +90,15 @@ fn windowed_paths_of_every_op() {
     let Some(b) = common::backend(small_bindings(2048)) else { return };
     let att = Attention { block_size: 4, scale: 0.25, softcap: Some(3.0), window: Some(6) };
     failures.extend(run(&b, &[cases::attention(&mut rng, att, [4, 1, 16], &[(9, 9), (5, 2)])]));
+    // K-quant super-blocks of 256: x and out rows of 1 KiB (one a window);
+    // codes rows of 84..212 bytes, several windows, most starting mid-binding
+    let mut kquants = Vec::new();
+    for format in cases::GGML_FORMATS.into_iter().filter(|f| f.to_string().ends_with("_k")) {
+        kquants.push(cases::quant_matmul(&mut rng, format, 3, 256, 33, true));
+        kquants.push(cases::quant_matmul(&mut rng, format, 11, 256, 17, false));
+    }
+    assert_eq!(kquants.len(), 10);
+    failures.extend(run(&b, &kquants));
     assert!(failures.is_empty(), "{failures:#?}");
 }
 

@@ -3,7 +3,7 @@
 // weight is never expanded to f32 in memory: each element is decoded in
 // registers from its packed code and its scale by `load_q`, which a reader
 // prelude joined in front of this body defines for one family of formats
-// (read_scaled.wgsl; `override Q_FMT` picks the format).
+// (read_scaled.wgsl, read_ggml.wgsl; `override Q_FMT` picks the format).
 // Same entry points and dispatch shapes as shaders/matmul.wgsl (`gemv` for
 // m <= 8, `tiled` otherwise); one more binding, the scales.
 //
