@@ -22,8 +22,8 @@
 //!
 //! Quantized weights (`upload_quantized`: NVFP4, MXFP4, FP8, INT8, INT4 and
 //! GGUF's Q4_0 .. Q6_K blocks) are held as packed codes plus scales in two
-//! buffers (layout in `quant.rs`) and decoded in registers by the matmul
-//! body in `shaders/quant/`, behind one reader per family.
+//! buffers (layout in `quant.rs`) and decoded in registers by the matmul and
+//! gather_rows bodies in `shaders/quant/`, behind one reader per family.
 
 mod buffer;
 pub mod device;

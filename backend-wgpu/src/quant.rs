@@ -1,6 +1,6 @@
 //! Quantized weights on the GPU (`Backend::upload_quantized`): the packed
 //! codes and the scales of an `engine::quant::QuantizedMatrix` in two buffers,
-//! read by the shaders in `shaders/quant/` (matmul), which decode
+//! read by the shaders in `shaders/quant/` (matmul, gather_rows), which decode
 //! each element in registers (no f32 copy of the weight exists anywhere).
 //! Formats with separate scales use the `quant/` variants, GGUF block formats
 //! (scales inside the blocks) the `ggml/` ones: one body per op, one reader
@@ -34,6 +34,7 @@ pub(crate) struct QuantBuffer {
 #[derive(Clone, Copy)]
 pub(crate) enum QuantOp {
     Matmul,
+    GatherRows,
 }
 
 impl QuantBuffer {
@@ -42,6 +43,8 @@ impl QuantBuffer {
         match (op, is_ggml(self.layout.fmt)) {
             (QuantOp::Matmul, false) => "quant/matmul",
             (QuantOp::Matmul, true) => "ggml/matmul",
+            (QuantOp::GatherRows, false) => "quant/gather_rows",
+            (QuantOp::GatherRows, true) => "ggml/gather_rows",
         }
     }
 

@@ -46,7 +46,9 @@ macro_rules! quant {
     };
 }
 pub const MATMUL_QUANT: &str = quant!("read_scaled.wgsl", "matmul.wgsl");
+pub const GATHER_ROWS_QUANT: &str = quant!("read_scaled.wgsl", "gather_rows.wgsl");
 pub const MATMUL_GGML: &str = quant!("read_ggml.wgsl", "matmul.wgsl");
+pub const GATHER_ROWS_GGML: &str = quant!("read_ggml.wgsl", "gather_rows.wgsl");
 
 /// `(op file stem, WGSL source)` for every shader.
 pub const SHADERS: &[(&str, &str)] = &[
@@ -69,11 +71,11 @@ pub const F16_SHADERS: &[(&str, &str)] = &[("gather_rows", GATHER_ROWS_F16), ("m
 
 /// `(op file stem, WGSL source)` of the quantized-weight variants for
 /// formats with separate scales.
-pub const QUANT_SHADERS: &[(&str, &str)] = &[("matmul", MATMUL_QUANT)];
+pub const QUANT_SHADERS: &[(&str, &str)] = &[("gather_rows", GATHER_ROWS_QUANT), ("matmul", MATMUL_QUANT)];
 
 /// `(op file stem, WGSL source)` of the quantized-weight variants for GGUF
 /// block formats: the same bodies as [`QUANT_SHADERS`], another reader.
-pub const GGML_SHADERS: &[(&str, &str)] = &[("matmul", MATMUL_GGML)];
+pub const GGML_SHADERS: &[(&str, &str)] = &[("gather_rows", GATHER_ROWS_GGML), ("matmul", MATMUL_GGML)];
 
 /// The quantized-weight variant of `stem`, if there is one.
 pub fn quant_source(stem: &str) -> Option<&'static str> {

@@ -73,17 +73,13 @@ pub(crate) fn plan(op: &Op, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -> Resu
 /// weights need its f16 (`native_f16`, or `f16_in_f32` to unpack them from
 /// u32 words; bf16 widens with a shift), and GGUF block formats need
 /// `f16_in_f32` too (shaders/quant/read_ggml.wgsl unpacks their f16 scales).
-/// Quantized formats are decoded in registers by shaders/quant/matmul.wgsl;
-/// gather_rows reads no packed rows.
+/// Every quantized format is decoded in registers by shaders/quant/.
 pub(crate) fn supports(op: OpKind, dtype: DType, native_f16: bool, f16_in_f32: bool) -> bool {
     op.takes(dtype)
         && match dtype {
             DType::F16 => native_f16 || f16_in_f32,
-            DType::Quant(QuantFormat::Ggml(ty)) => {
-                op == OpKind::Matmul && f16_in_f32 && DeviceFormat::of_ggml(ty).is_some()
-            }
-            DType::Quant(_) => op == OpKind::Matmul,
-            DType::F32 | DType::BF16 | DType::U32 => true,
+            DType::Quant(QuantFormat::Ggml(ty)) => f16_in_f32 && DeviceFormat::of_ggml(ty).is_some(),
+            DType::Quant(_) | DType::F32 | DType::BF16 | DType::U32 => true,
         }
 }
 
@@ -152,7 +148,10 @@ mod tests {
             checked += 1;
         }
         assert_eq!(checked, ours.len() + ferrum_shaders::F16_SHADERS.len());
-        let quant = [("matmul", size_of::<matmul::QuantMatmulParams>())];
+        let quant = [
+            ("gather_rows", size_of::<gather_rows::QuantGatherRowsParams>()),
+            ("matmul", size_of::<matmul::QuantMatmulParams>()),
+        ];
         for (stem, src) in ferrum_shaders::QUANT_SHADERS.iter().chain(ferrum_shaders::GGML_SHADERS) {
             let module = naga::front::wgsl::parse_str(src).unwrap();
             let (_, ty) = module.types.iter().find(|(_, t)| t.name.as_deref() == Some("Params")).unwrap();
