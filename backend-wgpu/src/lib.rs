@@ -20,9 +20,10 @@
 //! shaders when the adapter has SHADER_F16, else are unpacked from u32 words
 //! with `unpack2x16float`. Activations are f32.
 //!
-//! Quantized weights (`upload_quantized`: NVFP4, MXFP4, FP8, INT8, INT4) are
-//! held as packed codes plus scales in two buffers (layout in `quant.rs`)
-//! and decoded in registers by `shaders/quant/matmul.wgsl`.
+//! Quantized weights (`upload_quantized`: NVFP4, MXFP4, FP8, INT8, INT4 and
+//! GGUF's Q4_0 .. Q6_K blocks) are held as packed codes plus scales in two
+//! buffers (layout in `quant.rs`) and decoded in registers by the matmul and
+//! gather_rows bodies in `shaders/quant/`, behind one reader per family.
 
 mod buffer;
 pub mod device;
@@ -217,7 +218,7 @@ impl Backend for WgpuBackend {
     }
 
     fn supports(&self, op: OpKind, dtype: DType) -> bool {
-        ops::supports(op, dtype, self.gpu.native_f16 || self.gpu.f16_in_f32)
+        ops::supports(op, dtype, self.gpu.native_f16, self.gpu.f16_in_f32)
     }
 
     fn alloc(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {

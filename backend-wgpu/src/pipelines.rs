@@ -19,7 +19,7 @@ pub(crate) enum Access {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct PipelineKey {
     /// The op file stem in `ferrum_shaders`; `quant/<stem>` for
-    /// `ferrum_shaders::QUANT_SHADERS`.
+    /// `ferrum_shaders::QUANT_SHADERS`, `ggml/<stem>` for `GGML_SHADERS`.
     pub shader: &'static str,
     /// Use the `enable f16;` variant (`ferrum_shaders::F16_SHADERS`).
     pub native_f16: bool,
@@ -95,9 +95,10 @@ impl Pipelines {
         if let Some(m) = modules.get(&(stem, native_f16)) {
             return Ok(m.clone());
         }
-        let src = match stem.strip_prefix("quant/") {
-            Some(op) => ferrum_shaders::quant_source(op),
-            None => ferrum_shaders::source(stem, native_f16),
+        let src = match (stem.strip_prefix("quant/"), stem.strip_prefix("ggml/")) {
+            (Some(op), _) => ferrum_shaders::quant_source(op),
+            (_, Some(op)) => ferrum_shaders::ggml_source(op),
+            (None, None) => ferrum_shaders::source(stem, native_f16),
         };
         let src = src.ok_or_else(|| Error::Backend(format!("no shader {stem} (native f16: {native_f16})")))?;
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {

@@ -1,28 +1,84 @@
 //! Quantized weights on the GPU (`Backend::upload_quantized`): the packed
 //! codes and the scales of an `engine::quant::QuantizedMatrix` in two buffers,
-//! read by `shaders/quant/matmul.wgsl`, which decodes each element in
-//! registers (no f32 copy of the weight exists anywhere).
+//! read by the shaders in `shaders/quant/` (matmul, gather_rows), which decode
+//! each element in registers (no f32 copy of the weight exists anywhere).
+//! Formats with separate scales use the `quant/` variants, GGUF block formats
+//! (scales inside the blocks) the `ggml/` ones: one body per op, one reader
+//! per family.
 //!
 //! The layout (codes padded to whole words, `align_words` = 1) is
 //! `ferrum_engine::quant::device_layout`'s, shared with the CUDA backend.
 //! Only the division of compressed-tensors' NVFP4 may differ from the CPU by
-//! an ulp (WGSL's `/` is not correctly rounded everywhere), and an E8M0 scale
-//! of 2^-127 is an f32 subnormal that some devices flush.
+//! an ulp (WGSL's `/` is not correctly rounded everywhere), an E8M0 scale of
+//! 2^-127 is an f32 subnormal that some devices flush, and a device may fuse
+//! a GGUF decoder's `dl * q - ml` into one rounding.
 
 use std::any::Any;
 use std::sync::Arc;
 
 use ferrum_engine::quant::QuantizedMatrix;
-use ferrum_engine::quant::device_layout::{self, DeviceLayout, DevicePacked};
+use ferrum_engine::quant::device_layout::{self, DeviceFormat, DeviceLayout, DevicePacked};
 use ferrum_engine::{Error, Result, Tensor, tensor::Buffer};
 
 use crate::buffer::{BufferPool, GpuBuffer};
+use crate::window::{BindLimits, Rows, Window, ranges};
 
 /// The storage of a quantized wgpu tensor.
 pub(crate) struct QuantBuffer {
     pub codes: GpuBuffer,
     pub scales: GpuBuffer,
     pub layout: DeviceLayout,
+}
+
+/// The ops with quantized variants (`ferrum_shaders::QUANT_SHADERS`, `GGML_SHADERS`).
+#[derive(Clone, Copy)]
+pub(crate) enum QuantOp {
+    Matmul,
+    GatherRows,
+}
+
+impl QuantBuffer {
+    /// The pipeline shader of `op` for this buffer's format family.
+    pub fn shader(&self, op: QuantOp) -> &'static str {
+        match (op, is_ggml(self.layout.fmt)) {
+            (QuantOp::Matmul, false) => "quant/matmul",
+            (QuantOp::Matmul, true) => "ggml/matmul",
+            (QuantOp::GatherRows, false) => "quant/gather_rows",
+            (QuantOp::GatherRows, true) => "ggml/gather_rows",
+        }
+    }
+
+    /// Windows over the codes and over the scales of the same `rows` weight
+    /// rows, each pair covering whole rows of both.
+    pub fn row_windows(&self, rows: usize, l: &BindLimits) -> Result<Vec<(Window, Window)>> {
+        let lay = &self.layout;
+        let cr = Rows { buf: &self.codes, rows, row_elems: lay.row_words, elem_bytes: 4 };
+        let sr = Rows { buf: &self.scales, rows, row_elems: lay.srow_words, elem_bytes: 4 };
+        let per = cr.per_window(l)?.min(sr.per_window(l)?);
+        Ok(ranges(rows, per).map(|(first, n)| (cr.window(first, n, l), sr.window(first, n, l))).collect())
+    }
+}
+
+/// Whether `fmt` is a GGUF block format, read by `shaders/quant/read_ggml.wgsl`.
+fn is_ggml(fmt: DeviceFormat) -> bool {
+    match fmt {
+        DeviceFormat::Nvfp4ModelOpt
+        | DeviceFormat::Nvfp4Ct
+        | DeviceFormat::Mxfp4
+        | DeviceFormat::Fp8
+        | DeviceFormat::Int8
+        | DeviceFormat::Int4 => false,
+        DeviceFormat::Q4_0
+        | DeviceFormat::Q4_1
+        | DeviceFormat::Q5_0
+        | DeviceFormat::Q5_1
+        | DeviceFormat::Q8_0
+        | DeviceFormat::Q2K
+        | DeviceFormat::Q3K
+        | DeviceFormat::Q4K
+        | DeviceFormat::Q5K
+        | DeviceFormat::Q6K => true,
+    }
 }
 
 impl Buffer for QuantBuffer {

@@ -53,3 +53,29 @@ fn a_quantized_model_matches_the_cpu() {
         }
     }
 }
+
+/// A GGUF model with Q8_0 weights (tests/fixtures/gguf/llama-q8_0.gguf) runs
+/// on its packed blocks, as on the cpu (the same weight bytes, no f32 copy),
+/// and matches the cpu with ordinary bindings and with 2 KiB ones.
+#[test]
+fn a_gguf_model_runs_packed_and_matches_the_cpu() {
+    let tiny = Options { max_binding_bytes: Some(2048), binding_align: Some(256), ..Options::default() };
+    let (Some(normal), Some(tiny)) = (common::backend(Options::default()), common::backend(tiny)) else { return };
+    let (normal, tiny): (Arc<dyn Backend>, Arc<dyn Backend>) = (Arc::new(normal), Arc::new(tiny));
+    let path = fixture_dir("gguf").join("llama-q8_0.gguf");
+    let ids = Reference::load(&fixture_dir("llama")).unwrap().input_ids;
+    let cpu = Model::load(&path, Arc::new(CpuBackend::new())).unwrap();
+    for mode in [LogitsMode::Prefill, LogitsMode::Decode] {
+        let want = sequence_logits(&cpu, &ids, mode).unwrap().data;
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (which, b) in [("normal", &normal), ("2 KiB bindings", &tiny)] {
+            let model = Model::load(&path, b.clone()).unwrap();
+            assert_eq!(model.weight_bytes(), cpu.weight_bytes(), "{which}: weights not held packed");
+            let got = sequence_logits(&model, &ids, mode).unwrap().data;
+            assert_eq!(got.len(), want.len());
+            let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+            println!("llama-q8_0.gguf {mode:?} {which}: max |wgpu - cpu| / max |logit| = {err:.1e}");
+            assert!(err < 1e-5, "llama-q8_0.gguf {mode:?} {which}: {err:.2e}");
+        }
+    }
+}

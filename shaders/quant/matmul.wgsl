@@ -1,21 +1,16 @@
 // matmul with a quantized weight (engine/src/quant/): out[m, n] =
 // sum_k x[m, k] * dequant(w)[n, k] (+ bias[n]), accumulated in f32. The
 // weight is never expanded to f32 in memory: each element is decoded in
-// registers from its packed code and its scale (Q_FMT picks the format).
+// registers from its packed code and its scale by `load_q`, which a reader
+// prelude joined in front of this body defines for one family of formats
+// (read_scaled.wgsl, read_ggml.wgsl; `override Q_FMT` picks the format).
 // Same entry points and dispatch shapes as shaders/matmul.wgsl (`gemv` for
 // m <= 8, `tiled` otherwise); one more binding, the scales.
 //
-// Buffer layout (written by backend-wgpu/src/quant.rs):
-// - codes (binding 2): u32 words, row r of the weight starting at word
-//   r * row_words (rows padded to whole words). 4-bit formats: element i of a
-//   row is bits 4(i%8).. of word i/8 (element 2j in the low nibble of byte j,
-//   as stored); 8-bit formats: bits 8(i%4).. of word i/4.
-// - scales (binding 3): row r at word r * srow_words; element i of a row uses
-//   scale group i / group (g = 0..spr). NVFP4 (E4M3) and MXFP4 (E8M0) scale
-//   bytes are kept raw, 4 per word (byte g at bits 8(g%4) of word g/4); FP8,
-//   INT8 and INT4 scales are f32 words. INT4 with zero points: after the spr
-//   f32 scales, the i8 zero points, 4 per word.
-// - NVFP4's tensor scale is `tensor_scale` in the params.
+// Buffer layout (engine/src/quant/device_layout.rs, written by
+// backend-wgpu/src/quant.rs): row r of the weight starts at word
+// r * row_words of `codes` and at word r * srow_words of `scales`; the
+// readers say how a row's words are decoded.
 // *_base are where a window's first row starts inside its binding, in words.
 
 struct Params {      // QuantMatmulParams in backend-wgpu/src/ops/matmul.rs
@@ -37,11 +32,6 @@ struct Params {      // QuantMatmulParams in backend-wgpu/src/ops/matmul.rs
     has_zp: u32,
 }
 
-// 0: NVFP4 ModelOpt (E2M1 * (E4M3 * tensor_scale)), 1: NVFP4 compressed-tensors
-// (E2M1 * (E4M3 / tensor_scale)), 2: MXFP4 (E2M1 * 2^(e-127)), 3: FP8 E4M3 * f32,
-// 4: INT8 * f32, 5: INT4 ((q - zp) * f32)
-override Q_FMT: u32 = 0u;
-
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> codes: array<u32>;
@@ -49,67 +39,9 @@ override Q_FMT: u32 = 0u;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
-const E2M1: array<f32, 16> = array<f32, 16>(
-    0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,
-    -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0,
-);
-
-// engine/src/quant/fp8.rs `decode` (0x7F/0xFF, NaN, never occur as scales or
-// finite weights)
-fn e4m3(b: u32) -> f32 {
-    let sign = (b >> 7u) << 31u;
-    let e = (b >> 3u) & 0xfu;
-    let m = b & 7u;
-    if (e == 0u) {
-        let v = f32(m) * (1.0 / 512.0);
-        return select(v, -v, sign != 0u);
-    }
-    return bitcast<f32>(sign | ((e + 120u) << 23u) | (m << 20u));
-}
-
-// 2^(e - 127); e = 0 is the f32 subnormal 2^-127 (0x00400000), which a device
-// that flushes subnormals reads as 0
-fn e8m0(e: u32) -> f32 {
-    if (e == 0u) {
-        return bitcast<f32>(0x00400000u);
-    }
-    return bitcast<f32>(e << 23u);
-}
-
-fn scale_byte(srow: u32, g: u32) -> u32 {
-    return (scales[srow + (g >> 2u)] >> (8u * (g & 3u))) & 0xffu;
-}
-
-// element kk of weight row `row` (window-local), dequantized
-fn load_q(row: u32, kk: u32) -> f32 {
-    let crow = p.w_base + row * p.row_words;
-    let srow = p.s_base + row * p.srow_words;
-    let g = kk / p.group;
-    if (Q_FMT <= 2u || Q_FMT == 5u) {
-        let code = (codes[crow + (kk >> 3u)] >> (4u * (kk & 7u))) & 0xfu;
-        if (Q_FMT == 5u) {
-            var zp = 0.0;
-            if (p.has_zp == 1u) {
-                let zb = scale_byte(srow + p.spr, g);
-                zp = f32(i32(zb << 24u) >> 24u);
-            }
-            return (f32(i32(code) - 8) - zp) * bitcast<f32>(scales[srow + g]);
-        }
-        if (Q_FMT == 2u) {
-            return E2M1[code] * e8m0(scale_byte(srow, g));
-        }
-        let sb = e4m3(scale_byte(srow, g));
-        if (Q_FMT == 0u) {
-            return E2M1[code] * (sb * p.tensor_scale);
-        }
-        return E2M1[code] * (sb / p.tensor_scale);
-    }
-    let byte = (codes[crow + (kk >> 2u)] >> (8u * (kk & 3u))) & 0xffu;
-    let s = bitcast<f32>(scales[srow + g]);
-    if (Q_FMT == 3u) {
-        return e4m3(byte) * s;
-    }
-    return f32(i32(byte << 24u) >> 24u) * s;
+// element kk of weight row `row` (window-local), dequantized by the reader
+fn w_at(row: u32, kk: u32) -> f32 {
+    return load_q(p.w_base + row * p.row_words, p.s_base + row * p.srow_words, kk);
 }
 
 fn bias_at(col: u32) -> f32 {
@@ -145,7 +77,7 @@ fn gemv(
         }
         for (var j = 0u; j < GEMV_ROWS; j++) {
             if (j < rows) {
-                let wv = load_q(r0 + j, kk);
+                let wv = w_at(r0 + j, kk);
                 for (var i = 0u; i < GEMV_M; i++) {
                     acc[j * GEMV_M + i] += xv[i] * wv;
                 }
@@ -188,7 +120,7 @@ fn tiled(@builtin(global_invocation_id) gid: vec3<u32>) {
         var wv: array<f32, TILE>;
         for (var j = 0u; j < TILE; j++) {
             // past the edge: re-read the last row; the result is not stored
-            wv[j] = load_q(min(c0 + j, p.nw - 1u), kk);
+            wv[j] = w_at(min(c0 + j, p.nw - 1u), kk);
         }
         for (var i = 0u; i < TILE; i++) {
             let xv = x[p.x_base + min(r0 + i, p.m - 1u) * p.k + kk];

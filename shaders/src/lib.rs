@@ -11,9 +11,14 @@
 //! - [`F16_SHADERS`]: `enable f16;` variants of the ops that read weights
 //!   (`f16/<op>.wgsl`), for adapters with `SHADER_F16`: same `Params`,
 //!   bindings and entry points, the weight bound as `array<f16>`.
-//! - [`QUANT_SHADERS`]: ops on packed quantized weights (`quant/<op>.wgsl`,
-//!   same stem as the op they implement): codes and scales in two `array<u32>`
-//!   bindings, decoded in registers; an `override Q_FMT` picks the format.
+//! - [`QUANT_SHADERS`], [`GGML_SHADERS`]: ops on packed quantized weights,
+//!   codes and scales in two `array<u32>` bindings, decoded in registers. One
+//!   body per op (`quant/<op>.wgsl`, same stem as the op) is joined with
+//!   `concat!` behind one small reader per family of formats, which defines
+//!   `load_q` (`quant/read_scaled.wgsl`: NVFP4, MXFP4, FP8, INT8, INT4 with
+//!   separate scales; `quant/read_ggml.wgsl`: GGUF blocks, scales inside the
+//!   blocks); an `override Q_FMT` picks the format within the family. The
+//!   joined text is what naga validates and what the backend compiles.
 //!
 //! Each file's `struct Params` is mirrored by a `#[repr(C)]` struct in
 //! `backend-wgpu/src/ops/`, named in the comment beside it.
@@ -33,7 +38,17 @@ pub const SOFTCAP: &str = include_str!("../softcap.wgsl");
 
 pub const GATHER_ROWS_F16: &str = include_str!("../f16/gather_rows.wgsl");
 pub const MATMUL_F16: &str = include_str!("../f16/matmul.wgsl");
-pub const MATMUL_QUANT: &str = include_str!("../quant/matmul.wgsl");
+
+/// `$reader` (a family's `load_q`) in front of an op body in `quant/`.
+macro_rules! quant {
+    ($reader:literal, $body:literal) => {
+        concat!(include_str!(concat!("../quant/", $reader)), "\n", include_str!(concat!("../quant/", $body)))
+    };
+}
+pub const MATMUL_QUANT: &str = quant!("read_scaled.wgsl", "matmul.wgsl");
+pub const GATHER_ROWS_QUANT: &str = quant!("read_scaled.wgsl", "gather_rows.wgsl");
+pub const MATMUL_GGML: &str = quant!("read_ggml.wgsl", "matmul.wgsl");
+pub const GATHER_ROWS_GGML: &str = quant!("read_ggml.wgsl", "gather_rows.wgsl");
 
 /// `(op file stem, WGSL source)` for every shader.
 pub const SHADERS: &[(&str, &str)] = &[
@@ -54,12 +69,22 @@ pub const SHADERS: &[(&str, &str)] = &[
 /// `(op file stem, WGSL source)` of the native-f16 variants.
 pub const F16_SHADERS: &[(&str, &str)] = &[("gather_rows", GATHER_ROWS_F16), ("matmul", MATMUL_F16)];
 
-/// `(op file stem, WGSL source)` of the quantized-weight variants.
-pub const QUANT_SHADERS: &[(&str, &str)] = &[("matmul", MATMUL_QUANT)];
+/// `(op file stem, WGSL source)` of the quantized-weight variants for
+/// formats with separate scales.
+pub const QUANT_SHADERS: &[(&str, &str)] = &[("gather_rows", GATHER_ROWS_QUANT), ("matmul", MATMUL_QUANT)];
+
+/// `(op file stem, WGSL source)` of the quantized-weight variants for GGUF
+/// block formats: the same bodies as [`QUANT_SHADERS`], another reader.
+pub const GGML_SHADERS: &[(&str, &str)] = &[("gather_rows", GATHER_ROWS_GGML), ("matmul", MATMUL_GGML)];
 
 /// The quantized-weight variant of `stem`, if there is one.
 pub fn quant_source(stem: &str) -> Option<&'static str> {
     QUANT_SHADERS.iter().find(|(s, _)| *s == stem).map(|(_, src)| *src)
+}
+
+/// The GGUF-block variant of `stem`, if there is one.
+pub fn ggml_source(stem: &str) -> Option<&'static str> {
+    GGML_SHADERS.iter().find(|(s, _)| *s == stem).map(|(_, src)| *src)
 }
 
 /// The source for `stem`, the native-f16 variant when asked for and present.
@@ -97,12 +122,15 @@ mod tests {
         for (stem, src) in QUANT_SHADERS {
             validate(&format!("quant/{stem}"), src);
         }
+        for (stem, src) in GGML_SHADERS {
+            validate(&format!("ggml/{stem}"), src);
+        }
     }
 
     /// Portable shaders must not need the f16 extension.
     #[test]
     fn portable_shaders_do_not_enable_f16() {
-        for (stem, src) in SHADERS.iter().chain(QUANT_SHADERS) {
+        for (stem, src) in SHADERS.iter().chain(QUANT_SHADERS).chain(GGML_SHADERS) {
             let module = naga::front::wgsl::parse_str(src).unwrap();
             Validator::new(ValidationFlags::all(), PORTABLE)
                 .validate(&module)
@@ -125,9 +153,23 @@ mod tests {
         for (stem, _) in F16_SHADERS {
             assert!(source(stem, false).is_some(), "f16/{stem} has no portable twin");
         }
-        for (stem, _) in QUANT_SHADERS {
+        for (stem, _) in QUANT_SHADERS.iter().chain(GGML_SHADERS) {
             assert!(source(stem, false).is_some(), "quant/{stem} is not an op");
         }
+    }
+
+    fn entries(m: &naga::Module) -> Vec<String> {
+        m.entry_points.iter().map(|e| e.name.clone()).collect()
+    }
+
+    fn bindings(m: &naga::Module) -> Vec<(u32, u32, Option<String>)> {
+        let mut b: Vec<_> = m
+            .global_variables
+            .iter()
+            .filter_map(|(_, g)| g.binding.as_ref().map(|rb| (rb.group, rb.binding, g.name.clone())))
+            .collect();
+        b.sort();
+        b
     }
 
     /// A variant's entry points and bindings are its twin's, so one pipeline
@@ -137,18 +179,22 @@ mod tests {
         for (stem, src) in F16_SHADERS {
             let f16 = validate(stem, src);
             let portable = validate(stem, source(stem, false).unwrap());
-            let entries = |m: &naga::Module| m.entry_points.iter().map(|e| e.name.clone()).collect::<Vec<_>>();
             assert_eq!(entries(&f16), entries(&portable), "{stem}");
-            let bindings = |m: &naga::Module| {
-                let mut b: Vec<_> = m
-                    .global_variables
-                    .iter()
-                    .filter_map(|(_, g)| g.binding.as_ref().map(|rb| (rb.group, rb.binding, g.name.clone())))
-                    .collect();
-                b.sort();
-                b
-            };
             assert_eq!(bindings(&f16), bindings(&portable), "{stem}");
+        }
+    }
+
+    /// Both reader families serve the same ops through the same body, so the
+    /// backend plans them alike.
+    #[test]
+    fn every_reader_family_has_the_same_ops() {
+        let stems = |t: &[(&'static str, &'static str)]| t.iter().map(|(s, _)| *s).collect::<Vec<_>>();
+        assert_eq!(stems(QUANT_SHADERS), stems(GGML_SHADERS));
+        for (stem, src) in GGML_SHADERS {
+            let ggml = validate(stem, src);
+            let scaled = validate(stem, quant_source(stem).unwrap());
+            assert_eq!(entries(&ggml), entries(&scaled), "{stem}");
+            assert_eq!(bindings(&ggml), bindings(&scaled), "{stem}");
         }
     }
 }

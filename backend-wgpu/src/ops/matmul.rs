@@ -1,7 +1,8 @@
 //! matmul: `gemv` when a window has at most 8 rows of x (decode), `tiled`
 //! otherwise; one dispatch per (x/out row window, weight row window).
-//! Quantized weights run shaders/quant/matmul.wgsl (same entry points and
-//! grid), their codes and scales windowed by the same weight rows.
+//! Quantized weights run shaders/quant/matmul.wgsl behind their family's
+//! reader (same entry points and grid), their codes and scales windowed by
+//! the same weight rows.
 
 use ferrum_engine::{Result, Tensor};
 
@@ -9,7 +10,7 @@ use super::{Ctx, bytes, u32_of, weight_pipeline};
 use crate::encoder::Dispatch;
 use crate::pipelines::Access::{Read, ReadWrite};
 use crate::pipelines::PipelineKey;
-use crate::quant::quant_buffer;
+use crate::quant::{QuantOp, quant_buffer};
 use crate::window::{BindLimits, Rows, groups_2d, ranges, whole};
 use ferrum_engine::Error;
 
@@ -124,12 +125,8 @@ fn plan_quant(inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -> Result<Vec<Dispatc
     let q = quant_buffer(w)?;
     let lay = q.layout;
     let (xr, or) = (Rows::of(x)?, Rows::of(out)?);
-    let cr = Rows { buf: &q.codes, rows: n, row_elems: lay.row_words, elem_bytes: 4 };
-    let sr = Rows { buf: &q.scales, rows: n, row_elems: lay.srow_words, elem_bytes: 4 };
     let per_m = xr.per_window(l)?.min(or.per_window(l)?);
-    let per_w = cr.per_window(l)?.min(sr.per_window(l)?);
-    let w_windows: Vec<_> =
-        ranges(n, per_w).map(|(first, rows)| (cr.window(first, rows, l), sr.window(first, rows, l))).collect();
+    let w_windows = q.row_windows(n, l)?;
     let bias_binding = bias.map(|b| whole(b, "matmul bias", l)).transpose()?;
     let storage = &[Read, Read, Read, Read, ReadWrite];
     let mut dispatches = Vec::new();
@@ -137,7 +134,7 @@ fn plan_quant(inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -> Result<Vec<Dispatc
         let (xw, ow) = (xr.window(first, rows, l), or.window(first, rows, l));
         let gemv = rows <= GEMV_M;
         let entry = if gemv { "gemv" } else { "tiled" };
-        let key = PipelineKey::new("quant/matmul", entry, storage).constant("Q_FMT", lay.fmt as u32);
+        let key = PipelineKey::new(q.shader(QuantOp::Matmul), entry, storage).constant("Q_FMT", lay.fmt as u32);
         for (cw, sw) in &w_windows {
             let params = QuantMatmulParams {
                 m: u32_of(rows, "x rows in a window")?,

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use ferrum_engine::ops::{Op, OpKind};
 use ferrum_engine::quant::QuantFormat;
+use ferrum_engine::quant::device_layout::DeviceFormat;
 use ferrum_engine::{DType, Result, Tensor};
 
 use crate::buffer::{BufferPool, GpuBuffer};
@@ -68,17 +69,17 @@ pub(crate) fn plan(op: &Op, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -> Resu
     }
 }
 
-/// What the op's contract allows, less what is not implemented here: f16
-/// weights need the adapter's f16 (native or unpacked from u32; bf16 widens
-/// with a shift), GGUF block formats are read dequantized to f32, and
-/// gather_rows reads no packed rows (shaders/quant/matmul.wgsl decodes the rest).
-pub(crate) fn supports(op: OpKind, dtype: DType, f16_ok: bool) -> bool {
+/// What the op's contract allows, less what the adapter cannot run: f16
+/// weights need its f16 (`native_f16`, or `f16_in_f32` to unpack them from
+/// u32 words; bf16 widens with a shift), and GGUF block formats need
+/// `f16_in_f32` too (shaders/quant/read_ggml.wgsl unpacks their f16 scales).
+/// Every quantized format is decoded in registers by shaders/quant/.
+pub(crate) fn supports(op: OpKind, dtype: DType, native_f16: bool, f16_in_f32: bool) -> bool {
     op.takes(dtype)
         && match dtype {
-            DType::F16 => f16_ok,
-            DType::Quant(QuantFormat::Ggml(_)) => false,
-            DType::Quant(_) => op == OpKind::Matmul,
-            DType::F32 | DType::BF16 | DType::U32 => true,
+            DType::F16 => native_f16 || f16_in_f32,
+            DType::Quant(QuantFormat::Ggml(ty)) => f16_in_f32 && DeviceFormat::of_ggml(ty).is_some(),
+            DType::Quant(_) | DType::F32 | DType::BF16 | DType::U32 => true,
         }
 }
 
@@ -147,8 +148,11 @@ mod tests {
             checked += 1;
         }
         assert_eq!(checked, ours.len() + ferrum_shaders::F16_SHADERS.len());
-        let quant = [("matmul", size_of::<matmul::QuantMatmulParams>())];
-        for (stem, src) in ferrum_shaders::QUANT_SHADERS {
+        let quant = [
+            ("gather_rows", size_of::<gather_rows::QuantGatherRowsParams>()),
+            ("matmul", size_of::<matmul::QuantMatmulParams>()),
+        ];
+        for (stem, src) in ferrum_shaders::QUANT_SHADERS.iter().chain(ferrum_shaders::GGML_SHADERS) {
             let module = naga::front::wgsl::parse_str(src).unwrap();
             let (_, ty) = module.types.iter().find(|(_, t)| t.name.as_deref() == Some("Params")).unwrap();
             let naga::TypeInner::Struct { span, .. } = ty.inner else { panic!("quant/{stem}: Params is not a struct") };
