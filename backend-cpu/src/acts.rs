@@ -12,6 +12,8 @@ pub struct QuantActs {
     pub d: Vec<f32>,
     /// [m, k / 16] `d * sum(q)` per 16
     pub sums: Vec<f32>,
+    /// [m, k / 32] `d * sum(q)` per 32
+    pub sums32: Vec<f32>,
 }
 
 impl QuantActs {
@@ -21,6 +23,7 @@ impl QuantActs {
         grow(&mut self.q, m * k, 0);
         grow(&mut self.d, m * k / 32, 0.0);
         grow(&mut self.sums, m * k / 16, 0.0);
+        grow(&mut self.sums32, m * k / 32, 0.0);
     }
 
     pub fn row_q(&self, r: usize) -> &[i8] {
@@ -44,7 +47,7 @@ fn grow<T: Copy>(v: &mut Vec<T>, n: usize, fill: T) {
 
 /// Quantizes one row `x` (len k) into its codes, scales and sums.
 #[inline(always)]
-pub fn quantize_row(x: &[f32], q: &mut [i8], d: &mut [f32], sums: &mut [f32]) {
+pub fn quantize_row(x: &[f32], q: &mut [i8], d: &mut [f32], sums: &mut [f32], sums32: &mut [f32]) {
     for (b, (xb, qb)) in x.chunks_exact(32).zip(q.chunks_exact_mut(32)).enumerate() {
         let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let scale = amax / 127.0;
@@ -57,6 +60,7 @@ pub fn quantize_row(x: &[f32], q: &mut [i8], d: &mut [f32], sums: &mut [f32]) {
             let s: i32 = qb[16 * h..16 * h + 16].iter().map(|&v| v as i32).sum();
             sums[2 * b + h] = scale * s as f32;
         }
+        sums32[b] = scale * qb.iter().map(|&v| v as i32).sum::<i32>() as f32;
     }
 }
 
@@ -69,7 +73,7 @@ mod tests {
         let x: Vec<f32> = (0..64).map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.3).collect();
         let mut a = QuantActs::default();
         a.resize(1, 64);
-        quantize_row(&x, &mut a.q, &mut a.d, &mut a.sums);
+        quantize_row(&x, &mut a.q, &mut a.d, &mut a.sums, &mut a.sums32);
         for (i, &v) in x.iter().enumerate() {
             let d = a.d[i / 32];
             assert!((a.q[i] as f32 * d - v).abs() <= d / 2.0 + 1e-6, "element {i}");

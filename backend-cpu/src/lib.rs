@@ -12,11 +12,12 @@
 
 pub mod acts;
 mod attention;
-pub mod isa;
 #[cfg(target_arch = "x86_64")]
-mod legacy_x86;
+mod fused_x86;
+pub mod isa;
 mod matmul;
 pub mod pool;
+mod profile;
 mod readers;
 mod simd;
 
@@ -38,6 +39,7 @@ pub struct Ctx {
     pool: Pool,
     isa: Isa,
     acts: Mutex<acts::QuantActs>,
+    profile: profile::Profile,
 }
 
 pub struct FastCpuBackend {
@@ -75,6 +77,12 @@ pub fn open(threads: Option<usize>) -> Result<Arc<dyn Backend>> {
     Ok(Arc::new(FastCpuBackend::new(threads.unwrap_or_else(physical_cores), Isa::from_env()?)?))
 }
 
+impl Drop for FastCpuBackend {
+    fn drop(&mut self) {
+        self.ctx.profile.report();
+    }
+}
+
 impl FastCpuBackend {
     pub fn new(threads: usize, isa: Isa) -> Result<Self> {
         if !isa.available() {
@@ -84,7 +92,10 @@ impl FastCpuBackend {
             return Err(Error::Backend("the CPU backend needs at least one thread".into()));
         }
         let pool = Pool::new(threads).map_err(|e| Error::Backend(format!("cannot start {threads} threads: {e}")))?;
-        Ok(FastCpuBackend { ctx: Ctx { pool, isa, acts: Mutex::default() }, recording: Mutex::new(None) })
+        Ok(FastCpuBackend {
+            ctx: Ctx { pool, isa, acts: Mutex::default(), profile: profile::Profile::from_env() },
+            recording: Mutex::new(None),
+        })
     }
 
     pub fn isa(&self) -> Isa {
@@ -229,6 +240,13 @@ const PARALLEL_ROWS: usize = 16;
 
 /// Runs `op` (validated); allocates nothing.
 fn compute<T: Borrow<Tensor>>(ctx: &Ctx, op: &Op, inputs: &[T], out: &Tensor, checks: Checks) -> Result<()> {
+    let started = ctx.profile.start();
+    let done = run_op(ctx, op, inputs, out, checks);
+    ctx.profile.stop(op.kind(), started);
+    done
+}
+
+fn run_op<T: Borrow<Tensor>>(ctx: &Ctx, op: &Op, inputs: &[T], out: &Tensor, checks: Checks) -> Result<()> {
     let mut guards: [Option<RwLockReadGuard<'_, CpuData>>; 6] = Default::default();
     for (g, t) in guards.iter_mut().zip(inputs) {
         *g = Some(read_lock(t.borrow())?);

@@ -70,8 +70,8 @@ pub fn matmul(
         CpuData::BF16(v) => float(ctx, &Bf16Rows(v), x, bias, dims, out),
         CpuData::Quant(q) if k % 32 == 0 => match q {
             #[cfg(target_arch = "x86_64")]
-            QuantizedMatrix::Ggml(g) if ctx.isa != Isa::Portable && crate::legacy_x86::kind(g.ty()).is_some() => {
-                legacy(ctx, g, x, bias, dims, out)
+            QuantizedMatrix::Ggml(g) if ctx.isa != Isa::Portable && crate::fused_x86::has(g.ty()) => {
+                fused(ctx, g, x, bias, dims, out)
             }
             QuantizedMatrix::Ggml(g) => match g.ty() {
                 GgmlType::Q4_0 => int(ctx, &Ggml::<readers::Q4_0>::new(g), x, bias, dims, out),
@@ -141,9 +141,9 @@ fn int<R: Reader>(ctx: &Ctx, r: &R, x: &[f32], bias: Option<&[f32]>, dims: [usiz
     }))
 }
 
-/// Q4_0, Q4_1, Q8_0 on x86: the fused kernels of `legacy_x86`.
+/// GGUF blocks on x86: the fused kernels of `fused_x86`.
 #[cfg(target_arch = "x86_64")]
-fn legacy(
+fn fused(
     ctx: &Ctx,
     g: &ferrum_engine::quant::GgmlBlocks,
     x: &[f32],
@@ -151,12 +151,12 @@ fn legacy(
     dims: [usize; 3],
     out: &mut [f32],
 ) -> Result<()> {
-    use crate::legacy_x86::{self as l, Q4_0, Q4_1, Q8_0};
+    use crate::fused_x86 as f;
     let [m, k, n] = dims;
     let mut acts = ctx.acts.lock().map_err(|_| Error::Backend("cpu scratch lock poisoned".into()))?;
     acts.resize(m, k);
     quantize_acts(ctx, x, m, k, &mut acts)?;
-    let job = l::Job {
+    let job = f::Job {
         data: g.data(),
         row_bytes: g.row_bytes(),
         acts: &acts,
@@ -165,23 +165,14 @@ fn legacy(
         rows: row_chunks(n, ctx.pool.threads()),
         out: SharedOut(out.as_mut_ptr()),
     };
-    let (kind, vnni) = (l::kind(g.ty()), ctx.isa == Isa::Avx512);
+    let (ty, vnni) = (g.ty(), ctx.isa == Isa::Avx512);
     // SAFETY: the ISA is available (checked when the backend was made); shapes validated
-    finish(ctx.pool.run(&|_| unsafe {
-        match (kind, vnni) {
-            (Some(Q4_0), false) => l::part_avx2::<Q4_0>(&job),
-            (Some(Q4_1), false) => l::part_avx2::<Q4_1>(&job),
-            (Some(Q8_0), false) => l::part_avx2::<Q8_0>(&job),
-            (Some(Q4_0), true) => l::part_avx512::<Q4_0>(&job),
-            (Some(Q4_1), true) => l::part_avx512::<Q4_1>(&job),
-            (Some(Q8_0), true) => l::part_avx512::<Q8_0>(&job),
-            _ => {}
-        }
-    }))
+    finish(ctx.pool.run(&|_| unsafe { f::run(ty, vnni, &job) }))
 }
 
 fn quantize_acts(ctx: &Ctx, x: &[f32], m: usize, k: usize, acts: &mut QuantActs) -> Result<()> {
     let (q, d, s) = (&mut acts.q[..m * k], &mut acts.d[..m * k / 32], &mut acts.sums[..m * k / 16]);
+    let s32 = &mut acts.sums32[..m * k / 32];
     if m < 8 {
         for r in 0..m {
             quantize_row(
@@ -189,11 +180,13 @@ fn quantize_acts(ctx: &Ctx, x: &[f32], m: usize, k: usize, acts: &mut QuantActs)
                 &mut q[r * k..(r + 1) * k],
                 &mut d[r * k / 32..(r + 1) * k / 32],
                 &mut s[r * k / 16..(r + 1) * k / 16],
+                &mut s32[r * k / 32..(r + 1) * k / 32],
             );
         }
         return Ok(());
     }
     let (qp, dp, sp) = (SharedBytes(q.as_mut_ptr()), SharedOut(d.as_mut_ptr()), SharedOut(s.as_mut_ptr()));
+    let s32p = SharedOut(s32.as_mut_ptr());
     let rows = Chunks::new(m, 4);
     finish(ctx.pool.run(&|_| {
         while let Some(rs) = rows.next() {
@@ -205,6 +198,7 @@ fn quantize_acts(ctx: &Ctx, x: &[f32], m: usize, k: usize, acts: &mut QuantActs)
                         std::slice::from_raw_parts_mut(qp.at(r * k), k),
                         std::slice::from_raw_parts_mut(dp.at(r * k / 32), k / 32),
                         std::slice::from_raw_parts_mut(sp.at(r * k / 16), k / 16),
+                        std::slice::from_raw_parts_mut(s32p.at(r * k / 32), k / 32),
                     )
                 };
             }

@@ -58,11 +58,17 @@ pub fn run(args: &InfoArgs) -> Result<()> {
         human_bytes(kv_per_token),
         human_bytes(kv_per_token * c.max_position_embeddings)
     );
-    let loaded = if source.format == ferrum_engine::source::SourceFormat::Gguf { params * 4 } else { bytes };
+    // GGUF blocks the backends run stay packed; other GGUF types become f32
+    let as_stored = |dtype: &str| {
+        source.format != ferrum_engine::source::SourceFormat::Gguf
+            || ["F32", "F16", "BF16", "MXFP4"].contains(&dtype)
+            || ferrum_engine::quant::ggml::PACKED_TYPES.iter().any(|t| t.name() == dtype)
+    };
+    let loaded: usize = stored.iter().map(|t| if as_stored(t.dtype) { t.bytes } else { t.elements * 4 }).sum();
     println!(
         "memory needed  {} (weights as loaded{} + full-context KV cache)",
         human_bytes(loaded + kv_per_token * c.max_position_embeddings),
-        if loaded != bytes { ", dequantized to f32" } else { "" }
+        if loaded != bytes { ", some dequantized to f32" } else { ", as stored" }
     );
     Ok(())
 }
