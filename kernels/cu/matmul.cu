@@ -70,31 +70,6 @@ struct FloatW {
     }
 };
 
-// A quantized weight [n, k]: element (row, col), and chunk c of a row (16
-// bytes of codes: 32 FP4/INT4 or 16 FP8/INT8 elements) decoded, one scale
-// per code word.
-template <int FMT>
-struct QuantW {
-    static const int CHUNK = 4 * QBits<FMT>::PER_WORD;
-    QuantMatmulParams p;
-    const u32* codes;
-    const u32* scales;
-    __device__ __forceinline__ float operator()(u32 row, u32 col) const {
-        return q_element<FMT>(p, codes, scales, row, col);
-    }
-    __device__ __forceinline__ void chunk(u32 row, u32 c, float* out) const {
-        const uint4 raw = ((const uint4*)(codes + (size_t)row * p.row_words))[c];
-        const u32* srow = scales + (size_t)row * p.srow_words;
-        const u32 words[4] = {raw.x, raw.y, raw.z, raw.w};
-        const int PER_WORD = QBits<FMT>::PER_WORD;
-#pragma unroll
-        for (int q = 0; q < 4; q++) {
-            const u32 e0 = (c * 4 + q) * PER_WORD;
-            q_word<FMT>(words[q], q_scale<FMT>(p, srow, e0 / p.group), out + q * PER_WORD);
-        }
-    }
-};
-
 // dot(x[0..N], w[0..N]) with float4 loads of x (16-byte aligned).
 template <int N>
 __device__ __forceinline__ float dot_x4(const float* x, const float* w) {
@@ -212,35 +187,38 @@ FLOAT_KERNELS(f16, DT_F16)
 FLOAT_KERNELS(bf16, DT_BF16)
 
 // The whole weight decoded to f32 [n, k], for a cuBLAS GEMM in prefill.
-template <int FMT>
-__device__ void matmul_dequant(QuantMatmulParams p, const u32* codes, const u32* scales, float* w) {
-    const u64 total = (u64)p.n * p.k;
+template <class W>
+__device__ void matmul_dequant(u32 n, u32 k, W w, float* out) {
+    const u64 total = (u64)n * k;
     for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (u64)gridDim.x * blockDim.x)
-        w[i] = q_element<FMT>(p, codes, scales, (u32)(i / p.k), (u32)(i % p.k));
+        out[i] = w((u32)(i / k), (u32)(i % k));
 }
 
-#define QUANT_KERNELS(NAME, FMT)                                                                               \
+// The three kernels of a quantized format, reading it through W (QuantW in
+// quant.cuh).
+#define QUANT_KERNELS(NAME, W)                                                                                 \
     extern "C" __global__ void matmul_dequant_##NAME(QuantMatmulParams p, const u32* codes, const u32* scales,  \
                                                      float* w) {                                               \
-        matmul_dequant<FMT>(p, codes, scales, w);                                                              \
+        W wl = {p, codes, scales};                                                                             \
+        matmul_dequant(p.n, p.k, wl, w);                                                                       \
     }                                                                                                          \
     extern "C" __global__ void matmul_gemv_##NAME(QuantMatmulParams p, const float* x, const u32* codes,      \
                                                   const u32* scales, const float* bias, float* out) {         \
-        QuantW<FMT> wl = {p, codes, scales};                                                                   \
+        W wl = {p, codes, scales};                                                                             \
         matmul_gemv(p.m, p.n, p.k, p.vec, p.has_bias, x, wl, bias, out);                                      \
     }                                                                                                          \
     extern "C" __global__ void matmul_tiled_##NAME(QuantMatmulParams p, const float* x, const u32* codes,     \
                                                    const u32* scales, const float* bias, float* out) {        \
-        QuantW<FMT> wl = {p, codes, scales};                                                                   \
+        W wl = {p, codes, scales};                                                                             \
         matmul_tiled(p.m, p.n, p.k, x, wl, p.has_bias, bias, out);                                             \
     }
 
-QUANT_KERNELS(nvfp4, QFMT_NVFP4_MODELOPT)
-QUANT_KERNELS(nvfp4_ct, QFMT_NVFP4_CT)
-QUANT_KERNELS(mxfp4, QFMT_MXFP4)
-QUANT_KERNELS(fp8, QFMT_FP8)
-QUANT_KERNELS(int8, QFMT_INT8)
-QUANT_KERNELS(int4, QFMT_INT4)
+QUANT_KERNELS(nvfp4, QuantW<QFMT_NVFP4_MODELOPT>)
+QUANT_KERNELS(nvfp4_ct, QuantW<QFMT_NVFP4_CT>)
+QUANT_KERNELS(mxfp4, QuantW<QFMT_MXFP4>)
+QUANT_KERNELS(fp8, QuantW<QFMT_FP8>)
+QUANT_KERNELS(int8, QuantW<QFMT_INT8>)
+QUANT_KERNELS(int4, QuantW<QFMT_INT4>)
 
 // Mirrored by `RowsParams` in backend-cuda/src/ops/matmul.rs: `n` elements
 // of a row-major matrix with `cols` columns.

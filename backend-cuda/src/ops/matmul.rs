@@ -300,7 +300,7 @@ mod tests {
         let exe = dir.join("quant_decode");
         let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
         let status = Command::new(&cxx)
-            .args(["-std=c++17", "-O1", "-ffp-contract=off", "-o"])
+            .args(["-std=c++17", "-O1", "-ffp-contract=off", "-fno-strict-aliasing", "-o"])
             .arg(&exe)
             .arg(&src)
             .status()
@@ -309,10 +309,11 @@ mod tests {
         Some(exe)
     }
 
-    /// quant.cuh's decoders (both the per-element path and the per-word
-    /// path of the GEMV) give the CPU reference's dequantized weights bit for
-    /// bit, reading the layout and params the backend uploads. Only kernel
-    /// indexing, reductions and launches are left to the GPU run.
+    /// quant.cuh's weight readers (both the per-element path and the
+    /// per-chunk path of the GEMV) give the CPU reference's dequantized
+    /// weights bit for bit, reading the layout and params the backend
+    /// uploads. Only kernel indexing, reductions and launches are left to the
+    /// GPU run.
     #[test]
     fn quant_cuh_decodes_like_the_reference_on_the_host() {
         let dir = std::env::temp_dir().join(format!("ferrum-quant-decode-{}", std::process::id()));
@@ -368,9 +369,9 @@ mod tests {
             assert!(ok.success(), "{fmt}: the host decoder failed");
             let out: Vec<f32> = bytemuck::pod_collect_to_vec(&std::fs::read(&files[3]).unwrap());
             let want = m.dequantize();
-            let (elem, word) = out.split_at(n * k);
-            for (path, got) in [("q_element", elem), ("q_word", word)] {
-                if path == "q_word" && p.vec == 0 {
+            let (elem, chunk) = out.split_at(n * k);
+            for (path, got) in [("element", elem), ("chunk", chunk)] {
+                if path == "chunk" && p.vec == 0 {
                     continue;
                 }
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
