@@ -1,16 +1,22 @@
 // matmul: out[m, n] = sum_k x[m, k] * w[n, k] (+ b[n]), f32 accumulation.
 // See engine/src/ops/matmul.rs. w is [n, k] (nn.Linear): f32, f16 or bf16,
 // or quantized (NVFP4, MXFP4, FP8, INT8, INT4: codes and scales in two
-// buffers, decoded in registers by quant.cuh; never expanded in memory).
+// buffers, decoded in registers by quant.cuh; GGUF's Q4_0 .. Q8_0 and Q2_K ..
+// Q6_K: blocks kept as stored, decoded by quant_ggml.cuh; never expanded in
+// memory). Each kernel body takes its weight through a reader (FloatW below,
+// QuantW, GgmlW): element (row, col), or chunk c of a row, decoded.
 //
 // Kernels, per weight format <f> (f32, f16, bf16, nvfp4, nvfp4_ct, mxfp4,
-// fp8, int8, int4):
+// fp8, int8, int4, q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k, q4_k, q5_k,
+// q6_k):
 // - matmul_gemv_<f>: decode (small m). One warp per output column n, each
 //   warp reading its weight row once for up to GEMV_ROWS rows of x. Grid:
 //   (ceil(n / GEMV_WARPS), ceil(m / GEMV_ROWS)); block: 32 * GEMV_WARPS.
 //   With `vec` set, each lane loads 16 bytes of weights at a time (4 f32,
 //   8 f16/bf16, 32 FP4/INT4 or 16 FP8/INT8 codes), so a warp reads 512
-//   contiguous bytes per step: the memory-bound decode path.
+//   contiguous bytes per step: the memory-bound decode path. GGUF blocks
+//   are read a 32-element chunk of one block per lane (the block's bytes,
+//   scales included), so a warp reads 32 consecutive chunks of its row.
 // - matmul_tiled_<f>: prefill (larger m) when cuBLAS is absent. 64 x 64
 //   output tiles, k in steps of 16 through shared memory, 256 threads each
 //   computing 4 x 4 outputs. Grid: (ceil(n / 64), ceil(m / 64)).
@@ -22,6 +28,7 @@
 //   input type), cuBLAS accumulates in f32, then matmul_add_bias.
 #include "common.cuh"
 #include "quant.cuh"
+#include "quant_ggml.cuh"
 
 #define GEMV_WARPS 8
 #define GEMV_ROWS 4
@@ -195,7 +202,7 @@ __device__ void matmul_dequant(u32 n, u32 k, W w, float* out) {
 }
 
 // The three kernels of a quantized format, reading it through W (QuantW in
-// quant.cuh).
+// quant.cuh, GgmlW in quant_ggml.cuh, whose `scales` buffer is unused).
 #define QUANT_KERNELS(NAME, W)                                                                                 \
     extern "C" __global__ void matmul_dequant_##NAME(QuantMatmulParams p, const u32* codes, const u32* scales,  \
                                                      float* w) {                                               \
@@ -219,6 +226,16 @@ QUANT_KERNELS(mxfp4, QuantW<QFMT_MXFP4>)
 QUANT_KERNELS(fp8, QuantW<QFMT_FP8>)
 QUANT_KERNELS(int8, QuantW<QFMT_INT8>)
 QUANT_KERNELS(int4, QuantW<QFMT_INT4>)
+QUANT_KERNELS(q4_0, GgmlW<QFMT_Q4_0>)
+QUANT_KERNELS(q4_1, GgmlW<QFMT_Q4_1>)
+QUANT_KERNELS(q5_0, GgmlW<QFMT_Q5_0>)
+QUANT_KERNELS(q5_1, GgmlW<QFMT_Q5_1>)
+QUANT_KERNELS(q8_0, GgmlW<QFMT_Q8_0>)
+QUANT_KERNELS(q2_k, GgmlW<QFMT_Q2_K>)
+QUANT_KERNELS(q3_k, GgmlW<QFMT_Q3_K>)
+QUANT_KERNELS(q4_k, GgmlW<QFMT_Q4_K>)
+QUANT_KERNELS(q5_k, GgmlW<QFMT_Q5_K>)
+QUANT_KERNELS(q6_k, GgmlW<QFMT_Q6_K>)
 
 // Mirrored by `RowsParams` in backend-cuda/src/ops/matmul.rs: `n` elements
 // of a row-major matrix with `cols` columns.

@@ -1,8 +1,8 @@
-// quant_decode.cpp: kernels/cu/quant.cuh compiled for the host, so the CUDA
-// decoders can be checked against the CPU reference without a GPU (by the
-// test `quant_cuh_decodes_like_the_reference_on_the_host` in
-// backend-cuda/src/ops/matmul.rs, which pastes the header in place of its
-// include line, as ferrum_kernels::program does for NVRTC).
+// quant_decode.cpp: kernels/cu/quant.cuh and quant_ggml.cuh compiled for the
+// host, so the CUDA decoders can be checked against the CPU reference without
+// a GPU (by the test `quant_cuh_decodes_like_the_reference_on_the_host` in
+// backend-cuda/src/ops/matmul.rs, which pastes the headers in place of their
+// include lines, as ferrum_kernels::program does for NVRTC).
 //
 // Usage: quant_decode <fmt> <params.bin> <codes.bin> <scales.bin> <out.bin>
 // params.bin is the 48-byte QuantMatmulParams; out.bin gets n*k f32 decoded
@@ -24,6 +24,12 @@ static inline float __uint_as_float(u32 u) {
     return f;
 }
 
+// the device's unfused, round-to-nearest operations (built with
+// -ffp-contract=off, so the host never fuses either)
+static inline float __fmul_rn(float a, float b) { return a * b; }
+static inline float __fadd_rn(float a, float b) { return a + b; }
+static inline float __fsub_rn(float a, float b) { return a - b; }
+
 struct alignas(16) uint4 {
     u32 x, y, z, w;
 };
@@ -32,6 +38,7 @@ struct alignas(16) uint4 {
 #define QDEV inline
 
 #include "quant.cuh"
+#include "quant_ggml.cuh"
 
 static std::vector<char> slurp(const char* path) {
     FILE* f = std::fopen(path, "rb");
@@ -75,6 +82,16 @@ int main(int argc, char** argv) {
         case QFMT_FP8: decode<QuantW<QFMT_FP8>>(p, c, s, elem, chunk); break;
         case QFMT_INT8: decode<QuantW<QFMT_INT8>>(p, c, s, elem, chunk); break;
         case QFMT_INT4: decode<QuantW<QFMT_INT4>>(p, c, s, elem, chunk); break;
+        case QFMT_Q4_0: decode<GgmlW<QFMT_Q4_0>>(p, c, s, elem, chunk); break;
+        case QFMT_Q4_1: decode<GgmlW<QFMT_Q4_1>>(p, c, s, elem, chunk); break;
+        case QFMT_Q5_0: decode<GgmlW<QFMT_Q5_0>>(p, c, s, elem, chunk); break;
+        case QFMT_Q5_1: decode<GgmlW<QFMT_Q5_1>>(p, c, s, elem, chunk); break;
+        case QFMT_Q8_0: decode<GgmlW<QFMT_Q8_0>>(p, c, s, elem, chunk); break;
+        case QFMT_Q2_K: decode<GgmlW<QFMT_Q2_K>>(p, c, s, elem, chunk); break;
+        case QFMT_Q3_K: decode<GgmlW<QFMT_Q3_K>>(p, c, s, elem, chunk); break;
+        case QFMT_Q4_K: decode<GgmlW<QFMT_Q4_K>>(p, c, s, elem, chunk); break;
+        case QFMT_Q5_K: decode<GgmlW<QFMT_Q5_K>>(p, c, s, elem, chunk); break;
+        case QFMT_Q6_K: decode<GgmlW<QFMT_Q6_K>>(p, c, s, elem, chunk); break;
         default: std::fprintf(stderr, "unknown format %d\n", fmt); return 2;
     }
     FILE* f = std::fopen(argv[5], "wb");
