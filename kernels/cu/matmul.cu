@@ -3,8 +3,9 @@
 // or quantized (NVFP4, MXFP4, FP8, INT8, INT4: codes and scales in two
 // buffers, decoded in registers by quant.cuh; GGUF's Q4_0 .. Q8_0 and Q2_K ..
 // Q6_K: blocks kept as stored, decoded by quant_ggml.cuh; never expanded in
-// memory). Each kernel body takes its weight through a reader (FloatW below,
-// QuantW, GgmlW): element (row, col), or chunk c of a row, decoded.
+// memory). Each kernel body takes its weight through a reader (FloatW in
+// common.cuh, QuantW, GgmlW): element (row, col), or chunk c of a row,
+// widened or decoded.
 //
 // Kernels, per weight format <f> (f32, f16, bf16, nvfp4, nvfp4_ct, mxfp4,
 // fp8, int8, int4, q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k, q4_k, q5_k,
@@ -43,38 +44,6 @@ struct MatmulParams {
     u32 has_bias;
     u32 vec;  // gemv only: 16-byte loads are aligned (k * elem_size % 16 == 0)
     u32 _pad;
-};
-
-template <int DT>
-__device__ __forceinline__ void unpack16(uint4 raw, float* out) {
-    if (DT == DT_F32) {
-        out[0] = __uint_as_float(raw.x);
-        out[1] = __uint_as_float(raw.y);
-        out[2] = __uint_as_float(raw.z);
-        out[3] = __uint_as_float(raw.w);
-    } else {
-        const u32 words[4] = {raw.x, raw.y, raw.z, raw.w};
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            const u16 lo = (u16)(words[i] & 0xffffu), hi = (u16)(words[i] >> 16);
-            out[2 * i] = DT == DT_F16 ? f16_to_f32(lo) : bf16_to_f32(lo);
-            out[2 * i + 1] = DT == DT_F16 ? f16_to_f32(hi) : bf16_to_f32(hi);
-        }
-    }
-}
-
-// A float weight [n, k]: element (row, col), and chunk c of a row (the 16
-// bytes at c * 16: 4 f32 or 8 f16/bf16) widened.
-template <int DT>
-struct FloatW {
-    static const int CHUNK = DT == DT_F32 ? 4 : 8;
-    const void* w;
-    u32 k;
-    __device__ __forceinline__ float operator()(u32 row, u32 col) const { return load_w<DT>(w, (size_t)row * k + col); }
-    __device__ __forceinline__ void chunk(u32 row, u32 c, float* out) const {
-        const uint4* r = (const uint4*)((const char*)w + (size_t)row * k * (DT == DT_F32 ? 4 : 2));
-        unpack16<DT>(r[c], out);
-    }
 };
 
 // dot(x[0..N], w[0..N]) with float4 loads of x (16-byte aligned).

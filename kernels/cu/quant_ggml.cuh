@@ -141,7 +141,8 @@ QDEV float kquant_value(gbytes b, u32 c, u32 l) {
     const GgmlScaleMin sm = k_scale_min(b + 4, c);
     const float dl = g_f16(b, 0) * (float)sm.x;
     const float ml = g_f16(b, 2) * (float)sm.y;
-    const u32 q = FMT == QFMT_Q4_K ? nibble256(b + 16, c, l) : nibble256(b + 48, c, l) | (((b[16u + l] >> c) & 1u) << 4);
+    const u32 q =
+        FMT == QFMT_Q4_K ? nibble256(b + 16, c, l) : nibble256(b + 48, c, l) | (((b[16u + l] >> c) & 1u) << 4);
     return __fsub_rn(__fmul_rn(dl, (float)q), ml);
 }
 
