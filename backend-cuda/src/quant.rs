@@ -2,7 +2,8 @@
 //! the scales of an `engine::quant::QuantizedMatrix` in two device buffers,
 //! laid out by `ferrum_engine::quant::device_layout` with code rows padded to
 //! 16 bytes (the GEMV loads 16 bytes per lane), and decoded in registers by
-//! kernels/cu/quant.cuh: no f32 or bf16 copy of the weight exists anywhere.
+//! kernels/cu/quant.cuh (GGUF blocks, kept byte for byte: quant_ggml.cuh):
+//! no f32 or bf16 copy of the weight exists anywhere.
 
 use std::any::Any;
 use std::sync::Arc;

@@ -35,6 +35,40 @@ __device__ __forceinline__ float load_w(const void* w, size_t i) {
     return bf16_to_f32(((const u16*)w)[i]);
 }
 
+template <int DT>
+__device__ __forceinline__ void unpack16(uint4 raw, float* out) {
+    if (DT == DT_F32) {
+        out[0] = __uint_as_float(raw.x);
+        out[1] = __uint_as_float(raw.y);
+        out[2] = __uint_as_float(raw.z);
+        out[3] = __uint_as_float(raw.w);
+    } else {
+        const u32 words[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const u16 lo = (u16)(words[i] & 0xffffu), hi = (u16)(words[i] >> 16);
+            out[2 * i] = DT == DT_F16 ? f16_to_f32(lo) : bf16_to_f32(lo);
+            out[2 * i + 1] = DT == DT_F16 ? f16_to_f32(hi) : bf16_to_f32(hi);
+        }
+    }
+}
+
+// A float weight [n, k], the reader of the weight ops (matmul.cu,
+// gather_rows.cu): element (row, col), and chunk c of a row (the 16 bytes at
+// c * 16: 4 f32 or 8 f16/bf16) widened. quant.cuh and quant_ggml.cuh give
+// the quantized formats readers with the same members.
+template <int DT>
+struct FloatW {
+    static const int CHUNK = DT == DT_F32 ? 4 : 8;
+    const void* w;
+    u32 k;
+    __device__ __forceinline__ float operator()(u32 row, u32 col) const { return load_w<DT>(w, (size_t)row * k + col); }
+    __device__ __forceinline__ void chunk(u32 row, u32 c, float* out) const {
+        const uint4* r = (const uint4*)((const char*)w + (size_t)row * k * (DT == DT_F32 ? 4 : 2));
+        unpack16<DT>(r[c], out);
+    }
+};
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);

@@ -1,16 +1,23 @@
 // matmul: out[m, n] = sum_k x[m, k] * w[n, k] (+ b[n]), f32 accumulation.
 // See engine/src/ops/matmul.rs. w is [n, k] (nn.Linear): f32, f16 or bf16,
 // or quantized (NVFP4, MXFP4, FP8, INT8, INT4: codes and scales in two
-// buffers, decoded in registers by quant.cuh; never expanded in memory).
+// buffers, decoded in registers by quant.cuh; GGUF's Q4_0 .. Q8_0 and Q2_K ..
+// Q6_K: blocks kept as stored, decoded by quant_ggml.cuh; never expanded in
+// memory). Each kernel body takes its weight through a reader (FloatW in
+// common.cuh, QuantW, GgmlW): element (row, col), or chunk c of a row,
+// widened or decoded.
 //
 // Kernels, per weight format <f> (f32, f16, bf16, nvfp4, nvfp4_ct, mxfp4,
-// fp8, int8, int4):
+// fp8, int8, int4, q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k, q4_k, q5_k,
+// q6_k):
 // - matmul_gemv_<f>: decode (small m). One warp per output column n, each
 //   warp reading its weight row once for up to GEMV_ROWS rows of x. Grid:
 //   (ceil(n / GEMV_WARPS), ceil(m / GEMV_ROWS)); block: 32 * GEMV_WARPS.
 //   With `vec` set, each lane loads 16 bytes of weights at a time (4 f32,
 //   8 f16/bf16, 32 FP4/INT4 or 16 FP8/INT8 codes), so a warp reads 512
-//   contiguous bytes per step: the memory-bound decode path.
+//   contiguous bytes per step: the memory-bound decode path. GGUF blocks
+//   are read a 32-element chunk of one block per lane (the block's bytes,
+//   scales included), so a warp reads 32 consecutive chunks of its row.
 // - matmul_tiled_<f>: prefill (larger m) when cuBLAS is absent. 64 x 64
 //   output tiles, k in steps of 16 through shared memory, 256 threads each
 //   computing 4 x 4 outputs. Grid: (ceil(n / 64), ceil(m / 64)).
@@ -22,6 +29,7 @@
 //   input type), cuBLAS accumulates in f32, then matmul_add_bias.
 #include "common.cuh"
 #include "quant.cuh"
+#include "quant_ggml.cuh"
 
 #define GEMV_WARPS 8
 #define GEMV_ROWS 4
@@ -36,63 +44,6 @@ struct MatmulParams {
     u32 has_bias;
     u32 vec;  // gemv only: 16-byte loads are aligned (k * elem_size % 16 == 0)
     u32 _pad;
-};
-
-template <int DT>
-__device__ __forceinline__ void unpack16(uint4 raw, float* out) {
-    if (DT == DT_F32) {
-        out[0] = __uint_as_float(raw.x);
-        out[1] = __uint_as_float(raw.y);
-        out[2] = __uint_as_float(raw.z);
-        out[3] = __uint_as_float(raw.w);
-    } else {
-        const u32 words[4] = {raw.x, raw.y, raw.z, raw.w};
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            const u16 lo = (u16)(words[i] & 0xffffu), hi = (u16)(words[i] >> 16);
-            out[2 * i] = DT == DT_F16 ? f16_to_f32(lo) : bf16_to_f32(lo);
-            out[2 * i + 1] = DT == DT_F16 ? f16_to_f32(hi) : bf16_to_f32(hi);
-        }
-    }
-}
-
-// A float weight [n, k]: element (row, col), and chunk c of a row (the 16
-// bytes at c * 16: 4 f32 or 8 f16/bf16) widened.
-template <int DT>
-struct FloatW {
-    static const int CHUNK = DT == DT_F32 ? 4 : 8;
-    const void* w;
-    u32 k;
-    __device__ __forceinline__ float operator()(u32 row, u32 col) const { return load_w<DT>(w, (size_t)row * k + col); }
-    __device__ __forceinline__ void chunk(u32 row, u32 c, float* out) const {
-        const uint4* r = (const uint4*)((const char*)w + (size_t)row * k * (DT == DT_F32 ? 4 : 2));
-        unpack16<DT>(r[c], out);
-    }
-};
-
-// A quantized weight [n, k]: element (row, col), and chunk c of a row (16
-// bytes of codes: 32 FP4/INT4 or 16 FP8/INT8 elements) decoded, one scale
-// per code word.
-template <int FMT>
-struct QuantW {
-    static const int CHUNK = 4 * QBits<FMT>::PER_WORD;
-    QuantMatmulParams p;
-    const u32* codes;
-    const u32* scales;
-    __device__ __forceinline__ float operator()(u32 row, u32 col) const {
-        return q_element<FMT>(p, codes, scales, row, col);
-    }
-    __device__ __forceinline__ void chunk(u32 row, u32 c, float* out) const {
-        const uint4 raw = ((const uint4*)(codes + (size_t)row * p.row_words))[c];
-        const u32* srow = scales + (size_t)row * p.srow_words;
-        const u32 words[4] = {raw.x, raw.y, raw.z, raw.w};
-        const int PER_WORD = QBits<FMT>::PER_WORD;
-#pragma unroll
-        for (int q = 0; q < 4; q++) {
-            const u32 e0 = (c * 4 + q) * PER_WORD;
-            q_word<FMT>(words[q], q_scale<FMT>(p, srow, e0 / p.group), out + q * PER_WORD);
-        }
-    }
 };
 
 // dot(x[0..N], w[0..N]) with float4 loads of x (16-byte aligned).
@@ -212,35 +163,48 @@ FLOAT_KERNELS(f16, DT_F16)
 FLOAT_KERNELS(bf16, DT_BF16)
 
 // The whole weight decoded to f32 [n, k], for a cuBLAS GEMM in prefill.
-template <int FMT>
-__device__ void matmul_dequant(QuantMatmulParams p, const u32* codes, const u32* scales, float* w) {
-    const u64 total = (u64)p.n * p.k;
+template <class W>
+__device__ void matmul_dequant(u32 n, u32 k, W w, float* out) {
+    const u64 total = (u64)n * k;
     for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (u64)gridDim.x * blockDim.x)
-        w[i] = q_element<FMT>(p, codes, scales, (u32)(i / p.k), (u32)(i % p.k));
+        out[i] = w((u32)(i / k), (u32)(i % k));
 }
 
-#define QUANT_KERNELS(NAME, FMT)                                                                               \
+// The three kernels of a quantized format, reading it through W (QuantW in
+// quant.cuh, GgmlW in quant_ggml.cuh, whose `scales` buffer is unused).
+#define QUANT_KERNELS(NAME, W)                                                                                 \
     extern "C" __global__ void matmul_dequant_##NAME(QuantMatmulParams p, const u32* codes, const u32* scales,  \
                                                      float* w) {                                               \
-        matmul_dequant<FMT>(p, codes, scales, w);                                                              \
+        W wl = {p, codes, scales};                                                                             \
+        matmul_dequant(p.n, p.k, wl, w);                                                                       \
     }                                                                                                          \
     extern "C" __global__ void matmul_gemv_##NAME(QuantMatmulParams p, const float* x, const u32* codes,      \
                                                   const u32* scales, const float* bias, float* out) {         \
-        QuantW<FMT> wl = {p, codes, scales};                                                                   \
+        W wl = {p, codes, scales};                                                                             \
         matmul_gemv(p.m, p.n, p.k, p.vec, p.has_bias, x, wl, bias, out);                                      \
     }                                                                                                          \
     extern "C" __global__ void matmul_tiled_##NAME(QuantMatmulParams p, const float* x, const u32* codes,     \
                                                    const u32* scales, const float* bias, float* out) {        \
-        QuantW<FMT> wl = {p, codes, scales};                                                                   \
+        W wl = {p, codes, scales};                                                                             \
         matmul_tiled(p.m, p.n, p.k, x, wl, p.has_bias, bias, out);                                             \
     }
 
-QUANT_KERNELS(nvfp4, QFMT_NVFP4_MODELOPT)
-QUANT_KERNELS(nvfp4_ct, QFMT_NVFP4_CT)
-QUANT_KERNELS(mxfp4, QFMT_MXFP4)
-QUANT_KERNELS(fp8, QFMT_FP8)
-QUANT_KERNELS(int8, QFMT_INT8)
-QUANT_KERNELS(int4, QFMT_INT4)
+QUANT_KERNELS(nvfp4, QuantW<QFMT_NVFP4_MODELOPT>)
+QUANT_KERNELS(nvfp4_ct, QuantW<QFMT_NVFP4_CT>)
+QUANT_KERNELS(mxfp4, QuantW<QFMT_MXFP4>)
+QUANT_KERNELS(fp8, QuantW<QFMT_FP8>)
+QUANT_KERNELS(int8, QuantW<QFMT_INT8>)
+QUANT_KERNELS(int4, QuantW<QFMT_INT4>)
+QUANT_KERNELS(q4_0, GgmlW<QFMT_Q4_0>)
+QUANT_KERNELS(q4_1, GgmlW<QFMT_Q4_1>)
+QUANT_KERNELS(q5_0, GgmlW<QFMT_Q5_0>)
+QUANT_KERNELS(q5_1, GgmlW<QFMT_Q5_1>)
+QUANT_KERNELS(q8_0, GgmlW<QFMT_Q8_0>)
+QUANT_KERNELS(q2_k, GgmlW<QFMT_Q2_K>)
+QUANT_KERNELS(q3_k, GgmlW<QFMT_Q3_K>)
+QUANT_KERNELS(q4_k, GgmlW<QFMT_Q4_K>)
+QUANT_KERNELS(q5_k, GgmlW<QFMT_Q5_K>)
+QUANT_KERNELS(q6_k, GgmlW<QFMT_Q6_K>)
 
 // Mirrored by `RowsParams` in backend-cuda/src/ops/matmul.rs: `n` elements
 // of a row-major matrix with `cols` columns.

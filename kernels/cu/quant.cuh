@@ -1,8 +1,11 @@
 // quant.cuh: decoding quantized weights in registers, from the two buffers
-// of engine/src/quant/device_layout.rs (codes; scales and zero points). Used
-// by matmul.cu. Plain C++ apart from QDEV and __uint_as_float, so
-// backend-cuda/tests/quant_decode.rs compiles this file on the host too and
-// checks every format against the CPU reference, bit for bit.
+// of engine/src/quant/device_layout.rs (codes; scales and zero points), and
+// `QuantW`, the weight reader matmul.cu's kernel bodies take. Plain C++ apart
+// from QDEV, __uint_as_float and uint4, so the test
+// `quant_cuh_decodes_like_the_reference_on_the_host` (backend-cuda/src/ops/
+// matmul.rs, with backend-cuda/tests/host/quant_decode.cpp) compiles this
+// file on the host too and checks every format against the CPU reference,
+// bit for bit.
 //
 // Each decode is operation for operation the reference's
 // (`dequantize_row_into`): E2M1 x (E4M3 x s2), E2M1 x (E4M3 / g),
@@ -20,6 +23,17 @@
 #define QFMT_FP8 3
 #define QFMT_INT8 4
 #define QFMT_INT4 5
+// GGUF block formats, decoded by quant_ggml.cuh
+#define QFMT_Q4_0 6
+#define QFMT_Q4_1 7
+#define QFMT_Q5_0 8
+#define QFMT_Q5_1 9
+#define QFMT_Q8_0 10
+#define QFMT_Q2_K 11
+#define QFMT_Q3_K 12
+#define QFMT_Q4_K 13
+#define QFMT_Q5_K 14
+#define QFMT_Q6_K 15
 
 // Mirrored by `QuantMatmulParams` in backend-cuda/src/ops/matmul.rs.
 struct QuantMatmulParams {
@@ -27,7 +41,7 @@ struct QuantMatmulParams {
     u32 n;
     u32 k;
     u32 has_bias;
-    u32 vec;         // gemv: k is whole 16-byte chunks and no word straddles a scale group
+    u32 vec;         // gemv: k is whole chunks of the reader, and (QuantW) no word straddles a scale group
     u32 row_words;   // code words per weight row (a multiple of 4: rows start 16-byte aligned)
     u32 srow_words;  // scale (+ zero point) words per weight row
     u32 group;       // elements per scale
@@ -123,3 +137,26 @@ QDEV void q_word(u32 word, QScale s, float* out) {
     for (int j = 0; j < QBits<FMT>::PER_WORD; j++)
         out[j] = q_apply<FMT>(q_code<FMT>((word >> (QBits<FMT>::BITS * j)) & QBits<FMT>::MASK), s);
 }
+
+// A quantized weight [n, k] with separate scales: element (row, col), and
+// chunk c of a row (16 bytes of codes: 32 FP4/INT4 or 16 FP8/INT8 elements)
+// decoded, one scale per code word.
+template <int FMT>
+struct QuantW {
+    static const int CHUNK = 4 * QBits<FMT>::PER_WORD;
+    QuantMatmulParams p;
+    const u32* codes;
+    const u32* scales;
+    QDEV float operator()(u32 row, u32 col) const { return q_element<FMT>(p, codes, scales, row, col); }
+    QDEV void chunk(u32 row, u32 c, float* out) const {
+        const uint4 raw = ((const uint4*)(codes + (size_t)row * p.row_words))[c];
+        const u32* srow = scales + (size_t)row * p.srow_words;
+        const u32 words[4] = {raw.x, raw.y, raw.z, raw.w};
+        const int PER_WORD = QBits<FMT>::PER_WORD;
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            const u32 e0 = (c * 4 + q) * PER_WORD;
+            q_word<FMT>(words[q], q_scale<FMT>(p, srow, e0 / p.group), out + q * PER_WORD);
+        }
+    }
+};

@@ -6,9 +6,9 @@
 //! committed as PTX or cubin).
 //!
 //! - [`KERNELS`]: `(stem, source)` for every kernel file.
-//! - [`HEADERS`]: `common.cuh`, which each kernel `#include`s, and
-//!   `quant.cuh` (the quantized-weight decoders, also compiled on the host by
-//!   backend-cuda's tests).
+//! - [`HEADERS`]: `common.cuh`, which each kernel `#include`s, `quant.cuh`
+//!   and `quant_ggml.cuh` (the quantized-weight decoders and readers, also
+//!   compiled on the host by backend-cuda's tests).
 //! - [`program`]: a kernel's source with its headers pasted in, ready for
 //!   NVRTC without any include path (the kernels use no CUDA header: bf16 is
 //!   widened with a shift, f16 with the PTX `cvt.f32.f16` instruction).
@@ -21,8 +21,11 @@ pub const COMMON: &str = include_str!("../cu/common.cuh");
 /// `quant.cuh`: the decoders of engine/src/quant/device_layout.rs.
 pub const QUANT: &str = include_str!("../cu/quant.cuh");
 
+/// `quant_ggml.cuh`: the decoders of GGUF blocks kept packed (after `quant.cuh`).
+pub const QUANT_GGML: &str = include_str!("../cu/quant_ggml.cuh");
+
 /// `(file name, text)` of every header a kernel may `#include "..."`.
-pub const HEADERS: &[(&str, &str)] = &[("common.cuh", COMMON), ("quant.cuh", QUANT)];
+pub const HEADERS: &[(&str, &str)] = &[("common.cuh", COMMON), ("quant.cuh", QUANT), ("quant_ggml.cuh", QUANT_GGML)];
 
 /// `(op file stem, CUDA C source)` for every kernel.
 pub const KERNELS: &[(&str, &str)] = &[
@@ -45,7 +48,30 @@ pub const ENTRY_POINTS: &[(&str, &[&str])] = &[
     ("add", &["add"]),
     ("argmax", &["argmax"]),
     ("attention", &["attention"]),
-    ("gather_rows", &["gather_rows_f32", "gather_rows_f16", "gather_rows_bf16"]),
+    (
+        "gather_rows",
+        &[
+            "gather_rows_f32",
+            "gather_rows_f16",
+            "gather_rows_bf16",
+            "gather_rows_nvfp4",
+            "gather_rows_nvfp4_ct",
+            "gather_rows_mxfp4",
+            "gather_rows_fp8",
+            "gather_rows_int8",
+            "gather_rows_int4",
+            "gather_rows_q4_0",
+            "gather_rows_q4_1",
+            "gather_rows_q5_0",
+            "gather_rows_q5_1",
+            "gather_rows_q8_0",
+            "gather_rows_q2_k",
+            "gather_rows_q3_k",
+            "gather_rows_q4_k",
+            "gather_rows_q5_k",
+            "gather_rows_q6_k",
+        ],
+    ),
     ("glu", &["glu"]),
     ("kv_store", &["kv_store"]),
     (
@@ -63,18 +89,48 @@ pub const ENTRY_POINTS: &[(&str, &[&str])] = &[
             "matmul_gemv_fp8",
             "matmul_gemv_int8",
             "matmul_gemv_int4",
+            "matmul_gemv_q4_0",
+            "matmul_gemv_q4_1",
+            "matmul_gemv_q5_0",
+            "matmul_gemv_q5_1",
+            "matmul_gemv_q8_0",
+            "matmul_gemv_q2_k",
+            "matmul_gemv_q3_k",
+            "matmul_gemv_q4_k",
+            "matmul_gemv_q5_k",
+            "matmul_gemv_q6_k",
             "matmul_tiled_nvfp4",
             "matmul_tiled_nvfp4_ct",
             "matmul_tiled_mxfp4",
             "matmul_tiled_fp8",
             "matmul_tiled_int8",
             "matmul_tiled_int4",
+            "matmul_tiled_q4_0",
+            "matmul_tiled_q4_1",
+            "matmul_tiled_q5_0",
+            "matmul_tiled_q5_1",
+            "matmul_tiled_q8_0",
+            "matmul_tiled_q2_k",
+            "matmul_tiled_q3_k",
+            "matmul_tiled_q4_k",
+            "matmul_tiled_q5_k",
+            "matmul_tiled_q6_k",
             "matmul_dequant_nvfp4",
             "matmul_dequant_nvfp4_ct",
             "matmul_dequant_mxfp4",
             "matmul_dequant_fp8",
             "matmul_dequant_int8",
             "matmul_dequant_int4",
+            "matmul_dequant_q4_0",
+            "matmul_dequant_q4_1",
+            "matmul_dequant_q5_0",
+            "matmul_dequant_q5_1",
+            "matmul_dequant_q8_0",
+            "matmul_dequant_q2_k",
+            "matmul_dequant_q3_k",
+            "matmul_dequant_q4_k",
+            "matmul_dequant_q5_k",
+            "matmul_dequant_q6_k",
             "matmul_x_to_bf16",
             "matmul_x_to_f16",
             "matmul_add_bias",

@@ -73,14 +73,29 @@ unsafe impl DeviceRepr for RowsParams {}
 impl QuantMatmulParams {
     /// The params of x [m, k] times a weight [n, k] laid out as `lay`.
     pub fn new(lay: &DeviceLayout, m: usize, n: usize, k: usize, has_bias: bool) -> Result<Self> {
-        let per_word = match lay.fmt {
-            DeviceFormat::Fp8 | DeviceFormat::Int8 => 4,
-            _ => 8,
+        // QuantW: 16-byte chunks (4 words) that end inside the row, rows
+        // starting 16-byte aligned, and each code word inside one scale group
+        let whole_words = |per_word: usize| {
+            k.is_multiple_of(4 * per_word) && lay.row_words.is_multiple_of(4) && lay.group.is_multiple_of(per_word)
         };
-        // 16-byte chunks (4 words) that end inside the row, rows starting
-        // 16-byte aligned, and each code word inside one scale group
-        let vec =
-            k.is_multiple_of(4 * per_word) && lay.row_words.is_multiple_of(4) && lay.group.is_multiple_of(per_word);
+        let vec = match lay.fmt {
+            DeviceFormat::Nvfp4ModelOpt | DeviceFormat::Nvfp4Ct | DeviceFormat::Mxfp4 | DeviceFormat::Int4 => {
+                whole_words(8)
+            }
+            DeviceFormat::Fp8 | DeviceFormat::Int8 => whole_words(4),
+            // GgmlW: 32-element chunks, each inside one block (read byte by
+            // byte, so no alignment is needed beyond x's float4 loads)
+            DeviceFormat::Q4_0
+            | DeviceFormat::Q4_1
+            | DeviceFormat::Q5_0
+            | DeviceFormat::Q5_1
+            | DeviceFormat::Q8_0
+            | DeviceFormat::Q2K
+            | DeviceFormat::Q3K
+            | DeviceFormat::Q4K
+            | DeviceFormat::Q5K
+            | DeviceFormat::Q6K => k.is_multiple_of(32) && lay.group.is_multiple_of(32),
+        };
         Ok(QuantMatmulParams {
             m: u32_of(m, "m")?,
             n: u32_of(n, "n")?,
@@ -98,8 +113,9 @@ impl QuantMatmulParams {
     }
 }
 
-/// The kernel-name suffix of a quantized format.
-fn quant_suffix(fmt: DeviceFormat) -> &'static str {
+/// The kernel-name suffix of a quantized format (`QUANT_KERNELS` in
+/// matmul.cu, `QUANT_GATHER` in gather_rows.cu).
+pub(super) fn quant_suffix(fmt: DeviceFormat) -> &'static str {
     match fmt {
         DeviceFormat::Nvfp4ModelOpt => "nvfp4",
         DeviceFormat::Nvfp4Ct => "nvfp4_ct",
@@ -107,17 +123,16 @@ fn quant_suffix(fmt: DeviceFormat) -> &'static str {
         DeviceFormat::Fp8 => "fp8",
         DeviceFormat::Int8 => "int8",
         DeviceFormat::Int4 => "int4",
-        // not supported yet (`ops::supports` says so), so never uploaded
-        DeviceFormat::Q4_0
-        | DeviceFormat::Q4_1
-        | DeviceFormat::Q5_0
-        | DeviceFormat::Q5_1
-        | DeviceFormat::Q8_0
-        | DeviceFormat::Q2K
-        | DeviceFormat::Q3K
-        | DeviceFormat::Q4K
-        | DeviceFormat::Q5K
-        | DeviceFormat::Q6K => "ggml",
+        DeviceFormat::Q4_0 => "q4_0",
+        DeviceFormat::Q4_1 => "q4_1",
+        DeviceFormat::Q5_0 => "q5_0",
+        DeviceFormat::Q5_1 => "q5_1",
+        DeviceFormat::Q8_0 => "q8_0",
+        DeviceFormat::Q2K => "q2_k",
+        DeviceFormat::Q3K => "q3_k",
+        DeviceFormat::Q4K => "q4_k",
+        DeviceFormat::Q5K => "q5_k",
+        DeviceFormat::Q6K => "q6_k",
     }
 }
 
@@ -283,36 +298,103 @@ mod tests {
     use std::path::{Path, PathBuf};
     use std::process::Command;
 
-    use ferrum_engine::quant::QuantizedMatrix;
     use ferrum_engine::quant::device_layout::pack;
+    use ferrum_engine::quant::ggml::{PACKED_TYPES, blocks::f16_fields};
+    use ferrum_engine::quant::{GgmlBlocks, GgmlType, QuantizedMatrix};
 
     use super::*;
     use crate::quant::ALIGN_WORDS;
 
-    /// tests/host/quant_decode.cpp with kernels/cu/quant.cuh pasted in,
-    /// built with the host's C++ compiler (`$CXX`, else `c++`); None if there
-    /// is none.
+    /// tests/host/quant_decode.cpp with kernels/cu/quant.cuh and
+    /// quant_ggml.cuh pasted in, built with the host's C++ compiler (`$CXX`,
+    /// else `c++`); None if there is none.
     fn host_decoder(dir: &Path) -> Option<PathBuf> {
-        let header = ferrum_kernels::QUANT.replacen("#pragma once", "", 1);
-        let harness = include_str!("../../tests/host/quant_decode.cpp").replacen("#include \"quant.cuh\"", &header, 1);
+        let harness = [("quant.cuh", ferrum_kernels::QUANT), ("quant_ggml.cuh", ferrum_kernels::QUANT_GGML)]
+            .iter()
+            .fold(include_str!("../../tests/host/quant_decode.cpp").to_string(), |src, (name, text)| {
+                src.replacen(&format!("#include \"{name}\""), &text.replacen("#pragma once", "", 1), 1)
+            });
         let src = dir.join("quant_decode.cpp");
         std::fs::write(&src, harness).unwrap();
         let exe = dir.join("quant_decode");
         let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
         let status = Command::new(&cxx)
-            .args(["-std=c++17", "-O1", "-ffp-contract=off", "-o"])
+            .args(["-std=c++17", "-O1", "-ffp-contract=off", "-fno-strict-aliasing", "-o"])
             .arg(&exe)
             .arg(&src)
             .status()
             .ok()?;
-        assert!(status.success(), "{cxx} failed to compile quant.cuh for the host");
+        assert!(status.success(), "{cxx} failed to compile quant.cuh and quant_ggml.cuh for the host");
         Some(exe)
     }
 
-    /// quant.cuh's decoders (both the per-element path and the per-word
-    /// path of the GEMV) give the CPU reference's dequantized weights bit for
-    /// bit, reading the layout and params the backend uploads. Only kernel
-    /// indexing, reductions and launches are left to the GPU run.
+    /// Decodes `m` with the host build of its reader, as uploaded, and
+    /// compares every element with the reference's, bit for bit, on the
+    /// element path and (where the GEMV takes it) the chunk path. Returns
+    /// whether the chunk path ran.
+    fn check_host_decode(exe: &Path, dir: &Path, what: &str, m: &QuantizedMatrix) -> bool {
+        let (n, k) = (m.rows(), m.cols());
+        let packed = pack(m, ALIGN_WORDS);
+        let p = QuantMatmulParams::new(&packed.layout, 1, n, k, false).unwrap();
+        // SAFETY: a #[repr(C)] struct of 4-byte fields, no padding.
+        let params = unsafe {
+            std::slice::from_raw_parts((&p as *const QuantMatmulParams).cast::<u8>(), size_of::<QuantMatmulParams>())
+        };
+        let files = ["params", "codes", "scales", "out"].map(|f| dir.join(format!("{f}.bin")));
+        std::fs::write(&files[0], params).unwrap();
+        std::fs::write(&files[1], &packed.codes).unwrap();
+        std::fs::write(&files[2], &packed.scales).unwrap();
+        let ok = Command::new(exe).arg((packed.layout.fmt as u32).to_string()).args(&files).status().unwrap();
+        assert!(ok.success(), "{what}: the host decoder failed");
+        let out: Vec<f32> = bytemuck::pod_collect_to_vec(&std::fs::read(&files[3]).unwrap());
+        let want = m.dequantize();
+        let (elem, chunk) = out.split_at(n * k);
+        for (path, got) in [("element", elem), ("chunk", chunk)] {
+            if path == "chunk" && p.vec == 0 {
+                continue;
+            }
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(g.to_bits(), w.to_bits(), "{what} k={k} {path}: element [{}, {}]: {g} vs {w}", i / k, i % k);
+            }
+        }
+        p.vec == 1
+    }
+
+    /// `rows` rows of `blocks` random blocks of `ty` (SplitMix64 bytes). With
+    /// `normal_f16`, every f16 field (scale, min) is a normal number of
+    /// magnitude 2^-8 .. 2^-4, either sign, as the conformance cases'
+    /// `random_blocks`; else any finite f16 (zero and subnormals included).
+    fn random_blocks(seed: u64, ty: GgmlType, rows: usize, blocks: usize, normal_f16: bool) -> QuantizedMatrix {
+        let mut state = seed;
+        let mut next = || {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        let mut bytes: Vec<u8> = (0..rows * blocks * ty.type_size()).map(|_| next() as u8).collect();
+        for block in bytes.chunks_exact_mut(ty.type_size()) {
+            for &at in f16_fields(ty) {
+                let mut h = u16::from_le_bytes([block[at], block[at + 1]]);
+                if normal_f16 {
+                    // exponent 7..11 of 15, a random mantissa and sign
+                    h = (h & 0x83ff) | ((7 + (next() % 5) as u16) << 10);
+                } else if h & 0x7c00 == 0x7c00 {
+                    h ^= 0x4000; // no inf or NaN
+                }
+                block[at..at + 2].copy_from_slice(&h.to_le_bytes());
+            }
+        }
+        let cols = blocks * ty.block_size();
+        QuantizedMatrix::Ggml(GgmlBlocks::new(ty, rows, cols, bytes.into()).expect("whole blocks"))
+    }
+
+    /// quant.cuh's and quant_ggml.cuh's weight readers (both the per-element
+    /// path and the per-chunk path of the GEMV) give the CPU reference's
+    /// dequantized weights bit for bit, for every format, reading the layout
+    /// and params the backend uploads. Only kernel indexing, reductions and
+    /// launches are left to the GPU run.
     #[test]
     fn quant_cuh_decodes_like_the_reference_on_the_host() {
         let dir = std::env::temp_dir().join(format!("ferrum-quant-decode-{}", std::process::id()));
@@ -347,44 +429,17 @@ mod tests {
                 })
                 .collect();
             let m = QuantizedMatrix::quantize(fmt.parse().unwrap(), &w, n, k).unwrap();
-            let packed = pack(&m, ALIGN_WORDS);
-            let p = QuantMatmulParams::new(&packed.layout, 1, n, k, false).unwrap();
-            vec_cases += p.vec as usize;
-            let bytes = |v: &QuantMatmulParams| {
-                // SAFETY: a #[repr(C)] struct of 4-byte fields, no padding.
-                unsafe {
-                    std::slice::from_raw_parts(
-                        (v as *const QuantMatmulParams).cast::<u8>(),
-                        size_of::<QuantMatmulParams>(),
-                    )
-                }
-                .to_vec()
-            };
-            let files = ["params", "codes", "scales", "out"].map(|f| dir.join(format!("{f}.bin")));
-            std::fs::write(&files[0], bytes(&p)).unwrap();
-            std::fs::write(&files[1], &packed.codes).unwrap();
-            std::fs::write(&files[2], &packed.scales).unwrap();
-            let ok = Command::new(&exe).arg((packed.layout.fmt as u32).to_string()).args(&files).status().unwrap();
-            assert!(ok.success(), "{fmt}: the host decoder failed");
-            let out: Vec<f32> = bytemuck::pod_collect_to_vec(&std::fs::read(&files[3]).unwrap());
-            let want = m.dequantize();
-            let (elem, word) = out.split_at(n * k);
-            for (path, got) in [("q_element", elem), ("q_word", word)] {
-                if path == "q_word" && p.vec == 0 {
-                    continue;
-                }
-                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                    assert_eq!(
-                        g.to_bits(),
-                        w.to_bits(),
-                        "{fmt} k={k} {path}: element [{}, {}]: {g} vs {w}",
-                        i / k,
-                        i % k
-                    );
-                }
-            }
+            vec_cases += check_host_decode(&exe, &dir, fmt, &m) as usize;
         }
         assert!(vec_cases >= 9, "the vec path ran for {vec_cases} cases");
+        // GGUF blocks: 3 per row, so blocks start mid-word and rows need padding
+        for (seed, ty) in PACKED_TYPES.into_iter().enumerate() {
+            for normal_f16 in [true, false] {
+                let m = random_blocks(seed as u64 * 2 + normal_f16 as u64, ty, 5, 3, normal_f16);
+                let what = format!("{ty} ({} f16 fields)", if normal_f16 { "normal" } else { "any finite" });
+                assert!(check_host_decode(&exe, &dir, &what, &m), "{what}: the GEMV's chunk path is not taken");
+            }
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -9,6 +9,7 @@
 //! argument, then raw device pointers.
 
 mod attention;
+mod gather_rows;
 mod matmul;
 
 use std::collections::HashMap;
@@ -16,21 +17,12 @@ use std::sync::Arc;
 
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaFunction, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg};
-use ferrum_engine::ops::{Activation, GatherRows, Op, OpKind, RopeStyle};
+use ferrum_engine::ops::{Activation, Op, OpKind, RopeStyle};
 use ferrum_engine::quant::QuantFormat;
+use ferrum_engine::quant::device_layout::DeviceFormat;
 use ferrum_engine::{DType, Error, Result, Tensor};
 
 use crate::buffer::{cuda_buffer, driver_err};
-
-/// Mirrors `GatherRowsParams` in kernels/cu/gather_rows.cu.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct GatherRowsParams {
-    pub n: u32,
-    pub cols: u32,
-    pub rows: u32,
-    pub _pad: u32,
-}
 
 /// Mirrors `RmsNormParams` in kernels/cu/rms_norm.cu.
 #[repr(C)]
@@ -106,7 +98,6 @@ pub(crate) struct ElementwiseParams {
 }
 
 // SAFETY: plain #[repr(C)] structs of u32/u64/f32, laid out as their C twins.
-unsafe impl DeviceRepr for GatherRowsParams {}
 unsafe impl DeviceRepr for RmsNormParams {}
 unsafe impl DeviceRepr for RopeParams {}
 unsafe impl DeviceRepr for KvStoreParams {}
@@ -168,26 +159,17 @@ impl Launcher<'_> {
 /// Launch the kernels that compute `op`; `inputs` and `out` are already
 /// validated against the op's shape rule.
 pub(crate) fn run(l: &Launcher, op: &Op, inputs: &[&Tensor], out: &Tensor) -> Result<()> {
+    // the weight ops: a quantized weight is two buffers
     if let Op::Matmul(_) = op {
-        return matmul::run(l, inputs, out); // a quantized weight is two buffers
+        return matmul::run(l, inputs, out);
+    }
+    if let Op::GatherRows(_) = op {
+        return gather_rows::run(l, inputs, out);
     }
     let ptrs = inputs.iter().map(|t| cuda_buffer(t).map(|b| b.ptr())).collect::<Result<Vec<_>>>()?;
     let o = cuda_buffer(out)?.ptr();
     match op {
-        Op::GatherRows(_) => {
-            let (table, ids) = (inputs[0], inputs[1]);
-            let (rows, cols) = (table.shape()[0], table.shape()[1]);
-            let host = cuda_buffer(ids)?.host_u32(l.stream)?;
-            GatherRows::check_ids(&host, rows)?;
-            let p = GatherRowsParams {
-                n: u32_of(host.len(), "ids")?,
-                cols: u32_of(cols, "cols")?,
-                rows: u32_of(rows, "rows")?,
-                _pad: 0,
-            };
-            let name = by_dtype(table.dtype(), "gather_rows_f32", "gather_rows_f16", "gather_rows_bf16")?;
-            l.launch(name, (p.n, (cols as u32).div_ceil(BLOCK), 1), BLOCK, &p, &[ptrs[0], ptrs[1], o])
-        }
+        Op::GatherRows(_) => gather_rows::run(l, inputs, out),
         Op::RmsNorm(p) => {
             let (rows, cols) = (inputs[0].shape()[0], inputs[0].shape()[1]);
             let params = RmsNormParams {
@@ -252,15 +234,14 @@ pub(crate) fn run(l: &Launcher, op: &Op, inputs: &[&Tensor], out: &Tensor) -> Re
     }
 }
 
-/// What the op's contract allows, less what is not implemented here: GGUF
-/// block formats are read dequantized to f32, and gather_rows reads no
-/// packed rows.
+/// What the op's contract allows: every weight op (matmul, gather_rows)
+/// reads every float and quantized format, GGUF block formats kept packed
+/// included (those with a decoder: `DeviceFormat::of_ggml`).
 pub(crate) fn supports(op: OpKind, dtype: DType) -> bool {
     op.takes(dtype)
         && match dtype {
-            DType::Quant(QuantFormat::Ggml(_)) => false,
-            DType::Quant(_) => op == OpKind::Matmul,
-            DType::F32 | DType::F16 | DType::BF16 | DType::U32 => true,
+            DType::Quant(QuantFormat::Ggml(ty)) => DeviceFormat::of_ggml(ty).is_some(),
+            DType::Quant(_) | DType::F32 | DType::F16 | DType::BF16 | DType::U32 => true,
         }
 }
 
@@ -284,6 +265,7 @@ fn u32_of(v: usize, what: &str) -> Result<u32> {
 #[cfg(test)]
 mod tests {
     use std::mem::size_of;
+    use std::str::FromStr;
 
     use super::*;
 
@@ -291,7 +273,6 @@ mod tests {
     /// u64 8 bytes aligned to 8, struct padded to its alignment).
     #[test]
     fn params_structs_have_their_c_sizes() {
-        assert_eq!(size_of::<GatherRowsParams>(), 16);
         assert_eq!(size_of::<RmsNormParams>(), 16);
         assert_eq!(size_of::<RopeParams>(), 24);
         assert_eq!(size_of::<KvStoreParams>(), 16);
@@ -302,13 +283,49 @@ mod tests {
     }
 
     #[test]
-    fn every_float_weight_has_a_kernel() {
-        for d in [DType::F32, DType::F16, DType::BF16] {
-            assert!(supports(OpKind::Matmul, d) && supports(OpKind::GatherRows, d));
+    fn every_weight_format_has_a_kernel() {
+        let quant =
+            ["nvfp4", "nvfp4:ct", "mxfp4", "fp8", "int8", "int4:g32"].map(|f| QuantFormat::from_str(f).unwrap());
+        let ggml = ferrum_engine::quant::ggml::PACKED_TYPES.map(QuantFormat::Ggml);
+        let weights =
+            [DType::F32, DType::F16, DType::BF16].into_iter().chain(quant.into_iter().chain(ggml).map(DType::Quant));
+        for d in weights {
+            assert!(supports(OpKind::Matmul, d) && supports(OpKind::GatherRows, d), "{d}");
+            assert_eq!(supports(OpKind::Add, d), d == DType::F32, "{d}");
         }
-        assert!(supports(OpKind::Matmul, DType::Quant("nvfp4".parse().unwrap())));
-        assert!(!supports(OpKind::GatherRows, DType::Quant("int8".parse().unwrap())));
+        // GGUF types without a packed decoder stay unsupported
+        assert!(!supports(OpKind::Matmul, DType::Quant(QuantFormat::Ggml(ferrum_engine::quant::GgmlType::F16))));
         assert!(!supports(OpKind::Matmul, DType::U32));
-        assert!(!supports(OpKind::Add, DType::BF16));
+    }
+
+    /// Every kernel name a dispatch can form is an entry point the backend loads.
+    #[test]
+    fn every_quantized_kernel_name_is_an_entry_point() {
+        use ferrum_engine::quant::device_layout::DeviceFormat as F;
+        let entries: Vec<&str> = ferrum_kernels::ENTRY_POINTS.iter().flat_map(|(_, e)| e.iter().copied()).collect();
+        let formats = [
+            F::Nvfp4ModelOpt,
+            F::Nvfp4Ct,
+            F::Mxfp4,
+            F::Fp8,
+            F::Int8,
+            F::Int4,
+            F::Q4_0,
+            F::Q4_1,
+            F::Q5_0,
+            F::Q5_1,
+            F::Q8_0,
+            F::Q2K,
+            F::Q3K,
+            F::Q4K,
+            F::Q5K,
+            F::Q6K,
+        ];
+        for f in formats {
+            for kernel in ["matmul_gemv", "matmul_tiled", "matmul_dequant", "gather_rows"] {
+                let name = format!("{kernel}_{}", matmul::quant_suffix(f));
+                assert!(entries.contains(&name.as_str()), "{name} is not in ferrum_kernels::ENTRY_POINTS");
+            }
+        }
     }
 }
