@@ -14,11 +14,14 @@ pub mod acts;
 mod attention;
 #[cfg(target_arch = "x86_64")]
 mod fused_x86;
+#[cfg(target_arch = "x86_64")]
+mod interleaved_x86;
 pub mod isa;
 mod matmul;
 pub mod pool;
 mod profile;
 mod readers;
+mod repack;
 mod simd;
 
 use std::borrow::Borrow;
@@ -175,11 +178,24 @@ impl Backend for FastCpuBackend {
 
     fn upload_quantized(&self, m: &QuantizedMatrix) -> Result<Tensor> {
         let shape = vec![m.rows(), m.cols()];
-        // GGUF blocks stay where the loader has them: the file's mmap
+        // 32-element GGUF blocks repacked 8 rows at a time for the x86 kernels
+        // (same bytes, our own memory; the loader then releases the file's pages)
+        if let QuantizedMatrix::Ggml(g) = m
+            && cfg!(target_arch = "x86_64")
+            && self.ctx.isa != Isa::Portable
+            && repack::fits(g, m.rows())
+        {
+            let r = repack::Repacked::new(g, m.rows(), m.cols());
+            return Ok(Tensor::from_buffer(shape, DType::Quant(m.format()), Arc::new(r)));
+        }
+        // other blocks stay where the loader has them: the file's mmap
         Ok(Tensor::from_buffer(shape, DType::Quant(m.format()), Arc::new(CpuBuffer::new(CpuData::Quant(m.clone())))))
     }
 
     fn write(&self, dst: &Tensor, bytes: &[u8]) -> Result<()> {
+        if dst.dtype().is_quantized() {
+            return Err(Error::Backend(format!("{} weights cannot be overwritten", dst.dtype())));
+        }
         if bytes.len() != dst.size_bytes() {
             return Err(Error::Backend(format!("write of {} bytes into {dst:?}", bytes.len())));
         }
@@ -194,6 +210,9 @@ impl Backend for FastCpuBackend {
     }
 
     fn read(&self, src: &Tensor) -> Result<Vec<u8>> {
+        if src.dtype().is_quantized() {
+            return Err(Error::Backend(format!("{} weights cannot be read back", src.dtype())));
+        }
         Ok(read_lock(src)?.as_bytes()?.to_vec())
     }
 
@@ -248,11 +267,18 @@ fn compute<T: Borrow<Tensor>>(ctx: &Ctx, op: &Op, inputs: &[T], out: &Tensor, ch
 
 fn run_op<T: Borrow<Tensor>>(ctx: &Ctx, op: &Op, inputs: &[T], out: &Tensor, checks: Checks) -> Result<()> {
     let mut guards: [Option<RwLockReadGuard<'_, CpuData>>; 6] = Default::default();
-    for (g, t) in guards.iter_mut().zip(inputs) {
-        *g = Some(read_lock(t.borrow())?);
+    let mut repacked: [Option<&repack::Repacked>; 6] = Default::default();
+    for ((g, rp), t) in guards.iter_mut().zip(&mut repacked).zip(inputs) {
+        match t.borrow().buffer().as_any().downcast_ref::<repack::Repacked>() {
+            Some(r) => *rp = Some(r),
+            None => *g = Some(read_lock(t.borrow())?),
+        }
     }
     let ins = |i: usize| -> Result<&CpuData> {
-        guards.get(i).and_then(|g| g.as_deref()).ok_or_else(|| Error::op(op.kind().name(), "missing input"))
+        guards.get(i).and_then(|g| g.as_deref()).ok_or_else(|| {
+            let what = if repacked.get(i).is_some_and(|r| r.is_some()) { "a repacked weight" } else { "missing input" };
+            Error::op(op.kind().name(), what)
+        })
     };
     let shape = |i: usize| inputs[i].borrow().shape();
     let mut out_data = write_lock(out)?;
@@ -272,7 +298,16 @@ fn run_op<T: Borrow<Tensor>>(ctx: &Ctx, op: &Op, inputs: &[T], out: &Tensor, che
     match op {
         Op::GatherRows(p) => {
             let table = shape(0);
-            p.reference(ins(0)?.weight_rows()?, [table[0], table[1]], ins(1)?.u32()?, o)?
+            match repacked[0] {
+                Some(r) => {
+                    let ids = ins(1)?.u32()?;
+                    ferrum_engine::ops::GatherRows::check_ids(ids, table[0])?;
+                    for (&id, row) in ids.iter().zip(o.chunks_exact_mut(table[1])) {
+                        r.row_into(id as usize, row)?;
+                    }
+                }
+                None => p.reference(ins(0)?.weight_rows()?, [table[0], table[1]], ins(1)?.u32()?, o)?,
+            }
         }
         Op::RmsNorm(p) => {
             let (x, w) = (ins(0)?.f32()?, ins(1)?.f32()?);
@@ -282,7 +317,10 @@ fn run_op<T: Borrow<Tensor>>(ctx: &Ctx, op: &Op, inputs: &[T], out: &Tensor, che
             let _ = p;
             let bias = if inputs.len() > 2 { Some(ins(2)?.f32()?) } else { None };
             let dims = [shape(0)[0], shape(0)[1], shape(1)[0]];
-            matmul::matmul(ctx, ins(0)?.f32()?, ins(1)?, bias, dims, o)?
+            match repacked[1] {
+                Some(r) => matmul::repacked(ctx, ins(0)?.f32()?, r, bias, dims, o)?,
+                None => matmul::matmul(ctx, ins(0)?.f32()?, ins(1)?, bias, dims, o)?,
+            }
         }
         Op::Rope(p) => {
             let (x, positions, freqs) = (ins(0)?.f32()?, ins(1)?.u32()?, ins(2)?.f32()?);

@@ -141,6 +141,42 @@ fn int<R: Reader>(ctx: &Ctx, r: &R, x: &[f32], bias: Option<&[f32]>, dims: [usiz
     }))
 }
 
+/// A weight repacked 8 rows at a time: `interleaved_x86`.
+pub fn repacked(
+    ctx: &Ctx,
+    x: &[f32],
+    w: &crate::repack::Repacked,
+    bias: Option<&[f32]>,
+    dims: [usize; 3],
+    out: &mut [f32],
+) -> Result<()> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::interleaved_x86 as il;
+        let [m, k, n] = dims;
+        let mut acts = ctx.acts.lock().map_err(|_| Error::Backend("cpu scratch lock poisoned".into()))?;
+        acts.resize(m, k);
+        quantize_acts(ctx, x, m, k, &mut acts)?;
+        let groups = n / 8;
+        let job = il::Job {
+            w,
+            acts: &acts,
+            bias,
+            dims,
+            groups: Chunks::new(groups, groups.div_ceil(ctx.pool.threads() * 2)),
+            out: SharedOut(out.as_mut_ptr()),
+        };
+        let vnni = ctx.isa == Isa::Avx512;
+        // SAFETY: weights are repacked only on an x86 ISA the CPU has; shapes validated
+        finish(ctx.pool.run(&|_| unsafe { il::run(vnni, &job) }))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (ctx, x, w, bias, dims, out);
+        Err(Error::Backend("repacked weights exist only on x86".into()))
+    }
+}
+
 /// GGUF blocks on x86: the fused kernels of `fused_x86`.
 #[cfg(target_arch = "x86_64")]
 fn fused(

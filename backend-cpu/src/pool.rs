@@ -18,7 +18,9 @@ type Job = dyn Fn(usize) + Sync;
 
 struct Shared {
     /// The current job, valid while `run` waits (its lifetime erased).
-    job: Mutex<Option<&'static Job>>,
+    /// Written only by `run` while no worker is inside a job, before it bumps
+    /// `epoch` (release); read by workers after they see the bump (acquire).
+    job: std::cell::UnsafeCell<Option<&'static Job>>,
     /// Bumped once per job; workers wait for it to change.
     epoch: AtomicUsize,
     /// Workers finished with the current job.
@@ -29,7 +31,13 @@ struct Shared {
     wake: Condvar,
     /// Guards sleeping on `wake`.
     sleep: Mutex<()>,
+    /// Workers asleep (or about to be) on `wake`: `run` skips the wake-up
+    /// syscall when there are none, the common case mid-step.
+    sleeping: AtomicUsize,
 }
+
+// SAFETY: `job` is accessed under the epoch protocol described on it.
+unsafe impl Sync for Shared {}
 
 pub struct Pool {
     shared: Arc<Shared>,
@@ -48,13 +56,14 @@ impl Pool {
     /// A pool of `threads` threads in all: the caller and `threads - 1` workers.
     pub fn new(threads: usize) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
-            job: Mutex::new(None),
+            job: std::cell::UnsafeCell::new(None),
             epoch: AtomicUsize::new(0),
             done: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             wake: Condvar::new(),
             sleep: Mutex::new(()),
+            sleeping: AtomicUsize::new(0),
         });
         let workers = (1..threads.max(1))
             .map(|index| {
@@ -80,11 +89,15 @@ impl Pool {
         // SAFETY: the reference is only used until every worker has reported
         // done below, and this function does not return before then.
         let job: &'static Job = unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync + '_), &'static Job>(f) };
-        *s.job.lock().unwrap_or_else(|p| p.into_inner()) = Some(job);
+        // SAFETY: every worker finished the previous job (the wait below)
+        // and none reads `job` before seeing the new epoch
+        unsafe { *s.job.get() = Some(job) };
         s.done.store(0, Ordering::Relaxed);
         s.panicked.store(false, Ordering::Relaxed);
-        s.epoch.fetch_add(1, Ordering::Release);
-        {
+        // SeqCst with the workers' `sleeping` increment: either we see the
+        // sleeper, or it sees the new epoch before it waits
+        s.epoch.fetch_add(1, Ordering::SeqCst);
+        if s.sleeping.load(Ordering::SeqCst) > 0 {
             let _g = s.sleep.lock().unwrap_or_else(|p| p.into_inner());
             s.wake.notify_all();
         }
@@ -92,7 +105,8 @@ impl Pool {
         while s.done.load(Ordering::Acquire) < self.workers.len() {
             std::hint::spin_loop();
         }
-        *s.job.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        // SAFETY: all workers are done with it
+        unsafe { *s.job.get() = None };
         mine && !s.panicked.load(Ordering::Relaxed)
     }
 }
@@ -107,16 +121,19 @@ fn worker(s: &Shared, index: usize) {
             spins += 1;
             if spins % 256 == 0 && start.elapsed() > SPIN {
                 let g = s.sleep.lock().unwrap_or_else(|p| p.into_inner());
-                if s.epoch.load(Ordering::Acquire) == seen && !s.stop.load(Ordering::Relaxed) {
+                s.sleeping.fetch_add(1, Ordering::SeqCst);
+                if s.epoch.load(Ordering::SeqCst) == seen && !s.stop.load(Ordering::Relaxed) {
                     drop(s.wake.wait_timeout(g, Duration::from_millis(100)));
                 }
+                s.sleeping.fetch_sub(1, Ordering::SeqCst);
             }
         }
         if s.stop.load(Ordering::Relaxed) {
             return;
         }
         seen = s.epoch.load(Ordering::Acquire);
-        let job = *s.job.lock().unwrap_or_else(|p| p.into_inner());
+        // SAFETY: the epoch changed, so `run` wrote the job and waits for us
+        let job = unsafe { *s.job.get() };
         if let Some(job) = job
             && catch_unwind(AssertUnwindSafe(|| job(index))).is_err()
         {

@@ -31,6 +31,10 @@ fn model_shaped_cases() -> Vec<Case> {
             list.push(cases::quant_matmul(&mut rng, f, m, k, n, m == 5));
         }
     }
+    // tables of whole groups of 8 rows: Q4_0, Q4_1 and Q8_0 are repacked on x86
+    for f in GGML_FORMATS {
+        list.push(cases::quant_gather_rows(&mut rng, f, 24, 256, &[0, 23, 9, 9, 16]));
+    }
     let att = |window| Attention { block_size: 4, scale: 0.125, softcap: None, window };
     list.push(cases::attention(&mut rng, att(None), [9, 3, 64], &[(37, 37)]));
     list.push(cases::attention(&mut rng, att(Some(5)), [4, 2, 16], &[(30, 1), (4, 3)]));

@@ -236,7 +236,13 @@ impl WeightLoader<'_> {
         };
         match Held::of(self.store, self.policy, self.backend, prefix, linear, uses)? {
             Held::Prequantized(stored) => upload(prequantized::load(self.store, prefix, stored, out, inp)?),
-            Held::Packed(_) => upload(self.store.quantized(&name)?),
+            Held::Packed(_) => {
+                let linear = upload(self.store.quantized(&name)?);
+                // the backend copied the blocks or reads them through the mmap,
+                // which faults released pages back in from the file: safe either way
+                self.store.release(&name);
+                linear
+            }
             Held::Quantized(format) => {
                 let raw = self.raw(&name, &[out, inp])?;
                 let values = widen_to_f32(&name, &raw)?;

@@ -1,0 +1,175 @@
+//! matmul on weights repacked 8 rows at a time (`repack.rs`), on AVX2 /
+//! AVX-512 VNNI: per block of 32 along k, the 8 rows' codes sit in 4 (Q4) or
+//! 8 (Q8) registers of 4 bytes per row; each is dotted with 4 activations
+//! broadcast to every lane, so the i32 lanes end up holding the 8 rows' dots.
+//! Scales come as 8 f16 converted at once; nothing is summed across lanes.
+
+use std::arch::x86_64::*;
+
+use ferrum_engine::quant::ggml::GgmlType;
+
+use crate::acts::QuantActs;
+use crate::matmul::SharedOut;
+use crate::pool::Chunks;
+use crate::repack::{Repacked, group_block_bytes, head_bytes};
+
+pub struct Job<'a> {
+    pub w: &'a Repacked,
+    pub acts: &'a QuantActs,
+    pub bias: Option<&'a [f32]>,
+    pub dims: [usize; 3],
+    /// groups of 8 weight rows
+    pub groups: Chunks,
+    pub out: SharedOut,
+}
+
+const Q4_0: u8 = 0;
+const Q4_1: u8 = 1;
+const Q8_0: u8 = 2;
+
+/// One thread's share of `job`.
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C (and AVX-512 VL + VNNI when `vnni`);
+/// shapes were validated and the weight is `job.w`'s [n, k].
+pub unsafe fn run(vnni: bool, job: &Job) {
+    macro_rules! go {
+        ($t:expr) => {
+            // SAFETY: the caller's contract
+            unsafe { if vnni { part_avx512::<{ $t }>(job) } else { part_avx2::<{ $t }>(job) } }
+        };
+    }
+    match job.w.ty {
+        GgmlType::Q4_0 => go!(Q4_0),
+        GgmlType::Q4_1 => go!(Q4_1),
+        GgmlType::Q8_0 => go!(Q8_0),
+        _ => {}
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn part_avx2<const T: u8>(job: &Job) {
+    // SAFETY: the caller's contract
+    unsafe { part::<T, false>(job) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn part_avx512<const T: u8>(job: &Job) {
+    // SAFETY: the caller's contract
+    unsafe { part::<T, true>(job) }
+}
+
+#[inline(always)]
+unsafe fn part<const T: u8, const VNNI: bool>(job: &Job) {
+    let [m, k, _] = job.dims;
+    let gb = group_block_bytes(job.w.ty) * (k / 32);
+    // groups a tile pass covers: their bytes stay in cache while every tile
+    // of 4 activation rows goes over them
+    let sub = (48 * 1024 / gb).max(1);
+    while let Some(range) = job.groups.next() {
+        for start in range.clone().step_by(sub) {
+            let groups = start..(start + sub).min(range.end);
+            let mut m0 = 0;
+            while m0 < m {
+                let left = m - m0;
+                for g in groups.clone() {
+                    // SAFETY: the caller's contract
+                    unsafe {
+                        match left {
+                            1 => tile::<T, VNNI, 1>(job, g, m0),
+                            2 => tile::<T, VNNI, 2>(job, g, m0),
+                            3 => tile::<T, VNNI, 3>(job, g, m0),
+                            _ => tile::<T, VNNI, 4>(job, g, m0),
+                        }
+                    }
+                }
+                m0 += left.min(4);
+            }
+        }
+    }
+}
+
+/// `acc + (u . x)` per 4 bytes, u unsigned, x signed.
+#[inline(always)]
+unsafe fn dp<const VNNI: bool>(acc: __m256i, u: __m256i, x: __m256i) -> __m256i {
+    // SAFETY: the caller's target features
+    unsafe {
+        if VNNI {
+            _mm256_dpbusd_epi32(acc, u, x)
+        } else {
+            _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1)))
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn bcast(p: *const i8) -> __m256i {
+    // SAFETY: 4 readable bytes
+    unsafe { _mm256_set1_epi32((p as *const i32).read_unaligned()) }
+}
+
+/// Group `g` (rows 8g..8g+8) against activation rows m0..m0 + MT.
+#[inline(always)]
+unsafe fn tile<const T: u8, const VNNI: bool, const MT: usize>(job: &Job, g: usize, m0: usize) {
+    let [_, k, n] = job.dims;
+    let blocks = k / 32;
+    let (ty, acts) = (job.w.ty, job.acts);
+    let (gbb, head) = (group_block_bytes(ty), head_bytes(ty));
+    // SAFETY: group g's blocks and the activation rows are inside their
+    // buffers (shapes validated); 8 rows of output start at 8g
+    unsafe {
+        let base = job.w.data.as_ptr().add(g * blocks * gbb);
+        let nib = _mm256_set1_epi8(0x0F);
+        let mut acc = [_mm256_setzero_ps(); MT];
+        let mut off = [_mm256_setzero_ps(); MT];
+        for b in 0..blocks {
+            let p = base.add(b * gbb);
+            _mm_prefetch::<_MM_HINT_T0>(p.add(32 * gbb) as *const i8);
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+            let codes = p.add(head);
+            for t in 0..MT {
+                let r = m0 + t;
+                let xq = acts.q.as_ptr().add(r * k + b * 32);
+                let dots = if T == Q8_0 {
+                    let mut s = [_mm256_setzero_si256(); 2];
+                    for j in 0..8 {
+                        let q = _mm256_loadu_si256(codes.add(32 * j) as *const __m256i);
+                        let x = _mm256_sign_epi8(bcast(xq.add(4 * j)), q);
+                        s[j & 1] = dp::<VNNI>(s[j & 1], _mm256_sign_epi8(q, q), x);
+                    }
+                    _mm256_add_epi32(s[0], s[1])
+                } else {
+                    let mut s = [_mm256_setzero_si256(); 2];
+                    for j in 0..4 {
+                        let q = _mm256_loadu_si256(codes.add(32 * j) as *const __m256i);
+                        let lo = _mm256_and_si256(q, nib);
+                        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), nib);
+                        s[0] = dp::<VNNI>(s[0], lo, bcast(xq.add(4 * j)));
+                        s[1] = dp::<VNNI>(s[1], hi, bcast(xq.add(16 + 4 * j)));
+                    }
+                    _mm256_add_epi32(s[0], s[1])
+                };
+                let dx = *acts.d.get_unchecked(r * blocks + b);
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), _mm256_mul_ps(d, _mm256_set1_ps(dx)), acc[t]);
+                let sum = *acts.sums32.get_unchecked(r * blocks + b);
+                match T {
+                    // w = d q - 8 d
+                    Q4_0 => off[t] = _mm256_fmadd_ps(d, _mm256_set1_ps(-8.0 * sum), off[t]),
+                    // w = d q + m
+                    Q4_1 => {
+                        let mins = _mm256_cvtph_ps(_mm_loadu_si128(p.add(16) as *const __m128i));
+                        off[t] = _mm256_fmadd_ps(mins, _mm256_set1_ps(sum), off[t]);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for t in 0..MT {
+            let mut v = _mm256_add_ps(acc[t], off[t]);
+            if let Some(bias) = job.bias {
+                v = _mm256_add_ps(v, _mm256_loadu_ps(bias.as_ptr().add(8 * g)));
+            }
+            _mm256_storeu_ps(job.out.at((m0 + t) * n + 8 * g), v);
+        }
+    }
+}
