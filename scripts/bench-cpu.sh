@@ -46,19 +46,24 @@ done
 median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 rss_mib() { awk '/Maximum resident/ {printf "%.0f", $6 / 1024}' "$1"; }
 
-# llama-bench: tok/s for pp128, pp512, tg128 (median of REPS), and its peak RSS
+# llama-bench: tok/s for pp128, pp512, tg128 (averages of REPS runs) with
+# --repack 0, tg128 with its default repacking ("-" when that run fails: on
+# this VM its AMX prefill path dies of a general protection fault), peak RSS
 peer() { # file threads
   local log; log=$(mktemp)
-  /usr/bin/time -v "$PEER/build/bin/llama-bench" -m "$1" -t "$2" -p 128,512 -n 128 -r "$REPS" -o csv 2>"$log" >"$log.csv"
-  for test in "128,0" "512,0" "0,128"; do
-    # csv columns: n_prompt n_gen ... avg_ts; take avg_ts (llama-bench averages its REPS runs)
-    python3 - "$log.csv" "$test" <<'PY'
+  /usr/bin/time -v "$PEER/build/bin/llama-bench" -m "$1" -t "$2" -p 128,512 -n 128 -r "$REPS" --repack 0 -o csv \
+    2>"$log" >"$log.csv"
+  "$PEER/build/bin/llama-bench" -m "$1" -t "$2" -p 0 -n 128 -r "$REPS" -o csv 2>/dev/null >"$log.re.csv" || true
+  python3 - "$log.csv" "$log.re.csv" <<'PY'
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
-p, g = sys.argv[2].split(",")
-print(next(r["avg_ts"] for r in rows if r["n_prompt"] == p and r["n_gen"] == g))
+for p, g in [("128", "0"), ("512", "0"), ("0", "128")]:
+    print(next(r["avg_ts"] for r in rows if r["n_prompt"] == p and r["n_gen"] == g))
+try:
+    print(next(r["avg_ts"] for r in csv.DictReader(open(sys.argv[2])) if r["n_gen"] == "128"))
+except (StopIteration, KeyError, OSError):
+    print("-")
 PY
-  done
   rss_mib "$log"
 }
 
@@ -80,8 +85,8 @@ ours() { # file threads [extra flags]
 
 echo "machine: $(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2}'), $(nproc) cores; $(date -u +%F)"
 echo "ferrum $(git rev-parse --short HEAD), llama.cpp from llama-cpp-python 0.3.36; medians of $REPS runs"
-printf "\n| file | threads | test | llama.cpp tok/s | ferrum tok/s | ratio | RSS llama.cpp MiB | RSS ferrum MiB | roofline tg tok/s |\n"
-printf "|---|---|---|---|---|---|---|---|---|\n"
+printf "\n| file | threads | test | llama.cpp tok/s | ferrum tok/s | ratio | llama.cpp repacked tok/s | ratio | RSS llama.cpp MiB | RSS ferrum MiB | roofline tg tok/s |\n"
+printf "|---|---|---|---|---|---|---|---|---|---|---|\n"
 for t in 1 2; do
   bw=$(target/release/examples/bandwidth "$t")
   for name in q4_1 f16 q8_0 q4_0 q4_k_m; do
@@ -93,8 +98,12 @@ for t in 1 2; do
     for i in 0 1 2; do
       test=(pp128 pp512 tg128)
       ratio=$(awk -v a="${F[$i]}" -v b="${P[$i]}" 'BEGIN {printf "%.2f", a / b}')
-      printf "| %s | %s | %s | %.1f | %.1f | %s | %s | %s | %s |\n" "$name" "$t" "${test[$i]}" "${P[$i]}" "${F[$i]}" \
-        "$ratio" "${P[3]}" "${F[3]}" "$([ $i = 2 ] && echo "$roof" || echo -)"
+      re="-" re_ratio="-"
+      if [ "$i" = 2 ] && [ "${P[3]}" != "-" ]; then
+        re="${P[3]}" re_ratio=$(awk -v a="${F[2]}" -v b="${P[3]}" 'BEGIN {printf "%.2f", a / b}')
+      fi
+      printf "| %s | %s | %s | %.1f | %.1f | %s | %s | %s | %s | %s | %s |\n" "$name" "$t" "${test[$i]}" "${P[$i]}" \
+        "${F[$i]}" "$ratio" "$re" "$re_ratio" "${P[4]}" "${F[3]}" "$([ "$i" = 2 ] && echo "$roof" || echo -)"
     done
   done
 done

@@ -218,7 +218,7 @@ fn describe_is_self_describing() {
     let case = all_cases().into_iter().find(|c| c.kind() == OpKind::RmsNorm).unwrap();
     assert_eq!(case.describe(), "rms_norm(dtype=f32, rows=5, cols=4099, eps=1e-6)");
     let o = check(&CpuBackend::new(), &case);
-    assert!(o.line().starts_with("rms_norm(dtype=f32, rows=5, cols=4099, eps=1e-6) cpu: OK nmse="), "{}", o.line());
+    assert!(o.line().starts_with("rms_norm(dtype=f32, rows=5, cols=4099, eps=1e-6) cpu-ref: OK nmse="), "{}", o.line());
 }
 
 fn eval(op: Op, inputs: Vec<HostTensor>) -> Vec<f64> {
