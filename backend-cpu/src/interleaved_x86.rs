@@ -127,28 +127,39 @@ unsafe fn tile<const T: u8, const VNNI: bool, const MT: usize>(job: &Job, g: usi
             _mm_prefetch::<_MM_HINT_T0>(p.add(32 * gbb) as *const i8);
             let d = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
             let codes = p.add(head);
+            // the block's codes decoded once for every activation row of the tile:
+            // Q4: 4 registers of low nibbles and 4 of high; Q8: |q| and q
+            let mut u = [_mm256_setzero_si256(); 8];
+            let mut sq = [_mm256_setzero_si256(); 8];
+            if T == Q8_0 {
+                for j in 0..8 {
+                    let q = _mm256_loadu_si256(codes.add(32 * j) as *const __m256i);
+                    u[j] = _mm256_sign_epi8(q, q);
+                    sq[j] = q;
+                }
+            } else {
+                for j in 0..4 {
+                    let q = _mm256_loadu_si256(codes.add(32 * j) as *const __m256i);
+                    u[j] = _mm256_and_si256(q, nib);
+                    u[4 + j] = _mm256_and_si256(_mm256_srli_epi16::<4>(q), nib);
+                }
+            }
             for t in 0..MT {
                 let r = m0 + t;
                 let xq = acts.q.as_ptr().add(r * k + b * 32);
-                let dots = if T == Q8_0 {
-                    let mut s = [_mm256_setzero_si256(); 2];
+                let mut s = [_mm256_setzero_si256(); 2];
+                if T == Q8_0 {
                     for j in 0..8 {
-                        let q = _mm256_loadu_si256(codes.add(32 * j) as *const __m256i);
-                        let x = _mm256_sign_epi8(bcast(xq.add(4 * j)), q);
-                        s[j & 1] = dp::<VNNI>(s[j & 1], _mm256_sign_epi8(q, q), x);
+                        let x = _mm256_sign_epi8(bcast(xq.add(4 * j)), sq[j]);
+                        s[j & 1] = dp::<VNNI>(s[j & 1], u[j], x);
                     }
-                    _mm256_add_epi32(s[0], s[1])
                 } else {
-                    let mut s = [_mm256_setzero_si256(); 2];
                     for j in 0..4 {
-                        let q = _mm256_loadu_si256(codes.add(32 * j) as *const __m256i);
-                        let lo = _mm256_and_si256(q, nib);
-                        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), nib);
-                        s[0] = dp::<VNNI>(s[0], lo, bcast(xq.add(4 * j)));
-                        s[1] = dp::<VNNI>(s[1], hi, bcast(xq.add(16 + 4 * j)));
+                        s[0] = dp::<VNNI>(s[0], u[j], bcast(xq.add(4 * j)));
+                        s[1] = dp::<VNNI>(s[1], u[4 + j], bcast(xq.add(16 + 4 * j)));
                     }
-                    _mm256_add_epi32(s[0], s[1])
-                };
+                }
+                let dots = _mm256_add_epi32(s[0], s[1]);
                 let dx = *acts.d.get_unchecked(r * blocks + b);
                 acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), _mm256_mul_ps(d, _mm256_set1_ps(dx)), acc[t]);
                 let sum = *acts.sums32.get_unchecked(r * blocks + b);

@@ -254,6 +254,18 @@ enum Checks {
     Replay,
 }
 
+/// u32 outputs the threads write disjoint elements of.
+#[derive(Clone, Copy)]
+struct SharedIds(*mut u32);
+// SAFETY: as `matmul::SharedOut`
+unsafe impl Sync for SharedIds {}
+
+impl SharedIds {
+    fn at(self, i: usize) -> *mut u32 {
+        self.0.wrapping_add(i)
+    }
+}
+
 /// Rows below this run on the calling thread: waking the pool costs more.
 const PARALLEL_ROWS: usize = 16;
 
@@ -284,8 +296,22 @@ fn run_op<T: Borrow<Tensor>>(ctx: &Ctx, op: &Op, inputs: &[T], out: &Tensor, che
     let mut out_data = write_lock(out)?;
     match op {
         Op::Argmax(p) => {
-            p.reference(ins(0)?.f32()?, shape(0)[1], out_data.u32_mut()?);
-            return Ok(());
+            let (x, cols) = (ins(0)?.f32()?, shape(0)[1]);
+            let ids = out_data.u32_mut()?;
+            if ids.len() < 2 || ctx.pool.threads() == 1 {
+                p.reference(x, cols, ids);
+                return Ok(());
+            }
+            // a batch's rows of logits (49152 wide for SmolLM2) over the pool
+            let (rows, ptr) = (Chunks::new(ids.len(), 1), SharedIds(ids.as_mut_ptr()));
+            let ok = ctx.pool.run(&|_| {
+                while let Some(r) = rows.next() {
+                    // SAFETY: each row's id belongs to the thread that took the row
+                    let o = unsafe { std::slice::from_raw_parts_mut(ptr.at(r.start), r.len()) };
+                    p.reference(&x[r.start * cols..r.end * cols], cols, o);
+                }
+            });
+            return if ok { Ok(()) } else { Err(Error::Backend("cpu: a worker thread panicked".into())) };
         }
         Op::Sample(p) => {
             let cols = shape(0)[1];
@@ -384,7 +410,7 @@ fn rows(
     out: &mut [f32],
     f: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync,
 ) -> Result<()> {
-    let n = if out_row == 0 { 0 } else { out.len() / out_row };
+    let n = out.len().checked_div(out_row).unwrap_or(0);
     if n < PARALLEL_ROWS || ctx.pool.threads() == 1 {
         f(0..n, out);
         return Ok(());

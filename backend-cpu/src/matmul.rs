@@ -68,7 +68,7 @@ pub fn matmul(
         CpuData::F32(v) => float(ctx, &F32Rows(v), x, bias, dims, out),
         CpuData::F16(v) => float(ctx, &F16Rows(v), x, bias, dims, out),
         CpuData::BF16(v) => float(ctx, &Bf16Rows(v), x, bias, dims, out),
-        CpuData::Quant(q) if k % 32 == 0 => match q {
+        CpuData::Quant(q) if k.is_multiple_of(32) => match q {
             #[cfg(target_arch = "x86_64")]
             QuantizedMatrix::Ggml(g) if ctx.isa != Isa::Portable && crate::fused_x86::has(g.ty()) => {
                 fused(ctx, g, x, bias, dims, out)

@@ -119,7 +119,7 @@ fn worker(s: &Shared, index: usize) {
         while s.epoch.load(Ordering::Acquire) == seen && !s.stop.load(Ordering::Relaxed) {
             std::hint::spin_loop();
             spins += 1;
-            if spins % 256 == 0 && start.elapsed() > SPIN {
+            if spins.is_multiple_of(256) && start.elapsed() > SPIN {
                 let g = s.sleep.lock().unwrap_or_else(|p| p.into_inner());
                 s.sleeping.fetch_add(1, Ordering::SeqCst);
                 if s.epoch.load(Ordering::SeqCst) == seen && !s.stop.load(Ordering::Relaxed) {

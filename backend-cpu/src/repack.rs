@@ -44,7 +44,7 @@ pub fn group_block_bytes(ty: GgmlType) -> usize {
 
 /// Whether `m` can be repacked: a 32-element type we have kernels for, whole groups.
 pub fn fits(m: &GgmlBlocks, rows: usize) -> bool {
-    matches!(m.ty(), GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0) && rows % 8 == 0
+    matches!(m.ty(), GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0) && rows.is_multiple_of(8)
 }
 
 impl Repacked {

@@ -235,7 +235,8 @@ pub fn apply(transform: Transform, shape: &[usize], values: Vec<f32>) -> Result<
 /// Undoes llama.cpp's `permute(w, heads)` on `rows` stored rows of
 /// `row_bytes` bytes each, whatever they hold (floats or whole blocks).
 pub fn unpermute_rows(bytes: &[u8], rows: usize, row_bytes: usize, heads: usize) -> Result<Vec<u8>> {
-    if heads == 0 || rows % heads != 0 || (rows / heads) % 2 != 0 || bytes.len() != rows * row_bytes {
+    if heads == 0 || !rows.is_multiple_of(heads) || !(rows / heads).is_multiple_of(2) || bytes.len() != rows * row_bytes
+    {
         return Err(Error::Weight {
             name: "q/k projection".into(),
             msg: format!("{rows} rows do not split into {heads} heads of even size"),
