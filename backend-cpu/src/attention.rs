@@ -24,6 +24,8 @@ struct Job<'a> {
     pos: &'a [u32],
     tasks: Chunks,
     out: SharedOut,
+    /// AVX2 + FMA kernels may run
+    simd: bool,
 }
 
 thread_local! {
@@ -56,6 +58,7 @@ pub fn attention(
         pos,
         tasks: Chunks::new(pos.len() * dims.kv_heads, 1),
         out: SharedOut(out.as_mut_ptr()),
+        simd: ctx.isa != Isa::Portable,
     };
     let isa = ctx.isa;
     let ok = ctx.pool.run(&|_| match isa {
@@ -94,7 +97,25 @@ fn part(job: &Job) {
                     cache[(slot(j) * kv_heads + kvh) * d..][..d].as_ptr()
                 };
                 let scores = &mut s[..group * len];
-                for j in first..=p {
+                let mut j = first;
+                #[cfg(target_arch = "x86_64")]
+                if job.simd && d % 8 == 0 {
+                    // 8 positions at a time: no horizontal sum per position
+                    while j + 8 <= p + 1 {
+                        let rows: [*const f32; 8] = std::array::from_fn(|i| row(job.k, j + i));
+                        for g in 0..group {
+                            let qr = &job.q[(t * heads + kvh * group + g) * d..][..d];
+                            let out = &mut scores[g * len + j - first..][..8];
+                            // SAFETY: AVX2 + FMA (job.simd); the rows hold d values
+                            unsafe { x86::dots8(qr.as_ptr(), &rows, d, job.p.scale, out.as_mut_ptr()) };
+                            if let Some(cap) = job.p.softcap {
+                                out.iter_mut().for_each(|sc| *sc = cap * (*sc / cap).tanh());
+                            }
+                        }
+                        j += 8;
+                    }
+                }
+                for j in j..=p {
                     // SAFETY: `row` sliced d values
                     let kr = unsafe { std::slice::from_raw_parts(row(job.k, j), d) };
                     for g in 0..group {
@@ -109,11 +130,10 @@ fn part(job: &Job) {
                 for g in 0..group {
                     let sg = &mut scores[g * len..(g + 1) * len];
                     let max = sg.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let mut denom = 0.0f32;
                     for v in sg.iter_mut() {
-                        *v = (*v - max).exp();
-                        denom += *v;
+                        *v = exp(*v - max);
                     }
+                    let denom = sum(sg);
                     for v in sg.iter_mut() {
                         *v /= denom;
                     }
@@ -137,6 +157,46 @@ fn part(job: &Job) {
     }
 }
 
+/// e^x for x <= 0 (scores minus their max) to about 2e-7 relative: e^x =
+/// 2^n e^r with n = round(x / ln 2), r = x - n ln 2 in two parts (Cody-Waite)
+/// and e^r by its Taylor series to r^7 (|r| <= ln 2 / 2), in plain arithmetic
+/// the compiler vectorises; libm's scalar `expf` was a third of a long
+/// context's attention.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_145_75; // few mantissa bits: n * LN2_HI is exact
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    let xc = x.max(-87.0);
+    let n = (xc * std::f32::consts::LOG2_E + 12_582_912.0) - 12_582_912.0; // round to nearest (1.5 * 2^23)
+    let r = (xc - n * LN2_HI) - n * LN2_LO;
+    let mut p = 1.0 / 5040.0;
+    for c in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = p * r + c;
+    }
+    let y = p * f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // below e^-87 the reference's expf is subnormal or 0: negligible next to e^0
+    if x.is_nan() {
+        x
+    } else if x < -87.0 {
+        0.0
+    } else {
+        y
+    }
+}
+
+#[inline(always)]
+fn sum(v: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 16];
+    let chunks = v.chunks_exact(16);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for l in 0..16 {
+            lanes[l] += c[l];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
 #[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut lanes = [0.0f32; 16];
@@ -148,4 +208,53 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     lanes.iter().sum::<f32>() + tail
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// `out[i] = scale * q . rows[i]` for 8 rows of `d` (a multiple of 8):
+    /// one accumulator per row, reduced together by a tree of `hadd`s.
+    ///
+    /// # Safety
+    /// AVX2 and FMA present; `q` and every row hold `d` floats, `out` 8.
+    #[inline(always)]
+    pub unsafe fn dots8(q: *const f32, rows: &[*const f32; 8], d: usize, scale: f32, out: *mut f32) {
+        // SAFETY: the caller's contract
+        unsafe {
+            let mut acc = [_mm256_setzero_ps(); 8];
+            for c in (0..d).step_by(8) {
+                let qv = _mm256_loadu_ps(q.add(c));
+                for j in 0..8 {
+                    acc[j] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(rows[j].add(c)), acc[j]);
+                }
+            }
+            let s01 = _mm256_hadd_ps(acc[0], acc[1]);
+            let s23 = _mm256_hadd_ps(acc[2], acc[3]);
+            let s45 = _mm256_hadd_ps(acc[4], acc[5]);
+            let s67 = _mm256_hadd_ps(acc[6], acc[7]);
+            let (a, b) = (_mm256_hadd_ps(s01, s23), _mm256_hadd_ps(s45, s67));
+            // lanes 0-3 of a: rows 0-3 over elements 0-3 of each 8; lanes 4-7 over 4-7
+            let sum = _mm256_add_ps(_mm256_permute2f128_ps::<0x20>(a, b), _mm256_permute2f128_ps::<0x31>(a, b));
+            _mm256_storeu_ps(out, _mm256_mul_ps(sum, _mm256_set1_ps(scale)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn exp_is_within_3e_7_of_libm_where_it_matters() {
+        let mut worst = 0.0f64;
+        for i in 0..=200_000 {
+            let x = -(i as f32) * 87.0 / 200_000.0;
+            let (got, want) = (super::exp(x) as f64, (x as f64).exp());
+            worst = worst.max((got - want).abs() / want);
+        }
+        assert!(worst < 3e-7, "worst relative error {worst:e}");
+        assert_eq!(super::exp(-1000.0), 0.0);
+        assert_eq!(super::exp(0.0), 1.0);
+        assert!(super::exp(f32::NAN).is_nan());
+    }
 }

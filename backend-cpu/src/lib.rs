@@ -13,6 +13,8 @@
 pub mod acts;
 mod attention;
 #[cfg(target_arch = "x86_64")]
+mod f16_x86;
+#[cfg(target_arch = "x86_64")]
 mod fused_x86;
 #[cfg(target_arch = "x86_64")]
 mod interleaved_x86;

@@ -66,6 +66,20 @@ pub fn matmul(
     let k = dims[1];
     match w {
         CpuData::F32(v) => float(ctx, &F32Rows(v), x, bias, dims, out),
+        #[cfg(target_arch = "x86_64")]
+        CpuData::F16(v) if ctx.isa != Isa::Portable && dims[0] <= 4 && dims[2].is_multiple_of(4) => {
+            let quads = dims[2] / 4;
+            let job = crate::f16_x86::Job {
+                w: v,
+                x,
+                bias,
+                dims,
+                quads: Chunks::new(quads, quads.div_ceil(ctx.pool.threads() * 2)),
+                out: SharedOut(out.as_mut_ptr()),
+            };
+            // SAFETY: AVX2 + F16C (the ISA was checked); m <= 4 and n % 4 == 0 here
+            finish(ctx.pool.run(&|_| unsafe { crate::f16_x86::part(&job) }))
+        }
         CpuData::F16(v) => float(ctx, &F16Rows(v), x, bias, dims, out),
         CpuData::BF16(v) => float(ctx, &Bf16Rows(v), x, bias, dims, out),
         CpuData::Quant(q) if k.is_multiple_of(32) => match q {

@@ -39,15 +39,16 @@ pub fn auto(threads: Option<usize>) -> Arc<dyn Backend> {
         .unwrap_or_else(|_| Arc::new(CpuBackend::new()))
 }
 
+/// Opens only the backend chosen: probing the others costs memory (a Vulkan
+/// instance maps Mesa's LLVM, ~45 MiB resident, even to find no GPU).
 pub fn open(choice: BackendChoice, threads: Option<usize>) -> Result<Arc<dyn Backend>> {
-    let wanted = match choice {
+    let (wanted, backend) = match choice {
         BackendChoice::Auto => return Ok(auto(threads)),
-        BackendChoice::Cpu => "cpu",
-        BackendChoice::CpuRef => "cpu-ref",
-        BackendChoice::Wgpu => "wgpu",
-        BackendChoice::Cuda => "cuda",
+        BackendChoice::Cpu => ("cpu", ferrum_backend_cpu::open(threads).map_err(|e| e.to_string())),
+        BackendChoice::CpuRef => ("cpu-ref", Ok(Arc::new(CpuBackend::new()) as Arc<dyn Backend>)),
+        BackendChoice::Wgpu => ("wgpu", ferrum_backend_wgpu::open()),
+        BackendChoice::Cuda => ("cuda", ferrum_backend_cuda::open()),
     };
-    let (_, backend) = probe_all(threads).into_iter().find(|(n, _)| *n == wanted).expect("every choice is probed");
     backend.map_err(|why| anyhow!("backend {wanted} is unavailable: {why}"))
 }
 
