@@ -61,6 +61,12 @@ unsafe fn quad<const MT: usize>(job: &Job, g: usize) {
         let w = job.w.as_ptr().add(4 * g * k) as *const u16;
         let mut acc = [[_mm256_setzero_ps(); 4]; MT];
         for c in 0..steps {
+            if c % 4 == 0 {
+                // the next 4 rows, one cache line per row per 64 bytes read here
+                for r in 0..4 {
+                    _mm_prefetch::<_MM_HINT_T0>(w.add(4 * k + r * k + 8 * c) as *const i8);
+                }
+            }
             let wv: [__m256; 4] =
                 std::array::from_fn(|r| _mm256_cvtph_ps(_mm_loadu_si128(w.add(r * k + 8 * c) as *const __m128i)));
             for t in 0..MT {
