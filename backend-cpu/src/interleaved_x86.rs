@@ -115,6 +115,8 @@ unsafe fn tile<const T: u8, const VNNI: bool, const MT: usize>(job: &Job, g: usi
     let blocks = k / 32;
     let (ty, acts) = (job.w.ty, job.acts);
     let (gbb, head) = (group_block_bytes(ty), head_bytes(ty));
+    // only the VNNI path repacks Q8_0 biased (`vpmaddubsw` would saturate on u8 codes)
+    let biased = job.w.biased;
     // SAFETY: group g's blocks and the activation rows are inside their
     // buffers (shapes validated); 8 rows of output start at 8g
     unsafe {
@@ -134,7 +136,8 @@ unsafe fn tile<const T: u8, const VNNI: bool, const MT: usize>(job: &Job, g: usi
             if T == Q8_0 {
                 for j in 0..8 {
                     let q = _mm256_loadu_si256(codes.add(32 * j) as *const __m256i);
-                    u[j] = _mm256_sign_epi8(q, q);
+                    // biased codes are already u8; signed ones take the sign trick
+                    u[j] = if biased { q } else { _mm256_sign_epi8(q, q) };
                     sq[j] = q;
                 }
             } else {
@@ -150,7 +153,8 @@ unsafe fn tile<const T: u8, const VNNI: bool, const MT: usize>(job: &Job, g: usi
                 let mut s = [_mm256_setzero_si256(); 2];
                 if T == Q8_0 {
                     for j in 0..8 {
-                        let x = _mm256_sign_epi8(bcast(xq.add(4 * j)), sq[j]);
+                        let x = bcast(xq.add(4 * j));
+                        let x = if biased { x } else { _mm256_sign_epi8(x, sq[j]) };
                         s[j & 1] = dp::<VNNI>(s[j & 1], u[j], x);
                     }
                 } else {
@@ -166,6 +170,8 @@ unsafe fn tile<const T: u8, const VNNI: bool, const MT: usize>(job: &Job, g: usi
                 match T {
                     // w = d q - 8 d
                     Q4_0 => off[t] = _mm256_fmadd_ps(d, _mm256_set1_ps(-8.0 * sum), off[t]),
+                    // biased Q8_0: the codes are q + 128
+                    Q8_0 if biased => off[t] = _mm256_fmadd_ps(d, _mm256_set1_ps(-128.0 * sum), off[t]),
                     // w = d q + m
                     Q4_1 => {
                         let mins = _mm256_cvtph_ps(_mm_loadu_si128(p.add(16) as *const __m128i));

@@ -187,7 +187,7 @@ impl Backend for FastCpuBackend {
             && self.ctx.isa != Isa::Portable
             && repack::fits(g, m.rows())
         {
-            let r = repack::Repacked::new(g, m.rows(), m.cols());
+            let r = repack::Repacked::new(g, m.rows(), m.cols(), self.ctx.isa == Isa::Avx512);
             return Ok(Tensor::from_buffer(shape, DType::Quant(m.format()), Arc::new(r)));
         }
         // other blocks stay where the loader has them: the file's mmap

@@ -11,7 +11,9 @@
 //! m     8 x f16   Q4_1 only
 //! codes Q4_*: for quad j in 0..4, for row r: bytes 4j..4j+4 of r's qs
 //!             (low nibbles: elements 4j..4j+4, high: 16+4j..16+4j+4)
-//!       Q8_0: for quad j in 0..8, for row r: bytes 4j..4j+4 of r's qs
+//!       Q8_0: for quad j in 0..8, for row r: bytes 4j..4j+4 of r's qs,
+//!             plus 128 when `biased` (u8 codes for `vpdpbusd`, whose other
+//!             operand is signed; the kernel subtracts 128 d sum(x))
 //! ```
 
 use ferrum_engine::Result;
@@ -23,6 +25,8 @@ use ferrum_engine::tensor::Buffer;
 pub struct Repacked {
     pub ty: GgmlType,
     pub cols: usize,
+    /// Q8_0 codes stored plus 128
+    pub biased: bool,
     pub data: Vec<u8>,
 }
 
@@ -48,11 +52,13 @@ pub fn fits(m: &GgmlBlocks, rows: usize) -> bool {
 }
 
 impl Repacked {
-    pub fn new(m: &GgmlBlocks, rows: usize, cols: usize) -> Self {
+    /// `bias_q8`: store Q8_0 codes plus 128 (for the VNNI kernel).
+    pub fn new(m: &GgmlBlocks, rows: usize, cols: usize, bias_q8: bool) -> Self {
         let ty = m.ty();
         let (blocks, ts) = (cols / 32, ty.type_size());
         let (head, code_bytes) = (head_bytes(ty), ts - head_bytes(ty) / 8);
         let gb = group_block_bytes(ty);
+        let biased = bias_q8 && ty == GgmlType::Q8_0;
         let mut data = vec![0u8; rows * m.row_bytes()];
         for g in 0..rows / 8 {
             for b in 0..blocks {
@@ -68,9 +74,12 @@ impl Repacked {
                         out[head + j * 32 + 4 * r..][..4].copy_from_slice(&qs[4 * j..4 * j + 4]);
                     }
                 }
+                if biased {
+                    out[head..].iter_mut().for_each(|c| *c ^= 0x80);
+                }
             }
         }
-        Repacked { ty, cols, data }
+        Repacked { ty, cols, biased, data }
     }
 
     /// Row `r` dequantized into `out` (cols values), bit-exact with the
@@ -91,6 +100,9 @@ impl Repacked {
             for j in 0..code_bytes / 4 {
                 blk[head / 8 + 4 * j..][..4].copy_from_slice(&src[head + j * 32 + 4 * lane..][..4]);
             }
+            if self.biased {
+                blk[head / 8..ts].iter_mut().for_each(|c| *c ^= 0x80);
+            }
             dequantize_into(ty, &blk[..ts], &mut out[b * 32..(b + 1) * 32])?;
         }
         Ok(())
@@ -109,17 +121,16 @@ mod tests {
                 .map(|i| if i % ty.type_size() == 1 { 0x3c } else { (i * 37 % 251) as u8 })
                 .collect();
             let m = GgmlBlocks::new(ty, rows, cols, bytes.into()).unwrap();
-            let p = Repacked::new(&m, rows, cols);
-            assert_eq!(p.data.len(), m.data().len(), "{ty}: same bytes as the file");
-            for r in 0..rows {
-                let (mut want, mut got) = (vec![0f32; cols], vec![0f32; cols]);
-                dequantize_into(ty, m.row(r), &mut want).unwrap();
-                p.row_into(r, &mut got).unwrap();
-                assert_eq!(
-                    got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                    want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                    "{ty} row {r}"
-                );
+            for biased in [false, true] {
+                let p = Repacked::new(&m, rows, cols, biased);
+                assert_eq!(p.data.len(), m.data().len(), "{ty}: same bytes as the file");
+                for r in 0..rows {
+                    let (mut want, mut got) = (vec![0f32; cols], vec![0f32; cols]);
+                    dequantize_into(ty, m.row(r), &mut want).unwrap();
+                    p.row_into(r, &mut got).unwrap();
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&got), bits(&want), "{ty} row {r} (biased {biased})");
+                }
             }
         }
     }
