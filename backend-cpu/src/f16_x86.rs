@@ -7,6 +7,7 @@ use std::arch::x86_64::*;
 
 use crate::matmul::SharedOut;
 use crate::pool::Chunks;
+use crate::simd::hsum;
 
 pub struct Job<'a> {
     pub w: &'a [half::f16],
@@ -37,16 +38,6 @@ pub unsafe fn part(job: &Job) {
                 }
             }
         }
-    }
-}
-
-#[inline(always)]
-unsafe fn hsum(acc: __m256) -> f32 {
-    // SAFETY: AVX present
-    unsafe {
-        let s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps::<1>(acc));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
     }
 }
 

@@ -16,6 +16,8 @@ use ferrum_engine::quant::ggml::GgmlType;
 use crate::acts::QuantActs;
 use crate::matmul::SharedOut;
 use crate::pool::Chunks;
+use crate::readers::k_scale_min;
+use crate::simd::hsum;
 
 /// Per 16 elements of one block: `w = scale[g] * code + offset[g]`.
 #[derive(Clone, Copy)]
@@ -186,21 +188,11 @@ impl XBlock for Q8_0 {
     }
 }
 
-/// Q4_K/Q5_K's 6-bit (scale, min) of sub-block s (0..8).
-#[inline(always)]
-fn k_scale_min(sc: &[u8; 12], s: usize) -> (f32, f32) {
-    let (a, m) = if s < 4 {
-        (sc[s] & 63, sc[s + 4] & 63)
-    } else {
-        ((sc[s + 4] & 0xF) | ((sc[s - 4] >> 6) << 4), (sc[s + 4] >> 4) | ((sc[s] >> 6) << 4))
-    };
-    (a as f32, m as f32)
-}
-
 #[inline(always)]
 unsafe fn k_maps(blk: *const u8, m: &mut Maps) {
     // SAFETY: a Q4_K/Q5_K block holds d, dmin and 12 scale bytes first
     let (d, dmin, sc) = unsafe { (f16_at(blk), f16_at(blk.add(2)), &*(blk.add(4) as *const [u8; 12])) };
+    let sc: &[u8] = sc;
     for s in 0..8 {
         let (a, mn) = k_scale_min(sc, s);
         m.scale[2 * s..2 * s + 2].fill(d * a);
@@ -370,16 +362,6 @@ unsafe fn dot_u8<const VNNI: bool>(u: __m256i, x: __m256i) -> __m256i {
         } else {
             _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1))
         }
-    }
-}
-
-#[inline(always)]
-unsafe fn hsum(acc: __m256) -> f32 {
-    // SAFETY: AVX present
-    unsafe {
-        let s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps::<1>(acc));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
     }
 }
 

@@ -27,10 +27,12 @@ mod repack;
 mod simd;
 
 use std::borrow::Borrow;
-use std::sync::{Arc, Mutex, MutexGuard, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLockReadGuard};
 
 use ferrum_engine::backend::{Recording, validate};
-use ferrum_engine::cpu::{CpuBuffer, CpuData, read_lock, write_lock};
+use ferrum_engine::cpu::{
+    CpuData, OpRecorder, RecordedOp, quantized_tensor, read_lock, tensor_from_bytes, write_lock, zeroed_tensor,
+};
 use ferrum_engine::ops::attention::AttentionDims;
 use ferrum_engine::ops::{Op, OpKind};
 use ferrum_engine::quant::QuantizedMatrix;
@@ -48,8 +50,9 @@ pub struct Ctx {
 }
 
 pub struct FastCpuBackend {
-    ctx: Ctx,
-    recording: Mutex<Option<Vec<Recorded>>>,
+    /// Shared with the recordings, which replay on it.
+    ctx: Arc<Ctx>,
+    recorder: OpRecorder,
 }
 
 impl std::fmt::Debug for FastCpuBackend {
@@ -98,8 +101,8 @@ impl FastCpuBackend {
         }
         let pool = Pool::new(threads).map_err(|e| Error::Backend(format!("cannot start {threads} threads: {e}")))?;
         Ok(FastCpuBackend {
-            ctx: Ctx { pool, isa, acts: Mutex::default(), profile: profile::Profile::from_env() },
-            recording: Mutex::new(None),
+            ctx: Arc::new(Ctx { pool, isa, acts: Mutex::default(), profile: profile::Profile::from_env() }),
+            recorder: OpRecorder::default(),
         })
     }
 
@@ -110,38 +113,18 @@ impl FastCpuBackend {
     pub fn threads(&self) -> usize {
         self.ctx.pool.threads()
     }
-
-    fn recording(&self) -> Result<MutexGuard<'_, Option<Vec<Recorded>>>> {
-        self.recording.lock().map_err(|_| Error::Backend("cpu recording lock poisoned".into()))
-    }
 }
 
-#[derive(Debug)]
-struct Recorded {
-    op: Op,
-    inputs: Vec<Tensor>,
-    out: Tensor,
-}
-
+/// A recording replays on the kernels (and pool) of the backend that made it.
 struct CpuRecording {
-    backend: Arc<RecordingCtx>,
-    ops: Vec<Recorded>,
+    ctx: Arc<Ctx>,
+    ops: Vec<RecordedOp>,
 }
-
-/// A recording replays on its backend's kernels; the backend outlives it by
-/// contract, but the recording must not borrow it, so it holds a pointer.
-struct RecordingCtx(*const Ctx);
-// SAFETY: `Ctx` is Sync; the pointer is only read while the backend lives
-// (a recording is replayed only on a live backend, per the trait's contract).
-unsafe impl Send for RecordingCtx {}
-unsafe impl Sync for RecordingCtx {}
 
 impl Recording for CpuRecording {
     fn replay(&self) -> Result<()> {
-        // SAFETY: see `RecordingCtx`
-        let ctx = unsafe { &*self.backend.0 };
         for r in &self.ops {
-            compute(ctx, &r.op, &r.inputs, &r.out, Checks::Replay)?;
+            compute(&self.ctx, &r.op, &r.inputs, &r.out, Checks::Replay)?;
         }
         Ok(())
     }
@@ -161,21 +144,11 @@ impl Backend for FastCpuBackend {
     }
 
     fn alloc(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
-        let n = shape.iter().product();
-        Ok(Tensor::from_buffer(shape.to_vec(), dtype, Arc::new(CpuBuffer::new(CpuData::zeros(dtype, n)?))))
+        zeroed_tensor(shape, dtype)
     }
 
     fn upload(&self, shape: &[usize], dtype: DType, bytes: &[u8]) -> Result<Tensor> {
-        let n: usize = shape.iter().product();
-        if bytes.len() != n * dtype.size_bytes() {
-            return Err(Error::Backend(format!(
-                "upload of {shape:?} {dtype} needs {} bytes, got {}",
-                n * dtype.size_bytes(),
-                bytes.len()
-            )));
-        }
-        let data = CpuData::from_bytes(dtype, bytes)?;
-        Ok(Tensor::from_buffer(shape.to_vec(), dtype, Arc::new(CpuBuffer::new(data))))
+        tensor_from_bytes(shape, dtype, bytes)
     }
 
     fn upload_quantized(&self, m: &QuantizedMatrix) -> Result<Tensor> {
@@ -191,7 +164,7 @@ impl Backend for FastCpuBackend {
             return Ok(Tensor::from_buffer(shape, DType::Quant(m.format()), Arc::new(r)));
         }
         // other blocks stay where the loader has them: the file's mmap
-        Ok(Tensor::from_buffer(shape, DType::Quant(m.format()), Arc::new(CpuBuffer::new(CpuData::Quant(m.clone())))))
+        Ok(quantized_tensor(m))
     }
 
     fn write(&self, dst: &Tensor, bytes: &[u8]) -> Result<()> {
@@ -220,9 +193,7 @@ impl Backend for FastCpuBackend {
 
     fn execute(&self, op: &Op, inputs: &[&Tensor], out: &Tensor) -> Result<()> {
         validate(op, inputs, out)?;
-        if let Some(list) = self.recording()?.as_mut() {
-            let inputs = inputs.iter().map(|&t| t.clone()).collect();
-            list.push(Recorded { op: op.clone(), inputs, out: out.clone() });
+        if self.recorder.record(op, inputs, out)? {
             return Ok(());
         }
         compute(&self.ctx, op, inputs, out, Checks::All)
@@ -233,17 +204,11 @@ impl Backend for FastCpuBackend {
     }
 
     fn begin_recording(&self) -> Result<bool> {
-        let mut r = self.recording()?;
-        if r.is_some() {
-            return Err(Error::Backend("cpu: already recording".into()));
-        }
-        *r = Some(Vec::new());
-        Ok(true)
+        self.recorder.begin()
     }
 
     fn end_recording(&self) -> Result<Box<dyn Recording>> {
-        let ops = self.recording()?.take().ok_or_else(|| Error::Backend("cpu: not recording".into()))?;
-        Ok(Box::new(CpuRecording { backend: Arc::new(RecordingCtx(&self.ctx)), ops }))
+        Ok(Box::new(CpuRecording { ctx: self.ctx.clone(), ops: self.recorder.end()? }))
     }
 }
 

@@ -202,7 +202,7 @@ fn nibbles256(qs: &[u8], q: &mut [i8]) {
 
 /// Q4_K/Q5_K's 6-bit (scale, min) of sub-block s (0..8).
 #[inline(always)]
-fn k_scale_min(sc: &[u8], s: usize) -> (f32, f32) {
+pub(crate) fn k_scale_min(sc: &[u8], s: usize) -> (f32, f32) {
     let (a, m) = if s < 4 {
         (sc[s] & 63, sc[s + 4] & 63)
     } else {

@@ -73,7 +73,7 @@ impl Simd for Portable {
 }
 
 #[cfg(target_arch = "x86_64")]
-pub use x86::{Avx2, Avx512};
+pub use x86::{Avx2, Avx512, hsum};
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
@@ -89,8 +89,12 @@ mod x86 {
     /// into each i32 lane in one instruction.
     pub struct Avx512;
 
+    /// The sum of 8 lanes.
+    ///
+    /// # Safety
+    /// AVX present.
     #[inline(always)]
-    unsafe fn hsum(acc: __m256) -> f32 {
+    pub unsafe fn hsum(acc: __m256) -> f32 {
         // SAFETY: the caller's contract (AVX present)
         unsafe {
             let s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps::<1>(acc));

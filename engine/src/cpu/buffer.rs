@@ -114,6 +114,32 @@ impl Buffer for CpuBuffer {
     }
 }
 
+/// A zero-filled host tensor: the CPU backends' `alloc`.
+pub fn zeroed_tensor(shape: &[usize], dtype: DType) -> Result<Tensor> {
+    let n = shape.iter().product();
+    Ok(Tensor::from_buffer(shape.to_vec(), dtype, std::sync::Arc::new(CpuBuffer::new(CpuData::zeros(dtype, n)?))))
+}
+
+/// A host tensor holding `bytes`: the CPU backends' `upload`.
+pub fn tensor_from_bytes(shape: &[usize], dtype: DType, bytes: &[u8]) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    if bytes.len() != n * dtype.size_bytes() {
+        return Err(Error::Backend(format!(
+            "upload of {shape:?} {dtype} needs {} bytes, got {}",
+            n * dtype.size_bytes(),
+            bytes.len()
+        )));
+    }
+    let data = CpuData::from_bytes(dtype, bytes)?;
+    Ok(Tensor::from_buffer(shape.to_vec(), dtype, std::sync::Arc::new(CpuBuffer::new(data))))
+}
+
+/// A packed weight as a host tensor: the CPU backends' `upload_quantized`.
+pub fn quantized_tensor(m: &QuantizedMatrix) -> Tensor {
+    let shape = vec![m.rows(), m.cols()];
+    Tensor::from_buffer(shape, DType::Quant(m.format()), std::sync::Arc::new(CpuBuffer::new(CpuData::Quant(m.clone()))))
+}
+
 fn cpu_buffer(t: &Tensor) -> Result<&CpuBuffer> {
     t.buffer()
         .as_any()

@@ -8,41 +8,28 @@
 //! steps are tested without a GPU.
 
 mod buffer;
-
-use std::sync::{Arc, Mutex, MutexGuard};
+mod recorder;
 
 use crate::backend::{Backend, Recording, validate};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::ops::{Op, OpKind, attention::AttentionDims};
 use crate::tensor::Tensor;
-pub use buffer::{CpuBuffer, CpuData, read_lock, write_lock};
+pub use buffer::{CpuBuffer, CpuData, quantized_tensor, read_lock, tensor_from_bytes, write_lock, zeroed_tensor};
+pub use recorder::{OpRecorder, RecordedOp};
 
 #[derive(Debug, Default)]
 pub struct CpuBackend {
-    /// The ops recorded so far, while recording.
-    recording: Mutex<Option<Vec<Recorded>>>,
+    recorder: OpRecorder,
 }
 
 impl CpuBackend {
     pub fn new() -> Self {
         CpuBackend::default()
     }
-
-    fn recording(&self) -> Result<MutexGuard<'_, Option<Vec<Recorded>>>> {
-        self.recording.lock().map_err(|_| Error::Backend("cpu recording lock poisoned".into()))
-    }
 }
 
-/// One recorded `execute`.
-#[derive(Debug)]
-struct Recorded {
-    op: Op,
-    inputs: Vec<Tensor>,
-    out: Tensor,
-}
-
-struct CpuRecording(Vec<Recorded>);
+struct CpuRecording(Vec<RecordedOp>);
 
 impl Recording for CpuRecording {
     fn replay(&self) -> Result<()> {
@@ -68,26 +55,15 @@ impl Backend for CpuBackend {
     }
 
     fn alloc(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
-        let n = shape.iter().product();
-        Ok(Tensor::from_buffer(shape.to_vec(), dtype, Arc::new(CpuBuffer::new(CpuData::zeros(dtype, n)?))))
+        zeroed_tensor(shape, dtype)
     }
 
     fn upload(&self, shape: &[usize], dtype: DType, bytes: &[u8]) -> Result<Tensor> {
-        let n: usize = shape.iter().product();
-        if bytes.len() != n * dtype.size_bytes() {
-            return Err(Error::Backend(format!(
-                "upload of {shape:?} {dtype} needs {} bytes, got {}",
-                n * dtype.size_bytes(),
-                bytes.len()
-            )));
-        }
-        let data = CpuData::from_bytes(dtype, bytes)?;
-        Ok(Tensor::from_buffer(shape.to_vec(), dtype, Arc::new(CpuBuffer::new(data))))
+        tensor_from_bytes(shape, dtype, bytes)
     }
 
     fn upload_quantized(&self, m: &crate::quant::QuantizedMatrix) -> Result<Tensor> {
-        let shape = vec![m.rows(), m.cols()];
-        Ok(Tensor::from_buffer(shape, DType::Quant(m.format()), Arc::new(CpuBuffer::new(CpuData::Quant(m.clone())))))
+        Ok(quantized_tensor(m))
     }
 
     fn write(&self, dst: &Tensor, bytes: &[u8]) -> Result<()> {
@@ -104,9 +80,7 @@ impl Backend for CpuBackend {
 
     fn execute(&self, op: &Op, inputs: &[&Tensor], out: &Tensor) -> Result<()> {
         validate(op, inputs, out)?;
-        if let Some(list) = self.recording()?.as_mut() {
-            let inputs = inputs.iter().map(|&t| t.clone()).collect();
-            list.push(Recorded { op: op.clone(), inputs, out: out.clone() });
+        if self.recorder.record(op, inputs, out)? {
             return Ok(());
         }
         compute(op, inputs, out)
@@ -117,17 +91,11 @@ impl Backend for CpuBackend {
     }
 
     fn begin_recording(&self) -> Result<bool> {
-        let mut r = self.recording()?;
-        if r.is_some() {
-            return Err(Error::Backend("cpu: already recording".into()));
-        }
-        *r = Some(Vec::new());
-        Ok(true)
+        self.recorder.begin()
     }
 
     fn end_recording(&self) -> Result<Box<dyn Recording>> {
-        let list = self.recording()?.take().ok_or_else(|| Error::Backend("cpu: not recording".into()))?;
-        Ok(Box::new(CpuRecording(list)))
+        Ok(Box::new(CpuRecording(self.recorder.end()?)))
     }
 }
 
