@@ -144,8 +144,9 @@ fn info_and_devices_describe_what_is_there() {
     assert!(text.contains("LlamaForCausalLM") && text.contains("llama3") && text.contains("BF16"), "{text}");
     let out = ferrum(&["devices"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("cpu   available"), "{text}");
-    assert!(text.contains("cuda  unavailable"), "{text}");
+    assert!(text.contains("cpu     available"), "{text}");
+    assert!(text.contains("cpu-ref available"), "{text}");
+    assert!(text.contains("cuda    unavailable"), "{text}");
 }
 
 #[test]
