@@ -26,6 +26,7 @@ pub struct Job<'a> {
 const Q4_0: u8 = 0;
 const Q4_1: u8 = 1;
 const Q8_0: u8 = 2;
+const Q5_0: u8 = 3;
 
 /// One thread's share of `job`.
 ///
@@ -43,6 +44,7 @@ pub unsafe fn run(vnni: bool, job: &Job) {
         GgmlType::Q4_0 => go!(Q4_0),
         GgmlType::Q4_1 => go!(Q4_1),
         GgmlType::Q8_0 => go!(Q8_0),
+        GgmlType::Q5_0 => go!(Q5_0),
         _ => {}
     }
 }
@@ -102,6 +104,18 @@ unsafe fn dp<const VNNI: bool>(acc: __m256i, u: __m256i, x: __m256i) -> __m256i 
     }
 }
 
+/// The 4 low bits of each i32 lane as 0x10 in its 4 bytes (bit i -> byte i):
+/// `t * 0x00204081` puts bit i at bit 8i, the mask keeps those.
+#[inline(always)]
+unsafe fn fifth_bits(t: __m256i) -> __m256i {
+    // SAFETY: AVX2 present
+    unsafe {
+        let spread =
+            _mm256_and_si256(_mm256_mullo_epi32(t, _mm256_set1_epi32(0x0020_4081)), _mm256_set1_epi32(0x0101_0101));
+        _mm256_slli_epi32::<4>(spread)
+    }
+}
+
 #[inline(always)]
 unsafe fn bcast(p: *const i8) -> __m256i {
     // SAFETY: 4 readable bytes
@@ -146,6 +160,18 @@ unsafe fn tile<const T: u8, const VNNI: bool, const MT: usize>(job: &Job, g: usi
                     u[j] = _mm256_and_si256(q, nib);
                     u[4 + j] = _mm256_and_si256(_mm256_srli_epi16::<4>(q), nib);
                 }
+                if T == Q5_0 {
+                    // each lane's 32 high bits: elements 4j..4j+4 for u[j], 16+4j.. for u[4+j]
+                    let qh = _mm256_loadu_si256(p.add(16) as *const __m256i);
+                    for (i, u) in u.iter_mut().enumerate() {
+                        let shift = 4 * (i % 4) + 16 * (i / 4);
+                        let bits = _mm256_and_si256(
+                            _mm256_srl_epi32(qh, _mm_cvtsi32_si128(shift as i32)),
+                            _mm256_set1_epi32(0xF),
+                        );
+                        *u = _mm256_or_si256(*u, fifth_bits(bits));
+                    }
+                }
             }
             for t in 0..MT {
                 let r = m0 + t;
@@ -170,6 +196,8 @@ unsafe fn tile<const T: u8, const VNNI: bool, const MT: usize>(job: &Job, g: usi
                 match T {
                     // w = d q - 8 d
                     Q4_0 => off[t] = _mm256_fmadd_ps(d, _mm256_set1_ps(-8.0 * sum), off[t]),
+                    // w = d q - 16 d
+                    Q5_0 => off[t] = _mm256_fmadd_ps(d, _mm256_set1_ps(-16.0 * sum), off[t]),
                     // biased Q8_0: the codes are q + 128
                     Q8_0 if biased => off[t] = _mm256_fmadd_ps(d, _mm256_set1_ps(-128.0 * sum), off[t]),
                     // w = d q + m

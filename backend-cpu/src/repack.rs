@@ -1,4 +1,4 @@
-//! GGUF's 32-element blocks (Q4_0, Q4_1, Q8_0) repacked 8 rows at a time, as
+//! GGUF's 32-element blocks (Q4_0, Q4_1, Q5_0, Q8_0) repacked 8 rows at a time, as
 //! llama.cpp's CPU backend does: one 256-bit register then holds 4 codes of
 //! each of 8 rows, so a single `vpdpbusd` against 4 broadcast activations
 //! advances 8 outputs and no row needs a horizontal sum.
@@ -9,6 +9,7 @@
 //! ```text
 //! d     8 x f16   rows 0..8
 //! m     8 x f16   Q4_1 only
+//! qh    8 x u32   Q5_0 only (bit e of row r's word: bit 4 of its element e)
 //! codes Q4_*: for quad j in 0..4, for row r: bytes 4j..4j+4 of r's qs
 //!             (low nibbles: elements 4j..4j+4, high: 16+4j..16+4j+4)
 //!       Q8_0: for quad j in 0..8, for row r: bytes 4j..4j+4 of r's qs,
@@ -38,7 +39,17 @@ impl Buffer for Repacked {
 
 /// Bytes of the f16 fields ahead of the codes in one group-block.
 pub fn head_bytes(ty: GgmlType) -> usize {
-    if ty == GgmlType::Q4_1 { 32 } else { 16 }
+    16 + 8 * second_field(ty)
+}
+
+/// Bytes of the per-block field after `d`, kept per row after the 8 `d`s:
+/// Q4_1's min (f16), Q5_0's high bits (u32).
+fn second_field(ty: GgmlType) -> usize {
+    match ty {
+        GgmlType::Q4_1 => 2,
+        GgmlType::Q5_0 => 4,
+        _ => 0,
+    }
 }
 
 /// Bytes of one group-block: 8 original blocks.
@@ -48,7 +59,7 @@ pub fn group_block_bytes(ty: GgmlType) -> usize {
 
 /// Whether `m` can be repacked: a 32-element type we have kernels for, whole groups.
 pub fn fits(m: &GgmlBlocks, rows: usize) -> bool {
-    matches!(m.ty(), GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0) && rows.is_multiple_of(8)
+    matches!(m.ty(), GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q8_0) && rows.is_multiple_of(8)
 }
 
 impl Repacked {
@@ -66,9 +77,8 @@ impl Repacked {
                 for r in 0..8 {
                     let blk = &m.row(g * 8 + r)[b * ts..(b + 1) * ts];
                     out[2 * r..2 * r + 2].copy_from_slice(&blk[0..2]);
-                    if ty == GgmlType::Q4_1 {
-                        out[16 + 2 * r..16 + 2 * r + 2].copy_from_slice(&blk[2..4]);
-                    }
+                    let f = second_field(ty);
+                    out[16 + f * r..16 + f * (r + 1)].copy_from_slice(&blk[2..2 + f]);
                     let qs = &blk[head / 8..];
                     for j in 0..code_bytes / 4 {
                         out[head + j * 32 + 4 * r..][..4].copy_from_slice(&qs[4 * j..4 * j + 4]);
@@ -94,9 +104,8 @@ impl Repacked {
         for b in 0..blocks {
             let src = &self.data[(g * blocks + b) * gb..][..gb];
             blk[0..2].copy_from_slice(&src[2 * lane..2 * lane + 2]);
-            if ty == GgmlType::Q4_1 {
-                blk[2..4].copy_from_slice(&src[16 + 2 * lane..16 + 2 * lane + 2]);
-            }
+            let f = second_field(ty);
+            blk[2..2 + f].copy_from_slice(&src[16 + f * lane..16 + f * (lane + 1)]);
             for j in 0..code_bytes / 4 {
                 blk[head / 8 + 4 * j..][..4].copy_from_slice(&src[head + j * 32 + 4 * lane..][..4]);
             }
@@ -115,7 +124,7 @@ mod tests {
 
     #[test]
     fn repacked_rows_dequantize_as_the_original_blocks() {
-        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
+        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q8_0] {
             let (rows, cols) = (16, 96);
             let bytes: Vec<u8> = (0..rows * cols / 32 * ty.type_size())
                 .map(|i| if i % ty.type_size() == 1 { 0x3c } else { (i * 37 % 251) as u8 })
