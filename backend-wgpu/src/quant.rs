@@ -17,7 +17,7 @@ use std::any::Any;
 use std::sync::Arc;
 
 use ferrum_engine::quant::QuantizedMatrix;
-use ferrum_engine::quant::device_layout::{self, DeviceFormat, DeviceLayout, DevicePacked};
+use ferrum_engine::quant::device_layout::{self, DeviceLayout, DevicePacked};
 use ferrum_engine::{Error, Result, Tensor, tensor::Buffer};
 
 use crate::buffer::{BufferPool, GpuBuffer};
@@ -40,7 +40,7 @@ pub(crate) enum QuantOp {
 impl QuantBuffer {
     /// The pipeline shader of `op` for this buffer's format family.
     pub fn shader(&self, op: QuantOp) -> &'static str {
-        match (op, is_ggml(self.layout.fmt)) {
+        match (op, self.layout.fmt.is_ggml()) {
             (QuantOp::Matmul, false) => "quant/matmul",
             (QuantOp::Matmul, true) => "ggml/matmul",
             (QuantOp::GatherRows, false) => "quant/gather_rows",
@@ -56,28 +56,6 @@ impl QuantBuffer {
         let sr = Rows { buf: &self.scales, rows, row_elems: lay.srow_words, elem_bytes: 4 };
         let per = cr.per_window(l)?.min(sr.per_window(l)?);
         Ok(ranges(rows, per).map(|(first, n)| (cr.window(first, n, l), sr.window(first, n, l))).collect())
-    }
-}
-
-/// Whether `fmt` is a GGUF block format, read by `shaders/quant/read_ggml.wgsl`.
-fn is_ggml(fmt: DeviceFormat) -> bool {
-    match fmt {
-        DeviceFormat::Nvfp4ModelOpt
-        | DeviceFormat::Nvfp4Ct
-        | DeviceFormat::Mxfp4
-        | DeviceFormat::Fp8
-        | DeviceFormat::Int8
-        | DeviceFormat::Int4 => false,
-        DeviceFormat::Q4_0
-        | DeviceFormat::Q4_1
-        | DeviceFormat::Q5_0
-        | DeviceFormat::Q5_1
-        | DeviceFormat::Q8_0
-        | DeviceFormat::Q2K
-        | DeviceFormat::Q3K
-        | DeviceFormat::Q4K
-        | DeviceFormat::Q5K
-        | DeviceFormat::Q6K => true,
     }
 }
 

@@ -85,16 +85,10 @@ impl QuantMatmulParams {
             DeviceFormat::Fp8 | DeviceFormat::Int8 => whole_words(4),
             // GgmlW: 32-element chunks, each inside one block (read byte by
             // byte, so no alignment is needed beyond x's float4 loads)
-            DeviceFormat::Q4_0
-            | DeviceFormat::Q4_1
-            | DeviceFormat::Q5_0
-            | DeviceFormat::Q5_1
-            | DeviceFormat::Q8_0
-            | DeviceFormat::Q2K
-            | DeviceFormat::Q3K
-            | DeviceFormat::Q4K
-            | DeviceFormat::Q5K
-            | DeviceFormat::Q6K => k.is_multiple_of(32) && lay.group.is_multiple_of(32),
+            f => {
+                debug_assert!(f.is_ggml());
+                k.is_multiple_of(32) && lay.group.is_multiple_of(32)
+            }
         };
         Ok(QuantMatmulParams {
             m: u32_of(m, "m")?,

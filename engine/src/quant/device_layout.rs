@@ -60,6 +60,28 @@ pub enum DeviceFormat {
 
 impl DeviceFormat {
     /// The decoder of a GGUF block format, if `ty` is one kept packed.
+    /// Whether this is a GGUF block format (its scales inside its blocks).
+    pub fn is_ggml(self) -> bool {
+        match self {
+            DeviceFormat::Nvfp4ModelOpt
+            | DeviceFormat::Nvfp4Ct
+            | DeviceFormat::Mxfp4
+            | DeviceFormat::Fp8
+            | DeviceFormat::Int8
+            | DeviceFormat::Int4 => false,
+            DeviceFormat::Q4_0
+            | DeviceFormat::Q4_1
+            | DeviceFormat::Q5_0
+            | DeviceFormat::Q5_1
+            | DeviceFormat::Q8_0
+            | DeviceFormat::Q2K
+            | DeviceFormat::Q3K
+            | DeviceFormat::Q4K
+            | DeviceFormat::Q5K
+            | DeviceFormat::Q6K => true,
+        }
+    }
+
     pub fn of_ggml(ty: GgmlType) -> Option<Self> {
         Some(match ty {
             GgmlType::Q4_0 => DeviceFormat::Q4_0,
