@@ -15,6 +15,8 @@ use crate::repack::{Repacked, group_block_bytes, head_bytes};
 
 pub struct Job<'a> {
     pub w: &'a Repacked,
+    /// the first group of 8 rows this product reads (an expert's, in a stack)
+    pub group0: usize,
     pub acts: &'a QuantActs,
     pub bias: Option<&'a [f32]>,
     pub dims: [usize; 3],
@@ -134,7 +136,7 @@ unsafe fn tile<const T: u8, const VNNI: bool, const MT: usize>(job: &Job, g: usi
     // SAFETY: group g's blocks and the activation rows are inside their
     // buffers (shapes validated); 8 rows of output start at 8g
     unsafe {
-        let base = job.w.data.as_ptr().add(g * blocks * gbb);
+        let base = job.w.data.as_ptr().add((job.group0 + g) * blocks * gbb);
         let nib = _mm256_set1_epi8(0x0F);
         let mut acc = [_mm256_setzero_ps(); MT];
         let mut off = [_mm256_setzero_ps(); MT];

@@ -20,6 +20,7 @@ mod fused_x86;
 mod interleaved_x86;
 pub mod isa;
 mod matmul;
+mod moe;
 pub mod pool;
 mod profile;
 mod readers;
@@ -46,6 +47,7 @@ pub struct Ctx {
     pool: Pool,
     isa: Isa,
     acts: Mutex<acts::QuantActs>,
+    moe: Mutex<moe::Scratch>,
     profile: profile::Profile,
 }
 
@@ -101,7 +103,13 @@ impl FastCpuBackend {
         }
         let pool = Pool::new(threads).map_err(|e| Error::Backend(format!("cannot start {threads} threads: {e}")))?;
         Ok(FastCpuBackend {
-            ctx: Arc::new(Ctx { pool, isa, acts: Mutex::default(), profile: profile::Profile::from_env() }),
+            ctx: Arc::new(Ctx {
+                pool,
+                isa,
+                acts: Mutex::default(),
+                moe: Mutex::default(),
+                profile: profile::Profile::from_env(),
+            }),
             recorder: OpRecorder::default(),
         })
     }
@@ -311,7 +319,7 @@ fn run_op<T: Borrow<Tensor>>(ctx: &Ctx, op: &Op, inputs: &[T], out: &Tensor, che
             let bias = if inputs.len() > 2 { Some(ins(2)?.f32()?) } else { None };
             let dims = [shape(0)[0], shape(0)[1], shape(1)[0]];
             match repacked[1] {
-                Some(r) => matmul::repacked(ctx, ins(0)?.f32()?, r, bias, dims, o)?,
+                Some(r) => matmul::repacked(ctx, ins(0)?.f32()?, r, 0, bias, dims, o)?,
                 None => matmul::matmul(ctx, ins(0)?.f32()?, ins(1)?, bias, dims, o)?,
             }
         }
@@ -363,6 +371,31 @@ fn run_op<T: Borrow<Tensor>>(ctx: &Ctx, op: &Op, inputs: &[T], out: &Tensor, che
         }
         Op::Scale(p) => p.reference(ins(0)?.f32()?, o),
         Op::Softcap(p) => p.reference(ins(0)?.f32()?, o),
+        Op::MoeRoute(p) => {
+            let bias = if inputs.len() > 1 { Some(ins(1)?.f32()?) } else { None };
+            p.reference(ins(0)?.f32()?, bias, shape(0)[1], o)
+        }
+        Op::MoeMatmul(p) => {
+            let d = p.dims_of(shape(0), shape(1), shape(2));
+            let bias = if inputs.len() > 3 { Some(ins(3)?.f32()?) } else { None };
+            let w = match repacked[1] {
+                Some(r) => moe::Stack::Repacked(r),
+                None => moe::Stack::Data(ins(1)?),
+            };
+            moe::moe_matmul(ctx, p, ins(0)?.f32()?, w, ins(2)?.f32()?, bias, d, o)?
+        }
+        Op::MoeCombine(p) => {
+            let (y, route) = (ins(0)?.f32()?, ins(1)?.f32()?);
+            let (n, two_k) = (shape(0)[1], shape(1)[1]);
+            rows(ctx, n, n, o, |r, o| {
+                p.reference(
+                    &y[r.start * two_k / 2 * n..r.end * two_k / 2 * n],
+                    &route[r.start * two_k..r.end * two_k],
+                    two_k / 2,
+                    o,
+                )
+            })?
+        }
         Op::Argmax(_) | Op::Sample(_) => {} // ran above, on the u32 view
     }
     Ok(())

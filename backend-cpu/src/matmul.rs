@@ -63,14 +63,29 @@ pub fn matmul(
     dims: [usize; 3],
     out: &mut [f32],
 ) -> Result<()> {
-    let k = dims[1];
+    matmul_rows(ctx, x, w, 0, bias, dims, out)
+}
+
+/// [`matmul`] against weight rows `row0..row0 + n` (one expert of a stack):
+/// `out[m, j] = x[m, :] . w[row0 + j, :] (+ bias[j])`.
+pub fn matmul_rows(
+    ctx: &Ctx,
+    x: &[f32],
+    w: &CpuData,
+    row0: usize,
+    bias: Option<&[f32]>,
+    dims: [usize; 3],
+    out: &mut [f32],
+) -> Result<()> {
+    let [_, k, n] = dims;
+    let span = row0 * k..(row0 + n) * k;
     match w {
-        CpuData::F32(v) => float(ctx, &F32Rows(v), x, bias, dims, out),
+        CpuData::F32(v) => float(ctx, &F32Rows(&v[span]), x, bias, dims, out),
         #[cfg(target_arch = "x86_64")]
         CpuData::F16(v) if ctx.isa != Isa::Portable && dims[0] <= 4 && dims[2].is_multiple_of(4) => {
             let quads = dims[2] / 4;
             let job = crate::f16_x86::Job {
-                w: v,
+                w: &v[span],
                 x,
                 bias,
                 dims,
@@ -80,35 +95,53 @@ pub fn matmul(
             // SAFETY: AVX2 + F16C (the ISA was checked); m <= 4 and n % 4 == 0 here
             finish(ctx.pool.run(&|_| unsafe { crate::f16_x86::part(&job) }))
         }
-        CpuData::F16(v) => float(ctx, &F16Rows(v), x, bias, dims, out),
-        CpuData::BF16(v) => float(ctx, &Bf16Rows(v), x, bias, dims, out),
+        CpuData::F16(v) => float(ctx, &F16Rows(&v[span]), x, bias, dims, out),
+        CpuData::BF16(v) => float(ctx, &Bf16Rows(&v[span]), x, bias, dims, out),
         CpuData::Quant(q) if k.is_multiple_of(32) => match q {
             #[cfg(target_arch = "x86_64")]
             QuantizedMatrix::Ggml(g) if ctx.isa != Isa::Portable && crate::fused_x86::has(g.ty()) => {
-                fused(ctx, g, x, bias, dims, out)
+                fused(ctx, g, row0, x, bias, dims, out)
             }
             QuantizedMatrix::Ggml(g) => match g.ty() {
-                GgmlType::Q4_0 => int(ctx, &Ggml::<readers::Q4_0>::new(g), x, bias, dims, out),
-                GgmlType::Q4_1 => int(ctx, &Ggml::<readers::Q4_1>::new(g), x, bias, dims, out),
-                GgmlType::Q5_0 => int(ctx, &Ggml::<readers::Q5_0>::new(g), x, bias, dims, out),
-                GgmlType::Q5_1 => int(ctx, &Ggml::<readers::Q5_1>::new(g), x, bias, dims, out),
-                GgmlType::Q8_0 => int(ctx, &Ggml::<readers::Q8_0>::new(g), x, bias, dims, out),
-                GgmlType::Q2_K => int(ctx, &Ggml::<readers::Q2K>::new(g), x, bias, dims, out),
-                GgmlType::Q3_K => int(ctx, &Ggml::<readers::Q3K>::new(g), x, bias, dims, out),
-                GgmlType::Q4_K => int(ctx, &Ggml::<readers::Q4K>::new(g), x, bias, dims, out),
-                GgmlType::Q5_K => int(ctx, &Ggml::<readers::Q5K>::new(g), x, bias, dims, out),
-                GgmlType::Q6_K => int(ctx, &Ggml::<readers::Q6K>::new(g), x, bias, dims, out),
-                _ => float(ctx, &Dequantized(q), x, bias, dims, out),
+                GgmlType::Q4_0 => int(ctx, &Offset(Ggml::<readers::Q4_0>::new(g), row0), x, bias, dims, out),
+                GgmlType::Q4_1 => int(ctx, &Offset(Ggml::<readers::Q4_1>::new(g), row0), x, bias, dims, out),
+                GgmlType::Q5_0 => int(ctx, &Offset(Ggml::<readers::Q5_0>::new(g), row0), x, bias, dims, out),
+                GgmlType::Q5_1 => int(ctx, &Offset(Ggml::<readers::Q5_1>::new(g), row0), x, bias, dims, out),
+                GgmlType::Q8_0 => int(ctx, &Offset(Ggml::<readers::Q8_0>::new(g), row0), x, bias, dims, out),
+                GgmlType::Q2_K => int(ctx, &Offset(Ggml::<readers::Q2K>::new(g), row0), x, bias, dims, out),
+                GgmlType::Q3_K => int(ctx, &Offset(Ggml::<readers::Q3K>::new(g), row0), x, bias, dims, out),
+                GgmlType::Q4_K => int(ctx, &Offset(Ggml::<readers::Q4K>::new(g), row0), x, bias, dims, out),
+                GgmlType::Q5_K => int(ctx, &Offset(Ggml::<readers::Q5K>::new(g), row0), x, bias, dims, out),
+                GgmlType::Q6_K => int(ctx, &Offset(Ggml::<readers::Q6K>::new(g), row0), x, bias, dims, out),
+                _ => float(ctx, &Offset(Dequantized(q), row0), x, bias, dims, out),
             },
-            QuantizedMatrix::Int8(m) => int(ctx, &Int8Rows(m), x, bias, dims, out),
-            QuantizedMatrix::Int4(m) if m.group() % 16 == 0 => int(ctx, &Int4Rows(m), x, bias, dims, out),
-            QuantizedMatrix::Nvfp4(m) => int(ctx, &Nvfp4Rows(m), x, bias, dims, out),
-            QuantizedMatrix::Mxfp4(m) => int(ctx, &Mxfp4Rows(m), x, bias, dims, out),
+            QuantizedMatrix::Int8(m) => int(ctx, &Offset(Int8Rows(m), row0), x, bias, dims, out),
+            QuantizedMatrix::Int4(m) if m.group() % 16 == 0 => int(ctx, &Offset(Int4Rows(m), row0), x, bias, dims, out),
+            QuantizedMatrix::Nvfp4(m) => int(ctx, &Offset(Nvfp4Rows(m), row0), x, bias, dims, out),
+            QuantizedMatrix::Mxfp4(m) => int(ctx, &Offset(Mxfp4Rows(m), row0), x, bias, dims, out),
             // FP8 is a float format; the rest have groups the kernel cannot split
-            _ => float(ctx, &Dequantized(q), x, bias, dims, out),
+            _ => float(ctx, &Offset(Dequantized(q), row0), x, bias, dims, out),
         },
-        CpuData::Quant(q) => float(ctx, &Dequantized(q), x, bias, dims, out),
+        CpuData::Quant(q) => float(ctx, &Offset(Dequantized(q), row0), x, bias, dims, out),
         CpuData::U32(_) => Err(Error::op("matmul", "u32 weights")),
+    }
+}
+
+/// A weight's rows from `.1` on: row `r` of the view is row `r + .1`.
+struct Offset<W>(W, usize);
+
+impl<R: Reader> Reader for Offset<R> {
+    const AFFINE: bool = R::AFFINE;
+
+    #[inline(always)]
+    fn decode_row(&self, r: usize, q: &mut [i8], a: &mut [f32], b: &mut [f32]) {
+        self.0.decode_row(r + self.1, q, a, b)
+    }
+}
+
+impl<F: FloatRows> FloatRows for Offset<F> {
+    fn rows<'s>(&'s self, rows: std::ops::Range<usize>, k: usize, scratch: &'s mut [f32]) -> &'s [f32] {
+        self.0.rows(rows.start + self.1..rows.end + self.1, k, scratch)
     }
 }
 
@@ -160,6 +193,7 @@ pub fn repacked(
     ctx: &Ctx,
     x: &[f32],
     w: &crate::repack::Repacked,
+    row0: usize,
     bias: Option<&[f32]>,
     dims: [usize; 3],
     out: &mut [f32],
@@ -172,8 +206,14 @@ pub fn repacked(
         acts.resize(m, k);
         quantize_acts(ctx, x, m, k, &mut acts)?;
         let groups = n / 8;
+        if !row0.is_multiple_of(8) || !n.is_multiple_of(8) {
+            // an expert that does not start or end on a group of 8 rows
+            drop(acts);
+            return float(ctx, &Offset(RepackedRows(w), row0), x, bias, dims, out);
+        }
         let job = il::Job {
             w,
+            group0: row0 / 8,
             acts: &acts,
             bias,
             dims,
@@ -186,7 +226,7 @@ pub fn repacked(
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (ctx, x, w, bias, dims, out);
+        let _ = (ctx, x, w, row0, bias, dims, out);
         Err(Error::Backend("repacked weights exist only on x86".into()))
     }
 }
@@ -196,6 +236,7 @@ pub fn repacked(
 fn fused(
     ctx: &Ctx,
     g: &ferrum_engine::quant::GgmlBlocks,
+    row0: usize,
     x: &[f32],
     bias: Option<&[f32]>,
     dims: [usize; 3],
@@ -207,7 +248,7 @@ fn fused(
     acts.resize(m, k);
     quantize_acts(ctx, x, m, k, &mut acts)?;
     let job = f::Job {
-        data: g.data(),
+        data: &g.data()[row0 * g.row_bytes()..],
         row_bytes: g.row_bytes(),
         acts: &acts,
         bias,
@@ -439,6 +480,7 @@ struct F32Rows<'a>(&'a [f32]);
 struct F16Rows<'a>(&'a [half::f16]);
 struct Bf16Rows<'a>(&'a [half::bf16]);
 struct Dequantized<'a>(&'a QuantizedMatrix);
+struct RepackedRows<'a>(&'a crate::repack::Repacked);
 
 impl FloatRows for F32Rows<'_> {
     fn rows<'s>(&'s self, rows: std::ops::Range<usize>, k: usize, _: &'s mut [f32]) -> &'s [f32] {
@@ -468,6 +510,17 @@ impl FloatRows for Dequantized<'_> {
         for (row, o) in rows.zip(out.chunks_exact_mut(k)) {
             // shapes were validated: the row exists and holds k values
             let _ = self.0.dequantize_row_into(row, o);
+        }
+        out
+    }
+}
+
+impl FloatRows for RepackedRows<'_> {
+    fn rows<'s>(&'s self, rows: std::ops::Range<usize>, k: usize, scratch: &'s mut [f32]) -> &'s [f32] {
+        let out = &mut scratch[..rows.len() * k];
+        for (row, o) in rows.zip(out.chunks_exact_mut(k)) {
+            // shapes were validated: the row exists and holds k values
+            let _ = self.0.row_into(row, o);
         }
         out
     }

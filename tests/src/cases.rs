@@ -9,8 +9,8 @@
 
 use ferrum_engine::DType;
 use ferrum_engine::ops::{
-    Activation, Add, Argmax, Attention, GatherRows, Glu, KvStore, Matmul, Op, OpKind, RmsNorm, Rope, RopeStyle, Sample,
-    Scale, Softcap,
+    Activation, Add, Argmax, Attention, ExpertGroups, GatherRows, Glu, KvStore, Matmul, MoeCombine, MoeMatmul,
+    MoeRoute, Op, OpKind, RmsNorm, Rope, RopeStyle, RouterScoring, Sample, Scale, Softcap,
 };
 use ferrum_engine::quant::{
     Fp8Scaling, GgmlBlocks, GgmlType, Int8Rule, MxScaleRule, Nvfp4Convention, QuantFormat, QuantizedMatrix, ggml,
@@ -299,7 +299,91 @@ pub fn all_cases() -> Vec<Case> {
     cases.push(sample(&mut rng(), &[1.0, 1.0, 1.0], 256));
     cases.push(sample(&mut rng(), &[0.9, 1.0, 1.1], 257));
     cases.push(sample(&mut rng(), &[1.0], 1));
+    // routers: Mixtral / Qwen3-MoE (softmax, renormalized or not), and
+    // DeepSeek-V3 (sigmoid, choice bias, 4 groups of which 2 are kept)
+    let route = |top_k, scoring, renormalize, groups, scale| MoeRoute { top_k, scoring, renormalize, groups, scale };
+    cases.push(moe_route(&mut rng(), route(2, RouterScoring::Softmax, true, None, 1.0), 9, 8, false));
+    cases.push(moe_route(&mut rng(), route(4, RouterScoring::Softmax, false, None, 1.0), 5, 60, false));
+    let groups = Some(ExpertGroups { groups: 4, top_groups: 2 });
+    cases.push(moe_route(&mut rng(), route(3, RouterScoring::Sigmoid, true, groups, 2.5), 7, 32, true));
+    cases.push(moe_route(&mut rng(), route(1, RouterScoring::Sigmoid, false, None, 1.0), 3, 5, true));
+    // expert-indexed matmuls in every weight dtype: gate/up (x per token) and
+    // down (x per choice); n = 24 and 17 put experts on and off 8-row groups
+    let floats = [DType::F32, DType::F16, DType::BF16];
+    for dtype in floats.into_iter().chain(QUANT_FORMATS.into_iter().chain(GGML_FORMATS).map(DType::Quant)) {
+        let k = match dtype {
+            DType::Quant(QuantFormat::Ggml(ty)) => 2 * ty.block_size(),
+            _ => 64,
+        };
+        cases.push(moe_matmul(&mut rng(), dtype, [4, 24, k], [5, 2], false, true));
+        cases.push(moe_matmul(&mut rng(), dtype, [3, 17, k], [1, 3], true, false));
+        cases.push(moe_matmul(&mut rng(), dtype, [8, 24, k], [13, 2], true, false));
+    }
+    cases.push(moe_combine(&mut rng(), 5, 2, 33));
+    cases.push(moe_combine(&mut rng(), 1, 8, 1031));
     cases
+}
+
+/// Router logits whose scores are well apart (a shuffled ladder of steps of
+/// 0.4, plus noise of at most 0.05), so no backend's rounding reorders two
+/// experts; with `bias`, a choice bias of the same kind.
+pub fn moe_route(rng: &mut Rng, op: MoeRoute, tokens: usize, experts: usize, bias: bool) -> Case {
+    let ladder = |rng: &mut Rng| -> Vec<f32> {
+        let order = rng.permutation(experts);
+        order
+            .iter()
+            .map(|&o| (o as f32 - experts as f32 / 2.0) * 0.4 / (experts as f32).sqrt() + rng.uniform(0.05))
+            .collect()
+    };
+    let logits: Vec<f32> = (0..tokens).flat_map(|_| ladder(rng)).collect();
+    let mut inputs = vec![HostTensor::f32(&[tokens, experts], logits)];
+    if bias {
+        inputs.push(HostTensor::f32(&[experts], ladder(rng).iter().map(|b| b * 0.01).collect()));
+    }
+    let dims = format!("tokens={tokens}, experts={experts}, {op:?}");
+    case(Op::MoeRoute(op), inputs, DType::F32, dims)
+}
+
+/// A route as `moe_route` writes it: `top_k` weights, then as many distinct
+/// expert ids, per token.
+fn random_route(rng: &mut Rng, tokens: usize, top_k: usize, experts: usize) -> HostTensor {
+    let mut route = Vec::with_capacity(tokens * 2 * top_k);
+    for _ in 0..tokens {
+        route.extend((0..top_k).map(|_| rng.uniform(0.5) + 0.5));
+        route.extend(rng.permutation(experts)[..top_k].iter().map(|&e| e as f32));
+    }
+    HostTensor::f32(&[tokens, 2 * top_k], route)
+}
+
+/// moe_matmul over `experts` stacked [n, k] weights in `dtype`.
+pub fn moe_matmul(
+    rng: &mut Rng,
+    dtype: DType,
+    [experts, n, k]: [usize; 3],
+    [tokens, top_k]: [usize; 2],
+    per_choice: bool,
+    bias: bool,
+) -> Case {
+    let rows = if per_choice { tokens * top_k } else { tokens };
+    let x = HostTensor::f32(&[rows, k], rng.vec(rows * k, 1.0));
+    let w = match dtype {
+        DType::Quant(format) => HostTensor::quant(quant_weight(rng, format, experts * n, k)),
+        _ => HostTensor::float(&[experts * n, k], dtype, rng.vec(experts * n * k, 1.0)),
+    };
+    let mut inputs = vec![x, w, random_route(rng, tokens, top_k, experts)];
+    if bias {
+        inputs.push(HostTensor::f32(&[experts * n], rng.vec(experts * n, 4.0)));
+    }
+    let dims = format!(
+        "experts={experts}, n={n}, k={k}, tokens={tokens}, top_k={top_k}, per_choice={per_choice}, bias={bias}"
+    );
+    case(Op::MoeMatmul(MoeMatmul { experts }), inputs, dtype, dims)
+}
+
+pub fn moe_combine(rng: &mut Rng, tokens: usize, top_k: usize, n: usize) -> Case {
+    let y = HostTensor::f32(&[tokens * top_k, n], rng.vec(tokens * top_k * n, 2.0));
+    let inputs = vec![y, random_route(rng, tokens, top_k, 2 * top_k)];
+    case(Op::MoeCombine(MoeCombine), inputs, DType::F32, format!("tokens={tokens}, top_k={top_k}, n={n}"))
 }
 
 fn case(op: Op, inputs: Vec<HostTensor>, dtype: DType, dims: String) -> Case {

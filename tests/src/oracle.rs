@@ -40,7 +40,90 @@ pub fn eval(op: &Op, inputs: &[HostTensor], init_out: Option<&HostTensor>) -> Re
         Op::Softcap(p) => Ok(f(0).iter().map(|&x| softcap(p.cap as f64, x)).collect()),
         Op::Argmax(_) => Ok(argmax(&f(0), shape(0)[1])),
         Op::Sample(_) => Ok(sample(&f(0), shape(0)[1], &f(1), &f(2))),
+        Op::MoeRoute(p) => Ok(moe_route(p, &f(0), inputs.get(1).map(|b| b.f64s()).as_deref(), shape(0)[1])),
+        Op::MoeMatmul(p) => {
+            let bias = inputs.get(3).map(|b| b.f64s());
+            Ok(moe_matmul(p.experts, &f(0), &f(1), &f(2), bias.as_deref(), [shape(0)[1], shape(2)[1] / 2]))
+        }
+        Op::MoeCombine(_) => Ok(moe_combine(&f(0), &f(1), shape(1)[1] / 2)),
     }
+}
+
+/// Per token: scores by softmax (through the log-sum-exp) or sigmoid (through
+/// tanh), experts ranked by a stable sort of score + bias (groups first
+/// ranked by the sum of their two best and cut to the top ones), then the
+/// first k of the ranking.
+fn moe_route(p: &ferrum_engine::ops::MoeRoute, logits: &[f64], bias: Option<&[f64]>, experts: usize) -> Vec<f64> {
+    let k = p.top_k;
+    let mut out = Vec::new();
+    for row in logits.chunks(experts) {
+        let scores: Vec<f64> = match p.scoring {
+            ferrum_engine::ops::RouterScoring::Softmax => {
+                let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let lse = m + row.iter().map(|&l| (l - m).exp()).sum::<f64>().ln();
+                row.iter().map(|&l| (l - lse).exp()).collect()
+            }
+            ferrum_engine::ops::RouterScoring::Sigmoid => row.iter().map(|&l| 0.5 * (1.0 + (l / 2.0).tanh())).collect(),
+        };
+        let choice: Vec<f64> = (0..experts).map(|e| scores[e] + bias.map_or(0.0, |b| b[e])).collect();
+        let mut eligible: Vec<usize> = (0..experts).collect();
+        if let Some(g) = p.groups {
+            let per = experts / g.groups;
+            let mut ranked_groups: Vec<(usize, f64)> = (0..g.groups)
+                .map(|i| {
+                    let mut c = choice[i * per..(i + 1) * per].to_vec();
+                    c.sort_by(|a, b| b.total_cmp(a));
+                    (i, c[0] + c[1])
+                })
+                .collect();
+            ranked_groups.sort_by(|a, b| b.1.total_cmp(&a.1)); // stable: ties keep the lower group first
+            let kept: Vec<usize> = ranked_groups[..g.top_groups].iter().map(|&(i, _)| i).collect();
+            eligible.retain(|e| kept.contains(&(e / per)));
+        }
+        eligible.sort_by(|&a, &b| choice[b].total_cmp(&choice[a]));
+        let chosen = &eligible[..k];
+        let sum: f64 = chosen.iter().map(|&e| scores[e]).sum();
+        let norm = if p.renormalize { sum } else { 1.0 };
+        out.extend(chosen.iter().map(|&e| scores[e] / norm * p.scale as f64));
+        out.extend(chosen.iter().map(|&e| e as f64));
+    }
+    out
+}
+
+/// Each (token, choice) row through its expert's own [n, k] block, cut out
+/// of the stack and multiplied by the transposed-weight matmul above.
+fn moe_matmul(
+    experts: usize,
+    x: &[f64],
+    w: &[f64],
+    route: &[f64],
+    bias: Option<&[f64]>,
+    [k, top_k]: [usize; 2],
+) -> Vec<f64> {
+    let n = w.len() / k / experts;
+    let tokens = route.len() / (2 * top_k);
+    let per_choice = x.len() / k != tokens;
+    let mut out = Vec::new();
+    for t in 0..tokens {
+        for j in 0..top_k {
+            let e = route[t * 2 * top_k + top_k + j] as usize;
+            let r = if per_choice { t * top_k + j } else { t };
+            let block = &w[e * n * k..(e + 1) * n * k];
+            let b = bias.map(|b| &b[e * n..(e + 1) * n]);
+            out.extend(matmul(&x[r * k..(r + 1) * k], block, b, [1, k, n]));
+        }
+    }
+    out
+}
+
+fn moe_combine(y: &[f64], route: &[f64], top_k: usize) -> Vec<f64> {
+    let tokens = route.len() / (2 * top_k);
+    let n = y.len() / (tokens * top_k).max(1);
+    (0..tokens)
+        .flat_map(|t| {
+            (0..n).map(move |c| (0..top_k).map(|j| route[t * 2 * top_k + j] * y[(t * top_k + j) * n + c]).sum::<f64>())
+        })
+        .collect()
 }
 
 /// Per row: softmax(x / t) in f64 (NaN as -inf), then the first column whose

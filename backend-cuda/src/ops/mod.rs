@@ -231,6 +231,9 @@ pub(crate) fn run(l: &Launcher, op: &Op, inputs: &[&Tensor], out: &Tensor) -> Re
             // one block per row, of the 256 threads (BLOCK) the kernel's shared arrays are sized for
             l.launch("sample", (p.rows, 1, 1), BLOCK, &p, &[ptrs[0], ptrs[1], ptrs[2], o])
         }
+        Op::MoeRoute(_) | Op::MoeMatmul(_) | Op::MoeCombine(_) => {
+            Err(ferrum_engine::Error::Backend(format!("cuda: {} is not ported yet", op.kind().name())))
+        }
     }
 }
 
@@ -239,6 +242,7 @@ pub(crate) fn run(l: &Launcher, op: &Op, inputs: &[&Tensor], out: &Tensor) -> Re
 /// included (those with a decoder: `DeviceFormat::of_ggml`).
 pub(crate) fn supports(op: OpKind, dtype: DType) -> bool {
     op.takes(dtype)
+        && !matches!(op, OpKind::MoeRoute | OpKind::MoeMatmul | OpKind::MoeCombine)
         && match dtype {
             DType::Quant(QuantFormat::Ggml(ty)) => DeviceFormat::of_ggml(ty).is_some(),
             DType::Quant(_) | DType::F32 | DType::F16 | DType::BF16 | DType::U32 => true,

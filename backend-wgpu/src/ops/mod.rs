@@ -66,6 +66,9 @@ pub(crate) fn plan(op: &Op, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -> Resu
         Op::Softcap(p) => elementwise::softcap(p, inputs, out, ctx),
         Op::Argmax(_) => argmax::plan(inputs, out, ctx),
         Op::Sample(_) => sample::plan(inputs, out, ctx),
+        Op::MoeRoute(_) | Op::MoeMatmul(_) | Op::MoeCombine(_) => {
+            Err(ferrum_engine::Error::Backend(format!("wgpu: {} is not ported yet", op.kind().name())))
+        }
     }
 }
 
@@ -76,6 +79,7 @@ pub(crate) fn plan(op: &Op, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -> Resu
 /// Every quantized format is decoded in registers by shaders/quant/.
 pub(crate) fn supports(op: OpKind, dtype: DType, native_f16: bool, f16_in_f32: bool) -> bool {
     op.takes(dtype)
+        && !matches!(op, OpKind::MoeRoute | OpKind::MoeMatmul | OpKind::MoeCombine)
         && match dtype {
             DType::F16 => native_f16 || f16_in_f32,
             DType::Quant(QuantFormat::Ggml(ty)) => f16_in_f32 && DeviceFormat::of_ggml(ty).is_some(),

@@ -144,6 +144,16 @@ fn compute(op: &Op, inputs: &[&Tensor], out: &Tensor) -> Result<()> {
         Op::Add(p) => p.reference(ins[0].f32()?, ins[1].f32()?, o),
         Op::Scale(p) => p.reference(ins[0].f32()?, o),
         Op::Softcap(p) => p.reference(ins[0].f32()?, o),
+        Op::MoeRoute(p) => {
+            let bias = ins.get(1).map(|b| b.f32()).transpose()?;
+            p.reference(ins[0].f32()?, bias, inputs[0].shape()[1], o)
+        }
+        Op::MoeMatmul(p) => {
+            let d = p.dims_of(inputs[0].shape(), inputs[1].shape(), inputs[2].shape());
+            let bias = ins.get(3).map(|b| b.f32()).transpose()?;
+            p.reference(ins[0].f32()?, ins[1].weight_rows()?, ins[2].f32()?, bias, d, o)?
+        }
+        Op::MoeCombine(p) => p.reference(ins[0].f32()?, ins[1].f32()?, inputs[1].shape()[1] / 2, o),
         Op::Argmax(_) | Op::Sample(_) => {} // ran above, on the u32 view
     }
     Ok(())

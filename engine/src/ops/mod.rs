@@ -9,6 +9,9 @@ mod gather_rows;
 mod glu;
 mod kv_store;
 mod matmul;
+mod moe_combine;
+mod moe_matmul;
+mod moe_route;
 mod rms_norm;
 mod rope;
 mod sample;
@@ -22,6 +25,9 @@ pub use gather_rows::GatherRows;
 pub use glu::{Activation, Glu};
 pub use kv_store::KvStore;
 pub use matmul::Matmul;
+pub use moe_combine::MoeCombine;
+pub use moe_matmul::{MoeDims, MoeMatmul};
+pub use moe_route::{ExpertGroups, MoeRoute, RouterScoring};
 pub use rms_norm::RmsNorm;
 pub use rope::{Rope, RopeStyle};
 pub use sample::{Sample, sample_row};
@@ -50,6 +56,9 @@ pub enum Op {
     Softcap(Softcap),
     Argmax(Argmax),
     Sample(Sample),
+    MoeRoute(MoeRoute),
+    MoeMatmul(MoeMatmul),
+    MoeCombine(MoeCombine),
 }
 
 /// The op without its parameters: what `Backend::supports` is asked about.
@@ -67,10 +76,13 @@ pub enum OpKind {
     Softcap,
     Argmax,
     Sample,
+    MoeRoute,
+    MoeMatmul,
+    MoeCombine,
 }
 
 impl OpKind {
-    pub const ALL: [OpKind; 12] = [
+    pub const ALL: [OpKind; 15] = [
         OpKind::GatherRows,
         OpKind::RmsNorm,
         OpKind::Matmul,
@@ -83,6 +95,9 @@ impl OpKind {
         OpKind::Softcap,
         OpKind::Argmax,
         OpKind::Sample,
+        OpKind::MoeRoute,
+        OpKind::MoeMatmul,
+        OpKind::MoeCombine,
     ];
 
     pub fn name(self) -> &'static str {
@@ -99,6 +114,9 @@ impl OpKind {
             OpKind::Softcap => "softcap",
             OpKind::Argmax => "argmax",
             OpKind::Sample => "sample",
+            OpKind::MoeRoute => "moe_route",
+            OpKind::MoeMatmul => "moe_matmul",
+            OpKind::MoeCombine => "moe_combine",
         }
     }
 }
@@ -154,6 +172,9 @@ impl OpKind {
             OpKind::Softcap => Softcap::CONTRACT,
             OpKind::Argmax => Argmax::CONTRACT,
             OpKind::Sample => Sample::CONTRACT,
+            OpKind::MoeRoute => MoeRoute::CONTRACT,
+            OpKind::MoeMatmul => MoeMatmul::CONTRACT,
+            OpKind::MoeCombine => MoeCombine::CONTRACT,
         }
     }
 
@@ -178,6 +199,9 @@ impl Op {
             Op::Softcap(_) => OpKind::Softcap,
             Op::Argmax(_) => OpKind::Argmax,
             Op::Sample(_) => OpKind::Sample,
+            Op::MoeRoute(_) => OpKind::MoeRoute,
+            Op::MoeMatmul(_) => OpKind::MoeMatmul,
+            Op::MoeCombine(_) => OpKind::MoeCombine,
         }
     }
 
@@ -197,6 +221,9 @@ impl Op {
             Op::Softcap(p) => p.output_spec(inputs),
             Op::Argmax(p) => p.output_spec(inputs),
             Op::Sample(p) => p.output_spec(inputs),
+            Op::MoeRoute(p) => p.output_spec(inputs),
+            Op::MoeMatmul(p) => p.output_spec(inputs),
+            Op::MoeCombine(p) => p.output_spec(inputs),
         }
     }
 }
