@@ -9,59 +9,37 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result};
 use crate::ops::Activation;
 
-/// The decoder families Ferrum runs. They share one decoder with switches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Architecture {
-    Llama,
-    Mistral,
-    Qwen2,
-    Qwen3,
-    Gemma,
-    Gemma2,
-    Gemma3,
+pub use crate::arch::{ArchSpec, Architecture, Routing, WindowRule};
+use crate::ops::{MoeRoute, RouterScoring};
+
+fn architecture_of(root: &Map<String, Value>) -> Result<Architecture> {
+    let class = root.get("architectures").and_then(|a| a.as_array()).and_then(|a| a.first()).and_then(|a| a.as_str());
+    let model_type = root.get("model_type").and_then(|m| m.as_str());
+    Architecture::from_hf(class, model_type).ok_or_else(|| Error::UnknownArchitecture {
+        found: class.or(model_type).unwrap_or("<none: no `architectures` or `model_type`>").to_string(),
+    })
 }
 
-impl Architecture {
-    /// `(architectures[0] in config.json, model_type, our variant)`
-    const TABLE: [(&'static str, &'static str, Architecture); 7] = [
-        ("LlamaForCausalLM", "llama", Architecture::Llama),
-        ("MistralForCausalLM", "mistral", Architecture::Mistral),
-        ("Qwen2ForCausalLM", "qwen2", Architecture::Qwen2),
-        ("Qwen3ForCausalLM", "qwen3", Architecture::Qwen3),
-        ("GemmaForCausalLM", "gemma", Architecture::Gemma),
-        ("Gemma2ForCausalLM", "gemma2", Architecture::Gemma2),
-        ("Gemma3ForCausalLM", "gemma3_text", Architecture::Gemma3),
-    ];
+/// A mixture-of-experts block's shape and router.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MoeConfig {
+    pub experts: usize,
+    /// Each expert's intermediate size (`moe_intermediate_size`).
+    pub expert_intermediate: usize,
+    /// How tokens choose and weigh experts (top-k, scoring, renormalization).
+    pub route: MoeRoute,
+    /// Per layer: experts (true) or the dense MLP of `intermediate_size`.
+    pub layers: Vec<bool>,
+}
 
-    pub const SUPPORTED_NAMES: [&'static str; 7] = [
-        "LlamaForCausalLM",
-        "MistralForCausalLM",
-        "Qwen2ForCausalLM",
-        "Qwen3ForCausalLM",
-        "GemmaForCausalLM",
-        "Gemma2ForCausalLM",
-        "Gemma3ForCausalLM",
-    ];
-
-    pub fn is_gemma(self) -> bool {
-        matches!(self, Architecture::Gemma | Architecture::Gemma2 | Architecture::Gemma3)
+impl MoeConfig {
+    /// Mixtral's and Qwen3-MoE's router: softmax over the experts, top-k.
+    pub fn softmax_route(top_k: usize, renormalize: bool) -> MoeRoute {
+        MoeRoute { top_k, scoring: RouterScoring::Softmax, renormalize, groups: None, scale: 1.0 }
     }
 
-    fn from_config(root: &Map<String, Value>) -> Result<Self> {
-        let class =
-            root.get("architectures").and_then(|a| a.as_array()).and_then(|a| a.first()).and_then(|a| a.as_str());
-        let model_type = root.get("model_type").and_then(|m| m.as_str());
-        for (c, m, arch) in Self::TABLE {
-            if class == Some(c) || (class.is_none() && model_type == Some(m)) {
-                return Ok(arch);
-            }
-        }
-        let found = class.or(model_type).unwrap_or("<none: no `architectures` or `model_type`>");
-        Err(Error::UnknownArchitecture { found: found.to_string() })
-    }
-
-    pub fn hf_name(self) -> &'static str {
-        Self::TABLE.iter().find(|(_, _, a)| *a == self).map_or("?", |(c, _, _)| c)
+    pub fn is_moe_layer(&self, l: usize) -> bool {
+        self.layers.get(l).copied().unwrap_or(false)
     }
 }
 
@@ -129,6 +107,8 @@ pub struct ModelConfig {
     pub final_logit_softcap: Option<f32>,
     /// The dtype the checkpoint says it was saved in, if it says.
     pub dtype: Option<String>,
+    /// Mixture-of-experts layers (Mixtral, Qwen3-MoE); `None` for dense models.
+    pub moe: Option<MoeConfig>,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
 }
@@ -200,7 +180,8 @@ impl Reader<'_> {
     }
 
     fn parse(&self) -> Result<ModelConfig> {
-        let architecture = Architecture::from_config(self.root)?;
+        let architecture = architecture_of(self.root)?;
+        let spec = architecture.spec();
         let hidden_size = self.usize("hidden_size")?;
         let num_heads = self.usize("num_attention_heads")?;
         let num_layers = self.usize("num_hidden_layers")?;
@@ -215,22 +196,16 @@ impl Reader<'_> {
             None if hidden_size % num_heads == 0 => hidden_size / num_heads,
             None => return Err(self.err("no `head_dim` and hidden_size is not a multiple of num_attention_heads")),
         };
-        let activation = self.activation(architecture)?;
+        let activation = self.activation(spec)?;
         let attention_scale = match self.opt_f64("query_pre_attn_scalar")? {
             Some(s) if s > 0.0 => (1.0 / s.sqrt()) as f32,
             Some(s) => return Err(self.err(format!("query_pre_attn_scalar must be positive, got {s}"))),
             None => 1.0 / (head_dim as f32).sqrt(),
         };
         let (rope, rope_local) = self.ropes()?;
-        let gemma = architecture.is_gemma();
-        let attention_bias = self.opt_bool("attention_bias")?;
-        let (qkv_bias, o_bias) = match architecture {
-            Architecture::Qwen2 => (true, false),
-            _ => {
-                let b = attention_bias.unwrap_or(false);
-                (b, b)
-            }
-        };
+        let gemma = spec.gemma;
+        let attention_bias = self.opt_bool("attention_bias")?.unwrap_or(false);
+        let (qkv_bias, o_bias) = if spec.qkv_bias { (true, false) } else { (attention_bias, attention_bias) };
         let max_position_embeddings = self.opt_usize("max_position_embeddings")?.unwrap_or(4096);
         let config = ModelConfig {
             architecture,
@@ -248,17 +223,18 @@ impl Reader<'_> {
             qkv_bias,
             o_bias,
             mlp_bias: self.opt_bool("mlp_bias")?.unwrap_or(false),
-            qk_norm: matches!(architecture, Architecture::Qwen3 | Architecture::Gemma3),
-            layer_windows: self.layer_windows(architecture, num_layers)?,
+            qk_norm: spec.qk_norm,
+            layer_windows: self.layer_windows(spec, num_layers)?,
             rope_local,
             activation,
             norm_unit_offset: gemma,
             scale_embeddings: gemma,
-            sandwich_norms: matches!(architecture, Architecture::Gemma2 | Architecture::Gemma3),
+            sandwich_norms: spec.sandwich_norms,
             attention_scale,
             attention_softcap: self.opt_f64("attn_logit_softcapping")?.map(|c| c as f32),
             final_logit_softcap: self.opt_f64("final_logit_softcapping")?.map(|c| c as f32),
             dtype: self.opt_str("dtype").or(self.opt_str("torch_dtype")).map(str::to_string),
+            moe: spec.routing.map(|r| self.moe(r, num_layers)).transpose()?,
             bos_token_id: self.token_ids("bos_token_id")?.first().copied(),
             eos_token_ids: self.token_ids("eos_token_id")?,
         };
@@ -277,13 +253,13 @@ impl Reader<'_> {
     }
 
     /// The gated MLP's activation: SiLU for the Llama family, tanh-GELU for Gemma.
-    fn activation(&self, arch: Architecture) -> Result<Activation> {
+    fn activation(&self, spec: &ArchSpec) -> Result<Activation> {
         let named = self.opt_str("hidden_activation").or(self.opt_str("hidden_act"));
-        match (arch.is_gemma(), named) {
+        match (spec.gemma, named) {
             (false, None | Some("silu")) => Ok(Activation::Silu),
             // Gemma 1 configs say "gelu" but transformers runs the tanh approximation
             (true, None | Some("gelu_pytorch_tanh" | "gelu_tanh" | "gelu")) => Ok(Activation::GeluTanh),
-            (_, Some(other)) => Err(self.err(format!("activation {other:?} is not supported for {}", arch.hf_name()))),
+            (_, Some(other)) => Err(self.err(format!("activation {other:?} is not supported for {}", spec.hf_class))),
         }
     }
 
@@ -350,10 +326,9 @@ impl Reader<'_> {
         Ok(RopeConfig { theta, scaling, partial_rotary_factor })
     }
 
-    /// Which layers use a sliding window: `layer_types` when given; otherwise
-    /// Mistral slides on every layer, Qwen2/3 only with `use_sliding_window`
-    /// on layers >= `max_window_layers`.
-    fn layer_windows(&self, arch: Architecture, num_layers: usize) -> Result<Vec<Option<usize>>> {
+    /// Which layers use a sliding window: `layer_types` when given, else
+    /// the architecture's rule.
+    fn layer_windows(&self, spec: &ArchSpec, num_layers: usize) -> Result<Vec<Option<usize>>> {
         let window = self.opt_usize("sliding_window")?;
         if let Some(Value::Array(types)) = self.root.get("layer_types") {
             if types.len() != num_layers {
@@ -370,21 +345,59 @@ impl Reader<'_> {
                 })
                 .collect();
         }
-        Ok(match arch {
-            Architecture::Mistral => vec![window; num_layers],
-            Architecture::Qwen2 | Architecture::Qwen3 if self.opt_bool("use_sliding_window")? == Some(true) => {
+        Ok(match spec.windows {
+            WindowRule::Every => vec![window; num_layers],
+            WindowRule::FromMaxWindowLayers if self.opt_bool("use_sliding_window")? == Some(true) => {
                 let first = self.opt_usize("max_window_layers")?.unwrap_or(num_layers);
                 (0..num_layers).map(|l| if l >= first { window } else { None }).collect()
             }
-            // Gemma 2 alternates, starting with a sliding layer
-            Architecture::Gemma2 => (0..num_layers).map(|l| if l % 2 == 0 { window } else { None }).collect(),
-            // Gemma 3: every `sliding_window_pattern`-th layer is global
-            Architecture::Gemma3 => {
-                let pattern = self.opt_usize("sliding_window_pattern")?.unwrap_or(6).max(1);
-                (0..num_layers).map(|l| if (l + 1) % pattern != 0 { window } else { None }).collect()
+            WindowRule::Period(default) => {
+                let period = self.opt_usize("sliding_window_pattern")?.unwrap_or(default).max(1);
+                (0..num_layers).map(|l| if (l + 1) % period != 0 { window } else { None }).collect()
             }
-            _ => vec![None; num_layers],
+            WindowRule::FromMaxWindowLayers | WindowRule::None => vec![None; num_layers],
         })
+    }
+
+    /// The experts: `num_local_experts` (or `num_experts`) of
+    /// `moe_intermediate_size` (else `intermediate_size`), top
+    /// `num_experts_per_tok`; Qwen3-MoE's dense layers are those in
+    /// `mlp_only_layers` or off its `decoder_sparse_step`.
+    fn moe(&self, routing: Routing, num_layers: usize) -> Result<MoeConfig> {
+        let experts = match self.opt_usize("num_local_experts")? {
+            Some(e) => e,
+            None => self.usize("num_experts")?,
+        };
+        let top_k = self.usize("num_experts_per_tok")?;
+        if experts == 0 || top_k == 0 || top_k > experts {
+            return Err(self.err(format!("num_experts_per_tok ({top_k}) must be in 1..={experts} (the experts)")));
+        }
+        let expert_intermediate = match self.opt_usize("moe_intermediate_size")? {
+            Some(i) => i,
+            None => self.usize("intermediate_size")?,
+        };
+        if expert_intermediate == 0 {
+            return Err(self.err("`moe_intermediate_size` must be positive"));
+        }
+        let renormalize = match routing {
+            Routing::SoftmaxRenormalized => true,
+            Routing::SoftmaxNormTopkProb => self.opt_bool("norm_topk_prob")?.unwrap_or(false),
+        };
+        let dense: Vec<usize> = match self.root.get("mlp_only_layers") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(v)) => v
+                .iter()
+                .map(|l| {
+                    l.as_u64()
+                        .map(|l| l as usize)
+                        .ok_or_else(|| self.err(format!("mlp_only_layers: {l} is not a layer")))
+                })
+                .collect::<Result<_>>()?,
+            Some(v) => return Err(self.err(format!("`mlp_only_layers` must be a list, got {v}"))),
+        };
+        let step = self.opt_usize("decoder_sparse_step")?.unwrap_or(1).max(1);
+        let layers = (0..num_layers).map(|l| !dense.contains(&l) && (l + 1) % step == 0).collect();
+        Ok(MoeConfig { experts, expert_intermediate, route: MoeConfig::softmax_route(top_k, renormalize), layers })
     }
 }
 

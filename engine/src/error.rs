@@ -11,10 +11,7 @@ pub enum Error {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: invalid config: {msg}")]
     Config { path: PathBuf, msg: String },
-    #[error(
-        "unknown architecture {found:?}; supported: {}",
-        crate::config::Architecture::SUPPORTED_NAMES.join(", ")
-    )]
+    #[error("unknown architecture {found:?}; supported: {}", crate::arch::Architecture::supported_names())]
     UnknownArchitecture { found: String },
     #[error("{path}: malformed safetensors: {msg}")]
     Safetensors { path: PathBuf, msg: String },

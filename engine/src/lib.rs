@@ -26,6 +26,7 @@
 //! Data flows one way: files -> loader -> weights -> model -> Backend -> logits
 //! -> sampler -> tokens -> detokenizer.
 
+pub mod arch;
 pub mod backend;
 pub mod bytes;
 pub mod chat_template;

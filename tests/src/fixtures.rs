@@ -7,8 +7,20 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use ferrum_engine::loader::{SafetensorsFile, StDtype};
 
-pub const FIXTURES: [&str; 9] =
-    ["llama", "llama3-tied", "mistral", "qwen2", "qwen3", "llama-notok", "gemma", "gemma2", "gemma3"];
+pub const FIXTURES: [&str; 12] = [
+    "llama",
+    "llama3-tied",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "llama-notok",
+    "gemma",
+    "gemma2",
+    "gemma3",
+    "mixtral",
+    "qwen3-moe",
+    "qwen3-moe-norm",
+];
 
 pub fn fixture_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)

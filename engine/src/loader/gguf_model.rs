@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::{Architecture, ModelConfig, RopeConfig, RopeScaling};
+use crate::config::{Architecture, ModelConfig, MoeConfig, RopeConfig, RopeScaling, WindowRule};
 use crate::error::{Error, Result};
 use crate::loader::gguf::GgufFile;
 use crate::ops::Activation;
@@ -29,16 +29,10 @@ pub enum Transform {
 pub struct GgufTensorRef {
     pub gguf_name: String,
     pub transform: Transform,
+    /// The shape under the Hugging Face name: as stored, except that a
+    /// layer's experts [E, rows, cols] read as one matrix [E * rows, cols].
+    pub shape: Vec<usize>,
 }
-
-const ARCHS: [(&str, Architecture); 6] = [
-    ("llama", Architecture::Llama),
-    ("qwen2", Architecture::Qwen2),
-    ("qwen3", Architecture::Qwen3),
-    ("gemma", Architecture::Gemma),
-    ("gemma2", Architecture::Gemma2),
-    ("gemma3", Architecture::Gemma3),
-];
 
 fn bad(file: &GgufFile, msg: String) -> Error {
     Error::Config { path: file.path.clone(), msg }
@@ -46,8 +40,9 @@ fn bad(file: &GgufFile, msg: String) -> Error {
 
 pub fn architecture(file: &GgufFile) -> Result<Architecture> {
     let name = file.architecture()?;
-    ARCHS.iter().find(|(n, _)| *n == name).map(|(_, a)| *a).ok_or_else(|| Error::UnknownArchitecture {
-        found: format!("{name} (GGUF; supported: {})", ARCHS.map(|(n, _)| n).join(", ")),
+    let experts = file.get_opt::<usize>(&format!("{name}.expert_count"))?.unwrap_or(0);
+    Architecture::from_gguf(name, experts > 0).ok_or_else(|| Error::UnknownArchitecture {
+        found: format!("{name} (GGUF; supported: {})", Architecture::gguf_names()),
     })
 }
 
@@ -94,8 +89,13 @@ pub fn config(file: &GgufFile) -> Result<ModelConfig> {
         _ => None,
     }
     .map(|theta| RopeConfig { theta, scaling: RopeScaling::None, partial_rotary_factor: 1.0 });
-    let gemma = arch.is_gemma();
+    let spec = arch.spec();
+    let gemma = spec.gemma;
     let qkv_bias = file.tensor("blk.0.attn_q.bias").is_some();
+    let moe = match spec.routing {
+        Some(_) => Some(moe(file, &prefix, num_layers)?),
+        None => None,
+    };
     let eos = file.get_opt::<u32>("tokenizer.ggml.eos_token_id")?;
     let config = ModelConfig {
         architecture: arch,
@@ -119,12 +119,13 @@ pub fn config(file: &GgufFile) -> Result<ModelConfig> {
         activation: if gemma { Activation::GeluTanh } else { Activation::Silu },
         norm_unit_offset: gemma,
         scale_embeddings: gemma,
-        sandwich_norms: matches!(arch, Architecture::Gemma2 | Architecture::Gemma3),
+        sandwich_norms: spec.sandwich_norms,
         // `attention.scale` is the q·k multiplier (Gemma's query_pre_attn_scalar^-1/2)
         attention_scale: optf("attention.scale")?.map_or(1.0 / (head_dim as f32).sqrt(), |s| s as f32),
         attention_softcap: optf("attn_logit_softcapping")?.map(|c| c as f32),
         final_logit_softcap: optf("final_logit_softcapping")?.map(|c| c as f32),
         dtype: None,
+        moe,
         bos_token_id: file.get_opt::<u32>("tokenizer.ggml.bos_token_id")?,
         eos_token_ids: eos.into_iter().collect(),
     };
@@ -153,17 +154,49 @@ fn layer_windows(
     if let Some(n) = file.get_opt::<usize>(pattern_key)? {
         return Ok(by_period(n));
     }
-    Ok(match arch {
-        Architecture::Gemma2 => by_period(2),
-        Architecture::Gemma3 => by_period(6),
-        _ => vec![Some(window); num_layers],
+    Ok(match arch.spec().windows {
+        WindowRule::Period(n) => by_period(n),
+        WindowRule::None | WindowRule::Every | WindowRule::FromMaxWindowLayers => vec![Some(window); num_layers],
     })
+}
+
+/// The experts from `{arch}.expert_*` metadata: llama.cpp renormalizes the
+/// top-k weights unless `expert_weights_norm` says otherwise, and a layer
+/// has experts when it has a router (`ffn_gate_inp`).
+fn moe(file: &GgufFile, prefix: &str, num_layers: usize) -> Result<MoeConfig> {
+    let key = |k: &str| format!("{prefix}.{k}");
+    let experts = file.get::<usize>(&key("expert_count"))?;
+    let top_k = file.get::<usize>(&key("expert_used_count"))?;
+    if top_k == 0 || top_k > experts {
+        return Err(bad(file, format!("expert_used_count {top_k} is not in 1..={experts}")));
+    }
+    let expert_intermediate = match file.get_opt::<usize>(&key("expert_feed_forward_length"))? {
+        Some(i) => i,
+        None => file.get::<usize>(&key("feed_forward_length"))?,
+    };
+    if let Some(scale) = file.get_opt::<f64>(&key("expert_weights_scale"))?
+        && scale != 1.0
+        && scale != 0.0
+    {
+        return Err(bad(file, format!("expert_weights_scale {scale} is not supported for this architecture")));
+    }
+    let renormalize = file.get_opt::<bool>(&key("expert_weights_norm"))?.unwrap_or(true);
+    let layers: Vec<bool> =
+        (0..num_layers).map(|l| file.tensor(&format!("blk.{l}.ffn_gate_inp.weight")).is_some()).collect();
+    if file.tensor("blk.0.ffn_gate.0.weight").is_some() {
+        return Err(bad(
+            file,
+            "experts stored one tensor each (an old Mixtral GGUF); re-convert with a current llama.cpp".into(),
+        ));
+    }
+    Ok(MoeConfig { experts, expert_intermediate, route: MoeConfig::softmax_route(top_k, renormalize), layers })
 }
 
 /// Hugging Face name -> where it comes from, for every tensor the decoder reads.
 pub fn tensor_map(file: &GgufFile, config: &ModelConfig) -> Result<BTreeMap<String, GgufTensorRef>> {
     let arch = config.architecture;
-    let permute = arch == Architecture::Llama;
+    // llama.cpp's converter permutes the "llama" files' q and k (Mistral and Mixtral too)
+    let permute = arch.spec().gguf == "llama";
     let mut map = BTreeMap::new();
     for info in file.tensors() {
         let name = info.name.as_str();
@@ -201,6 +234,10 @@ pub fn tensor_map(file: &GgufFile, config: &ModelConfig) -> Result<BTreeMap<Stri
                 ("ffn_gate.weight", _) => ("mlp.gate_proj.weight", Transform::None),
                 ("ffn_up.weight", _) => ("mlp.up_proj.weight", Transform::None),
                 ("ffn_down.weight", _) => ("mlp.down_proj.weight", Transform::None),
+                ("ffn_gate_inp.weight", _) => ("mlp.gate.weight", Transform::None),
+                ("ffn_gate_exps.weight", _) => ("mlp.experts.gate_proj.weight", Transform::None),
+                ("ffn_up_exps.weight", _) => ("mlp.experts.up_proj.weight", Transform::None),
+                ("ffn_down_exps.weight", _) => ("mlp.experts.down_proj.weight", Transform::None),
                 _ => continue, // not read by the decoder
             };
             (format!("{p}.{hf}"), transform)
@@ -214,7 +251,12 @@ pub fn tensor_map(file: &GgufFile, config: &ModelConfig) -> Result<BTreeMap<Stri
         };
         let transform =
             if config.norm_unit_offset && hf.ends_with("norm.weight") { Transform::MinusOne } else { transform };
-        map.insert(hf, GgufTensorRef { gguf_name: name.to_string(), transform });
+        // [E, rows, cols] experts read as one [E * rows, cols] matrix
+        let shape = match &info.shape[..] {
+            [e, rows, cols] => vec![e * rows, *cols],
+            other => other.to_vec(),
+        };
+        map.insert(hf, GgufTensorRef { gguf_name: name.to_string(), transform, shape });
     }
     Ok(map)
 }

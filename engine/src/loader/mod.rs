@@ -1,12 +1,14 @@
 //! Loading a Hugging Face model folder: the weights (single or sharded
 //! safetensors, memory-mapped) and the files around them.
 
+mod experts;
 pub mod gguf;
 pub mod gguf_model;
 pub mod safetensors;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -32,6 +34,10 @@ enum StoreKind {
         files: Vec<SafetensorsFile>,
         /// tensor name -> index into `files`
         index: BTreeMap<String, usize>,
+        /// each layer's experts and router under the names the decoder reads
+        views: BTreeMap<String, experts::View>,
+        /// why an expert view could not be made, by its name
+        broken: experts::Broken,
     },
     Gguf {
         file: GgufFile,
@@ -131,19 +137,23 @@ impl WeightStore {
                 }
             }
         }
-        Ok(WeightStore { kind: StoreKind::Safetensors { files, index } })
+        let entries = index.iter().map(|(n, &i)| (n.as_str(), &files[i].tensors[n]));
+        let (views, broken) = experts::views(entries);
+        Ok(WeightStore { kind: StoreKind::Safetensors { files, index, views, broken } })
     }
 
     pub fn names(&self) -> Box<dyn Iterator<Item = &str> + '_> {
         match &self.kind {
-            StoreKind::Safetensors { index, .. } => Box::new(index.keys().map(String::as_str)),
+            StoreKind::Safetensors { index, views, .. } => {
+                Box::new(index.keys().chain(views.keys()).map(String::as_str))
+            }
             StoreKind::Gguf { map, .. } => Box::new(map.keys().map(String::as_str)),
         }
     }
 
     pub fn contains(&self, name: &str) -> bool {
         match &self.kind {
-            StoreKind::Safetensors { index, .. } => index.contains_key(name),
+            StoreKind::Safetensors { index, views, .. } => index.contains_key(name) || views.contains_key(name),
             StoreKind::Gguf { map, .. } => map.contains_key(name),
         }
     }
@@ -152,13 +162,22 @@ impl WeightStore {
         Error::Weight { name: name.to_string(), msg: "not in the checkpoint".into() }
     }
 
+    /// [`WeightStore::missing`], or why the experts under `name` could not be gathered.
+    fn not_found(broken: &experts::Broken, name: &str) -> Error {
+        match broken.get(name) {
+            Some(why) => Error::Weight { name: name.to_string(), msg: why.clone() },
+            None => Self::missing(name),
+        }
+    }
+
     /// The dtype `get` will return, without reading the data.
     pub fn dtype_of(&self, name: &str) -> Result<StDtype> {
         match &self.kind {
-            StoreKind::Safetensors { files, index } => {
-                let i = index.get(name).ok_or_else(|| Self::missing(name))?;
-                Ok(files[*i].tensors[name].dtype)
-            }
+            StoreKind::Safetensors { files, index, views, broken } => match (index.get(name), views.get(name)) {
+                (Some(&i), _) => Ok(files[i].tensors[name].dtype),
+                (None, Some(view)) => Ok(view.dtype),
+                (None, None) => Err(Self::not_found(broken, name)),
+            },
             StoreKind::Gguf { file, map } => {
                 let (source, info) = Self::gguf_tensor(file, map, name)?;
                 Ok(gguf_float(info.ggml_type, source.transform).unwrap_or(StDtype::F32))
@@ -181,7 +200,7 @@ impl WeightStore {
     pub fn stored_quant(&self, name: &str) -> Option<QuantFormat> {
         let StoreKind::Gguf { file, map } = &self.kind else { return None };
         let (source, info) = Self::gguf_tensor(file, map, name).ok()?;
-        if info.shape.len() != 2 || source.transform == Transform::MinusOne {
+        if source.shape.len() != 2 || source.transform == Transform::MinusOne {
             return None;
         }
         match info.ggml_type {
@@ -203,7 +222,7 @@ impl WeightStore {
         if self.stored_quant(name).is_none() {
             return Err(Error::Weight { name: name.into(), msg: format!("{} is not kept packed", info.ggml_type) });
         }
-        let (rows, cols) = (info.shape[0], info.shape[1]);
+        let (rows, cols) = (source.shape[0], source.shape[1]);
         let bytes = match source.transform {
             Transform::UnpermuteRows { heads } => {
                 gguf_model::unpermute_rows(file.tensor_bytes(info), rows, info.range.len() / rows, heads)?.into()
@@ -222,9 +241,13 @@ impl WeightStore {
     /// dropped from memory, so loading costs the copy only.
     pub fn release(&self, name: &str) {
         match &self.kind {
-            StoreKind::Safetensors { files, index } => {
-                if let Some(&i) = index.get(name) {
-                    files[i].release(&files[i].tensors[name]);
+            StoreKind::Safetensors { files, index, views, .. } => {
+                let parts =
+                    views.get(name).map_or_else(|| vec![name], |v| v.parts.iter().map(|(p, _)| p.as_str()).collect());
+                for part in parts {
+                    if let Some(&i) = index.get(part) {
+                        files[i].release(&files[i].tensors[part]);
+                    }
                 }
             }
             StoreKind::Gguf { file, map } => {
@@ -237,10 +260,30 @@ impl WeightStore {
 
     pub fn get(&self, name: &str) -> Result<RawTensor<'_>> {
         match &self.kind {
-            StoreKind::Safetensors { files, index } => {
-                let file = index.get(name).map(|&i| &files[i]).ok_or_else(|| Self::missing(name))?;
-                let entry = &file.tensors[name];
-                Ok(RawTensor { dtype: entry.dtype, shape: &entry.shape, bytes: Cow::Borrowed(file.bytes(entry)) })
+            StoreKind::Safetensors { files, index, views, broken } => {
+                if let Some(&i) = index.get(name) {
+                    let entry = &files[i].tensors[name];
+                    return Ok(RawTensor {
+                        dtype: entry.dtype,
+                        shape: &entry.shape,
+                        bytes: Cow::Borrowed(files[i].bytes(entry)),
+                    });
+                }
+                let view = views.get(name).ok_or_else(|| Self::not_found(broken, name))?;
+                // a part's rows: of the stored tensor flattened to [rows, last dim]
+                let rows = |(part, range): &(String, Range<usize>)| {
+                    let file = &files[index[part]];
+                    let entry = &file.tensors[part];
+                    let bytes = file.bytes(entry);
+                    let row_bytes = bytes.len()
+                        / entry.shape[..entry.shape.len().saturating_sub(1)].iter().product::<usize>().max(1);
+                    &bytes[range.start * row_bytes..range.end * row_bytes]
+                };
+                let bytes = match &view.parts[..] {
+                    [part] => Cow::Borrowed(rows(part)),
+                    parts => Cow::Owned(parts.iter().flat_map(|p| rows(p).iter().copied()).collect()),
+                };
+                Ok(RawTensor { dtype: view.dtype, shape: &view.shape, bytes })
             }
             StoreKind::Gguf { file, map } => {
                 let (source, info) = Self::gguf_tensor(file, map, name)?;
@@ -248,16 +291,16 @@ impl WeightStore {
                     let stored = file.tensor_bytes(info);
                     let bytes = match source.transform {
                         Transform::UnpermuteRows { heads } => {
-                            let rows = info.shape[0];
+                            let rows = source.shape[0];
                             Cow::Owned(gguf_model::unpermute_rows(stored, rows, stored.len() / rows.max(1), heads)?)
                         }
                         Transform::None | Transform::MinusOne => Cow::Borrowed(stored),
                     };
-                    return Ok(RawTensor { dtype, shape: &info.shape, bytes });
+                    return Ok(RawTensor { dtype, shape: &source.shape, bytes });
                 }
-                let values = gguf_model::apply(source.transform, &info.shape, file.dequantize(info)?)?;
+                let values = gguf_model::apply(source.transform, &source.shape, file.dequantize(info)?)?;
                 let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-                Ok(RawTensor { dtype: StDtype::F32, shape: &info.shape, bytes: Cow::Owned(bytes) })
+                Ok(RawTensor { dtype: StDtype::F32, shape: &source.shape, bytes: Cow::Owned(bytes) })
             }
         }
     }

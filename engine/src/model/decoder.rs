@@ -10,17 +10,14 @@
 
 use crate::backend::{Backend, BackendExt};
 use crate::config::ModelConfig;
-use crate::dtype::DType;
 use crate::error::Result;
 use crate::kv_cache::KvCache;
-use crate::loader::WeightStore;
 use crate::model::batch::BatchLayout;
-use crate::model::quant_policy::QuantPolicy;
 use crate::model::rope::RopeTable;
-use crate::model::weights::{DecoderWeights, Held, LayerWeights, Linear, embed_uses};
+use crate::model::weights::{DecoderWeights, LayerWeights, Linear, Mlp};
 use crate::ops::{
-    Add, Argmax, Attention, GatherRows, Glu, KvStore, Matmul, Op, OpKind, RmsNorm, Rope, RopeStyle, Sample, Scale,
-    Softcap,
+    Add, Argmax, Attention, GatherRows, Glu, KvStore, Matmul, MoeCombine, MoeMatmul, Op, RmsNorm, Rope, RopeStyle,
+    Sample, Scale, Softcap,
 };
 use crate::sampler::DevicePick;
 use crate::tensor::Tensor;
@@ -235,10 +232,23 @@ impl Decoder<'_> {
         let x = b.run(&Op::Add(Add), &[x, &a])?;
 
         let h = self.norm(&x, &w.mlp_in_norm)?;
-        let gate = self.linear(&h, &w.gate)?;
-        let up = self.linear(&h, &w.up)?;
-        let m = b.run(&Op::Glu(Glu { activation: c.activation }), &[&gate, &up])?;
-        let m = self.linear(&m, &w.down)?;
+        let m = match &w.mlp {
+            Mlp::Dense { gate, up, down } => {
+                let (gate, up) = (self.linear(&h, gate)?, self.linear(&h, up)?);
+                let m = b.run(&Op::Glu(Glu { activation: c.activation }), &[&gate, &up])?;
+                self.linear(&m, down)?
+            }
+            Mlp::Experts { router, gate, up, down } => {
+                let moe = c.moe.as_ref().expect("expert weights come from a MoE config");
+                let route = b.run(&Op::MoeRoute(moe.route.clone()), &[&self.linear(&h, router)?])?; // (T, 2K)
+                let experts = Op::MoeMatmul(MoeMatmul { experts: moe.experts });
+                let gate = b.run(&experts, &[&h, &gate.weight, &route])?; // (T*K, I)
+                let up = b.run(&experts, &[&h, &up.weight, &route])?;
+                let m = b.run(&Op::Glu(Glu { activation: c.activation }), &[&gate, &up])?;
+                let m = b.run(&experts, &[&m, &down.weight, &route])?; // (T*K, hidden)
+                b.run(&Op::MoeCombine(MoeCombine), &[&m, &route])? // (T, hidden)
+            }
+        };
         let m = self.maybe_norm(m, w.mlp_out_norm.as_ref())?;
         b.run(&Op::Add(Add), &[&x, &m])
     }
@@ -269,42 +279,4 @@ impl Decoder<'_> {
             None => self.backend.run(&Op::Matmul(Matmul), &[x, &l.weight]),
         }
     }
-}
-
-/// Every (op, dtype) pair the decoder will ask of a backend, from the
-/// stored dtypes and how each weight will be held ([`Held::of`]), so a
-/// missing op is found before any upload. `argmax` is not among them:
-/// without it, greedy decoding reads the logits back and takes the argmax
-/// on the host (`Model::forward_greedy`).
-pub(crate) fn required_ops(
-    config: &ModelConfig,
-    store: &WeightStore,
-    policy: &QuantPolicy,
-    backend: &dyn Backend,
-) -> Result<Vec<(OpKind, DType)>> {
-    let embed_uses = embed_uses(config, store);
-    let embed = Held::of(store, policy, backend, "model.embed_tokens", false, embed_uses)?.dtype();
-    let mut ops: Vec<(OpKind, DType)> = embed_uses.iter().map(|&op| (op, embed)).collect();
-    ops.extend([
-        (OpKind::GatherRows, DType::F32),
-        (OpKind::RmsNorm, DType::F32),
-        (OpKind::Rope, DType::F32),
-        (OpKind::KvStore, DType::F32),
-        (OpKind::Attention, DType::F32),
-        (OpKind::Glu, DType::F32),
-        (OpKind::Add, DType::F32),
-        (OpKind::Scale, DType::F32),
-        (OpKind::Softcap, DType::F32),
-    ]);
-    let linears: Vec<&str> = store
-        .names()
-        .filter_map(|n| n.strip_suffix(".weight").or_else(|| n.strip_suffix(".weight_packed")))
-        .filter(|p| p.ends_with("_proj") || *p == "lm_head")
-        .collect();
-    for prefix in linears {
-        ops.push((OpKind::Matmul, Held::of(store, policy, backend, prefix, true, &[OpKind::Matmul])?.dtype()));
-    }
-    ops.sort_by_key(|(op, d)| (*op, d.name()));
-    ops.dedup();
-    Ok(ops)
 }

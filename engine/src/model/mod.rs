@@ -6,6 +6,7 @@ pub mod prequantized;
 pub mod quant_policy;
 mod recorded;
 pub mod rope;
+mod trace;
 mod weights;
 
 use std::path::Path;
@@ -76,7 +77,7 @@ impl Model {
         backend: Arc<dyn Backend>,
         policy: &QuantPolicy,
     ) -> Result<Self> {
-        let missing: Vec<String> = decoder::required_ops(&config, store, policy, backend.as_ref())?
+        let missing: Vec<String> = trace::required_ops(&config, store, policy, backend.as_ref())?
             .into_iter()
             .filter(|&(op, dtype)| !backend.supports(op, dtype))
             .map(|(op, dtype)| format!("{}({dtype})", op.name()))
@@ -84,7 +85,8 @@ impl Model {
         if !missing.is_empty() {
             return Err(Error::Unsupported { backend: backend.name().to_string(), missing });
         }
-        let weights = WeightLoader { store, backend: backend.as_ref(), policy }.load(&config)?;
+        let b = backend.as_ref();
+        let weights = WeightLoader { store, backend: b, holder: b, policy, dry: false }.load(&config)?;
         let rope_global = RopeTable::new(backend.as_ref(), &config.rope, config.head_dim)?;
         let rope_local =
             config.rope_local.as_ref().map(|r| RopeTable::new(backend.as_ref(), r, config.head_dim)).transpose()?;

@@ -82,9 +82,25 @@ pub struct LayerWeights {
     pub k_norm: Option<Tensor>,
     pub mlp_in_norm: Tensor,
     pub mlp_out_norm: Option<Tensor>,
-    pub gate: Linear,
-    pub up: Linear,
-    pub down: Linear,
+    pub mlp: Mlp,
+}
+
+/// A layer's feed-forward block.
+pub enum Mlp {
+    /// gated: down(act(gate(x)) * up(x))
+    Dense { gate: Linear, up: Linear, down: Linear },
+    /// A mixture of experts: a router [experts, hidden] and each projection
+    /// of every expert stacked into one matrix [experts * out, in].
+    Experts { router: Linear, gate: Linear, up: Linear, down: Linear },
+}
+
+impl Mlp {
+    fn linears(&self) -> Vec<&Linear> {
+        match self {
+            Mlp::Dense { gate, up, down } => vec![gate, up, down],
+            Mlp::Experts { router, gate, up, down } => vec![router, gate, up, down],
+        }
+    }
 }
 
 pub struct DecoderWeights {
@@ -115,8 +131,9 @@ impl DecoderWeights {
             .sum::<usize>()
         };
         let linears = |l: &LayerWeights| {
-            [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down]
-                .iter()
+            [&l.q, &l.k, &l.v, &l.o]
+                .into_iter()
+                .chain(l.mlp.linears())
                 .map(|x| x.weight_bytes + x.bias.as_ref().map_or(0, Tensor::size_bytes))
                 .sum::<usize>()
         };
@@ -134,13 +151,20 @@ impl DecoderWeights {
 /// Loads by name with shape checks; norms and biases become f32.
 pub struct WeightLoader<'a> {
     pub store: &'a WeightStore,
+    /// Where the weights go.
     pub backend: &'a dyn Backend,
+    /// The backend that will run them, which decides how each is held
+    /// ([`Held::of`]): `backend` itself, except in a dry run.
+    pub holder: &'a dyn Backend,
     pub policy: &'a QuantPolicy,
+    /// Makes each weight in its held dtype and shape without reading the
+    /// checkpoint (the op trace, `model/trace.rs`).
+    pub dry: bool,
 }
 
 impl WeightLoader<'_> {
     pub fn load(&self, config: &ModelConfig) -> Result<DecoderWeights> {
-        let (h, i) = (config.hidden_size, config.intermediate_size);
+        let h = config.hidden_size;
         let q_out = config.num_heads * config.head_dim;
         let kv_out = config.num_kv_heads * config.head_dim;
         let mut layers = Vec::with_capacity(config.num_layers);
@@ -173,9 +197,7 @@ impl WeightLoader<'_> {
                 k_norm: qk_norm("k_norm")?,
                 mlp_in_norm,
                 mlp_out_norm,
-                gate: self.linear(&format!("{p}.mlp.gate_proj"), i, h, config.mlp_bias)?,
-                up: self.linear(&format!("{p}.mlp.up_proj"), i, h, config.mlp_bias)?,
-                down: self.linear(&format!("{p}.mlp.down_proj"), h, i, config.mlp_bias)?,
+                mlp: self.mlp(config, l)?,
             });
         }
         let lm_head = if tied_lm_head(config, self.store) {
@@ -191,6 +213,32 @@ impl WeightLoader<'_> {
             final_norm: self.vector("model.norm.weight", h)?,
             lm_head,
         })
+    }
+
+    fn mlp(&self, config: &ModelConfig, l: usize) -> Result<Mlp> {
+        let (p, h) = (format!("model.layers.{l}.mlp"), config.hidden_size);
+        match &config.moe {
+            Some(moe) if moe.is_moe_layer(l) => {
+                let (e, i) = (moe.experts, moe.expert_intermediate);
+                let experts = |proj: &str, out: usize, inp: usize| {
+                    self.weight(&format!("{p}.experts.{proj}"), e * out, inp, &[OpKind::MoeMatmul])
+                };
+                Ok(Mlp::Experts {
+                    router: self.linear(&format!("{p}.gate"), e, h, false)?,
+                    gate: experts("gate_proj", i, h)?,
+                    up: experts("up_proj", i, h)?,
+                    down: experts("down_proj", h, i)?,
+                })
+            }
+            _ => {
+                let (i, bias) = (config.intermediate_size, config.mlp_bias);
+                Ok(Mlp::Dense {
+                    gate: self.linear(&format!("{p}.gate_proj"), i, h, bias)?,
+                    up: self.linear(&format!("{p}.up_proj"), i, h, bias)?,
+                    down: self.linear(&format!("{p}.down_proj"), h, i, bias)?,
+                })
+            }
+        }
     }
 
     fn raw(&self, name: &str, shape: &[usize]) -> Result<RawTensor<'_>> {
@@ -224,7 +272,12 @@ impl WeightLoader<'_> {
     /// linear layer's when `uses` is matmul alone), without its bias.
     fn weight(&self, prefix: &str, out: usize, inp: usize, uses: &[OpKind]) -> Result<Linear> {
         let name = format!("{prefix}.weight");
-        let linear = uses == [OpKind::Matmul];
+        // linear layers (experts included) follow the quantization policy
+        let linear = matches!(uses, [OpKind::Matmul] | [OpKind::MoeMatmul]);
+        let held = Held::of(self.store, self.policy, self.holder, prefix, linear, uses)?;
+        if self.dry {
+            return Ok(Linear { weight: self.backend.alloc(&[out, inp], held.dtype())?, bias: None, weight_bytes: 0 });
+        }
         let upload = |m: QuantizedMatrix| -> Result<Linear> {
             if [m.rows(), m.cols()] != [out, inp] {
                 return Err(Error::Weight {
@@ -234,7 +287,7 @@ impl WeightLoader<'_> {
             }
             Ok(Linear { weight_bytes: m.storage_bytes(), weight: self.backend.upload_quantized(&m)?, bias: None })
         };
-        match Held::of(self.store, self.policy, self.backend, prefix, linear, uses)? {
+        match held {
             Held::Prequantized(stored) => upload(prequantized::load(self.store, prefix, stored, out, inp)?),
             Held::Packed(_) => {
                 let linear = upload(self.store.quantized(&name)?);
@@ -262,6 +315,9 @@ impl WeightLoader<'_> {
 
     /// A vector widened to f32 (norm gains, biases).
     fn vector(&self, name: &str, len: usize) -> Result<Tensor> {
+        if self.dry {
+            return self.backend.alloc(&[len], DType::F32);
+        }
         let raw = self.raw(name, &[len])?;
         let values = widen_to_f32(name, &raw)?;
         self.backend.upload_f32(&[len], &values)

@@ -13,7 +13,7 @@ pub struct GatherRows;
 
 impl GatherRows {
     /// What every backend honours: its weight (table) may be any float or quantized dtype.
-    pub const CONTRACT: Contract = Contract::WEIGHT;
+    pub const CONTRACT: Contract = Contract::weight(0);
 
     const NAME: &'static str = "gather_rows";
 

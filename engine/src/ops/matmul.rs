@@ -14,7 +14,7 @@ pub struct Matmul;
 
 impl Matmul {
     /// What every backend honours: its weight (table) may be any float or quantized dtype.
-    pub const CONTRACT: Contract = Contract::WEIGHT;
+    pub const CONTRACT: Contract = Contract::weight(1);
 
     const NAME: &'static str = "matmul";
 

@@ -139,20 +139,31 @@ pub struct Contract {
 pub enum Operand {
     /// f32 activations only.
     F32,
-    /// A weight (matmul's w, gather_rows' table): any float dtype or any
-    /// quantized format.
-    Weight,
+    /// A weight (matmul's w, gather_rows' table), the op's input `input`:
+    /// any float dtype or any quantized format.
+    Weight { input: usize },
 }
 
 impl Contract {
     pub const F32: Contract = Contract { operand: Operand::F32, in_place: false };
-    pub const WEIGHT: Contract = Contract { operand: Operand::Weight, in_place: false };
+    /// A weight op whose weight is input `input`.
+    pub const fn weight(input: usize) -> Contract {
+        Contract { operand: Operand::Weight { input }, in_place: false }
+    }
     pub const IN_PLACE: Contract = Contract { operand: Operand::F32, in_place: true };
 
     pub fn takes(self, dtype: DType) -> bool {
         match self.operand {
             Operand::F32 => dtype == DType::F32,
-            Operand::Weight => dtype.is_float() || dtype.is_quantized(),
+            Operand::Weight { .. } => dtype.is_float() || dtype.is_quantized(),
+        }
+    }
+
+    /// The dtype `Backend::supports` is asked about for these inputs.
+    pub fn operand_dtype(self, inputs: &[&Tensor]) -> DType {
+        match self.operand {
+            Operand::F32 => DType::F32,
+            Operand::Weight { input } => inputs.get(input).map_or(DType::F32, |t| t.dtype()),
         }
     }
 }

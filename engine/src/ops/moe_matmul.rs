@@ -35,7 +35,7 @@ pub struct MoeDims {
 
 impl MoeMatmul {
     /// What every backend honours: its weight may be any float or quantized dtype.
-    pub const CONTRACT: Contract = Contract::WEIGHT;
+    pub const CONTRACT: Contract = Contract::weight(1);
 
     const NAME: &'static str = "moe_matmul";
 

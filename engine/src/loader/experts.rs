@@ -1,0 +1,155 @@
+//! A layer's experts under one name, whatever form the checkpoint stores
+//! them in. The decoder reads `model.layers.N.mlp.experts.{gate,up,down}_proj.weight`
+//! as one matrix [experts * rows, cols] (what `moe_matmul` takes) and the
+//! router as `model.layers.N.mlp.gate.weight`. Checkpoints hold them as
+//! * one matrix per expert: `mlp.experts.E.gate_proj.weight` (Qwen3-MoE) or
+//!   `block_sparse_moe.experts.E.w1.weight` (Mixtral: w1 gate, w3 up, w2 down,
+//!   router `block_sparse_moe.gate.weight`);
+//! * transformers-5's fused tensors: `mlp.experts.gate_up_proj` [E, 2I, H]
+//!   (each expert's gate rows, then its up rows) and `mlp.experts.down_proj` [E, H, I].
+//!
+//! GGUF's `ffn_*_exps` [E, rows, cols] need none of this (`gguf_model`).
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use super::{StDtype, TensorEntry};
+
+/// A tensor made of rows of stored tensors, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct View {
+    pub parts: Vec<(String, Range<usize>)>,
+    pub shape: Vec<usize>,
+    pub dtype: StDtype,
+}
+
+/// What goes wrong while gathering a layer's experts, by the name the
+/// decoder asks for.
+pub type Broken = BTreeMap<String, String>;
+
+/// Every expert view the stored tensors (name -> entry) make, and why the
+/// ones that cannot be made fail.
+pub fn views<'a>(tensors: impl Iterator<Item = (&'a str, &'a TensorEntry)>) -> (BTreeMap<String, View>, Broken) {
+    let mut views = BTreeMap::new();
+    let mut broken = Broken::new();
+    // canonical name -> expert index -> (stored name, entry)
+    let mut per_expert: BTreeMap<String, BTreeMap<usize, (&str, &TensorEntry)>> = BTreeMap::new();
+    for (name, entry) in tensors {
+        if let Some((layer, rest)) = split_moe(name) {
+            if rest == "gate.weight" && name.contains(".block_sparse_moe.") {
+                let rows = entry.shape.first().copied().unwrap_or(0);
+                views.insert(format!("{layer}.mlp.gate.weight"), whole(name, entry, rows));
+            } else if let Some((e, proj)) = expert_matrix(rest) {
+                per_expert.entry(format!("{layer}.mlp.experts.{proj}.weight")).or_default().insert(e, (name, entry));
+            } else if rest == "experts.gate_up_proj" {
+                fused_gate_up(&layer, name, entry, &mut views, &mut broken);
+            } else if rest == "experts.down_proj" {
+                match &entry.shape[..] {
+                    &[e, rows, cols] => {
+                        let view = View { shape: vec![e * rows, cols], ..whole(name, entry, e * rows) };
+                        views.insert(format!("{layer}.mlp.experts.down_proj.weight"), view);
+                    }
+                    other => {
+                        broken.insert(
+                            format!("{layer}.mlp.experts.down_proj.weight"),
+                            format!("{name} has shape {other:?}, expected [experts, hidden, intermediate]"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    for (canonical, experts) in per_expert {
+        match stack(&experts) {
+            Ok(view) => {
+                views.insert(canonical, view);
+            }
+            Err(msg) => {
+                broken.insert(canonical, msg);
+            }
+        }
+    }
+    (views, broken)
+}
+
+/// `model.layers.N.mlp.REST` or `model.layers.N.block_sparse_moe.REST` -> ("model.layers.N", REST)
+fn split_moe(name: &str) -> Option<(String, &str)> {
+    let rest = name.strip_prefix("model.layers.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    let rest = rest.strip_prefix("mlp.").or_else(|| rest.strip_prefix("block_sparse_moe."))?;
+    Some((format!("model.layers.{layer}"), rest))
+}
+
+/// `experts.E.gate_proj.weight` / `experts.E.w1.weight` -> (E, "gate_proj")
+fn expert_matrix(rest: &str) -> Option<(usize, &'static str)> {
+    let rest = rest.strip_prefix("experts.")?;
+    let (e, proj) = rest.split_once('.')?;
+    let proj = match proj {
+        "gate_proj.weight" | "w1.weight" => "gate_proj",
+        "up_proj.weight" | "w3.weight" => "up_proj",
+        "down_proj.weight" | "w2.weight" => "down_proj",
+        _ => return None,
+    };
+    Some((e.parse().ok()?, proj))
+}
+
+fn whole(name: &str, entry: &TensorEntry, rows: usize) -> View {
+    View { parts: vec![(name.to_string(), 0..rows)], shape: entry.shape.clone(), dtype: entry.dtype }
+}
+
+/// Experts 0..E, each [rows, cols] of one dtype, stacked.
+fn stack(experts: &BTreeMap<usize, (&str, &TensorEntry)>) -> Result<View, String> {
+    let (first_name, first) = experts.values().next().expect("at least one expert");
+    let [rows, cols] = first.shape[..] else {
+        return Err(format!("{first_name} has shape {:?}, expected a matrix", first.shape));
+    };
+    let mut parts = Vec::with_capacity(experts.len());
+    for (i, (&e, &(name, entry))) in experts.iter().enumerate() {
+        if e != i {
+            return Err(format!("expert {i} is missing (next is {name})"));
+        }
+        if entry.shape != first.shape || entry.dtype != first.dtype {
+            return Err(format!(
+                "{name} is {} {:?}, but {first_name} is {} {:?}",
+                entry.dtype.name(),
+                entry.shape,
+                first.dtype.name(),
+                first.shape
+            ));
+        }
+        parts.push((name.to_string(), 0..rows));
+    }
+    Ok(View { shape: vec![experts.len() * rows, cols], parts, dtype: first.dtype })
+}
+
+/// [E, 2I, H] -> gate [E * I, H] (rows e*2I .. e*2I + I) and up (the next I rows).
+fn fused_gate_up(
+    layer: &str,
+    name: &str,
+    entry: &TensorEntry,
+    views: &mut BTreeMap<String, View>,
+    broken: &mut Broken,
+) {
+    let &[e, two_i, cols] = &entry.shape[..] else {
+        broken.insert(
+            format!("{layer}.mlp.experts.gate_proj.weight"),
+            format!("{name} has shape {:?}, expected [experts, 2 * intermediate, hidden]", entry.shape),
+        );
+        return;
+    };
+    if two_i % 2 != 0 {
+        broken.insert(
+            format!("{layer}.mlp.experts.gate_proj.weight"),
+            format!("{name} has an odd {two_i} rows per expert"),
+        );
+        return;
+    }
+    let i = two_i / 2;
+    for (proj, offset) in [("gate_proj", 0), ("up_proj", i)] {
+        let parts = (0..e).map(|x| (name.to_string(), x * two_i + offset..x * two_i + offset + i)).collect();
+        views.insert(
+            format!("{layer}.mlp.experts.{proj}.weight"),
+            View { parts, shape: vec![e * i, cols], dtype: entry.dtype },
+        );
+    }
+}

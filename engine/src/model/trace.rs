@@ -1,0 +1,106 @@
+//! The ops a model needs, found by running its forward pass once on a
+//! backend that only records: every (op, operand dtype) the decoder asks
+//! for, with the weights held as the real backend would hold them but never
+//! read from the checkpoint. So the load-time check asks for exactly what
+//! the forward pass will run, whatever the family or its switches.
+
+use std::sync::{Arc, Mutex};
+
+use crate::backend::{Backend, validate};
+use crate::config::ModelConfig;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::kv_cache::KvCache;
+use crate::loader::WeightStore;
+use crate::model::batch::{BatchLayout, LogitsWanted, SeqChunk};
+use crate::model::decoder::Decoder;
+use crate::model::quant_policy::QuantPolicy;
+use crate::model::rope::RopeTable;
+use crate::model::weights::WeightLoader;
+use crate::ops::{Op, OpKind};
+use crate::tensor::{Buffer, Tensor};
+
+/// Every (op, dtype) the model's forward pass runs on `holder`, sorted.
+/// `argmax` and `sample` are not among them: without them the host picks.
+pub(crate) fn required_ops(
+    config: &ModelConfig,
+    store: &WeightStore,
+    policy: &QuantPolicy,
+    holder: &dyn Backend,
+) -> Result<Vec<(OpKind, DType)>> {
+    let trace = Trace::default();
+    let weights = WeightLoader { store, backend: &trace, holder, policy, dry: true }.load(config)?;
+    let rope_global = RopeTable::new(&trace, &config.rope, config.head_dim)?;
+    let rope_local = config.rope_local.as_ref().map(|r| RopeTable::new(&trace, r, config.head_dim)).transpose()?;
+    let decoder = Decoder {
+        config,
+        backend: &trace,
+        weights: &weights,
+        rope_global: &rope_global,
+        rope_local: rope_local.as_ref(),
+        embed_scale: config.scale_embeddings.then_some(1.0),
+    };
+    let cache = KvCache::new(&trace, config, 1, 16)?;
+    let chunk = SeqChunk { tokens: &[0, 0], start_pos: 0, block_table: &[0], logits: LogitsWanted::Last };
+    let batch = BatchLayout::build(&[chunk], cache.block_size, cache.num_blocks)?;
+    decoder.forward(&batch, &cache)?;
+    let mut ops = trace.ops.into_inner().map_err(|_| Error::Backend("trace lock poisoned".into()))?;
+    ops.sort_by_key(|(op, d)| (*op, d.name()));
+    ops.dedup();
+    Ok(ops)
+}
+
+/// A backend whose tensors hold no memory and whose ops only record.
+#[derive(Default)]
+struct Trace {
+    ops: Mutex<Vec<(OpKind, DType)>>,
+}
+
+struct NoData;
+
+impl Buffer for NoData {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl Backend for Trace {
+    fn name(&self) -> &str {
+        "trace"
+    }
+
+    fn device_description(&self) -> String {
+        "records the ops a forward pass runs".into()
+    }
+
+    fn supports(&self, _: OpKind, _: DType) -> bool {
+        true
+    }
+
+    fn alloc(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        Ok(Tensor::from_buffer(shape.to_vec(), dtype, Arc::new(NoData)))
+    }
+
+    fn upload(&self, shape: &[usize], dtype: DType, _: &[u8]) -> Result<Tensor> {
+        self.alloc(shape, dtype)
+    }
+
+    fn write(&self, _: &Tensor, _: &[u8]) -> Result<()> {
+        Ok(())
+    }
+
+    fn read(&self, src: &Tensor) -> Result<Vec<u8>> {
+        Ok(vec![0; src.size_bytes()])
+    }
+
+    fn execute(&self, op: &Op, inputs: &[&Tensor], out: &Tensor) -> Result<()> {
+        validate(op, inputs, out)?;
+        let dtype = op.kind().contract().operand_dtype(inputs);
+        self.ops.lock().map_err(|_| Error::Backend("trace lock poisoned".into()))?.push((op.kind(), dtype));
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<()> {
+        Ok(())
+    }
+}
