@@ -128,10 +128,45 @@ impl ModelConfig {
         Reader { root, path: path.to_path_buf() }.parse()
     }
 
+    /// Parameters the config implies: all of them, and those one token
+    /// runs through (a MoE layer's router and its top-k experts only).
+    pub fn parameter_counts(&self) -> ParameterCounts {
+        let (h, d) = (self.hidden_size, self.head_dim);
+        let (q, kv) = (self.num_heads * d, self.num_kv_heads * d);
+        let embed = self.vocab_size * h * if self.tie_word_embeddings { 1 } else { 2 } + h;
+        let bias = |on: bool, n: usize| if on { n } else { 0 };
+        let attention = h * (q + 2 * kv) + q * h + bias(self.qkv_bias, q + 2 * kv) + bias(self.o_bias, h);
+        let norms = h * if self.sandwich_norms { 4 } else { 2 } + if self.qk_norm { 2 * d } else { 0 };
+        let dense = 3 * h * self.intermediate_size + bias(self.mlp_bias, 2 * self.intermediate_size + h);
+        let (mut total, mut active) = (embed, embed);
+        for l in 0..self.num_layers {
+            let shared = attention + norms;
+            match &self.moe {
+                Some(m) if m.is_moe_layer(l) => {
+                    let expert = 3 * h * m.expert_intermediate;
+                    total += shared + m.experts * h + m.experts * expert;
+                    active += shared + m.experts * h + m.route.top_k * expert;
+                }
+                _ => {
+                    total += shared + dense;
+                    active += shared + dense;
+                }
+            }
+        }
+        ParameterCounts { total, active }
+    }
+
     /// Key and value heads times head_dim times 2 (k and v), in f32 elements.
     pub fn kv_floats_per_token(&self) -> usize {
         2 * self.num_layers * self.num_kv_heads * self.head_dim
     }
+}
+
+/// How many parameters a model has, and how many one token uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParameterCounts {
+    pub total: usize,
+    pub active: usize,
 }
 
 /// Reads typed fields with errors that name the file and the key.
@@ -430,6 +465,47 @@ mod tests {
 
     const BASE: &str = r#""hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
         "num_hidden_layers": 2, "vocab_size": 100"#;
+
+    /// The published sizes: Mixtral 8x7B has 46.7B parameters of which
+    /// 12.9B are active; Qwen3-30B-A3B 30.5B and 3.3B.
+    #[test]
+    fn moe_parameter_counts_match_the_published_ones() {
+        let mixtral = parse(
+            r#"{"architectures": ["MixtralForCausalLM"], "hidden_size": 4096, "intermediate_size": 14336,
+            "num_attention_heads": 32, "num_key_value_heads": 8, "num_hidden_layers": 32, "vocab_size": 32000,
+            "num_local_experts": 8, "num_experts_per_tok": 2, "tie_word_embeddings": false}"#,
+        )
+        .unwrap();
+        // published to 0.1B, some rounded and some cut
+        let near = |n: usize, published: f64| (n as f64 / 1e9 - published).abs() < 0.06;
+        let c = mixtral.parameter_counts();
+        assert!(near(c.total, 46.7) && near(c.active, 12.9), "{c:?}");
+        let qwen = parse(
+            r#"{"architectures": ["Qwen3MoeForCausalLM"], "hidden_size": 2048, "intermediate_size": 6144,
+            "moe_intermediate_size": 768, "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128,
+            "num_hidden_layers": 48, "vocab_size": 151936, "num_experts": 128, "num_experts_per_tok": 8,
+            "norm_topk_prob": true, "decoder_sparse_step": 1, "mlp_only_layers": [], "tie_word_embeddings": false}"#,
+        )
+        .unwrap();
+        let c = qwen.parameter_counts();
+        assert!(near(c.total, 30.5) && near(c.active, 3.3), "{c:?}");
+        let moe = qwen.moe.unwrap();
+        assert!(moe.route.renormalize && moe.layers.iter().all(|&l| l));
+    }
+
+    #[test]
+    fn qwen3_moe_dense_layers_follow_mlp_only_layers_and_the_sparse_step() {
+        let c = parse(&format!(
+            r#"{{"architectures": ["Qwen3MoeForCausalLM"], {BASE}, "num_hidden_layers": 4, "num_experts": 4,
+            "num_experts_per_tok": 2, "moe_intermediate_size": 16, "decoder_sparse_step": 2, "mlp_only_layers": [3]}}"#
+        ))
+        .unwrap();
+        assert_eq!(c.moe.unwrap().layers, [false, true, false, false]);
+        let bad = parse(&format!(
+            r#"{{"architectures": ["MixtralForCausalLM"], {BASE}, "num_local_experts": 2, "num_experts_per_tok": 3}}"#
+        ));
+        assert!(bad.unwrap_err().to_string().contains("num_experts_per_tok (3)"));
+    }
 
     #[test]
     fn transformers_4_and_5_spellings_give_the_same_config() {

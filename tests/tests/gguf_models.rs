@@ -12,12 +12,37 @@ use ferrum_engine::source::ModelSource;
 use ferrum_engine::{Backend, CpuBackend, Model};
 
 /// (GGUF fixture, the HF fixture it came from)
-const GGUF_FIXTURES: [(&str, &str); 4] =
-    [("llama-q8_0", "llama"), ("llama-f32", "llama"), ("qwen2-f32", "qwen2"), ("gemma3-f32", "gemma3")];
+const GGUF_FIXTURES: [(&str, &str); 7] = [
+    ("llama-q8_0", "llama"),
+    ("llama-f32", "llama"),
+    ("qwen2-f32", "qwen2"),
+    ("gemma3-f32", "gemma3"),
+    ("mixtral-f32", "mixtral"),
+    ("qwen3-moe-f32", "qwen3-moe-norm"),
+    ("qwen3-moe-q8_0", "qwen3-moe-norm"),
+];
 
-/// Same arithmetic as the f32 fixtures; the Q8_0 file's reference is
+/// Same arithmetic as the f32 fixtures; the Q8_0 files' reference is
 /// transformers on the same dequantized weights.
 const TOLERANCE: f64 = 1e-4;
+/// The fast CPU backend meets Q8_0 weights with activations rounded to i8
+/// (per op within nmse 2e-4 of the reference, `ops.rs`); these tiny random
+/// models amplify that: measured 0.20 (llama-q8_0) and 0.064 (qwen3-moe-q8_0),
+/// where a wrong expert or block costs O(1).
+const TOLERANCE_FAST_QUANT: f64 = 0.3;
+const TOLERANCE_GPU: f64 = 2e-3;
+
+/// Every backend the GGUF fixtures run on, with its tolerance for `name`.
+fn backends() -> Vec<(Arc<dyn Backend>, fn(&str) -> f64)> {
+    let mut list: Vec<(Arc<dyn Backend>, fn(&str) -> f64)> = vec![(Arc::new(CpuBackend::new()), |_| TOLERANCE)];
+    let fast = |name: &str| if name.ends_with("q8_0") { TOLERANCE_FAST_QUANT } else { TOLERANCE };
+    list.push((ferrum_backend_cpu::open(None).expect("the fast cpu backend starts"), fast));
+    match ferrum_backend_wgpu::open() {
+        Ok(wgpu) => list.push((wgpu, |_| TOLERANCE_GPU)),
+        Err(why) => println!("wgpu absent, GGUF fixtures run on the cpu backends only: {why}"),
+    }
+    list
+}
 
 fn gguf_path(name: &str) -> std::path::PathBuf {
     fixture_dir("gguf").join(format!("{name}.gguf"))
@@ -35,21 +60,32 @@ fn reference_logits(name: &str) -> (Vec<u32>, Vec<f32>) {
 #[test]
 fn gguf_logits_match_the_reference_in_both_modes() {
     let mut failures = Vec::new();
-    for (name, _) in GGUF_FIXTURES {
-        let backend: Arc<dyn Backend> = Arc::new(CpuBackend::new());
-        let model = Model::load(&gguf_path(name), backend).unwrap();
-        let (ids, want) = reference_logits(name);
-        for mode in [LogitsMode::Prefill, LogitsMode::Decode] {
-            let got = sequence_logits(&model, &ids, mode).unwrap();
-            let err = max_err_over_std(&got.data, &want);
-            let verdict = if err <= TOLERANCE { "OK" } else { "FAIL" };
-            println!("gguf {name} mode={mode:?} cpu: {verdict} max_err/std={err:.2e}");
-            if err > TOLERANCE {
-                failures.push(format!("{name} {mode:?}: {err:.2e}"));
+    for (backend, tolerance) in backends() {
+        for (name, _) in GGUF_FIXTURES {
+            let model = Model::load(&gguf_path(name), backend.clone()).unwrap();
+            let (ids, want) = reference_logits(name);
+            for mode in [LogitsMode::Prefill, LogitsMode::Decode] {
+                let got = sequence_logits(&model, &ids, mode).unwrap();
+                let err = max_err_over_std(&got.data, &want);
+                let ok = err <= tolerance(name);
+                let b = backend.name();
+                println!("gguf {name} mode={mode:?} {b}: {} max_err/std={err:.2e}", if ok { "OK" } else { "FAIL" });
+                if !ok {
+                    failures.push(format!("{name} {mode:?} {b}: {err:.2e}"));
+                }
             }
         }
     }
     assert!(failures.is_empty(), "{failures:?}");
+}
+
+/// GGUF experts stay in their block format: the Q8_0 file's experts take
+/// about a quarter of the f32 file's.
+#[test]
+fn gguf_experts_stay_packed() {
+    let bytes = |name: &str| Model::load(&gguf_path(name), Arc::new(CpuBackend::new())).unwrap().weight_bytes();
+    let (f32_bytes, q8_bytes) = (bytes("qwen3-moe-f32"), bytes("qwen3-moe-q8_0"));
+    assert!(q8_bytes * 3 < f32_bytes, "q8_0 {q8_bytes} bytes vs f32 {f32_bytes}");
 }
 
 #[test]

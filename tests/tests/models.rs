@@ -352,3 +352,16 @@ fn temperature_sampling_on_the_device_matches_the_host_sampler() {
         }
     }
 }
+
+/// The parameter count `info` derives from the config is what the
+/// checkpoint stores, for every fixture, dense or MoE.
+#[test]
+fn config_parameter_counts_equal_the_stored_ones() {
+    for name in FIXTURES {
+        let source = ferrum_engine::source::ModelSource::open(&fixture_dir(name)).unwrap();
+        let stored: usize = source.weights.stored().iter().map(|t| t.elements).sum();
+        let counts = source.config.parameter_counts();
+        assert_eq!(counts.total, stored, "{name}");
+        assert_eq!(counts.active < counts.total, source.config.moe.is_some(), "{name}: {counts:?}");
+    }
+}

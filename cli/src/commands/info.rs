@@ -50,6 +50,25 @@ pub fn run(args: &InfoArgs) -> Result<()> {
     println!("attention      {attention}");
     println!("switches       qkv_bias={} qk_norm={} tied_embeddings={}", c.qkv_bias, c.qk_norm, c.tie_word_embeddings);
     println!("parameters     {} ({})", params, human_count(params));
+    if let Some(m) = &c.moe {
+        let counts = c.parameter_counts();
+        let layers: Vec<String> = (0..c.num_layers).filter(|&l| m.is_moe_layer(l)).map(|l| l.to_string()).collect();
+        println!(
+            "experts        {} of intermediate {}, top {} ({:?}{}), on layers {}",
+            m.experts,
+            m.expert_intermediate,
+            m.route.top_k,
+            m.route.scoring,
+            if m.route.renormalize { ", renormalized" } else { "" },
+            layers.join(" ")
+        );
+        println!(
+            "active         {} per token of {} ({:.0}%)",
+            human_count(counts.active),
+            human_count(counts.total),
+            100.0 * counts.active as f64 / counts.total.max(1) as f64
+        );
+    }
     let dtypes: Vec<String> = by_dtype.iter().map(|(d, n)| format!("{d}: {}", human_count(*n))).collect();
     println!("stored as      {}", dtypes.join(", "));
     println!("weights        {} on disk", human_bytes(bytes));
