@@ -14,12 +14,23 @@ use ferrum_engine::serving::{EngineConfig, EngineHandle, Event, GenerationReques
 use ferrum_engine::{Backend, CpuBackend, DType, Model, Tensor};
 
 fn fixture() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/llama-notok")
+    fixture_named("llama-notok")
+}
+
+fn fixture_named(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(name)
 }
 
 fn model() -> Model {
+    model_of("llama-notok")
+}
+
+/// The batching tests run a dense model and a mixture of experts.
+const BATCHED: [&str; 2] = ["llama-notok", "qwen3-moe"];
+
+fn model_of(name: &str) -> Model {
     let backend: Arc<dyn Backend> = Arc::new(CpuBackend::new());
-    Model::load(&fixture(), backend).unwrap()
+    Model::load(&fixture_named(name), backend).unwrap()
 }
 
 fn prompt(i: u32, len: usize) -> Vec<u32> {
@@ -76,41 +87,48 @@ fn wait_for_idle(engine: &EngineHandle) {
 
 #[test]
 fn concurrent_requests_match_each_alone() {
-    let reference = model();
-    let prompts: Vec<Vec<u32>> = (0..12).map(|i| prompt(i, 5 + 7 * i as usize)).collect();
-    let want: Vec<Vec<u32>> = prompts.iter().map(|p| alone(&reference, p, 10)).collect();
-    // small batches force chunked prefill mixed with decoding
-    let config = EngineConfig { max_batch_tokens: 24, block_size: 4, num_blocks: 256, ..Default::default() };
-    let engine = spawn(model(), None, config).unwrap();
-    assert_eq!(run_all(&engine, &prompts, 10), want);
-    wait_for_idle(&engine);
+    for name in BATCHED {
+        let reference = model_of(name);
+        let prompts: Vec<Vec<u32>> = (0..12).map(|i| prompt(i, 5 + 7 * i as usize)).collect();
+        let want: Vec<Vec<u32>> = prompts.iter().map(|p| alone(&reference, p, 10)).collect();
+        // small batches force chunked prefill mixed with decoding
+        let config = EngineConfig { max_batch_tokens: 24, block_size: 4, num_blocks: 256, ..Default::default() };
+        let engine = spawn(model_of(name), None, config).unwrap();
+        assert_eq!(run_all(&engine, &prompts, 10), want, "{name}");
+        wait_for_idle(&engine);
+    }
 }
 
 #[test]
 fn preemption_by_recompute_keeps_outputs_exact() {
-    let reference = model();
-    let prompts: Vec<Vec<u32>> = (0..6).map(|i| prompt(i + 20, 30)).collect();
-    let want: Vec<Vec<u32>> = prompts.iter().map(|p| alone(&reference, p, 20)).collect();
-    // 6 x 50 tokens need 6 x 13 blocks of 4; 24 blocks force preemption
-    let config = EngineConfig { block_size: 4, num_blocks: 24, max_batch_tokens: 64, ..Default::default() };
-    let engine = spawn(model(), None, config).unwrap();
-    assert_eq!(run_all(&engine, &prompts, 20), want);
-    assert!(engine.metrics.preemptions.load(Ordering::Relaxed) > 0, "the cache was meant to run out");
-    wait_for_idle(&engine);
+    for name in BATCHED {
+        let reference = model_of(name);
+        let prompts: Vec<Vec<u32>> = (0..6).map(|i| prompt(i + 20, 30)).collect();
+        let want: Vec<Vec<u32>> = prompts.iter().map(|p| alone(&reference, p, 20)).collect();
+        // 6 x 50 tokens need 6 x 13 blocks of 4; 24 blocks force preemption
+        let config = EngineConfig { block_size: 4, num_blocks: 24, max_batch_tokens: 64, ..Default::default() };
+        let engine = spawn(model_of(name), None, config).unwrap();
+        assert_eq!(run_all(&engine, &prompts, 20), want, "{name}");
+        assert!(engine.metrics.preemptions.load(Ordering::Relaxed) > 0, "the cache was meant to run out");
+        wait_for_idle(&engine);
+    }
 }
 
 #[test]
 fn a_shared_prefix_is_served_from_the_cache() {
-    let reference = model();
-    let shared = prompt(3, 40);
-    let prompts: Vec<Vec<u32>> = (0..3).map(|i| shared.iter().copied().chain(prompt(50 + i, 5)).collect()).collect();
-    let want: Vec<Vec<u32>> = prompts.iter().map(|p| alone(&reference, p, 8)).collect();
-    let engine = spawn(model(), None, EngineConfig { block_size: 8, ..Default::default() }).unwrap();
-    let first = run_all(&engine, &prompts[..1], 8);
-    let rest = run_all(&engine, &prompts[1..], 8);
-    assert_eq!([first, rest].concat(), want);
-    let hits = engine.metrics.prefix_cache_hit_blocks.load(Ordering::Relaxed);
-    assert!(hits >= 2 * 5, "40 shared tokens = 5 blocks of 8, reused twice; got {hits}");
+    for name in BATCHED {
+        let reference = model_of(name);
+        let shared = prompt(3, 40);
+        let prompts: Vec<Vec<u32>> =
+            (0..3).map(|i| shared.iter().copied().chain(prompt(50 + i, 5)).collect()).collect();
+        let want: Vec<Vec<u32>> = prompts.iter().map(|p| alone(&reference, p, 8)).collect();
+        let engine = spawn(model_of(name), None, EngineConfig { block_size: 8, ..Default::default() }).unwrap();
+        let first = run_all(&engine, &prompts[..1], 8);
+        let rest = run_all(&engine, &prompts[1..], 8);
+        assert_eq!([first, rest].concat(), want, "{name}");
+        let hits = engine.metrics.prefix_cache_hit_blocks.load(Ordering::Relaxed);
+        assert!(hits >= 2 * 5, "40 shared tokens = 5 blocks of 8, reused twice; got {hits}");
+    }
 }
 
 #[test]

@@ -206,9 +206,16 @@ fn a_wgpu_decode_step_is_one_submit_and_one_read_back() {
 
 #[test]
 fn a_batch_of_different_sequences_matches_each_run_alone() {
+    // a dense model and a mixture of experts, whose tokens route by row
+    for name in ["mistral", "mixtral", "qwen3-moe"] {
+        batch_matches_each_run_alone(name);
+    }
+}
+
+fn batch_matches_each_run_alone(name: &str) {
     use ferrum_engine::kv_cache::{BlockTable, PagedKv};
     use ferrum_engine::{LogitsWanted, SeqChunk};
-    let dir = fixture_dir("mistral");
+    let dir = fixture_dir(name);
     let reference = Reference::load(&dir).unwrap();
     let model = Model::load(&dir, cpu()).unwrap();
     let ids = &reference.input_ids;
@@ -231,7 +238,7 @@ fn a_batch_of_different_sequences_matches_each_run_alone() {
     let alone_b = sequence_logits(&model, b, LogitsMode::Prefill).unwrap();
     let want: Vec<f32> = alone_a.data[11 * alone_a.vocab..].iter().chain(alone_b.row(b.len() - 1)).copied().collect();
     let err = max_err_over_std(&got.data, &want);
-    assert!(err < 1e-5, "batched vs alone: {err:.2e}");
+    assert!(err < 1e-5, "{name}: batched vs alone: {err:.2e}");
 }
 
 /// Decode steps replayed from recordings (CUDA graphs; op lists on the cpu
@@ -246,7 +253,7 @@ fn recorded_decode_steps_match_steps_run_op_by_op() {
     let backends: Vec<Arc<dyn Backend>> =
         backends().into_iter().map(|(b, _)| b).chain(ferrum_backend_cuda::open().ok()).collect();
     for backend in backends {
-        for name in ["llama", "gemma2", "qwen3"] {
+        for name in ["llama", "gemma2", "qwen3", "qwen3-moe"] {
             let dir = fixture_dir(name);
             let recorded = Model::load(&dir, backend.clone()).unwrap();
             let plain = Model::load(&dir, backend.clone()).unwrap();
