@@ -373,7 +373,8 @@ fn run_op<T: Borrow<Tensor>>(ctx: &Ctx, op: &Op, inputs: &[T], out: &Tensor, che
         Op::Softcap(p) => p.reference(ins(0)?.f32()?, o),
         Op::MoeRoute(p) => {
             let bias = if inputs.len() > 1 { Some(ins(1)?.f32()?) } else { None };
-            p.reference(ins(0)?.f32()?, bias, shape(0)[1], o)
+            let mut scratch = ctx.moe.lock().map_err(|_| Error::Backend("cpu moe scratch lock poisoned".into()))?;
+            p.reference_in(ins(0)?.f32()?, bias, shape(0)[1], &mut scratch.route, o)
         }
         Op::MoeMatmul(p) => {
             let d = p.dims_of(shape(0), shape(1), shape(2));

@@ -22,6 +22,8 @@ pub struct Scratch {
     /// one expert's activation rows and results
     xs: Vec<f32>,
     ys: Vec<f32>,
+    /// the router's scores and choices
+    pub route: Vec<f32>,
 }
 
 /// A stack of expert weights as the backend holds it.

@@ -35,6 +35,18 @@ fn model_shaped_cases() -> Vec<Case> {
     for f in GGML_FORMATS {
         list.push(cases::quant_gather_rows(&mut rng, f, 24, 256, &[0, 23, 9, 9, 16]));
     }
+    // experts: a decode step (1 token), a prefill whose experts get many
+    // rows; 24-row experts sit on 8-row groups, 20-row ones do not
+    for dtype in
+        [DType::F32, DType::F16].into_iter().chain(QUANT_FORMATS.into_iter().chain(GGML_FORMATS).map(DType::Quant))
+    {
+        let k = match dtype {
+            DType::Quant(ferrum_engine::quant::QuantFormat::Ggml(t)) => 2 * t.block_size(),
+            _ => 128,
+        };
+        list.push(cases::moe_matmul(&mut rng, dtype, [8, 24, k], [1, 2], false, false));
+        list.push(cases::moe_matmul(&mut rng, dtype, [6, 20, k], [37, 3], true, true));
+    }
     let att = |window| Attention { block_size: 4, scale: 0.125, softcap: None, window };
     list.push(cases::attention(&mut rng, att(None), [9, 3, 64], &[(37, 37)]));
     list.push(cases::attention(&mut rng, att(Some(5)), [4, 2, 16], &[(30, 1), (4, 3)]));

@@ -11,7 +11,8 @@ use ferrum_backend_cpu::{FastCpuBackend, Isa};
 use ferrum_conformance::cases::{Rng, random_blocks};
 use ferrum_engine::backend::{Backend, BackendExt};
 use ferrum_engine::ops::{
-    Activation, Add, Argmax, Attention, GatherRows, Glu, KvStore, Matmul, Op, RmsNorm, Rope, RopeStyle,
+    Activation, Add, Argmax, Attention, GatherRows, Glu, KvStore, Matmul, MoeCombine, MoeMatmul, MoeRoute, Op, RmsNorm,
+    Rope, RopeStyle, RouterScoring,
 };
 use ferrum_engine::quant::QuantizedMatrix;
 use ferrum_engine::quant::ggml::GgmlType;
@@ -71,6 +72,9 @@ fn replay_allocations(b: &FastCpuBackend) -> usize {
     let wk = weight(&mut rng, GgmlType::Q4_1, kv_heads * d, hidden);
     let gate = weight(&mut rng, GgmlType::Q4_1, inter, hidden);
     let down = weight(&mut rng, GgmlType::Q4_0, hidden, inter);
+    let router = b.upload_f32(&[4, hidden], &rng.vec(4 * hidden, 1.0)).unwrap();
+    let expert_up = weight(&mut rng, GgmlType::Q4_0, 4 * inter / 4, hidden);
+    let expert_down = weight(&mut rng, GgmlType::Q5_1, 4 * hidden, inter / 4);
     let norm = b.upload_f32(&[hidden], &rng.vec(hidden, 1.0)).unwrap();
     let freqs = b.upload_f32(&[d / 2], &(0..d / 2).map(|i| 1.0 / (i as f32 + 1.0)).collect::<Vec<_>>()).unwrap();
     let cache = b.upload_f32(&[slots, kv_heads, d], &rng.vec(slots * kv_heads * d, 1.0)).unwrap();
@@ -96,6 +100,21 @@ fn replay_allocations(b: &FastCpuBackend) -> usize {
         let g = b.run(&Op::Matmul(Matmul), &[&o, &gate])?;
         let u = b.run(&Op::Glu(Glu { activation: Activation::Silu }), &[&g, &g])?;
         let y = b.run(&Op::Matmul(Matmul), &[&u, &down])?;
+        // a mixture of experts: 4 of inter / 4 rows each, top 2
+        let route = b.run(
+            &Op::MoeRoute(MoeRoute {
+                top_k: 2,
+                scoring: RouterScoring::Softmax,
+                renormalize: true,
+                groups: None,
+                scale: 1.0,
+            }),
+            &[&b.run(&Op::Matmul(Matmul), &[&y, &router])?],
+        )?;
+        let experts = Op::MoeMatmul(MoeMatmul { experts: 4 });
+        let e = b.run(&experts, &[&y, &expert_up, &route])?;
+        let e = b.run(&experts, &[&e, &expert_down, &route])?;
+        let y = b.run(&Op::MoeCombine(MoeCombine), &[&e, &route])?;
         let r = b.run(&Op::Add(Add), &[&y, &h])?;
         let logits = b.run(&Op::Matmul(Matmul), &[&r, &embed])?;
         b.run(&Op::Argmax(Argmax), &[&logits])

@@ -71,7 +71,12 @@ impl MoeRoute {
     fn check(&self, experts: usize) -> Result<()> {
         let eligible = match self.groups {
             Some(g) => {
-                if g.groups == 0 || !experts.is_multiple_of(g.groups) || g.top_groups == 0 || g.top_groups > g.groups {
+                if g.groups == 0
+                    || g.groups > MAX_GROUPS
+                    || !experts.is_multiple_of(g.groups)
+                    || g.top_groups == 0
+                    || g.top_groups > g.groups
+                {
                     return Err(Error::op(Self::NAME, format!("{experts} experts in groups {g:?}")));
                 }
                 if experts / g.groups < 2 {
@@ -89,16 +94,29 @@ impl MoeRoute {
 
     /// logits (T, E), bias (E,) -> out (T, 2k)
     pub fn reference(&self, logits: &[f32], bias: Option<&[f32]>, experts: usize, out: &mut [f32]) {
+        self.reference_in(logits, bias, experts, &mut Vec::new(), out)
+    }
+
+    /// [`MoeRoute::reference`] with its (2E,) scratch kept by the caller, so
+    /// repeated calls allocate nothing.
+    pub fn reference_in(
+        &self,
+        logits: &[f32],
+        bias: Option<&[f32]>,
+        experts: usize,
+        scratch: &mut Vec<f32>,
+        out: &mut [f32],
+    ) {
         let k = self.top_k;
-        let mut choice = vec![0.0f32; experts]; // (E,)
-        let mut scores = vec![0.0f32; experts]; // (E,)
+        scratch.resize(2 * experts, 0.0);
+        let (choice, scores) = scratch.split_at_mut(experts); // (E,) each
         for (row, o) in logits.chunks_exact(experts).zip(out.chunks_exact_mut(2 * k)) {
-            self.scores(row, &mut scores);
+            self.scores(row, scores);
             for (e, c) in choice.iter_mut().enumerate() {
                 *c = scores[e] + bias.map_or(0.0, |b| b[e]);
             }
             if let Some(g) = self.groups {
-                mask_groups(&mut choice, g);
+                mask_groups(choice, g);
             }
             let (weights, ids) = o.split_at_mut(k);
             for j in 0..k {
@@ -145,25 +163,31 @@ impl MoeRoute {
     }
 }
 
+/// The most expert groups a router may have.
+pub const MAX_GROUPS: usize = 64;
+
+fn top2_sum(c: &[f32]) -> f32 {
+    let (mut a, mut b) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
+    for &v in c {
+        if v > a {
+            (a, b) = (v, a);
+        } else if v > b {
+            b = v;
+        }
+    }
+    a + b
+}
+
 /// Sets every expert outside the `top_groups` best groups to -inf; a group
 /// scores the sum of its two best choices, ties to the lower group.
 fn mask_groups(choice: &mut [f32], g: ExpertGroups) {
     let per = choice.len() / g.groups;
-    let mut group_score: Vec<f32> = choice
-        .chunks_exact(per)
-        .map(|c| {
-            let (mut a, mut b) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
-            for &v in c {
-                if v > a {
-                    (a, b) = (v, a);
-                } else if v > b {
-                    b = v;
-                }
-            }
-            a + b
-        })
-        .collect();
-    let mut keep = vec![false; g.groups];
+    // at most MAX_GROUPS (DeepSeek-V3 has 8), so nothing is allocated
+    let mut group_score = [f32::NEG_INFINITY; MAX_GROUPS];
+    for (score, c) in group_score.iter_mut().zip(choice.chunks_exact(per)) {
+        *score = top2_sum(c);
+    }
+    let mut keep = [false; MAX_GROUPS];
     for _ in 0..g.top_groups {
         let mut best = 0;
         for i in 1..g.groups {
