@@ -1,14 +1,15 @@
 // glu: out[i] = act(gate[i]) * up[i] (engine/src/ops/glu.rs), with
-// silu(x) = x / (1 + exp(-x)) or gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+// silu(x) = x / (1 + exp(-x)) or gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)));
+// or gpt-oss's clamped SwiGLU: g = min(gate, limit), (clamp(up, -limit, limit) + 1) * g / (1 + exp(-alpha g)).
 
 struct Params {      // GluParams in backend-wgpu/src/ops/elementwise.rs
     n: u32,          // elements in this window
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    alpha: f32,      // clamped SwiGLU only
+    limit: f32,
+    _pad: u32,
 }
 
-// 0: silu, 1: gelu_tanh
+// 0: silu, 1: gelu_tanh, 2: clamped SwiGLU
 override ACTIVATION: u32 = 0u;
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -38,6 +39,11 @@ fn main(
 ) {
     let i = (wid.x + wid.y * nwg.x) * 256u + lid;
     if (i >= p.n) {
+        return;
+    }
+    if (ACTIVATION == 2u) {
+        let g = min(gate[i], p.limit);
+        out[i] = (clamp(up[i], -p.limit, p.limit) + 1.0) * (g / (1.0 + exp(-p.alpha * g)));
         return;
     }
     out[i] = act(gate[i]) * up[i];

@@ -22,6 +22,7 @@ struct Job<'a> {
     tables: &'a [u32],
     seq: &'a [u32],
     pos: &'a [u32],
+    sinks: Option<&'a [f32]>,
     tasks: Chunks,
     out: SharedOut,
     /// AVX2 + FMA kernels may run
@@ -32,17 +33,13 @@ thread_local! {
     static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-#[allow(clippy::too_many_arguments)]
 pub fn attention(
     ctx: &Ctx,
     p: &Attention,
     dims: AttentionDims,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    tables: &[u32],
-    seq: &[u32],
-    pos: &[u32],
+    [q, k, v]: [&[f32]; 3],
+    [tables, seq, pos]: [&[u32]; 3],
+    sinks: Option<&[f32]>,
     out: &mut [f32],
 ) -> Result<()> {
     let slots = k.len() / (dims.kv_heads * dims.head_dim).max(1);
@@ -56,6 +53,7 @@ pub fn attention(
         tables,
         seq,
         pos,
+        sinks,
         tasks: Chunks::new(pos.len() * dims.kv_heads, 1),
         out: SharedOut(out.as_mut_ptr()),
         simd: ctx.isa != Isa::Portable,
@@ -129,11 +127,12 @@ fn part(job: &Job) {
                 }
                 for g in 0..group {
                     let sg = &mut scores[g * len..(g + 1) * len];
-                    let max = sg.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let sink = job.sinks.map(|s| s[kvh * group + g]);
+                    let max = sg.iter().copied().chain(sink).fold(f32::NEG_INFINITY, f32::max);
                     for v in sg.iter_mut() {
                         *v = exp(*v - max);
                     }
-                    let denom = sum(sg);
+                    let denom = sum(sg) + sink.map_or(0.0, |s| exp(s - max));
                     for v in sg.iter_mut() {
                         *v /= denom;
                     }

@@ -253,8 +253,8 @@ fn compute<T: Borrow<Tensor>>(ctx: &Ctx, op: &Op, inputs: &[T], out: &Tensor, ch
 }
 
 fn run_op<T: Borrow<Tensor>>(ctx: &Ctx, op: &Op, inputs: &[T], out: &Tensor, checks: Checks) -> Result<()> {
-    let mut guards: [Option<RwLockReadGuard<'_, CpuData>>; 6] = Default::default();
-    let mut repacked: [Option<&repack::Repacked>; 6] = Default::default();
+    let mut guards: [Option<RwLockReadGuard<'_, CpuData>>; 7] = Default::default();
+    let mut repacked: [Option<&repack::Repacked>; 7] = Default::default();
     for ((g, rp), t) in guards.iter_mut().zip(&mut repacked).zip(inputs) {
         match t.borrow().buffer().as_any().downcast_ref::<repack::Repacked>() {
             Some(r) => *rp = Some(r),
@@ -353,7 +353,8 @@ fn run_op<T: Borrow<Tensor>>(ctx: &Ctx, op: &Op, inputs: &[T], out: &Tensor, che
             };
             let (q, k, v) = (ins(0)?.f32()?, ins(1)?.f32()?, ins(2)?.f32()?);
             let (tables, seq, pos) = (ins(3)?.u32()?, ins(4)?.u32()?, ins(5)?.u32()?);
-            attention::attention(ctx, p, dims, q, k, v, tables, seq, pos, o)?
+            let sinks = if inputs.len() > 6 { Some(ins(6)?.f32()?) } else { None };
+            attention::attention(ctx, p, dims, [q, k, v], [tables, seq, pos], sinks, o)?
         }
         Op::Glu(p) => {
             let (gate, up) = (ins(0)?.f32()?, ins(1)?.f32()?);

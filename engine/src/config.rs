@@ -58,6 +58,19 @@ pub enum RopeScaling {
         high_freq_factor: f64,
         original_max_position_embeddings: f64,
     },
+    /// YaRN (gpt-oss, DeepSeek-V3): dimensions that rotate fewer than
+    /// `beta_slow` times over the original context are interpolated by
+    /// `factor`, those rotating more than `beta_fast` times kept, a linear
+    /// ramp between; cos and sin are multiplied by `attention_factor`.
+    Yarn {
+        factor: f64,
+        original_max_position_embeddings: f64,
+        beta_fast: f64,
+        beta_slow: f64,
+        /// round the ramp's ends outwards to whole dimensions
+        truncate: bool,
+        attention_factor: f64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -352,10 +365,35 @@ impl Reader<'_> {
                 high_freq_factor: need("high_freq_factor")?,
                 original_max_position_embeddings: need("original_max_position_embeddings")?,
             },
+            "yarn" => {
+                let factor = match get("factor")? {
+                    Some(f) => f,
+                    None => {
+                        self.opt_f64("max_position_embeddings")?.unwrap_or(4096.0)
+                            / need("original_max_position_embeddings")?
+                    }
+                };
+                // transformers' get_mscale: 0.1 * m * ln(factor) + 1 above a factor of 1
+                let mscale = |m: f64| if factor <= 1.0 { 1.0 } else { 0.1 * m * factor.ln() + 1.0 };
+                let attention_factor = match (get("attention_factor")?, get("mscale")?, get("mscale_all_dim")?) {
+                    (Some(a), _, _) => a,
+                    (None, Some(m), Some(all)) if m != 0.0 && all != 0.0 => mscale(m) / mscale(all),
+                    _ => mscale(1.0),
+                };
+                let truncate = spec.and_then(|s| s.get("truncate")).and_then(|t| t.as_bool()).unwrap_or(true);
+                RopeScaling::Yarn {
+                    factor,
+                    original_max_position_embeddings: need("original_max_position_embeddings")?,
+                    beta_fast: get("beta_fast")?.filter(|&b| b != 0.0).unwrap_or(32.0),
+                    beta_slow: get("beta_slow")?.filter(|&b| b != 0.0).unwrap_or(1.0),
+                    truncate,
+                    attention_factor,
+                }
+            }
             other => {
-                return Err(
-                    self.err(format!("rope type {other:?} is not supported yet (supported: default, linear, llama3)"))
-                );
+                return Err(self.err(format!(
+                    "rope type {other:?} is not supported yet (supported: default, linear, llama3, yarn)"
+                )));
             }
         };
         Ok(RopeConfig { theta, scaling, partial_rotary_factor })

@@ -272,7 +272,13 @@ pub fn all_cases() -> Vec<Case> {
         let op = Attention { block_size, scale, softcap, window };
         cases.push(attention(&mut rng(), op, [heads, kv_heads, d], seqs));
     }
-    for act in [Activation::Silu, Activation::GeluTanh] {
+    // gpt-oss: sinks, with and without a window, a decode step and a prefill
+    let sinked = Attention { block_size: 16, scale: inv(32), softcap: None, window: Some(5) };
+    cases.push(attention_with(&mut rng(), sinked.clone(), [8, 2, 32], mixed, true));
+    cases.push(attention_with(&mut rng(), Attention { window: None, ..sinked }, [4, 4, 16], &[(1, 1), (9, 2)], true));
+    // gpt-oss's clamp (7.0) and one inside the inputs' range, so both sides clamp
+    let clamped = |limit| Activation::SwigluClamped { alpha: 1.702, limit };
+    for act in [Activation::Silu, Activation::GeluTanh, clamped(7.0), clamped(1.5)] {
         cases.push(glu(&mut rng(), act, &[3, 1031]));
     }
     cases.push(add(&mut rng(), &[4099]));
@@ -545,6 +551,18 @@ pub fn kv_store(rng: &mut Rng, block_size: usize, kv_heads: usize, d: usize, seq
 /// The cache is random everywhere, including slots no sequence owns: a
 /// kernel that reads outside the visible positions gets garbage.
 pub fn attention(rng: &mut Rng, op: Attention, [heads, kv_heads, d]: [usize; 3], seqs: &[(usize, usize)]) -> Case {
+    attention_with(rng, op, [heads, kv_heads, d], seqs, false)
+}
+
+/// [`attention`], with a learned sink logit per head when `sinks`
+/// (of the scores' size, so it takes a real share of the softmax).
+pub fn attention_with(
+    rng: &mut Rng,
+    op: Attention,
+    [heads, kv_heads, d]: [usize; 3],
+    seqs: &[(usize, usize)],
+    sinks: bool,
+) -> Case {
     let p = paging(rng, op.block_size, seqs);
     let t = p.positions.len();
     let num_slots = p.num_blocks * op.block_size;
@@ -553,7 +571,7 @@ pub fn attention(rng: &mut Rng, op: Attention, [heads, kv_heads, d]: [usize; 3],
     for table in &p.tables {
         tables.extend(table.iter().copied().chain(std::iter::repeat(0)).take(p.max_blocks));
     }
-    let inputs = vec![
+    let mut inputs = vec![
         HostTensor::f32(&[t, heads, d], rng.vec(t * heads * d, 1.0)),
         HostTensor::f32(&[num_slots, kv_heads, d], rng.vec(cache, 1.0)),
         HostTensor::f32(&[num_slots, kv_heads, d], rng.vec(cache, 1.0)),
@@ -561,12 +579,15 @@ pub fn attention(rng: &mut Rng, op: Attention, [heads, kv_heads, d]: [usize; 3],
         HostTensor::u32(&[t], p.token_seq),
         HostTensor::u32(&[t], p.positions),
     ];
+    if sinks {
+        inputs.push(HostTensor::f32(&[heads], rng.vec(heads, 2.0)));
+    }
     let none = || "none".to_string();
     let window = op.window.map_or_else(none, |w| w.to_string());
     let softcap = op.softcap.map_or_else(none, |c| c.to_string());
     let dims = format!(
         "T={t}, heads={heads}, kv_heads={kv_heads}, head_dim={d}, block_size={}, window={window}, \
-         softcap={softcap}, scale={:.4}, {}",
+         softcap={softcap}, scale={:.4}, sinks={sinks}, {}",
         op.block_size,
         op.scale,
         seqs_desc(seqs)
@@ -579,8 +600,9 @@ pub fn glu(rng: &mut Rng, activation: Activation, shape: &[usize]) -> Case {
     // gate spans the activation's tails as well as its bend near zero
     let inputs = vec![HostTensor::f32(shape, rng.vec(n, 8.0)), HostTensor::f32(shape, rng.vec(n, 2.0))];
     let name = match activation {
-        Activation::Silu => "silu",
-        Activation::GeluTanh => "gelu_tanh",
+        Activation::Silu => "silu".to_string(),
+        Activation::GeluTanh => "gelu_tanh".to_string(),
+        Activation::SwigluClamped { alpha, limit } => format!("swiglu_clamped(alpha={alpha}, limit={limit})"),
     };
     case(Op::Glu(Glu { activation }), inputs, DType::F32, format!("act={name}, shape={shape:?}"))
 }

@@ -28,13 +28,15 @@ pub fn eval(op: &Op, inputs: &[HostTensor], init_out: Option<&HostTensor>) -> Re
             kv_store(&f(0), inputs[1].u32s(), init.f64s(), p.num_slots)
         }
         Op::Attention(p) => {
-            let [q, k, v, tables, seq, pos] = inputs else {
-                return Err("attention takes 6 inputs".into());
+            let [q, k, v, tables, seq, pos] = &inputs[..6] else {
+                return Err("attention takes 6 or 7 inputs".into());
             };
             let dims = Dims { heads: q.shape[1], kv_heads: k.shape[1], d: q.shape[2], max_blocks: tables.shape[1] };
-            attention(p, dims, &q.f64s(), &k.f64s(), &v.f64s(), tables.u32s(), seq.u32s(), pos.u32s())
+            let sinks = inputs.get(6).map(|s| s.f64s());
+            let (q, k, v) = (q.f64s(), k.f64s(), v.f64s());
+            attention(p, dims, &q, &k, &v, tables.u32s(), seq.u32s(), pos.u32s(), sinks.as_deref())
         }
-        Op::Glu(p) => Ok(f(0).iter().zip(f(1)).map(|(&g, u)| activation(p.activation, g) * u).collect()),
+        Op::Glu(p) => Ok(f(0).iter().zip(f(1)).map(|(&g, u)| glu(p.activation, g, u)).collect()),
         Op::Add(_) => Ok(f(0).iter().zip(f(1)).map(|(a, b)| a + b).collect()),
         Op::Scale(p) => Ok(f(0).iter().map(|x| p.factor as f64 * x).collect()),
         Op::Softcap(p) => Ok(f(0).iter().map(|&x| softcap(p.cap as f64, x)).collect()),
@@ -278,6 +280,7 @@ fn attention(
     tables: &[u32],
     token_seq: &[u32],
     positions: &[u32],
+    sinks: Option<&[f64]>,
 ) -> Result<Vec<f64>, String> {
     let bs = p.block_size;
     let row = kv_heads * d;
@@ -305,7 +308,7 @@ fn attention(
             for h in 0..heads {
                 let kvh = h * kv_heads / heads; // the group query head h belongs to
                 let qv = &q[(t * heads + h) * d..][..d];
-                let scores: Vec<f64> = (0..ctx)
+                let mut scores: Vec<f64> = (0..ctx)
                     .map(|j| {
                         if !visible(j) {
                             return f64::NEG_INFINITY;
@@ -315,7 +318,9 @@ fn attention(
                         p.softcap.map_or(s, |cap| cap as f64 * (s / cap as f64).tanh())
                     })
                     .collect();
-                let weights = softmax(&scores);
+                // a sink is one more score whose weight is then dropped (as transformers does)
+                scores.extend(sinks.map(|s| s[h]));
+                let weights = &softmax(&scores)[..ctx];
                 let o = &mut out[(t * heads + h) * d..][..d];
                 for (j, w) in weights.iter().enumerate().filter(|(_, w)| **w > 0.0) {
                     for (oo, vv) in o.iter_mut().zip(&values[j * row + kvh * d..][..d]) {
@@ -338,13 +343,20 @@ fn softmax(scores: &[f64]) -> Vec<f64> {
 
 /// sigmoid(x) = (1 + tanh(x/2)) / 2, and gelu_tanh(x) = x * sigmoid(2u)
 /// with u the tanh argument: the same functions as the engine's, another way.
-pub fn activation(act: Activation, x: f64) -> f64 {
+/// The clamped SwiGLU clamps by min/max in f64.
+pub fn glu(act: Activation, x: f64, up: f64) -> f64 {
     let sigmoid = |z: f64| 0.5 * (1.0 + (0.5 * z).tanh());
     match act {
-        Activation::Silu => x * sigmoid(x),
+        Activation::Silu => x * sigmoid(x) * up,
         Activation::GeluTanh => {
             let u = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
-            x * sigmoid(2.0 * u)
+            x * sigmoid(2.0 * u) * up
+        }
+        Activation::SwigluClamped { alpha, limit } => {
+            let (alpha, limit) = (alpha as f64, limit as f64);
+            let g = if x > limit { limit } else { x };
+            let up = up.max(-limit).min(limit);
+            g * sigmoid(alpha * g) * (up + 1.0)
         }
     }
 }

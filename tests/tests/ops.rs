@@ -238,8 +238,11 @@ fn oracle_agrees_with_hand_computed_values() {
     let f = HostTensor::f32;
     let u = |v: &[u32]| HostTensor::u32(&[v.len()], v.to_vec());
     close(&eval(Op::Add(Add), vec![f(&[2], vec![1.0, 2.0]), f(&[2], vec![0.5, -2.0])]), &[1.5, 0.0]);
-    close(&[oracle::activation(Activation::Silu, 0.0), oracle::activation(Activation::GeluTanh, 0.0)], &[0.0, 0.0]);
-    close(&[oracle::activation(Activation::Silu, 2.0)], &[2.0 / (1.0 + (-2.0f64).exp())]);
+    close(&[oracle::glu(Activation::Silu, 0.0, 1.0), oracle::glu(Activation::GeluTanh, 0.0, 1.0)], &[0.0, 0.0]);
+    close(&[oracle::glu(Activation::Silu, 2.0, 1.0)], &[2.0 / (1.0 + (-2.0f64).exp())]);
+    // gpt-oss's SwiGLU: gate 9 clamps to 7, up -9 to -7: 7 * sigmoid(1.702 * 7) * (-7 + 1)
+    let clamped = Activation::SwigluClamped { alpha: 1.702, limit: 7.0 };
+    close(&[oracle::glu(clamped, 9.0, -9.0)], &[7.0 / (1.0 + (-1.702f64 * 7.0).exp()) * -6.0]);
     // (1, 0) at angle pi/2 becomes (0, 1); the third element passes through
     let rope = Op::Rope(Rope { style: RopeStyle::Interleaved, attention_scale: 2.0 });
     let half_pi = std::f32::consts::FRAC_PI_2;

@@ -14,7 +14,7 @@ const ATTN_WARPS: u32 = 4;
 
 pub(super) fn run(l: &Launcher, p: &Attention, inputs: &[&Tensor], ptrs: &[u64], out: u64) -> Result<()> {
     let [q, k_cache, _v, tables, token_seq, positions] = inputs else {
-        return Err(Error::op("attention", "expects 6 inputs"));
+        return Err(Error::op("attention", "expects 6 inputs (sinks are not ported to cuda yet)"));
     };
     let (tokens, heads, head_dim) = (q.shape()[0], q.shape()[1], q.shape()[2]);
     let (num_slots, kv_heads) = (k_cache.shape()[0], k_cache.shape()[1]);

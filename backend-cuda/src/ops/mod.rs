@@ -213,6 +213,9 @@ pub(crate) fn run(l: &Launcher, op: &Op, inputs: &[&Tensor], out: &Tensor) -> Re
             let mode = match p.activation {
                 Activation::Silu => 0,
                 Activation::GeluTanh => 1,
+                Activation::SwigluClamped { .. } => {
+                    return Err(ferrum_engine::Error::Backend("cuda: the clamped SwiGLU is not ported yet".into()));
+                }
             };
             l.elementwise("glu", out.elem_count(), 0.0, mode, &[ptrs[0], ptrs[1], o])
         }

@@ -46,7 +46,7 @@ const LAST_WINDOW: u32 = 2;
 
 pub(super) fn plan(p: &Attention, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -> Result<Vec<Dispatch>> {
     let [q, k_cache, v_cache, tables, token_seq, positions] = inputs else {
-        return Err(Error::op("attention", "expects 6 inputs"));
+        return Err(Error::op("attention", "expects 6 inputs (sinks are not ported to wgpu yet)"));
     };
     let (heads, head_dim) = (q.shape()[1], q.shape()[2]);
     let (num_slots, kv_heads) = (k_cache.shape()[0], k_cache.shape()[1]);

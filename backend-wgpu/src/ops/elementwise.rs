@@ -24,7 +24,9 @@ pub(super) struct AddParams {
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 pub(super) struct GluParams {
     n: u32,
-    _pad: [u32; 3],
+    alpha: f32,
+    limit: f32,
+    _pad: u32,
 }
 
 /// Mirrors `Params` in shaders/scale.wgsl.
@@ -69,12 +71,13 @@ pub(super) fn add(inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -> Result<Vec<Dis
 }
 
 pub(super) fn glu(p: &Glu, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -> Result<Vec<Dispatch>> {
-    let activation = match p.activation {
-        Activation::Silu => 0,
-        Activation::GeluTanh => 1,
+    let (activation, alpha, limit) = match p.activation {
+        Activation::Silu => (0, 0.0, 0.0),
+        Activation::GeluTanh => (1, 0.0, 0.0),
+        Activation::SwigluClamped { alpha, limit } => (2, alpha, limit),
     };
     let key = PipelineKey::new("glu", "main", &[Read, Read, ReadWrite]).constant("ACTIVATION", activation);
-    plan(key, &[inputs[0], inputs[1], out], ctx, |n| bytes(&GluParams { n, _pad: [0; 3] }))
+    plan(key, &[inputs[0], inputs[1], out], ctx, |n| bytes(&GluParams { n, alpha, limit, _pad: 0 }))
 }
 
 pub(super) fn scale(p: &Scale, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -> Result<Vec<Dispatch>> {

@@ -38,6 +38,9 @@ pub fn run(args: &InfoArgs) -> Result<()> {
         RopeScaling::None => format!("theta {}", c.rope.theta),
         RopeScaling::Linear { factor } => format!("theta {}, linear x{factor}", c.rope.theta),
         RopeScaling::Llama3 { factor, .. } => format!("theta {}, llama3 x{factor}", c.rope.theta),
+        RopeScaling::Yarn { factor, original_max_position_embeddings, .. } => {
+            format!("theta {}, yarn x{factor} of {original_max_position_embeddings}", c.rope.theta)
+        }
     };
     println!("model          {} ({:?})", path.display(), source.format);
     println!("architecture   {}", c.architecture.hf_name());

@@ -137,8 +137,9 @@ fn compute(op: &Op, inputs: &[&Tensor], out: &Tensor) -> Result<()> {
                 head_dim: inputs[0].shape()[2],
                 max_blocks: inputs[3].shape()[1],
             };
-            let [q, k, v, tables, seq, pos] = &ins[..] else { unreachable!("validated: 6 inputs") };
-            p.reference(dims, q.f32()?, k.f32()?, v.f32()?, tables.u32()?, seq.u32()?, pos.u32()?, o)?
+            let [q, k, v, tables, seq, pos] = &ins[..6] else { unreachable!("validated: 6 or 7 inputs") };
+            let sinks = ins.get(6).map(|s| s.f32()).transpose()?;
+            p.reference(dims, q.f32()?, k.f32()?, v.f32()?, tables.u32()?, seq.u32()?, pos.u32()?, sinks, o)?
         }
         Op::Glu(p) => p.reference(ins[0].f32()?, ins[1].f32()?, o),
         Op::Add(p) => p.reference(ins[0].f32()?, ins[1].f32()?, o),

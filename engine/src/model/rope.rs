@@ -49,8 +49,57 @@ pub fn inv_freq(rope: &RopeConfig, head_dim: usize) -> (Vec<f32>, f32) {
                 })
                 .collect()
         }
+        RopeScaling::Yarn {
+            factor,
+            original_max_position_embeddings,
+            beta_fast,
+            beta_slow,
+            truncate,
+            attention_factor,
+        } => {
+            let yarn = yarn(
+                &base,
+                dim,
+                rope.theta,
+                [*factor, *original_max_position_embeddings, *beta_fast, *beta_slow],
+                *truncate,
+            );
+            return (yarn.into_iter().map(|f| f as f32).collect(), *attention_factor as f32);
+        }
     };
     (freqs.into_iter().map(|f| f as f32).collect(), 1.0)
+}
+
+/// YaRN's blend of extrapolated (`base`) and interpolated (`base / factor`)
+/// frequencies: pair i keeps `base` below the ramp's start and takes
+/// `base / factor` past its end, the ramp running over the pairs whose
+/// rotation count over the original context falls from `beta_fast` to `beta_slow`.
+fn yarn(
+    base: &[f64],
+    dim: usize,
+    theta: f64,
+    [factor, original, beta_fast, beta_slow]: [f64; 4],
+    truncate: bool,
+) -> Vec<f64> {
+    // the dimension at which a pair rotates `rotations` times over `original` positions
+    let dim_of =
+        |rotations: f64| dim as f64 * (original / (rotations * 2.0 * std::f64::consts::PI)).ln() / (2.0 * theta.ln());
+    let (mut low, mut high) = (dim_of(beta_fast), dim_of(beta_slow));
+    if truncate {
+        (low, high) = (low.floor(), high.ceil());
+    }
+    let (low, mut high) = (low.max(0.0), high.min(dim as f64 - 1.0));
+    if low == high {
+        high += 0.001;
+    }
+    base.iter()
+        .enumerate()
+        .map(|(i, &f)| {
+            let ramp = ((i as f64 - low) / (high - low)).clamp(0.0, 1.0);
+            let keep = 1.0 - ramp; // the share of the extrapolated frequency
+            f / factor * (1.0 - keep) + f * keep
+        })
+        .collect()
 }
 
 pub fn rotary_dim(rope: &RopeConfig, head_dim: usize) -> usize {
@@ -74,6 +123,28 @@ mod tests {
         assert_eq!(f[0], 1.0);
         let ratio = 500_000f64.powf(-0.25) as f32;
         assert!((f[1] - ratio).abs() < 1e-7);
+    }
+
+    /// transformers' `_compute_yarn_parameters` for gpt-oss's rope
+    /// (theta 150000, factor 32, original 4096, beta 32/1, truncate false),
+    /// head_dim 64: values printed by transformers 5.23.
+    #[test]
+    fn yarn_matches_transformers() {
+        let scaling = RopeScaling::Yarn {
+            factor: 32.0,
+            original_max_position_embeddings: 4096.0,
+            beta_fast: 32.0,
+            beta_slow: 1.0,
+            truncate: false,
+            attention_factor: 0.1 * 32f64.ln() + 1.0,
+        };
+        let (f, scale) = inv_freq(&RopeConfig { theta: 150_000.0, scaling, partial_rotary_factor: 1.0 }, 64);
+        assert!((scale - 1.346_573_6).abs() < 1e-6, "{scale}");
+        let want =
+            [(0, 1.0), (5, 0.155_322_983_860_969_54), (10, 0.019_334_999_844_431_877), (31, 3.023_511_396_804_679e-7)];
+        for (i, w) in want {
+            assert!((f[i] as f64 - w).abs() <= w * 1e-6, "pair {i}: {} vs {w}", f[i]);
+        }
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! the cache. Query head h reads kv head h / (heads / kv_heads). Over the
 //! visible positions j (p - j < window, or all j <= p without a window):
 //! `score_j = scale * q·k_j`, then `score_j = cap * tanh(score_j / cap)` when
-//! soft-capping, `out = sum_j softmax(score)_j * v_j`. Position j lives in
+//! soft-capping, `out = sum_j softmax(score)_j * v_j`. With sinks (gpt-oss),
+//! head h's learned logit `sinks[h]` joins the softmax's denominator only:
+//! `w_j = e^score_j / (sum_i e^score_i + e^sinks[h])`. Position j lives in
 //! cache slot `block_tables[s, j / block_size] * block_size + j % block_size`.
 
 use super::{Contract, TensorSpec, dot, expect_dtype, expect_inputs, expect_rank};
@@ -16,8 +18,8 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 
 /// Inputs: q [T, heads, head_dim] f32, k_cache and v_cache [slots, kv_heads, head_dim] f32,
-/// block_tables [seqs, max_blocks] u32, token_seq [T] u32, positions [T] u32.
-/// Output: [T, heads, head_dim] f32.
+/// block_tables [seqs, max_blocks] u32, token_seq [T] u32, positions [T] u32,
+/// optional sinks [heads] f32. Output: [T, heads, head_dim] f32.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Attention {
     pub block_size: usize,
@@ -43,8 +45,18 @@ impl Attention {
     const NAME: &'static str = "attention";
 
     pub fn output_spec(&self, inputs: &[TensorSpec]) -> Result<TensorSpec> {
+        let (inputs, sinks) = match inputs {
+            [six @ .., sinks] if six.len() == 6 => (six, Some(sinks)),
+            six => (six, None),
+        };
         expect_inputs(Self::NAME, inputs, 6)?;
         let [q, k, v, tables, seq, pos] = inputs else { unreachable!() };
+        if let Some(sinks) = sinks {
+            expect_dtype(Self::NAME, "sinks", sinks, &[DType::F32])?;
+            if sinks.shape != [q.shape[1]] {
+                return Err(Error::op(Self::NAME, format!("sinks {:?} for {} heads", sinks.shape, q.shape[1])));
+            }
+        }
         expect_rank(Self::NAME, "q", q, 3)?;
         expect_rank(Self::NAME, "k_cache", k, 3)?;
         expect_rank(Self::NAME, "block_tables", tables, 2)?;
@@ -120,7 +132,7 @@ impl Attention {
     }
 
     /// q (T, heads, d), k_cache/v_cache (slots, kv_heads, d), block_tables (seqs, max_blocks),
-    /// token_seq (T,), positions (T,) -> out (T, heads, d)
+    /// token_seq (T,), positions (T,), sinks (heads,) -> out (T, heads, d)
     #[allow(clippy::too_many_arguments)]
     pub fn reference(
         &self,
@@ -131,6 +143,7 @@ impl Attention {
         block_tables: &[u32],
         token_seq: &[u32],
         positions: &[u32],
+        sinks: Option<&[f32]>,
         out: &mut [f32],
     ) -> Result<()> {
         let AttentionDims { heads, kv_heads, head_dim: d, max_blocks } = dims;
@@ -175,11 +188,15 @@ impl Attention {
                     }
                     scores.push(score);
                 }
-                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let sink = sinks.map(|s| s[h]);
+                let max = scores.iter().copied().chain(sink).fold(f32::NEG_INFINITY, f32::max);
                 let mut denom = 0.0f32;
                 for sc in scores.iter_mut() {
                     *sc = (*sc - max).exp();
                     denom += *sc;
+                }
+                if let Some(sink) = sink {
+                    denom += (sink - max).exp();
                 }
                 let o_row = &mut out[(t * heads + h) * d..][..d];
                 o_row.fill(0.0);

@@ -2,25 +2,37 @@
 //!
 //! `out[i] = act(gate[i]) * up[i]`, with
 //! `silu(x) = x / (1 + exp(-x))` (Llama, Mistral, Qwen) or
-//! `gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))` (Gemma).
+//! `gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))` (Gemma);
+//! gpt-oss's clamped SwiGLU is
+//! `g = min(gate, limit)`, `out = (clamp(up, -limit, limit) + 1) * g / (1 + exp(-alpha g))`.
 
 use super::{Contract, TensorSpec, expect_dtype, expect_inputs};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Activation {
     Silu,
     GeluTanh,
+    /// gpt-oss (`swiglu_alpha`, `swiglu_limit`)
+    SwigluClamped {
+        alpha: f32,
+        limit: f32,
+    },
 }
 
 impl Activation {
-    pub fn apply(self, x: f32) -> f32 {
+    /// `act(gate) * up`
+    pub fn glu(self, gate: f32, up: f32) -> f32 {
         match self {
-            Activation::Silu => x / (1.0 + (-x).exp()),
+            Activation::Silu => gate / (1.0 + (-gate).exp()) * up,
             Activation::GeluTanh => {
                 let c = (2.0f32 / std::f32::consts::PI).sqrt();
-                0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
+                0.5 * gate * (1.0 + (c * (gate + 0.044715 * gate * gate * gate)).tanh()) * up
+            }
+            Activation::SwigluClamped { alpha, limit } => {
+                let g = gate.min(limit);
+                (up.clamp(-limit, limit) + 1.0) * (g / (1.0 + (-alpha * g).exp()))
             }
         }
     }
@@ -54,7 +66,7 @@ impl Glu {
     /// gate (n,), up (n,) -> out (n,)
     pub fn reference(&self, gate: &[f32], up: &[f32], out: &mut [f32]) {
         for i in 0..out.len() {
-            out[i] = self.activation.apply(gate[i]) * up[i];
+            out[i] = self.activation.glu(gate[i], up[i]);
         }
     }
 }
