@@ -51,10 +51,22 @@ impl QuantBuffer {
     /// Windows over the codes and over the scales of the same `rows` weight
     /// rows, each pair covering whole rows of both.
     pub fn row_windows(&self, rows: usize, l: &BindLimits) -> Result<Vec<(Window, Window)>> {
+        self.row_windows_of(rows, 1, "a weight row", l)
+    }
+
+    /// [`QuantBuffer::row_windows`] holding whole groups of `unit` rows
+    /// (`what`: the experts of a stacked weight).
+    pub fn row_windows_of(
+        &self,
+        rows: usize,
+        unit: usize,
+        what: &str,
+        l: &BindLimits,
+    ) -> Result<Vec<(Window, Window)>> {
         let lay = &self.layout;
         let cr = Rows { buf: &self.codes, rows, row_elems: lay.row_words, elem_bytes: 4 };
         let sr = Rows { buf: &self.scales, rows, row_elems: lay.srow_words, elem_bytes: 4 };
-        let per = cr.per_window(l)?.min(sr.per_window(l)?);
+        let per = cr.groups_per_window(unit, what, l)?.min(sr.groups_per_window(unit, what, l)?) * unit;
         Ok(ranges(rows, per).map(|(first, n)| (cr.window(first, n, l), sr.window(first, n, l))).collect())
     }
 }

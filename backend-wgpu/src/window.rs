@@ -86,6 +86,20 @@ impl<'a> Rows<'a> {
         Ok(fit.min(usize::MAX as u64) as usize)
     }
 
+    /// Most groups of `unit` consecutive rows (`what`: a token's choices,
+    /// an expert's weight rows) one window holds, or why not even one fits.
+    pub fn groups_per_window(&self, unit: usize, what: &str, l: &BindLimits) -> Result<usize> {
+        let per = self.per_window(l)? / unit.max(1);
+        if per == 0 {
+            return Err(Error::Backend(format!(
+                "{what} ({unit} rows of {} bytes) does not fit a binding of {} bytes",
+                self.row_bytes(),
+                l.max_binding
+            )));
+        }
+        Ok(per)
+    }
+
     /// The binding for rows `first..first + rows` (which `per_window` allows).
     pub fn window(&self, first: usize, rows: usize, l: &BindLimits) -> Window {
         let start = first as u64 * self.row_bytes();

@@ -213,3 +213,38 @@ fn tiled_matmul_matches_the_cpu() {
         }
     }
 }
+
+/// moe_matmul's expert ids live on the device, with no host copy to check:
+/// one out of range is clamped into the stack, never read past it.
+#[test]
+fn moe_matmul_clamps_expert_ids() {
+    use ferrum_engine::ops::MoeMatmul;
+    let Some(b) = default_backend() else { return };
+    // expert e is (e + 1) times the identity
+    let w: Vec<f32> = (0..3).flat_map(|e| [1.0, 0.0, 0.0, 1.0].map(|v| v * (e + 1) as f32)).collect();
+    let w = b.upload_f32(&[6, 2], &w).unwrap();
+    let x = b.upload_f32(&[1, 2], &[1.0, 2.0]).unwrap();
+    let route = b.upload_f32(&[1, 6], &[1.0, 1.0, 1.0, 99.0, -1.0, 1.0]).unwrap();
+    let out = b.run(&Op::MoeMatmul(MoeMatmul { experts: 3 }), &[&x, &w, &route]).unwrap();
+    assert_eq!(b.read_f32(&out).unwrap(), [3.0, 6.0, 1.0, 2.0, 2.0, 4.0]);
+}
+
+/// The op table's moe_matmuls have at most 26 (token, choice) rows; a
+/// prefill's take several chunks of the route (64 rows) and several batches
+/// (8 rows) per expert.
+#[test]
+fn moe_matmul_of_a_prefill_matches_the_cpu() {
+    use ferrum_conformance::cases::{GGML_FORMATS, QUANT_FORMATS, Rng, moe_matmul};
+    let Some(b) = default_backend() else { return };
+    let mut rng = Rng::new(7);
+    let quant = [QUANT_FORMATS[0], GGML_FORMATS[0]].map(DType::Quant);
+    for dtype in [DType::F32, DType::F16, DType::BF16].into_iter().chain(quant) {
+        for ([experts, n, k], [tokens, top_k], per_choice) in
+            [([4, 24, 64], [100, 2], false), ([6, 17, 64], [70, 3], true), ([16, 8, 32], [9, 8], false)]
+        {
+            let o = check(&b, &moe_matmul(&mut rng, dtype, [experts, n, k], [tokens, top_k], per_choice, !per_choice));
+            println!("{}", o.line());
+            assert!(o.passed(), "{}", o.line());
+        }
+    }
+}

@@ -54,7 +54,7 @@ fn cases_match_the_cpu_with_tiny_bindings() {
 fn windowed_paths_of_every_op() {
     use ferrum_conformance::cases::{self, Rng};
     use ferrum_engine::DType;
-    use ferrum_engine::ops::{Activation, Attention, RopeStyle};
+    use ferrum_engine::ops::{Activation, Attention, MoeRoute, RopeStyle, RouterScoring};
     let Some(b) = common::backend(small_bindings(1024)) else { return };
     let mut rng = Rng::new(99);
     let mut list = Vec::new();
@@ -82,6 +82,17 @@ fn windowed_paths_of_every_op() {
     // x rows of 84 bytes (9 a window), 300 temperatures, uniforms and ids in 2 windows each; greedy rows among them
     let temperatures: Vec<f32> = (0..300).map(|r| [0.7, 1.0, 0.0, 1.5, 0.3][r % 5]).collect();
     list.push(cases::sample(&mut rng, &temperatures, 21));
+    // router logits of 32 bytes a row, 24 tokens a window
+    let route = MoeRoute { top_k: 3, scoring: RouterScoring::Sigmoid, renormalize: true, groups: None, scale: 1.5 };
+    list.push(cases::moe_route(&mut rng, route, 300, 8, true));
+    // stacks of 3 or 5 rows of 64 bytes (f32): 4 or 2 experts a window; x in
+    // windows of 6 tokens (2 rows each) or 12 (1 row each)
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        list.push(cases::moe_matmul(&mut rng, dtype, [10, 3, 16], [13, 2], true, true));
+        list.push(cases::moe_matmul(&mut rng, dtype, [7, 5, 16], [30, 3], false, false));
+    }
+    // y rows of 132 bytes: 2 tokens of 2 choices a window
+    list.push(cases::moe_combine(&mut rng, 40, 2, 33));
     let run = |b: &dyn Backend, cases: &[ferrum_conformance::cases::Case]| -> Vec<String> {
         let outcomes = cases.iter().map(|c| check(b, c)).inspect(|o| println!("{}", o.line()));
         outcomes.filter(|o| !o.passed()).map(|o| o.line()).collect()
@@ -101,6 +112,9 @@ fn windowed_paths_of_every_op() {
         kquants.push(cases::quant_gather_rows(&mut rng, format, 37, 256, &[0, 36, 5, 5, 17, 1, 36, 2, 30]));
     }
     assert_eq!(kquants.len(), 15);
+    // an expert of 3 rows of 144 bytes (Q4_K), 4 experts a window; x rows of 1 KiB, one token a window
+    let q4_k = cases::GGML_FORMATS.into_iter().find(|f| f.to_string() == "q4_k").unwrap();
+    kquants.push(cases::moe_matmul(&mut rng, DType::Quant(q4_k), [10, 3, 256], [5, 2], false, true));
     failures.extend(run(&b, &kquants));
     assert!(failures.is_empty(), "{failures:#?}");
 }

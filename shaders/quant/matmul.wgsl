@@ -5,7 +5,9 @@
 // prelude joined in front of this body defines for one family of formats
 // (read_scaled.wgsl, read_ggml.wgsl; `override Q_FMT` picks the format).
 // Same entry points and dispatch shapes as shaders/matmul.wgsl (`gemv` for
-// m <= 8, `tiled` otherwise); one more binding, the scales.
+// m <= 8, `tiled` otherwise); one more binding, the scales. A third entry,
+// `moe`, is moe_matmul over a stack of experts (below); behind
+// read_float.wgsl it serves f32, f16 and bf16 stacks too.
 //
 // Buffer layout (engine/src/quant/device_layout.rs, written by
 // backend-wgpu/src/quant.rs): row r of the weight starts at word
@@ -30,6 +32,15 @@ struct Params {      // QuantMatmulParams in backend-wgpu/src/ops/matmul.rs
     spr: u32,        // scales per row (the zero points follow them)
     tensor_scale: f32,
     has_zp: u32,
+    // the `moe` entry only (moe_matmul; zero for matmul):
+    top_k: u32,      // K: out row r is choice r % K of token r / K
+    per_choice: u32, // 1: x row r; 0: x row r / K (one row per token)
+    route_base: u32,
+    experts: u32,    // in the whole stack (ids are clamped to it)
+    e0: u32,         // first expert of this weight window
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -38,6 +49,7 @@ struct Params {      // QuantMatmulParams in backend-wgpu/src/ops/matmul.rs
 @group(0) @binding(3) var<storage, read> scales: array<u32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(6) var<storage, read> route: array<f32>; // `moe` only
 
 // element kk of weight row `row` (window-local), dequantized by the reader
 fn w_at(row: u32, kk: u32) -> f32 {
@@ -66,18 +78,40 @@ fn gemv(
     if (r0 >= p.nw) {
         return;
     }
-    let rows = min(GEMV_ROWS, p.nw - r0);
+    var xo: array<u32, GEMV_M>;
+    var oo: array<u32, GEMV_M>;
+    for (var i = 0u; i < GEMV_M; i++) {
+        xo[i] = p.x_base + i * p.k;
+        oo[i] = p.out_base + i * p.n + p.n0;
+    }
+    gemv_rows(r0, min(GEMV_ROWS, p.nw - r0), p.m, xo, oo, r0, lid);
+}
+
+// The body of `gemv` and `moe`: w rows wr..wr + rows (window-local, rows <=
+// GEMV_ROWS) times m <= GEMV_M rows of x, row i starting at xo[i];
+// out[oo[i] + col + j] = x_i . w_(wr + j) + bias[n0 + wr + j]. It has
+// barriers: call it in uniform control flow.
+fn gemv_rows(
+    wr: u32,
+    rows: u32,
+    m: u32,
+    xo: array<u32, GEMV_M>,
+    oo: array<u32, GEMV_M>,
+    col: u32,
+    lid: u32,
+) {
+    // constant trip counts with guards, so acc stays in registers
     var acc: array<f32, 32>; // [w row j][x row i] at j * GEMV_M + i
     for (var kk = lid; kk < p.k; kk += GEMV_WG) {
         var xv: array<f32, GEMV_M>;
         for (var i = 0u; i < GEMV_M; i++) {
-            if (i < p.m) {
-                xv[i] = x[p.x_base + i * p.k + kk];
+            if (i < m) {
+                xv[i] = x[xo[i] + kk];
             }
         }
         for (var j = 0u; j < GEMV_ROWS; j++) {
             if (j < rows) {
-                let wv = w_at(r0 + j, kk);
+                let wv = w_at(wr + j, kk);
                 for (var i = 0u; i < GEMV_M; i++) {
                     acc[j * GEMV_M + i] += xv[i] * wv;
                 }
@@ -91,18 +125,74 @@ fn gemv(
     for (var stride = GEMV_WG / 2u; stride > 0u; stride >>= 1u) {
         if (lid < stride) {
             for (var s = 0u; s < GEMV_ROWS * GEMV_M; s++) {
-                if (s / GEMV_M < rows && s % GEMV_M < p.m) {
+                if (s / GEMV_M < rows && s % GEMV_M < m) {
                     partial[s][lid] += partial[s][lid + stride];
                 }
             }
         }
         workgroupBarrier();
     }
+    // one invocation per (w row, x row) writes
     let j = lid / GEMV_M;
     let i = lid % GEMV_M;
-    if (j < rows && i < p.m) {
-        let col = p.n0 + r0 + j;
-        out[p.out_base + i * p.n + col] = partial[lid][0] + bias_at(col);
+    if (j < rows && i < m) {
+        out[oo[i] + col + j] = partial[lid][0] + bias_at(p.n0 + wr + j);
+    }
+}
+
+// moe_matmul (engine/src/ops/moe_matmul.rs): w stacks experts of p.n rows,
+// this window experts e0.. (whole experts); out row r of this token window is
+// choice r % K of token r / K, times the rows of its expert
+// route[t, K + j]. A workgroup per (tile of GEMV_ROWS columns, expert) finds
+// the rows that chose its expert and runs them through gemv_rows GEMV_M at a
+// time: an expert's weights are read once per GEMV_M rows that chose it, and
+// not at all when none did. The expert ids are read here, not on the host
+// (planning never waits for the device); one out of range (a route from
+// elsewhere) is clamped, so every out row is written and no read strays.
+var<workgroup> hits: array<u32, GEMV_WG>; // rows of the current chunk that chose this expert
+var<workgroup> n_hits: atomic<u32>;
+var<workgroup> found: u32;
+
+fn expert_of(r: u32) -> u32 {
+    let id = route[p.route_base + (r / p.top_k) * 2u * p.top_k + p.top_k + r % p.top_k];
+    return min(u32(max(id, 0.0)), p.experts - 1u);
+}
+
+@compute @workgroup_size(GEMV_WG)
+fn moe(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let col = wid.x * GEMV_ROWS; // first column of the tile, within an expert
+    if (col >= p.n) {
+        return;
+    }
+    let expert = p.e0 + wid.y;
+    let rows = min(GEMV_ROWS, p.n - col);
+    let wr = wid.y * p.n + col; // its first w row (window-local)
+    // the route in chunks of GEMV_WG rows, one row per invocation
+    for (var r0 = 0u; r0 < p.m; r0 += GEMV_WG) {
+        if (lid == 0u) {
+            atomicStore(&n_hits, 0u);
+        }
+        workgroupBarrier();
+        let r = r0 + lid;
+        if (r < p.m && expert_of(r) == expert) {
+            hits[atomicAdd(&n_hits, 1u)] = r;
+        }
+        workgroupBarrier();
+        if (lid == 0u) {
+            found = atomicLoad(&n_hits);
+        }
+        let count = workgroupUniformLoad(&found);
+        for (var h = 0u; h < count; h += GEMV_M) {
+            var xo: array<u32, GEMV_M>;
+            var oo: array<u32, GEMV_M>;
+            for (var i = 0u; i < GEMV_M; i++) {
+                let hit = hits[min(h + i, count - 1u)];
+                xo[i] = p.x_base + select(hit / p.top_k, hit, p.per_choice == 1u) * p.k;
+                oo[i] = p.out_base + hit * p.n;
+            }
+            gemv_rows(wr, rows, min(GEMV_M, count - h), xo, oo, col, lid);
+            workgroupBarrier(); // the next batch rewrites partial, the next chunk hits
+        }
     }
 }
 

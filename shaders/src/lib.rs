@@ -19,6 +19,9 @@
 //!   separate scales; `quant/read_ggml.wgsl`: GGUF blocks, scales inside the
 //!   blocks); an `override Q_FMT` picks the format within the family. The
 //!   joined text is what naga validates and what the backend compiles.
+//!   `quant/read_float.wgsl` is a third reader, for f32, f16 and bf16: behind
+//!   it the quantized matmul body is [`MOE_MATMUL`] (the float stacks of
+//!   moe_matmul, whose `moe` entry is in that body).
 //!
 //! Each file's `struct Params` is mirrored by a `#[repr(C)]` struct in
 //! `backend-wgpu/src/ops/`, named in the comment beside it.
@@ -30,6 +33,8 @@ pub const GATHER_ROWS: &str = include_str!("../gather_rows.wgsl");
 pub const GLU: &str = include_str!("../glu.wgsl");
 pub const KV_STORE: &str = include_str!("../kv_store.wgsl");
 pub const MATMUL: &str = include_str!("../matmul.wgsl");
+pub const MOE_COMBINE: &str = include_str!("../moe_combine.wgsl");
+pub const MOE_ROUTE: &str = include_str!("../moe_route.wgsl");
 pub const RMS_NORM: &str = include_str!("../rms_norm.wgsl");
 pub const ROPE: &str = include_str!("../rope.wgsl");
 pub const SAMPLE: &str = include_str!("../sample.wgsl");
@@ -49,6 +54,10 @@ pub const MATMUL_QUANT: &str = quant!("read_scaled.wgsl", "matmul.wgsl");
 pub const GATHER_ROWS_QUANT: &str = quant!("read_scaled.wgsl", "gather_rows.wgsl");
 pub const MATMUL_GGML: &str = quant!("read_ggml.wgsl", "matmul.wgsl");
 pub const GATHER_ROWS_GGML: &str = quant!("read_ggml.wgsl", "gather_rows.wgsl");
+/// moe_matmul with a float stack: the quantized matmul body (its `moe`
+/// entry) behind the float reader. Quantized stacks use `moe` of
+/// [`MATMUL_QUANT`] and [`MATMUL_GGML`].
+pub const MOE_MATMUL: &str = quant!("read_float.wgsl", "matmul.wgsl");
 
 /// `(op file stem, WGSL source)` for every shader.
 pub const SHADERS: &[(&str, &str)] = &[
@@ -59,6 +68,9 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("glu", GLU),
     ("kv_store", KV_STORE),
     ("matmul", MATMUL),
+    ("moe_combine", MOE_COMBINE),
+    ("moe_matmul", MOE_MATMUL),
+    ("moe_route", MOE_ROUTE),
     ("rms_norm", RMS_NORM),
     ("rope", ROPE),
     ("sample", SAMPLE),

@@ -30,26 +30,34 @@ pub(super) struct MatmulParams {
     _pad: [u32; 3],
 }
 
-/// Mirrors `Params` in shaders/quant/matmul.wgsl.
+/// Mirrors `Params` in shaders/quant/matmul.wgsl (also moe_matmul's, whose
+/// `moe` entry is in that body: see `super::moe_matmul`).
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 pub(super) struct QuantMatmulParams {
-    m: u32,
-    k: u32,
-    n: u32,
-    n0: u32,
-    nw: u32,
-    x_base: u32,
-    w_base: u32,
-    out_base: u32,
-    has_bias: u32,
-    s_base: u32,
-    row_words: u32,
-    srow_words: u32,
-    group: u32,
-    spr: u32,
-    tensor_scale: f32,
-    has_zp: u32,
+    pub m: u32,
+    pub k: u32,
+    pub n: u32,
+    pub n0: u32,
+    pub nw: u32,
+    pub x_base: u32,
+    pub w_base: u32,
+    pub out_base: u32,
+    pub has_bias: u32,
+    pub s_base: u32,
+    pub row_words: u32,
+    pub srow_words: u32,
+    pub group: u32,
+    pub spr: u32,
+    pub tensor_scale: f32,
+    pub has_zp: u32,
+    // the `moe` entry only
+    pub top_k: u32,
+    pub per_choice: u32,
+    pub route_base: u32,
+    pub experts: u32,
+    pub e0: u32,
+    pub _pad: [u32; 3],
 }
 
 /// `GEMV_M` in the shader: rows of x one gemv workgroup handles.
@@ -153,6 +161,7 @@ fn plan_quant(inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -> Result<Vec<Dispatc
                 spr: u32_of(lay.spr, "scales per row")?,
                 tensor_scale: lay.tensor_scale,
                 has_zp: lay.has_zp as u32,
+                ..bytemuck::Zeroable::zeroed()
             };
             let groups = workgroups(gemv, rows, cw.rows, l)?;
             let b = bias_binding.clone().unwrap_or_else(|| xw.binding.clone());

@@ -9,6 +9,9 @@ mod elementwise;
 mod gather_rows;
 mod kv_store;
 mod matmul;
+mod moe_combine;
+mod moe_matmul;
+mod moe_route;
 mod rms_norm;
 mod rope;
 mod sample;
@@ -66,9 +69,9 @@ pub(crate) fn plan(op: &Op, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -> Resu
         Op::Softcap(p) => elementwise::softcap(p, inputs, out, ctx),
         Op::Argmax(_) => argmax::plan(inputs, out, ctx),
         Op::Sample(_) => sample::plan(inputs, out, ctx),
-        Op::MoeRoute(_) | Op::MoeMatmul(_) | Op::MoeCombine(_) => {
-            Err(ferrum_engine::Error::Backend(format!("wgpu: {} is not ported yet", op.kind().name())))
-        }
+        Op::MoeRoute(p) => moe_route::plan(p, inputs, out, ctx),
+        Op::MoeMatmul(p) => moe_matmul::plan(p, inputs, out, ctx),
+        Op::MoeCombine(_) => moe_combine::plan(inputs, out, ctx),
     }
 }
 
@@ -77,9 +80,10 @@ pub(crate) fn plan(op: &Op, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -> Resu
 /// u32 words; bf16 widens with a shift), and GGUF block formats need
 /// `f16_in_f32` too (shaders/quant/read_ggml.wgsl unpacks their f16 scales).
 /// Every quantized format is decoded in registers by shaders/quant/.
+/// moe_matmul has no native-f16 variant: its f16 stacks need `f16_in_f32`.
 pub(crate) fn supports(op: OpKind, dtype: DType, native_f16: bool, f16_in_f32: bool) -> bool {
+    let native_f16 = native_f16 && op != OpKind::MoeMatmul;
     op.takes(dtype)
-        && !matches!(op, OpKind::MoeRoute | OpKind::MoeMatmul | OpKind::MoeCombine)
         && match dtype {
             DType::F16 => native_f16 || f16_in_f32,
             DType::Quant(QuantFormat::Ggml(ty)) => f16_in_f32 && DeviceFormat::of_ggml(ty).is_some(),
@@ -118,7 +122,9 @@ fn u32_of(v: usize, what: &str) -> Result<u32> {
 mod tests {
     use std::mem::size_of;
 
-    use super::{argmax, attention, elementwise, gather_rows, kv_store, matmul, rms_norm, rope, sample};
+    use super::{
+        argmax, attention, elementwise, gather_rows, kv_store, matmul, moe_combine, moe_route, rms_norm, rope, sample,
+    };
 
     /// Each `#[repr(C)]` params struct has the size of the WGSL `Params` it
     /// mirrors (naga's layout), in the portable and the f16 variants.
@@ -132,6 +138,10 @@ mod tests {
             ("glu", size_of::<elementwise::GluParams>()),
             ("kv_store", size_of::<kv_store::KvStoreParams>()),
             ("matmul", size_of::<matmul::MatmulParams>()),
+            ("moe_combine", size_of::<moe_combine::MoeCombineParams>()),
+            // the quantized matmul body behind the float reader
+            ("moe_matmul", size_of::<matmul::QuantMatmulParams>()),
+            ("moe_route", size_of::<moe_route::MoeRouteParams>()),
             ("rms_norm", size_of::<rms_norm::RmsNormParams>()),
             ("rope", size_of::<rope::RopeParams>()),
             ("sample", size_of::<sample::SampleParams>()),
