@@ -15,6 +15,7 @@ pub enum Architecture {
     Gemma3,
     Mixtral,
     Qwen3Moe,
+    GptOss,
 }
 
 /// Which layers attend through a sliding window, when the config does not
@@ -62,6 +63,10 @@ pub struct ArchSpec {
     pub windows: WindowRule,
     /// `Some` for mixture-of-experts families.
     pub routing: Option<Routing>,
+    /// A learned sink logit per head in every attention (gpt-oss).
+    pub attention_sinks: bool,
+    /// Biases on the router and on every expert's projections (gpt-oss).
+    pub expert_biases: bool,
 }
 
 const fn dense(arch: Architecture, hf_class: &'static str, model_type: &'static str, gguf: &'static str) -> ArchSpec {
@@ -76,11 +81,13 @@ const fn dense(arch: Architecture, hf_class: &'static str, model_type: &'static 
         qkv_bias: false,
         windows: WindowRule::None,
         routing: None,
+        attention_sinks: false,
+        expert_biases: false,
     }
 }
 
 /// Every architecture, in the order errors list them.
-pub const ARCHITECTURES: [ArchSpec; 9] = {
+pub const ARCHITECTURES: [ArchSpec; 10] = {
     use Architecture::*;
     let gemma = ArchSpec { gemma: true, ..dense(Gemma, "GemmaForCausalLM", "gemma", "gemma") };
     [
@@ -126,6 +133,13 @@ pub const ARCHITECTURES: [ArchSpec; 9] = {
             windows: WindowRule::FromMaxWindowLayers,
             routing: Some(Routing::SoftmaxNormTopkProb),
             ..dense(Qwen3Moe, "Qwen3MoeForCausalLM", "qwen3_moe", "qwen3moe")
+        },
+        // softmax over the top-k logits is the top-k of the softmax, renormalized
+        ArchSpec {
+            routing: Some(Routing::SoftmaxRenormalized),
+            attention_sinks: true,
+            expert_biases: true,
+            ..dense(GptOss, "GptOssForCausalLM", "gpt_oss", "gpt-oss")
         },
     ]
 };

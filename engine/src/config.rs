@@ -30,6 +30,8 @@ pub struct MoeConfig {
     pub route: MoeRoute,
     /// Per layer: experts (true) or the dense MLP of `intermediate_size`.
     pub layers: Vec<bool>,
+    /// Biases on the router and the experts' projections (gpt-oss).
+    pub biases: bool,
 }
 
 impl MoeConfig {
@@ -120,8 +122,10 @@ pub struct ModelConfig {
     pub final_logit_softcap: Option<f32>,
     /// The dtype the checkpoint says it was saved in, if it says.
     pub dtype: Option<String>,
-    /// Mixture-of-experts layers (Mixtral, Qwen3-MoE); `None` for dense models.
+    /// Mixture-of-experts layers (Mixtral, Qwen3-MoE, gpt-oss); `None` for dense models.
     pub moe: Option<MoeConfig>,
+    /// A learned sink logit per attention head (gpt-oss).
+    pub attention_sinks: bool,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
 }
@@ -149,16 +153,19 @@ impl ModelConfig {
         let embed = self.vocab_size * h * if self.tie_word_embeddings { 1 } else { 2 } + h;
         let bias = |on: bool, n: usize| if on { n } else { 0 };
         let attention = h * (q + 2 * kv) + q * h + bias(self.qkv_bias, q + 2 * kv) + bias(self.o_bias, h);
-        let norms = h * if self.sandwich_norms { 4 } else { 2 } + if self.qk_norm { 2 * d } else { 0 };
+        let norms = h * if self.sandwich_norms { 4 } else { 2 }
+            + if self.qk_norm { 2 * d } else { 0 }
+            + bias(self.attention_sinks, self.num_heads);
         let dense = 3 * h * self.intermediate_size + bias(self.mlp_bias, 2 * self.intermediate_size + h);
         let (mut total, mut active) = (embed, embed);
         for l in 0..self.num_layers {
             let shared = attention + norms;
             match &self.moe {
                 Some(m) if m.is_moe_layer(l) => {
-                    let expert = 3 * h * m.expert_intermediate;
-                    total += shared + m.experts * h + m.experts * expert;
-                    active += shared + m.experts * h + m.route.top_k * expert;
+                    let expert = 3 * h * m.expert_intermediate + bias(m.biases, 2 * m.expert_intermediate + h);
+                    let router = m.experts * h + bias(m.biases, m.experts);
+                    total += shared + router + m.experts * expert;
+                    active += shared + router + m.route.top_k * expert;
                 }
                 _ => {
                     total += shared + dense;
@@ -282,7 +289,8 @@ impl Reader<'_> {
             attention_softcap: self.opt_f64("attn_logit_softcapping")?.map(|c| c as f32),
             final_logit_softcap: self.opt_f64("final_logit_softcapping")?.map(|c| c as f32),
             dtype: self.opt_str("dtype").or(self.opt_str("torch_dtype")).map(str::to_string),
-            moe: spec.routing.map(|r| self.moe(r, num_layers)).transpose()?,
+            moe: spec.routing.map(|r| self.moe(r, spec.expert_biases, num_layers)).transpose()?,
+            attention_sinks: spec.attention_sinks,
             bos_token_id: self.token_ids("bos_token_id")?.first().copied(),
             eos_token_ids: self.token_ids("eos_token_id")?,
         };
@@ -303,6 +311,11 @@ impl Reader<'_> {
     /// The gated MLP's activation: SiLU for the Llama family, tanh-GELU for Gemma.
     fn activation(&self, spec: &ArchSpec) -> Result<Activation> {
         let named = self.opt_str("hidden_activation").or(self.opt_str("hidden_act"));
+        // gpt-oss: a SwiGLU with a clamp and its own slope
+        if let Some(limit) = self.opt_f64("swiglu_limit")? {
+            let alpha = self.opt_f64("swiglu_alpha")?.unwrap_or(1.702);
+            return Ok(Activation::SwigluClamped { alpha: alpha as f32, limit: limit as f32 });
+        }
         match (spec.gemma, named) {
             (false, None | Some("silu")) => Ok(Activation::Silu),
             // Gemma 1 configs say "gelu" but transformers runs the tanh approximation
@@ -436,7 +449,7 @@ impl Reader<'_> {
     /// `moe_intermediate_size` (else `intermediate_size`), top
     /// `num_experts_per_tok`; Qwen3-MoE's dense layers are those in
     /// `mlp_only_layers` or off its `decoder_sparse_step`.
-    fn moe(&self, routing: Routing, num_layers: usize) -> Result<MoeConfig> {
+    fn moe(&self, routing: Routing, biases: bool, num_layers: usize) -> Result<MoeConfig> {
         let experts = match self.opt_usize("num_local_experts")? {
             Some(e) => e,
             None => self.usize("num_experts")?,
@@ -470,7 +483,7 @@ impl Reader<'_> {
         };
         let step = self.opt_usize("decoder_sparse_step")?.unwrap_or(1).max(1);
         let layers = (0..num_layers).map(|l| !dense.contains(&l) && (l + 1) % step == 0).collect();
-        Ok(MoeConfig { experts, expert_intermediate, route: MoeConfig::softmax_route(top_k, renormalize), layers })
+        Ok(MoeConfig { experts, expert_intermediate, route: MoeConfig::softmax_route(top_k, renormalize), layers, biases })
     }
 }
 

@@ -6,7 +6,12 @@
 //!   `block_sparse_moe.experts.E.w1.weight` (Mixtral: w1 gate, w3 up, w2 down,
 //!   router `block_sparse_moe.gate.weight`);
 //! * transformers-5's fused tensors: `mlp.experts.gate_up_proj` [E, 2I, H]
-//!   (each expert's gate rows, then its up rows) and `mlp.experts.down_proj` [E, H, I].
+//!   (each expert's gate rows, then its up rows) and `mlp.experts.down_proj` [E, H, I];
+//! * gpt-oss's (told apart by their biases, `gate_up_proj_bias` [E, 2I]):
+//!   `gate_up_proj` [E, H, 2I] multiplied as `x @ W`, gate and up columns
+//!   interleaved (gate even, up odd), `down_proj` [E, I, H], `down_proj_bias`
+//!   [E, H], and the router `mlp.router.{weight,bias}`. These are transposed
+//!   into [E * out, in] when read.
 //!
 //! GGUF's `ffn_*_exps` [E, rows, cols] need none of this (`gguf_model`).
 
@@ -15,12 +20,49 @@ use std::ops::Range;
 
 use super::{StDtype, TensorEntry};
 
-/// A tensor made of rows of stored tensors, in order.
+/// A tensor made from stored ones.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct View {
-    pub parts: Vec<(String, Range<usize>)>,
+    pub source: Source,
     pub shape: Vec<usize>,
     pub dtype: StDtype,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// Rows of stored tensors (flattened to [rows, last dim]), in order.
+    Rows(Vec<(String, Range<usize>)>),
+    /// A stored [E, in, cols] read as [E * out, in]: each expert's columns
+    /// `first, first + step, ...` (`out` of them), transposed.
+    Columns { name: String, first: usize, step: usize },
+}
+
+impl View {
+    /// The stored tensors it reads.
+    pub fn parts(&self) -> Vec<&str> {
+        match &self.source {
+            Source::Rows(parts) => parts.iter().map(|(p, _)| p.as_str()).collect(),
+            Source::Columns { name, .. } => vec![name.as_str()],
+        }
+    }
+}
+
+/// The values of a [`Source::Columns`] view of `bytes`, a stored [E, in, cols]
+/// tensor of `elem`-byte elements.
+pub fn gather_columns(bytes: &[u8], shape: &[usize], elem: usize, first: usize, step: usize) -> Vec<u8> {
+    let [e, inp, cols] = shape[..] else { return Vec::new() };
+    let out = (cols - first).div_ceil(step);
+    let mut v = Vec::with_capacity(e * out * inp * elem);
+    for x in 0..e {
+        for o in 0..out {
+            let c = first + o * step;
+            for i in 0..inp {
+                let at = ((x * inp + i) * cols + c) * elem;
+                v.extend_from_slice(&bytes[at..at + elem]);
+            }
+        }
+    }
+    v
 }
 
 /// What goes wrong while gathering a layer's experts, by the name the
@@ -30,13 +72,18 @@ pub type Broken = BTreeMap<String, String>;
 /// Every expert view the stored tensors (name -> entry) make, and why the
 /// ones that cannot be made fail.
 pub fn views<'a>(tensors: impl Iterator<Item = (&'a str, &'a TensorEntry)>) -> (BTreeMap<String, View>, Broken) {
+    #![allow(clippy::type_complexity)]
+    let tensors: Vec<(&str, &TensorEntry)> = tensors.collect();
     let mut views = BTreeMap::new();
     let mut broken = Broken::new();
+    let oai = |layer: &str| tensors.iter().any(|(n, _)| *n == format!("{layer}.mlp.experts.gate_up_proj_bias"));
     // canonical name -> expert index -> (stored name, entry)
     let mut per_expert: BTreeMap<String, BTreeMap<usize, (&str, &TensorEntry)>> = BTreeMap::new();
-    for (name, entry) in tensors {
+    for &(name, entry) in &tensors {
         if let Some((layer, rest)) = split_moe(name) {
-            if rest == "gate.weight" && name.contains(".block_sparse_moe.") {
+            if oai(&layer) {
+                openai_experts(&layer, rest, name, entry, &mut views, &mut broken);
+            } else if rest == "gate.weight" && name.contains(".block_sparse_moe.") {
                 let rows = entry.shape.first().copied().unwrap_or(0);
                 views.insert(format!("{layer}.mlp.gate.weight"), whole(name, entry, rows));
             } else if let Some((e, proj)) = expert_matrix(rest) {
@@ -94,7 +141,7 @@ fn expert_matrix(rest: &str) -> Option<(usize, &'static str)> {
 }
 
 fn whole(name: &str, entry: &TensorEntry, rows: usize) -> View {
-    View { parts: vec![(name.to_string(), 0..rows)], shape: entry.shape.clone(), dtype: entry.dtype }
+    View { source: Source::Rows(vec![(name.to_string(), 0..rows)]), shape: entry.shape.clone(), dtype: entry.dtype }
 }
 
 /// Experts 0..E, each [rows, cols] of one dtype, stacked.
@@ -119,7 +166,7 @@ fn stack(experts: &BTreeMap<usize, (&str, &TensorEntry)>) -> Result<View, String
         }
         parts.push((name.to_string(), 0..rows));
     }
-    Ok(View { shape: vec![experts.len() * rows, cols], parts, dtype: first.dtype })
+    Ok(View { shape: vec![experts.len() * rows, cols], source: Source::Rows(parts), dtype: first.dtype })
 }
 
 /// [E, 2I, H] -> gate [E * I, H] (rows e*2I .. e*2I + I) and up (the next I rows).
@@ -149,7 +196,52 @@ fn fused_gate_up(
         let parts = (0..e).map(|x| (name.to_string(), x * two_i + offset..x * two_i + offset + i)).collect();
         views.insert(
             format!("{layer}.mlp.experts.{proj}.weight"),
-            View { parts, shape: vec![e * i, cols], dtype: entry.dtype },
+            View { source: Source::Rows(parts), shape: vec![e * i, cols], dtype: entry.dtype },
         );
+    }
+}
+
+/// gpt-oss's experts and router (see the module doc).
+fn openai_experts(
+    layer: &str,
+    rest: &str,
+    name: &str,
+    entry: &TensorEntry,
+    views: &mut BTreeMap<String, View>,
+    broken: &mut Broken,
+) {
+    let experts = format!("{layer}.mlp.experts");
+    let columns = |first, step| Source::Columns { name: name.to_string(), first, step };
+    let mut put = |key: String, source: Source, shape: Vec<usize>| {
+        views.insert(key, View { source, shape, dtype: entry.dtype });
+    };
+    match (rest, &entry.shape[..]) {
+        ("router.weight" | "router.bias", _) => {
+            let rows = entry.shape.first().copied().unwrap_or(0);
+            let key = format!("{layer}.mlp.gate.{}", rest.trim_start_matches("router."));
+            views.insert(key, whole(name, entry, rows));
+        }
+        ("experts.gate_up_proj", &[e, inp, two_i]) if two_i % 2 == 0 => {
+            put(format!("{experts}.gate_proj.weight"), columns(0, 2), vec![e * two_i / 2, inp]);
+            put(format!("{experts}.up_proj.weight"), columns(1, 2), vec![e * two_i / 2, inp]);
+        }
+        ("experts.down_proj", &[e, inp, out]) => put(format!("{experts}.down_proj.weight"), columns(0, 1), vec![e * out, inp]),
+        // biases [E, n] are [E, 1, n] matrices
+        ("experts.gate_up_proj_bias", &[e, two_i]) if two_i % 2 == 0 => {
+            let gate = Source::Columns { name: name.to_string(), first: 0, step: 2 };
+            let up = Source::Columns { name: name.to_string(), first: 1, step: 2 };
+            put(format!("{experts}.gate_proj.bias"), gate, vec![e * two_i / 2]);
+            put(format!("{experts}.up_proj.bias"), up, vec![e * two_i / 2]);
+        }
+        ("experts.down_proj_bias", &[e, n]) => {
+            put(format!("{experts}.down_proj.bias"), Source::Rows(vec![(name.to_string(), 0..e)]), vec![e * n]);
+        }
+        (
+            "experts.gate_up_proj" | "experts.down_proj" | "experts.gate_up_proj_bias" | "experts.down_proj_bias",
+            shape,
+        ) => {
+            broken.insert(format!("{experts}.{}", rest.trim_start_matches("experts.")), format!("{name} has shape {shape:?}"));
+        }
+        _ => {}
     }
 }

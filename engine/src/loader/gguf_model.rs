@@ -90,6 +90,9 @@ pub fn config(file: &GgufFile) -> Result<ModelConfig> {
     }
     .map(|theta| RopeConfig { theta, scaling: RopeScaling::None, partial_rotary_factor: 1.0 });
     let spec = arch.spec();
+    if spec.attention_sinks {
+        return Err(bad(file, format!("{} GGUF files are not supported yet (its Hugging Face folder is)", spec.hf_class)));
+    }
     let gemma = spec.gemma;
     let qkv_bias = file.tensor("blk.0.attn_q.bias").is_some();
     let moe = match spec.routing {
@@ -126,6 +129,7 @@ pub fn config(file: &GgufFile) -> Result<ModelConfig> {
         final_logit_softcap: optf("final_logit_softcapping")?.map(|c| c as f32),
         dtype: None,
         moe,
+        attention_sinks: false,
         bos_token_id: file.get_opt::<u32>("tokenizer.ggml.bos_token_id")?,
         eos_token_ids: eos.into_iter().collect(),
     };
@@ -189,7 +193,13 @@ fn moe(file: &GgufFile, prefix: &str, num_layers: usize) -> Result<MoeConfig> {
             "experts stored one tensor each (an old Mixtral GGUF); re-convert with a current llama.cpp".into(),
         ));
     }
-    Ok(MoeConfig { experts, expert_intermediate, route: MoeConfig::softmax_route(top_k, renormalize), layers })
+    Ok(MoeConfig {
+        experts,
+        expert_intermediate,
+        route: MoeConfig::softmax_route(top_k, renormalize),
+        layers,
+        biases: false,
+    })
 }
 
 /// Hugging Face name -> where it comes from, for every tensor the decoder reads.

@@ -242,8 +242,7 @@ impl WeightStore {
     pub fn release(&self, name: &str) {
         match &self.kind {
             StoreKind::Safetensors { files, index, views, .. } => {
-                let parts =
-                    views.get(name).map_or_else(|| vec![name], |v| v.parts.iter().map(|(p, _)| p.as_str()).collect());
+                let parts = views.get(name).map_or_else(|| vec![name], |v| v.parts());
                 for part in parts {
                     if let Some(&i) = index.get(part) {
                         files[i].release(&files[i].tensors[part]);
@@ -271,17 +270,27 @@ impl WeightStore {
                 }
                 let view = views.get(name).ok_or_else(|| Self::not_found(broken, name))?;
                 // a part's rows: of the stored tensor flattened to [rows, last dim]
-                let rows = |(part, range): &(String, Range<usize>)| {
+                let stored = |part: &str| {
                     let file = &files[index[part]];
                     let entry = &file.tensors[part];
-                    let bytes = file.bytes(entry);
-                    let row_bytes = bytes.len()
-                        / entry.shape[..entry.shape.len().saturating_sub(1)].iter().product::<usize>().max(1);
+                    (file.bytes(entry), &entry.shape)
+                };
+                let rows = |(part, range): &(String, Range<usize>)| {
+                    let (bytes, shape) = stored(part);
+                    let row_bytes = bytes.len() / shape[..shape.len().saturating_sub(1)].iter().product::<usize>().max(1);
                     &bytes[range.start * row_bytes..range.end * row_bytes]
                 };
-                let bytes = match &view.parts[..] {
-                    [part] => Cow::Borrowed(rows(part)),
-                    parts => Cow::Owned(parts.iter().flat_map(|p| rows(p).iter().copied()).collect()),
+                let bytes = match &view.source {
+                    experts::Source::Rows(parts) => match &parts[..] {
+                        [part] => Cow::Borrowed(rows(part)),
+                        parts => Cow::Owned(parts.iter().flat_map(|p| rows(p).iter().copied()).collect()),
+                    },
+                    experts::Source::Columns { name: part, first, step } => {
+                        let (bytes, shape) = stored(part);
+                        // a bias [E, n] is a [E, 1, n] matrix
+                        let shape = if let [e, n] = shape[..] { vec![e, 1, n] } else { shape.clone() };
+                        Cow::Owned(experts::gather_columns(bytes, &shape, view.dtype.size_bytes(), *first, *step))
+                    }
                 };
                 Ok(RawTensor { dtype: view.dtype, shape: &view.shape, bytes })
             }

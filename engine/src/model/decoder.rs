@@ -225,8 +225,9 @@ impl Decoder<'_> {
             softcap: c.attention_softcap,
             window,
         });
-        let a =
-            b.run(&attention, &[&q, &cache.k[l], &cache.v[l], &step.block_tables, &step.token_seq, &step.positions])?;
+        let mut inputs = vec![&q, &cache.k[l], &cache.v[l], &step.block_tables, &step.token_seq, &step.positions];
+        inputs.extend(&w.sinks);
+        let a = b.run(&attention, &inputs)?;
         let a = self.linear(&a.reshape(&[t, heads * d])?, &w.o)?;
         let a = self.maybe_norm(a, w.attn_out_norm.as_ref())?;
         let x = b.run(&Op::Add(Add), &[x, &a])?;
@@ -241,11 +242,16 @@ impl Decoder<'_> {
             Mlp::Experts { router, gate, up, down } => {
                 let moe = c.moe.as_ref().expect("expert weights come from a MoE config");
                 let route = b.run(&Op::MoeRoute(moe.route.clone()), &[&self.linear(&h, router)?])?; // (T, 2K)
-                let experts = Op::MoeMatmul(MoeMatmul { experts: moe.experts });
-                let gate = b.run(&experts, &[&h, &gate.weight, &route])?; // (T*K, I)
-                let up = b.run(&experts, &[&h, &up.weight, &route])?;
+                let experts = |x: &Tensor, l: &Linear| {
+                    let op = Op::MoeMatmul(MoeMatmul { experts: moe.experts });
+                    match &l.bias {
+                        Some(bias) => b.run(&op, &[x, &l.weight, &route, bias]),
+                        None => b.run(&op, &[x, &l.weight, &route]),
+                    }
+                };
+                let (gate, up) = (experts(&h, gate)?, experts(&h, up)?); // (T*K, I)
                 let m = b.run(&Op::Glu(Glu { activation: c.activation }), &[&gate, &up])?;
-                let m = b.run(&experts, &[&m, &down.weight, &route])?; // (T*K, hidden)
+                let m = experts(&m, down)?; // (T*K, hidden)
                 b.run(&Op::MoeCombine(MoeCombine), &[&m, &route])? // (T, hidden)
             }
         };

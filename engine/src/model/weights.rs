@@ -80,6 +80,8 @@ pub struct LayerWeights {
     pub o: Linear,
     pub q_norm: Option<Tensor>,
     pub k_norm: Option<Tensor>,
+    /// [heads] learned sink logits (gpt-oss)
+    pub sinks: Option<Tensor>,
     pub mlp_in_norm: Tensor,
     pub mlp_out_norm: Option<Tensor>,
     pub mlp: Mlp,
@@ -124,6 +126,7 @@ impl DecoderWeights {
                 l.mlp_out_norm.as_ref(),
                 l.q_norm.as_ref(),
                 l.k_norm.as_ref(),
+                l.sinks.as_ref(),
             ]
             .into_iter()
             .flatten()
@@ -195,6 +198,10 @@ impl WeightLoader<'_> {
                 o: self.linear(&format!("{p}.self_attn.o_proj"), h, q_out, config.o_bias)?,
                 q_norm: qk_norm("q_norm")?,
                 k_norm: qk_norm("k_norm")?,
+                sinks: config
+                    .attention_sinks
+                    .then(|| self.vector(&format!("{p}.self_attn.sinks"), config.num_heads))
+                    .transpose()?,
                 mlp_in_norm,
                 mlp_out_norm,
                 mlp: self.mlp(config, l)?,
@@ -220,11 +227,15 @@ impl WeightLoader<'_> {
         match &config.moe {
             Some(moe) if moe.is_moe_layer(l) => {
                 let (e, i) = (moe.experts, moe.expert_intermediate);
-                let experts = |proj: &str, out: usize, inp: usize| {
-                    self.weight(&format!("{p}.experts.{proj}"), e * out, inp, &[OpKind::MoeMatmul])
+                let experts = |proj: &str, out: usize, inp: usize| -> Result<Linear> {
+                    let prefix = format!("{p}.experts.{proj}");
+                    Ok(Linear {
+                        bias: moe.biases.then(|| self.vector(&format!("{prefix}.bias"), e * out)).transpose()?,
+                        ..self.weight(&prefix, e * out, inp, &[OpKind::MoeMatmul])?
+                    })
                 };
                 Ok(Mlp::Experts {
-                    router: self.linear(&format!("{p}.gate"), e, h, false)?,
+                    router: self.linear(&format!("{p}.gate"), e, h, moe.biases)?,
                     gate: experts("gate_proj", i, h)?,
                     up: experts("up_proj", i, h)?,
                     down: experts("down_proj", h, i)?,
