@@ -2,6 +2,8 @@
 // Token t of sequence s = token_seq[t] at position p sees positions j in
 // [first, p] (first = p + 1 - window with a sliding window, else 0);
 // score_j = scale * q . k_j, soft-capped when asked; out = softmax(score) . v.
+// With sinks, head h's logit sinks[h] joins the softmax's max and denominator
+// only: w_j = e^score_j / (sum_i e^score_i + e^sinks[h]).
 // Position j lives in slot block_tables[s, j / block_size] * block_size + j % block_size.
 //
 // One workgroup per (token, head) of a window of tokens. Keys go in chunks of
@@ -13,7 +15,8 @@
 // binding: it is dispatched once per window of cache slots, attends only to
 // the keys whose slot lies in its window, and merges its (max, sum, acc)
 // into a per-(token, head) `state` row, in dispatch order; the last window
-// writes out.
+// writes out. The sink starts the softmax state (max sinks[h], sum 1, acc 0)
+// of `main` and of the first window only, so it is counted once.
 
 struct Params {      // AttentionParams in backend-wgpu/src/ops/attention.rs
     tokens: u32,     // tokens in this window
@@ -32,6 +35,10 @@ struct Params {      // AttentionParams in backend-wgpu/src/ops/attention.rs
     slots: u32,      // slots in the cache window
     cache_base: u32, // where slot0 starts in the k/v bindings
     merge: u32,      // `windowed`: bit 0 set: merge with state; bit 1: last window, write out
+    has_sinks: u32,  // 1: sinks holds a logit per head; 0: a stand-in, never read
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -42,8 +49,9 @@ struct Params {      // AttentionParams in backend-wgpu/src/ops/attention.rs
 @group(0) @binding(5) var<storage, read> token_seq: array<u32>;
 @group(0) @binding(6) var<storage, read> positions: array<u32>;
 @group(0) @binding(7) var<storage, read_write> out: array<f32>;
+@group(0) @binding(8) var<storage, read> sinks: array<f32>; // [heads]
 // `windowed` only: [tokens, heads, head_dim + 2]: acc, then max, then sum
-@group(0) @binding(8) var<storage, read_write> state: array<f32>;
+@group(0) @binding(9) var<storage, read_write> state: array<f32>;
 
 const WG: u32 = 64u;
 const MAX_D: u32 = 256u;
@@ -74,8 +82,9 @@ struct Partial {
 }
 
 // Attends (token tl of the window, head h) to its visible keys whose slot
-// lies in [p.slot0, p.slot0 + p.slots).
-fn attend(tl: u32, h: u32, lid: u32) -> Partial {
+// lies in [p.slot0, p.slot0 + p.slots); with `sink`, head h's sink logit
+// starts the state, as a key whose value is 0.
+fn attend(tl: u32, h: u32, lid: u32, sink: bool) -> Partial {
     let t = p.t0 + tl;
     let seq = token_seq[t];
     let kvh = h / (p.heads / p.kv_heads);
@@ -97,6 +106,11 @@ fn attend(tl: u32, h: u32, lid: u32) -> Partial {
     var r: Partial;
     r.m = LOWEST;
     r.l = 0.0;
+    if (sink && p.has_sinks == 1u) {
+        // exp(sink - m) with m = sink; clamped so a -inf sink stays a no-op
+        r.m = max(sinks[h], LOWEST);
+        r.l = 1.0;
+    }
     for (var c0 = span.x; c0 <= span.y; c0 += WG) {
         let count = min(WG, span.y + 1u - c0); // positions in this chunk
         // 1. one key per invocation; keys in another cache window are skipped
@@ -163,7 +177,7 @@ fn main(
     if (item >= p.tokens * p.heads) {
         return;
     }
-    let r = attend(item / p.heads, item % p.heads, lid);
+    let r = attend(item / p.heads, item % p.heads, lid, true);
     let out_row = p.out_base + item * p.head_dim;
     for (var k = 0u; k < PER_INVOCATION; k++) {
         let e = lid + k * WG;
@@ -184,9 +198,11 @@ fn windowed(
         return;
     }
     let d = p.head_dim;
-    var r = attend(item / p.heads, item % p.heads, lid);
+    let merging = (p.merge & 1u) == 1u;
+    // the sink joins the first window's state only; later windows merge it in
+    var r = attend(item / p.heads, item % p.heads, lid, !merging);
     let state_row = item * (d + 2u);
-    if ((p.merge & 1u) == 1u) {
+    if (merging) {
         // fold in the windows before this one
         let m_prev = state[state_row + d];
         let m = max(m_prev, r.m);

@@ -4,7 +4,9 @@
 //! (128 MiB is 32k slots of 8 kv heads x 128 dims in f32) is split into
 //! windows of slots, and `windowed` runs once per window, merging each
 //! window's softmax state into a scratch row per (token, head), flash-decoding
-//! style; the last window writes the output.
+//! style; the last window writes the output. Sinks (the optional 7th input)
+//! are bound whole and counted once: they start the state of `main`, or of
+//! the first window.
 
 use ferrum_engine::ops::Attention;
 use ferrum_engine::{Error, Result, Tensor};
@@ -36,6 +38,8 @@ pub(super) struct AttentionParams {
     slots: u32,
     cache_base: u32,
     merge: u32,
+    has_sinks: u32,
+    _pad: [u32; 3],
 }
 
 /// `MAX_D` in the shader: head dims one workgroup holds.
@@ -45,8 +49,12 @@ const MERGE_STATE: u32 = 1;
 const LAST_WINDOW: u32 = 2;
 
 pub(super) fn plan(p: &Attention, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -> Result<Vec<Dispatch>> {
-    let [q, k_cache, v_cache, tables, token_seq, positions] = inputs else {
-        return Err(Error::op("attention", "expects 6 inputs (sinks are not ported to wgpu yet)"));
+    let (six, sinks) = match inputs {
+        [six @ .., sinks] if six.len() == 6 => (six, Some(*sinks)),
+        six => (six, None),
+    };
+    let [q, k_cache, v_cache, tables, token_seq, positions] = six else {
+        return Err(Error::op("attention", format!("expects 6 or 7 inputs, got {}", inputs.len())));
     };
     let (heads, head_dim) = (q.shape()[1], q.shape()[2]);
     let (num_slots, kv_heads) = (k_cache.shape()[0], k_cache.shape()[1]);
@@ -63,6 +71,7 @@ pub(super) fn plan(p: &Attention, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -
         whole(token_seq, "attention token_seq", l)?,
         whole(positions, "attention positions", l)?,
     ];
+    let sinks = sinks.map(|s| whole(s, "attention sinks", l)).transpose()?;
     let (qr, or, kr, vr) = (Rows::of(q)?, Rows::of(out)?, Rows::of(k_cache)?, Rows::of(v_cache)?);
     // whole caches, or windows of slots (k and v have one shape, so one plan)
     let cache_windows: Vec<(Window, Window)> = if k_cache.size_bytes() as u64 <= l.max_binding {
@@ -79,9 +88,9 @@ pub(super) fn plan(p: &Attention, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -
         per_tokens = per_tokens.min(state_row.per_window(l)?);
     }
     let (entry, storage): (_, &'static [_]) = if windowed {
-        ("windowed", &[Read, Read, Read, Read, Read, Read, ReadWrite, ReadWrite])
+        ("windowed", &[Read, Read, Read, Read, Read, Read, ReadWrite, Read, ReadWrite])
     } else {
-        ("main", &[Read, Read, Read, Read, Read, Read, ReadWrite])
+        ("main", &[Read, Read, Read, Read, Read, Read, ReadWrite, Read])
     };
     let key = PipelineKey::new("attention", entry, storage);
     let mut dispatches = Vec::new();
@@ -110,10 +119,14 @@ pub(super) fn plan(p: &Attention, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -
                 slots: u32_of(kw.rows, "slots in a window")?,
                 cache_base: kw.base,
                 merge,
+                has_sinks: sinks.is_some() as u32,
+                _pad: [0; 3],
             };
             let mut bindings = vec![qw.binding.clone(), kw.binding.clone(), vw.binding.clone()];
             bindings.extend(small.iter().cloned());
             bindings.push(ow.binding.clone());
+            // without sinks, q stands in for them (read-only, never read)
+            bindings.push(sinks.clone().unwrap_or_else(|| qw.binding.clone()));
             bindings.extend(state.clone());
             let groups = if head_dim == 0 { 0 } else { (tokens * heads) as u64 };
             dispatches.push(Dispatch {
