@@ -483,7 +483,13 @@ impl Reader<'_> {
         };
         let step = self.opt_usize("decoder_sparse_step")?.unwrap_or(1).max(1);
         let layers = (0..num_layers).map(|l| !dense.contains(&l) && (l + 1) % step == 0).collect();
-        Ok(MoeConfig { experts, expert_intermediate, route: MoeConfig::softmax_route(top_k, renormalize), layers, biases })
+        Ok(MoeConfig {
+            experts,
+            expert_intermediate,
+            route: MoeConfig::softmax_route(top_k, renormalize),
+            layers,
+            biases,
+        })
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use ferrum_engine::loader::{SafetensorsFile, StDtype};
 
-pub const FIXTURES: [&str; 12] = [
+pub const FIXTURES: [&str; 13] = [
     "llama",
     "llama3-tied",
     "mistral",
@@ -20,6 +20,7 @@ pub const FIXTURES: [&str; 12] = [
     "mixtral",
     "qwen3-moe",
     "qwen3-moe-norm",
+    "gpt-oss",
 ];
 
 pub fn fixture_dir(name: &str) -> PathBuf {

@@ -84,8 +84,7 @@ pub fn views<'a>(tensors: impl Iterator<Item = (&'a str, &'a TensorEntry)>) -> (
             if oai(&layer) {
                 openai_experts(&layer, rest, name, entry, &mut views, &mut broken);
             } else if rest == "gate.weight" && name.contains(".block_sparse_moe.") {
-                let rows = entry.shape.first().copied().unwrap_or(0);
-                views.insert(format!("{layer}.mlp.gate.weight"), whole(name, entry, rows));
+                views.insert(format!("{layer}.mlp.gate.weight"), whole(name, entry));
             } else if let Some((e, proj)) = expert_matrix(rest) {
                 per_expert.entry(format!("{layer}.mlp.experts.{proj}.weight")).or_default().insert(e, (name, entry));
             } else if rest == "experts.gate_up_proj" {
@@ -93,7 +92,7 @@ pub fn views<'a>(tensors: impl Iterator<Item = (&'a str, &'a TensorEntry)>) -> (
             } else if rest == "experts.down_proj" {
                 match &entry.shape[..] {
                     &[e, rows, cols] => {
-                        let view = View { shape: vec![e * rows, cols], ..whole(name, entry, e * rows) };
+                        let view = View { shape: vec![e * rows, cols], ..whole(name, entry) };
                         views.insert(format!("{layer}.mlp.experts.down_proj.weight"), view);
                     }
                     other => {
@@ -140,7 +139,9 @@ fn expert_matrix(rest: &str) -> Option<(usize, &'static str)> {
     Some((e.parse().ok()?, proj))
 }
 
-fn whole(name: &str, entry: &TensorEntry, rows: usize) -> View {
+/// A stored tensor under another name, whole.
+fn whole(name: &str, entry: &TensorEntry) -> View {
+    let rows = entry.shape[..entry.shape.len().saturating_sub(1)].iter().product();
     View { source: Source::Rows(vec![(name.to_string(), 0..rows)]), shape: entry.shape.clone(), dtype: entry.dtype }
 }
 
@@ -217,15 +218,16 @@ fn openai_experts(
     };
     match (rest, &entry.shape[..]) {
         ("router.weight" | "router.bias", _) => {
-            let rows = entry.shape.first().copied().unwrap_or(0);
             let key = format!("{layer}.mlp.gate.{}", rest.trim_start_matches("router."));
-            views.insert(key, whole(name, entry, rows));
+            views.insert(key, whole(name, entry));
         }
         ("experts.gate_up_proj", &[e, inp, two_i]) if two_i % 2 == 0 => {
             put(format!("{experts}.gate_proj.weight"), columns(0, 2), vec![e * two_i / 2, inp]);
             put(format!("{experts}.up_proj.weight"), columns(1, 2), vec![e * two_i / 2, inp]);
         }
-        ("experts.down_proj", &[e, inp, out]) => put(format!("{experts}.down_proj.weight"), columns(0, 1), vec![e * out, inp]),
+        ("experts.down_proj", &[e, inp, out]) => {
+            put(format!("{experts}.down_proj.weight"), columns(0, 1), vec![e * out, inp])
+        }
         // biases [E, n] are [E, 1, n] matrices
         ("experts.gate_up_proj_bias", &[e, two_i]) if two_i % 2 == 0 => {
             let gate = Source::Columns { name: name.to_string(), first: 0, step: 2 };
@@ -234,13 +236,16 @@ fn openai_experts(
             put(format!("{experts}.up_proj.bias"), up, vec![e * two_i / 2]);
         }
         ("experts.down_proj_bias", &[e, n]) => {
-            put(format!("{experts}.down_proj.bias"), Source::Rows(vec![(name.to_string(), 0..e)]), vec![e * n]);
+            put(format!("{experts}.down_proj.bias"), whole(name, entry).source, vec![e * n]);
         }
         (
             "experts.gate_up_proj" | "experts.down_proj" | "experts.gate_up_proj_bias" | "experts.down_proj_bias",
             shape,
         ) => {
-            broken.insert(format!("{experts}.{}", rest.trim_start_matches("experts.")), format!("{name} has shape {shape:?}"));
+            broken.insert(
+                format!("{experts}.{}", rest.trim_start_matches("experts.")),
+                format!("{name} has shape {shape:?}"),
+            );
         }
         _ => {}
     }

@@ -91,7 +91,10 @@ pub fn config(file: &GgufFile) -> Result<ModelConfig> {
     .map(|theta| RopeConfig { theta, scaling: RopeScaling::None, partial_rotary_factor: 1.0 });
     let spec = arch.spec();
     if spec.attention_sinks {
-        return Err(bad(file, format!("{} GGUF files are not supported yet (its Hugging Face folder is)", spec.hf_class)));
+        return Err(bad(
+            file,
+            format!("{} GGUF files are not supported yet (its Hugging Face folder is)", spec.hf_class),
+        ));
     }
     let gemma = spec.gemma;
     let qkv_bias = file.tensor("blk.0.attn_q.bias").is_some();

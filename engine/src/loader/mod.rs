@@ -277,7 +277,8 @@ impl WeightStore {
                 };
                 let rows = |(part, range): &(String, Range<usize>)| {
                     let (bytes, shape) = stored(part);
-                    let row_bytes = bytes.len() / shape[..shape.len().saturating_sub(1)].iter().product::<usize>().max(1);
+                    let row_bytes =
+                        bytes.len() / shape[..shape.len().saturating_sub(1)].iter().product::<usize>().max(1);
                     &bytes[range.start * row_bytes..range.end * row_bytes]
                 };
                 let bytes = match &view.source {
