@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use ferrum_engine::loader::{SafetensorsFile, StDtype};
 
-pub const FIXTURES: [&str; 13] = [
+pub const FIXTURES: [&str; 14] = [
     "llama",
     "llama3-tied",
     "mistral",
@@ -21,6 +21,7 @@ pub const FIXTURES: [&str; 13] = [
     "qwen3-moe",
     "qwen3-moe-norm",
     "gpt-oss",
+    "gpt-oss-mxfp4",
 ];
 
 pub fn fixture_dir(name: &str) -> PathBuf {

@@ -35,6 +35,9 @@ pub enum Source {
     /// A stored [E, in, cols] read as [E * out, in]: each expert's columns
     /// `first, first + step, ...` (`out` of them), transposed.
     Columns { name: String, first: usize, step: usize },
+    /// Rows `first, first + step, ...` of a stored tensor seen as `rows`
+    /// rows of equal size (gpt-oss's interleaved gate and up MXFP4 blocks).
+    Strided { name: String, rows: usize, first: usize, step: usize },
 }
 
 impl View {
@@ -42,7 +45,7 @@ impl View {
     pub fn parts(&self) -> Vec<&str> {
         match &self.source {
             Source::Rows(parts) => parts.iter().map(|(p, _)| p.as_str()).collect(),
-            Source::Columns { name, .. } => vec![name.as_str()],
+            Source::Columns { name, .. } | Source::Strided { name, .. } => vec![name.as_str()],
         }
     }
 }
@@ -235,6 +238,21 @@ fn openai_experts(
             put(format!("{experts}.gate_proj.bias"), gate, vec![e * two_i / 2]);
             put(format!("{experts}.up_proj.bias"), up, vec![e * two_i / 2]);
         }
+        // MXFP4 as published: blocks [E, N, K/32, 16] and scales [E, N, K/32] of (out, in) matrices
+        ("experts.gate_up_proj_blocks" | "experts.gate_up_proj_scales", &[e, two_i, g, ..]) if two_i % 2 == 0 => {
+            let part = if rest.ends_with("blocks") { "blocks" } else { "scales" };
+            let width = entry.shape[2..].iter().product::<usize>();
+            for (proj, first) in [("gate_proj", 0), ("up_proj", 1)] {
+                let source = Source::Strided { name: name.to_string(), rows: e * two_i, first, step: 2 };
+                put(format!("{experts}.{proj}.{part}"), source, vec![e * two_i / 2, width]);
+            }
+            let _ = g;
+        }
+        ("experts.down_proj_blocks" | "experts.down_proj_scales", &[e, n, ..]) => {
+            let part = if rest.ends_with("blocks") { "blocks" } else { "scales" };
+            let width = entry.shape[2..].iter().product::<usize>();
+            put(format!("{experts}.down_proj.{part}"), whole(name, entry).source, vec![e * n, width]);
+        }
         ("experts.down_proj_bias", &[e, n]) => {
             put(format!("{experts}.down_proj.bias"), whole(name, entry).source, vec![e * n]);
         }
@@ -249,4 +267,10 @@ fn openai_experts(
         }
         _ => {}
     }
+}
+
+/// Rows `first, first + step, ...` of `bytes` split into `rows` equal rows.
+pub fn gather_rows(bytes: &[u8], rows: usize, first: usize, step: usize) -> Vec<u8> {
+    let row = bytes.len() / rows.max(1);
+    (first..rows).step_by(step.max(1)).flat_map(|r| &bytes[r * row..(r + 1) * row]).copied().collect()
 }

@@ -286,6 +286,9 @@ impl WeightStore {
                         [part] => Cow::Borrowed(rows(part)),
                         parts => Cow::Owned(parts.iter().flat_map(|p| rows(p).iter().copied()).collect()),
                     },
+                    experts::Source::Strided { name: part, rows, first, step } => {
+                        Cow::Owned(experts::gather_rows(stored(part).0, *rows, *first, *step))
+                    }
                     experts::Source::Columns { name: part, first, step } => {
                         let (bytes, shape) = stored(part);
                         // a bias [E, n] is a [E, 1, n] matrix

@@ -7,16 +7,21 @@
 //!   [N, K/2], `p.weight_scale` F8_E4M3 [N, K/16], `p.weight_global_scale` f32 [1];
 //! - FP8 E4M3: `p.weight` F8_E4M3 [N, K] with `p.weight_scale_inv` f32 blocks
 //!   (DeepSeek-V3, Qwen FP8) or `p.weight_scale` f32 per tensor ([] or [1]) or
-//!   per channel ([N] or [N, 1]).
+//!   per channel ([N] or [N, 1]);
+//! - MXFP4, gpt-oss: `p.blocks` u8 [N, K/2] and `p.scales` u8 E8M0 [N, K/32]
+//!   (its experts' `*_blocks` / `*_scales`, gathered by `loader/experts.rs`).
 
 use crate::error::{Error, Result};
 use crate::loader::{StDtype, WeightStore};
-use crate::quant::{Fp8Scaling, Fp8Weight, Nvfp4, Nvfp4Convention, QuantFormat, QuantizedMatrix};
+use crate::quant::{Fp8Scaling, Fp8Weight, MxScaleRule, Mxfp4, Nvfp4, Nvfp4Convention, QuantFormat, QuantizedMatrix};
 
 /// The stored format of linear `prefix`, if it is stored quantized.
 pub fn stored_format(store: &WeightStore, prefix: &str) -> Result<Option<QuantFormat>> {
     let has = |s: &str| store.contains(&format!("{prefix}.{s}"));
     let dtype = |s: &str| store.dtype_of(&format!("{prefix}.{s}"));
+    if has("blocks") && has("scales") {
+        return Ok(Some(QuantFormat::Mxfp4(MxScaleRule::Ocp))); // the rule only matters when quantizing
+    }
     if has("weight_packed") && has("weight_global_scale") {
         return Ok(Some(QuantFormat::Nvfp4(Nvfp4Convention::CompressedTensors)));
     }
@@ -85,6 +90,11 @@ pub fn load(
             }
             let scales = raw.bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4"))).collect();
             QuantizedMatrix::Fp8(Fp8Weight::from_parts(scaling, rows, cols, data, scales)?)
+        }
+        QuantFormat::Mxfp4(_) => {
+            let packed = get("blocks", StDtype::U8, &[&[rows, cols / 2]])?;
+            let scales = get("scales", StDtype::U8, &[&[rows, cols / 32]])?;
+            QuantizedMatrix::Mxfp4(Mxfp4::from_parts(rows, cols, packed, scales)?)
         }
         other => return Err(bad("weight", format!("loading stored {other} weights is not supported yet"))),
     };
