@@ -16,8 +16,8 @@
 //! One stream: `execute` only queues work; `read` and `sync` wait. Weights
 //! and embedding tables may be f32, f16 or bf16 (widened in the kernels) or
 //! quantized (NVFP4, MXFP4, FP8, INT8, INT4, and GGUF's Q4_0 .. Q8_0 and
-//! Q2_K .. Q6_K blocks as stored, decoded in registers by matmul and
-//! gather_rows); activations are f32.
+//! Q2_K .. Q6_K blocks as stored, decoded in registers by matmul,
+//! gather_rows and moe_matmul); activations are f32.
 //! cuBLAS, when libcublas loads, runs prefill GEMMs with float weights
 //! (`FERRUM_CUBLAS=0` turns it off, e.g. to test the tiled kernel).
 

@@ -30,6 +30,7 @@
 #include "common.cuh"
 #include "quant.cuh"
 #include "quant_ggml.cuh"
+#include "gemv.cuh"
 
 #define GEMV_WARPS 8
 #define GEMV_ROWS 4
@@ -46,22 +47,8 @@ struct MatmulParams {
     u32 _pad;
 };
 
-// dot(x[0..N], w[0..N]) with float4 loads of x (16-byte aligned).
-template <int N>
-__device__ __forceinline__ float dot_x4(const float* x, const float* w) {
-    const float4* x4 = (const float4*)x;
-    float s = 0.0f;
-#pragma unroll
-    for (int q = 0; q < N / 4; q++) {
-        const float4 xv = x4[q];
-        s += xv.x * w[4 * q] + xv.y * w[4 * q + 1] + xv.z * w[4 * q + 2] + xv.w * w[4 * q + 3];
-    }
-    return s;
-}
-
-// out[i0.., j] for up to GEMV_ROWS rows of x: warp j reads weight row j once,
-// a 16-byte chunk per lane per step with `vec` (whole chunks, aligned),
-// else element by element.
+// out[i0.., j] for up to GEMV_ROWS rows of x: warp j reads weight row j once
+// (warp_dots in gemv.cuh).
 template <class W>
 __device__ void matmul_gemv(u32 m, u32 n, u32 k, u32 vec, u32 has_bias, const float* x, W w, const float* bias,
                             float* out) {
@@ -70,25 +57,11 @@ __device__ void matmul_gemv(u32 m, u32 n, u32 k, u32 vec, u32 has_bias, const fl
     const u32 i0 = blockIdx.y * GEMV_ROWS;
     if (j >= n) return;  // whole warps leave together: shuffles stay full
     const u32 rows = min((u32)GEMV_ROWS, m - i0);
+    const float* xr[GEMV_ROWS];
+#pragma unroll
+    for (int r = 0; r < GEMV_ROWS; r++) xr[r] = x + (size_t)(i0 + r) * k;
     float acc[GEMV_ROWS];
-#pragma unroll
-    for (int r = 0; r < GEMV_ROWS; r++) acc[r] = 0.0f;
-    if (vec) {
-        for (u32 c = lane; (size_t)c * W::CHUNK < k; c += 32) {
-            float wv[W::CHUNK];
-            w.chunk(j, c, wv);
-#pragma unroll
-            for (int r = 0; r < GEMV_ROWS; r++)
-                if ((u32)r < rows) acc[r] += dot_x4<W::CHUNK>(x + (size_t)(i0 + r) * k + (size_t)c * W::CHUNK, wv);
-        }
-    } else {
-        for (u32 c = lane; c < k; c += 32) {
-            const float wv = w(j, c);
-#pragma unroll
-            for (int r = 0; r < GEMV_ROWS; r++)
-                if ((u32)r < rows) acc[r] += x[(size_t)(i0 + r) * k + c] * wv;
-        }
-    }
+    warp_dots<GEMV_ROWS>(w, j, k, vec, xr, rows, acc);
     const float b = has_bias ? bias[j] : 0.0f;
 #pragma unroll
     for (int r = 0; r < GEMV_ROWS; r++) {

@@ -8,7 +8,8 @@
 //! - [`KERNELS`]: `(stem, source)` for every kernel file.
 //! - [`HEADERS`]: `common.cuh`, which each kernel `#include`s, `quant.cuh`
 //!   and `quant_ggml.cuh` (the quantized-weight decoders and readers, also
-//!   compiled on the host by backend-cuda's tests).
+//!   compiled on the host by backend-cuda's tests), and `gemv.cuh` (the
+//!   GEMV loop of matmul and moe_matmul).
 //! - [`program`]: a kernel's source with its headers pasted in, ready for
 //!   NVRTC without any include path (the kernels use no CUDA header: bf16 is
 //!   widened with a shift, f16 with the PTX `cvt.f32.f16` instruction).
@@ -24,8 +25,12 @@ pub const QUANT: &str = include_str!("../cu/quant.cuh");
 /// `quant_ggml.cuh`: the decoders of GGUF blocks kept packed (after `quant.cuh`).
 pub const QUANT_GGML: &str = include_str!("../cu/quant_ggml.cuh");
 
+/// `gemv.cuh`: one warp's dot products of a weight row with rows of x (after `common.cuh`).
+pub const GEMV: &str = include_str!("../cu/gemv.cuh");
+
 /// `(file name, text)` of every header a kernel may `#include "..."`.
-pub const HEADERS: &[(&str, &str)] = &[("common.cuh", COMMON), ("quant.cuh", QUANT), ("quant_ggml.cuh", QUANT_GGML)];
+pub const HEADERS: &[(&str, &str)] =
+    &[("common.cuh", COMMON), ("quant.cuh", QUANT), ("quant_ggml.cuh", QUANT_GGML), ("gemv.cuh", GEMV)];
 
 /// `(op file stem, CUDA C source)` for every kernel.
 pub const KERNELS: &[(&str, &str)] = &[
@@ -36,6 +41,9 @@ pub const KERNELS: &[(&str, &str)] = &[
     ("glu", include_str!("../cu/glu.cu")),
     ("kv_store", include_str!("../cu/kv_store.cu")),
     ("matmul", include_str!("../cu/matmul.cu")),
+    ("moe_combine", include_str!("../cu/moe_combine.cu")),
+    ("moe_matmul", include_str!("../cu/moe_matmul.cu")),
+    ("moe_route", include_str!("../cu/moe_route.cu")),
     ("rms_norm", include_str!("../cu/rms_norm.cu")),
     ("rope", include_str!("../cu/rope.cu")),
     ("sample", include_str!("../cu/sample.cu")),
@@ -136,6 +144,32 @@ pub const ENTRY_POINTS: &[(&str, &[&str])] = &[
             "matmul_add_bias",
         ],
     ),
+    ("moe_combine", &["moe_combine"]),
+    (
+        "moe_matmul",
+        &[
+            "moe_matmul_f32",
+            "moe_matmul_f16",
+            "moe_matmul_bf16",
+            "moe_matmul_nvfp4",
+            "moe_matmul_nvfp4_ct",
+            "moe_matmul_mxfp4",
+            "moe_matmul_fp8",
+            "moe_matmul_int8",
+            "moe_matmul_int4",
+            "moe_matmul_q4_0",
+            "moe_matmul_q4_1",
+            "moe_matmul_q5_0",
+            "moe_matmul_q5_1",
+            "moe_matmul_q8_0",
+            "moe_matmul_q2_k",
+            "moe_matmul_q3_k",
+            "moe_matmul_q4_k",
+            "moe_matmul_q5_k",
+            "moe_matmul_q6_k",
+        ],
+    ),
+    ("moe_route", &["moe_route"]),
     ("rms_norm", &["rms_norm"]),
     ("rope", &["rope"]),
     ("sample", &["sample"]),
@@ -190,6 +224,9 @@ mod tests {
             "glu",
             "kv_store",
             "matmul",
+            "moe_combine",
+            "moe_matmul",
+            "moe_route",
             "rms_norm",
             "rope",
             "sample",

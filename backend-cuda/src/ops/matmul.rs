@@ -287,7 +287,7 @@ impl Launcher<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::mem::size_of;
     use std::path::{Path, PathBuf};
     use std::process::Command;
@@ -358,7 +358,13 @@ mod tests {
     /// `normal_f16`, every f16 field (scale, min) is a normal number of
     /// magnitude 2^-8 .. 2^-4, either sign, as the conformance cases'
     /// `random_blocks`; else any finite f16 (zero and subnormals included).
-    fn random_blocks(seed: u64, ty: GgmlType, rows: usize, blocks: usize, normal_f16: bool) -> QuantizedMatrix {
+    pub(in crate::ops) fn random_blocks(
+        seed: u64,
+        ty: GgmlType,
+        rows: usize,
+        blocks: usize,
+        normal_f16: bool,
+    ) -> QuantizedMatrix {
         let mut state = seed;
         let mut next = || {
             state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);

@@ -11,13 +11,16 @@
 mod attention;
 mod gather_rows;
 mod matmul;
+mod moe_matmul;
+#[cfg(test)]
+mod moe_on_host;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaFunction, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg};
-use ferrum_engine::ops::{Activation, Op, OpKind, RopeStyle};
+use ferrum_engine::ops::{Activation, MoeRoute, Op, OpKind, RopeStyle, RouterScoring};
 use ferrum_engine::quant::QuantFormat;
 use ferrum_engine::quant::device_layout::DeviceFormat;
 use ferrum_engine::{DType, Error, Result, Tensor};
@@ -97,6 +100,34 @@ pub(crate) struct ElementwiseParams {
     pub mode: u32,
 }
 
+/// Mirrors `MoeRouteParams` in kernels/cu/moe_route.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MoeRouteParams {
+    pub tokens: u32,
+    pub experts: u32,
+    pub top_k: u32,
+    pub sigmoid: u32,
+    pub renormalize: u32,
+    pub has_bias: u32,
+    pub groups: u32,
+    pub top_groups: u32,
+    pub scale: f32,
+}
+
+/// `ROUTE_MAX_EXPERTS` in moe_route.cu: its shared arrays' size.
+const ROUTE_MAX_EXPERTS: usize = 1024;
+
+/// Mirrors `MoeCombineParams` in kernels/cu/moe_combine.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MoeCombineParams {
+    pub tokens: u32,
+    pub top_k: u32,
+    pub n: u32,
+    pub _pad: u32,
+}
+
 // SAFETY: plain #[repr(C)] structs of u32/u64/f32, laid out as their C twins.
 unsafe impl DeviceRepr for RmsNormParams {}
 unsafe impl DeviceRepr for RopeParams {}
@@ -105,6 +136,8 @@ unsafe impl DeviceRepr for AttentionParams {}
 unsafe impl DeviceRepr for ArgmaxParams {}
 unsafe impl DeviceRepr for SampleParams {}
 unsafe impl DeviceRepr for ElementwiseParams {}
+unsafe impl DeviceRepr for MoeRouteParams {}
+unsafe impl DeviceRepr for MoeCombineParams {}
 
 /// Threads per block of the 1-D kernels.
 const BLOCK: u32 = 256;
@@ -162,6 +195,9 @@ pub(crate) fn run(l: &Launcher, op: &Op, inputs: &[&Tensor], out: &Tensor) -> Re
     // the weight ops: a quantized weight is two buffers
     if let Op::Matmul(_) = op {
         return matmul::run(l, inputs, out);
+    }
+    if let Op::MoeMatmul(p) = op {
+        return moe_matmul::run(l, p, inputs, out);
     }
     if let Op::GatherRows(_) = op {
         return gather_rows::run(l, inputs, out);
@@ -234,18 +270,61 @@ pub(crate) fn run(l: &Launcher, op: &Op, inputs: &[&Tensor], out: &Tensor) -> Re
             // one block per row, of the 256 threads (BLOCK) the kernel's shared arrays are sized for
             l.launch("sample", (p.rows, 1, 1), BLOCK, &p, &[ptrs[0], ptrs[1], ptrs[2], o])
         }
-        Op::MoeRoute(_) | Op::MoeMatmul(_) | Op::MoeCombine(_) => {
-            Err(ferrum_engine::Error::Backend(format!("cuda: {} is not ported yet", op.kind().name())))
+        Op::MoeRoute(p) => {
+            let params = moe_route_params(p, inputs[0].shape()[0], inputs[0].shape()[1], inputs.len() > 1)?;
+            // one warp per token; without a bias the kernel never reads ptrs[1]
+            let bias = ptrs.get(1).copied().unwrap_or(0);
+            l.launch("moe_route", (params.tokens, 1, 1), 32, &params, &[ptrs[0], bias, o])
+        }
+        Op::MoeMatmul(p) => moe_matmul::run(l, p, inputs, out),
+        Op::MoeCombine(_) => {
+            let p = moe_combine_params(inputs[1].shape()[0], inputs[1].shape()[1] / 2, inputs[0].shape()[1])?;
+            l.launch("moe_combine", moe_combine_grid(&p), BLOCK, &p, &[ptrs[0], ptrs[1], o])
         }
     }
 }
 
-/// What the op's contract allows: every weight op (matmul, gather_rows)
-/// reads every float and quantized format, GGUF block formats kept packed
-/// included (those with a decoder: `DeviceFormat::of_ggml`).
+/// moe_route's params for `tokens` rows of `experts` logits; more experts
+/// than the kernel's shared arrays hold is an error.
+fn moe_route_params(p: &MoeRoute, tokens: usize, experts: usize, has_bias: bool) -> Result<MoeRouteParams> {
+    if experts > ROUTE_MAX_EXPERTS {
+        return Err(Error::Backend(format!(
+            "cuda: moe_route takes at most {ROUTE_MAX_EXPERTS} experts, not {experts}"
+        )));
+    }
+    Ok(MoeRouteParams {
+        tokens: u32_of(tokens, "tokens")?,
+        experts: u32_of(experts, "experts")?,
+        top_k: u32_of(p.top_k, "top_k")?,
+        sigmoid: (p.scoring == RouterScoring::Sigmoid) as u32,
+        renormalize: p.renormalize as u32,
+        has_bias: has_bias as u32,
+        groups: u32_of(p.groups.map_or(0, |g| g.groups), "groups")?,
+        top_groups: u32_of(p.groups.map_or(0, |g| g.top_groups), "top_groups")?,
+        scale: p.scale,
+    })
+}
+
+fn moe_combine_params(tokens: usize, top_k: usize, n: usize) -> Result<MoeCombineParams> {
+    u32_of(tokens * top_k, "tokens * top_k")?;
+    Ok(MoeCombineParams {
+        tokens: u32_of(tokens, "tokens")?,
+        top_k: u32_of(top_k, "top_k")?,
+        n: u32_of(n, "n")?,
+        _pad: 0,
+    })
+}
+
+/// A block per (token, BLOCK columns).
+fn moe_combine_grid(p: &MoeCombineParams) -> (u32, u32, u32) {
+    (p.tokens, p.n.div_ceil(BLOCK), 1)
+}
+
+/// What the op's contract allows: every weight op (matmul, gather_rows,
+/// moe_matmul) reads every float and quantized format, GGUF block formats
+/// kept packed included (those with a decoder: `DeviceFormat::of_ggml`).
 pub(crate) fn supports(op: OpKind, dtype: DType) -> bool {
     op.takes(dtype)
-        && !matches!(op, OpKind::MoeRoute | OpKind::MoeMatmul | OpKind::MoeCombine)
         && match dtype {
             DType::Quant(QuantFormat::Ggml(ty)) => DeviceFormat::of_ggml(ty).is_some(),
             DType::Quant(_) | DType::F32 | DType::F16 | DType::BF16 | DType::U32 => true,
@@ -287,6 +366,8 @@ mod tests {
         assert_eq!(size_of::<ElementwiseParams>(), 16);
         assert_eq!(size_of::<ArgmaxParams>(), 8);
         assert_eq!(size_of::<SampleParams>(), 8);
+        assert_eq!(size_of::<MoeRouteParams>(), 36);
+        assert_eq!(size_of::<MoeCombineParams>(), 16);
     }
 
     #[test]
@@ -297,8 +378,12 @@ mod tests {
         let weights =
             [DType::F32, DType::F16, DType::BF16].into_iter().chain(quant.into_iter().chain(ggml).map(DType::Quant));
         for d in weights {
-            assert!(supports(OpKind::Matmul, d) && supports(OpKind::GatherRows, d), "{d}");
-            assert_eq!(supports(OpKind::Add, d), d == DType::F32, "{d}");
+            for op in [OpKind::Matmul, OpKind::GatherRows, OpKind::MoeMatmul] {
+                assert!(supports(op, d), "{} {d}", op.name());
+            }
+            for op in [OpKind::Add, OpKind::MoeRoute, OpKind::MoeCombine] {
+                assert_eq!(supports(op, d), d == DType::F32, "{} {d}", op.name());
+            }
         }
         // GGUF types without a packed decoder stay unsupported
         assert!(!supports(OpKind::Matmul, DType::Quant(QuantFormat::Ggml(ferrum_engine::quant::GgmlType::F16))));
@@ -329,7 +414,7 @@ mod tests {
             F::Q6K,
         ];
         for f in formats {
-            for kernel in ["matmul_gemv", "matmul_tiled", "matmul_dequant", "gather_rows"] {
+            for kernel in ["matmul_gemv", "matmul_tiled", "matmul_dequant", "gather_rows", "moe_matmul"] {
                 let name = format!("{kernel}_{}", matmul::quant_suffix(f));
                 assert!(entries.contains(&name.as_str()), "{name} is not in ferrum_kernels::ENTRY_POINTS");
             }
