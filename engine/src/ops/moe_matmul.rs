@@ -92,8 +92,11 @@ impl MoeMatmul {
         MoeDims { tokens, top_k, per_choice: x[0] != tokens, k: x[1], n: w[0] / self.experts }
     }
 
-    /// The index check every backend makes on the host: every id names an
-    /// expert (`moe_route` only writes such ids; a route from elsewhere may not).
+    /// The index check the CPU backends make: every id names an expert
+    /// (`moe_route` only writes such ids; a route from elsewhere may not).
+    /// On the GPU backends the route is device data written by a kernel, so
+    /// they cannot check it on the host: an id that names no expert reads
+    /// no weights there (wgpu clamps it into range, CUDA writes zeros).
     pub fn check_route(&self, route: &[f32], top_k: usize) -> Result<()> {
         for ids in route.chunks_exact(2 * top_k).map(|r| &r[top_k..]) {
             if let Some(id) = ids.iter().find(|&&id| !(id >= 0.0 && (id as usize) < self.experts && id.fract() == 0.0))
