@@ -16,8 +16,8 @@
 #   open         `ferrum devices`: context, NVRTC for this arch, modules       ~20 s
 #   conformance  every op case on cuda vs the CPU; then the cargo tests that    ~1 min
 #                add to it (ops: bad inputs are Err; open; nvrtc sm_80/sm_90)
-#   fixtures     9 HF + 4 GGUF fixture models, prefill and decode logits vs    ~40 s
-#                transformers (max_err/std <= 2e-3)
+#   fixtures     every HF and GGUF fixture model (MoE ones too), prefill and    ~60 s
+#                decode logits vs transformers (max_err/std <= 2e-3)
 #   smollm2      greedy `ferrum generate` on cpu vs cuda (the done-when), and  ~20 s
 #                `ferrum chat` vs transformers' answer; SKIP without the GGUF
 #   bench        ~1B Llama-shaped random model (bf16 by Python, NVFP4 by        ~2.5 min
