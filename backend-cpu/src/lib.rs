@@ -386,6 +386,10 @@ fn run_op<T: Borrow<Tensor>>(ctx: &Ctx, op: &Op, inputs: &[T], out: &Tensor, che
             };
             moe::moe_matmul(ctx, p, ins(0)?.f32()?, w, ins(2)?.f32()?, bias, d, o)?
         }
+        Op::Concat(p) => {
+            let (m, n) = (shape(0).last().copied().unwrap_or(1), shape(1).last().copied().unwrap_or(1));
+            p.reference(ins(0)?.f32()?, ins(1)?.f32()?, [m, n], o)
+        }
         Op::MoeCombine(p) => {
             let (y, route) = (ins(0)?.f32()?, ins(1)?.f32()?);
             let (n, two_k) = (shape(0)[1], shape(1)[1]);

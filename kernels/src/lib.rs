@@ -37,6 +37,7 @@ pub const KERNELS: &[(&str, &str)] = &[
     ("add", include_str!("../cu/add.cu")),
     ("argmax", include_str!("../cu/argmax.cu")),
     ("attention", include_str!("../cu/attention.cu")),
+    ("concat", include_str!("../cu/concat.cu")),
     ("gather_rows", include_str!("../cu/gather_rows.cu")),
     ("glu", include_str!("../cu/glu.cu")),
     ("kv_store", include_str!("../cu/kv_store.cu")),
@@ -144,6 +145,7 @@ pub const ENTRY_POINTS: &[(&str, &[&str])] = &[
             "matmul_add_bias",
         ],
     ),
+    ("concat", &["concat"]),
     ("moe_combine", &["moe_combine"]),
     (
         "moe_matmul",
@@ -220,6 +222,7 @@ mod tests {
             "add",
             "argmax",
             "attention",
+            "concat",
             "gather_rows",
             "glu",
             "kv_store",

@@ -33,6 +33,7 @@ pub const GATHER_ROWS: &str = include_str!("../gather_rows.wgsl");
 pub const GLU: &str = include_str!("../glu.wgsl");
 pub const KV_STORE: &str = include_str!("../kv_store.wgsl");
 pub const MATMUL: &str = include_str!("../matmul.wgsl");
+pub const CONCAT: &str = include_str!("../concat.wgsl");
 pub const MOE_COMBINE: &str = include_str!("../moe_combine.wgsl");
 pub const MOE_ROUTE: &str = include_str!("../moe_route.wgsl");
 pub const RMS_NORM: &str = include_str!("../rms_norm.wgsl");
@@ -64,6 +65,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("add", ADD),
     ("argmax", ARGMAX),
     ("attention", ATTENTION),
+    ("concat", CONCAT),
     ("gather_rows", GATHER_ROWS),
     ("glu", GLU),
     ("kv_store", KV_STORE),

@@ -9,7 +9,7 @@
 
 use ferrum_engine::DType;
 use ferrum_engine::ops::{
-    Activation, Add, Argmax, Attention, ExpertGroups, GatherRows, Glu, KvStore, Matmul, MoeCombine, MoeMatmul,
+    Activation, Add, Argmax, Attention, Concat, ExpertGroups, GatherRows, Glu, KvStore, Matmul, MoeCombine, MoeMatmul,
     MoeRoute, Op, OpKind, RmsNorm, Rope, RopeStyle, RouterScoring, Sample, Scale, Softcap,
 };
 use ferrum_engine::quant::{
@@ -325,6 +325,8 @@ pub fn all_cases() -> Vec<Case> {
         cases.push(moe_matmul(&mut rng(), dtype, [3, 17, k], [1, 3], true, false));
         cases.push(moe_matmul(&mut rng(), dtype, [8, 24, k], [13, 2], true, false));
     }
+    cases.push(concat(&mut rng(), &[7, 4], 512, 64)); // MLA: latent and rotary parts of 4 heads
+    cases.push(concat(&mut rng(), &[3, 1], 1, 1031));
     cases.push(moe_combine(&mut rng(), 5, 2, 33));
     cases.push(moe_combine(&mut rng(), 1, 8, 1031));
     cases
@@ -384,6 +386,15 @@ pub fn moe_matmul(
         "experts={experts}, n={n}, k={k}, tokens={tokens}, top_k={top_k}, per_choice={per_choice}, bias={bias}"
     );
     case(Op::MoeMatmul(MoeMatmul { experts }), inputs, dtype, dims)
+}
+
+/// concat of a [lead.., m] and b [lead.., n].
+pub fn concat(rng: &mut Rng, lead: &[usize], m: usize, n: usize) -> Case {
+    let rows: usize = lead.iter().product();
+    let shape = |w| lead.iter().copied().chain([w]).collect::<Vec<_>>();
+    let inputs =
+        vec![HostTensor::f32(&shape(m), rng.vec(rows * m, 1.0)), HostTensor::f32(&shape(n), rng.vec(rows * n, 1.0))];
+    case(Op::Concat(Concat), inputs, DType::F32, format!("lead={lead:?}, m={m}, n={n}"))
 }
 
 pub fn moe_combine(rng: &mut Rng, tokens: usize, top_k: usize, n: usize) -> Case {

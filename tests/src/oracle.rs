@@ -48,6 +48,21 @@ pub fn eval(op: &Op, inputs: &[HostTensor], init_out: Option<&HostTensor>) -> Re
             Ok(moe_matmul(p.experts, &f(0), &f(1), &f(2), bias.as_deref(), [shape(0)[1], shape(2)[1] / 2]))
         }
         Op::MoeCombine(_) => Ok(moe_combine(&f(0), &f(1), shape(1)[1] / 2)),
+        // by columns: out column c is a's c, else b's c - m
+        Op::Concat(_) => {
+            let (m, n) = (*shape(0).last().unwrap_or(&1), *shape(1).last().unwrap_or(&1));
+            let (a, b) = (f(0), f(1));
+            let rows = a.len() / m.max(1);
+            Ok((0..rows * (m + n))
+                .map(|i| {
+                    if i % (m + n) < m {
+                        a[i / (m + n) * m + i % (m + n)]
+                    } else {
+                        b[i / (m + n) * n + i % (m + n) - m]
+                    }
+                })
+                .collect())
+        }
     }
 }
 

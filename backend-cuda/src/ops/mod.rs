@@ -118,6 +118,15 @@ pub(crate) struct MoeRouteParams {
 /// `ROUTE_MAX_EXPERTS` in moe_route.cu: its shared arrays' size.
 const ROUTE_MAX_EXPERTS: usize = 1024;
 
+/// Mirrors `ConcatParams` in kernels/cu/concat.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConcatParams {
+    pub rows: u64,
+    pub m: u32,
+    pub n: u32,
+}
+
 /// Mirrors `MoeCombineParams` in kernels/cu/moe_combine.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -132,6 +141,7 @@ pub(crate) struct MoeCombineParams {
 unsafe impl DeviceRepr for RmsNormParams {}
 unsafe impl DeviceRepr for RopeParams {}
 unsafe impl DeviceRepr for KvStoreParams {}
+unsafe impl DeviceRepr for ConcatParams {}
 unsafe impl DeviceRepr for AttentionParams {}
 unsafe impl DeviceRepr for ArgmaxParams {}
 unsafe impl DeviceRepr for SampleParams {}
@@ -281,6 +291,14 @@ pub(crate) fn run(l: &Launcher, op: &Op, inputs: &[&Tensor], out: &Tensor) -> Re
             let p = moe_combine_params(inputs[1].shape()[0], inputs[1].shape()[1] / 2, inputs[0].shape()[1])?;
             l.launch("moe_combine", moe_combine_grid(&p), BLOCK, &p, &[ptrs[0], ptrs[1], o])
         }
+        Op::Concat(_) => {
+            let last = |t: &Tensor| t.shape().last().copied().unwrap_or(1);
+            let (m, n) = (last(inputs[0]), last(inputs[1]));
+            let rows = out.elem_count() / (m + n).max(1);
+            let p = ConcatParams { rows: rows as u64, m: u32_of(m, "m")?, n: u32_of(n, "n")? };
+            let blocks = (out.elem_count() as u64).div_ceil(BLOCK as u64).min(MAX_BLOCKS) as u32;
+            l.launch("concat", (blocks, 1, 1), BLOCK, &p, &[ptrs[0], ptrs[1], o])
+        }
     }
 }
 
@@ -368,6 +386,7 @@ mod tests {
         assert_eq!(size_of::<SampleParams>(), 8);
         assert_eq!(size_of::<MoeRouteParams>(), 36);
         assert_eq!(size_of::<MoeCombineParams>(), 16);
+        assert_eq!(size_of::<ConcatParams>(), 16);
     }
 
     #[test]

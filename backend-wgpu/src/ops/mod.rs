@@ -5,6 +5,7 @@
 
 mod argmax;
 mod attention;
+mod concat;
 mod elementwise;
 mod gather_rows;
 mod kv_store;
@@ -72,6 +73,7 @@ pub(crate) fn plan(op: &Op, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -> Resu
         Op::MoeRoute(p) => moe_route::plan(p, inputs, out, ctx),
         Op::MoeMatmul(p) => moe_matmul::plan(p, inputs, out, ctx),
         Op::MoeCombine(_) => moe_combine::plan(inputs, out, ctx),
+        Op::Concat(_) => concat::plan(inputs, out, ctx),
     }
 }
 
@@ -123,7 +125,8 @@ mod tests {
     use std::mem::size_of;
 
     use super::{
-        argmax, attention, elementwise, gather_rows, kv_store, matmul, moe_combine, moe_route, rms_norm, rope, sample,
+        argmax, attention, concat, elementwise, gather_rows, kv_store, matmul, moe_combine, moe_route, rms_norm, rope,
+        sample,
     };
 
     /// Each `#[repr(C)]` params struct has the size of the WGSL `Params` it
@@ -138,6 +141,7 @@ mod tests {
             ("glu", size_of::<elementwise::GluParams>()),
             ("kv_store", size_of::<kv_store::KvStoreParams>()),
             ("matmul", size_of::<matmul::MatmulParams>()),
+            ("concat", size_of::<concat::ConcatParams>()),
             ("moe_combine", size_of::<moe_combine::MoeCombineParams>()),
             // the quantized matmul body behind the float reader
             ("moe_matmul", size_of::<matmul::QuantMatmulParams>()),

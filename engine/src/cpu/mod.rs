@@ -155,6 +155,10 @@ fn compute(op: &Op, inputs: &[&Tensor], out: &Tensor) -> Result<()> {
             p.reference(ins[0].f32()?, ins[1].weight_rows()?, ins[2].f32()?, bias, d, o)?
         }
         Op::MoeCombine(p) => p.reference(ins[0].f32()?, ins[1].f32()?, inputs[1].shape()[1] / 2, o),
+        Op::Concat(p) => {
+            let last = |i: usize| inputs[i].shape().last().copied().unwrap_or(1);
+            p.reference(ins[0].f32()?, ins[1].f32()?, [last(0), last(1)], o)
+        }
         Op::Argmax(_) | Op::Sample(_) => {} // ran above, on the u32 view
     }
     Ok(())

@@ -5,6 +5,7 @@
 mod add;
 mod argmax;
 pub mod attention;
+mod concat;
 mod gather_rows;
 mod glu;
 mod kv_store;
@@ -21,6 +22,7 @@ mod softcap;
 pub use add::Add;
 pub use argmax::{Argmax, argmax_row};
 pub use attention::Attention;
+pub use concat::Concat;
 pub use gather_rows::GatherRows;
 pub use glu::{Activation, Glu};
 pub use kv_store::KvStore;
@@ -59,6 +61,7 @@ pub enum Op {
     MoeRoute(MoeRoute),
     MoeMatmul(MoeMatmul),
     MoeCombine(MoeCombine),
+    Concat(Concat),
 }
 
 /// The op without its parameters: what `Backend::supports` is asked about.
@@ -79,10 +82,11 @@ pub enum OpKind {
     MoeRoute,
     MoeMatmul,
     MoeCombine,
+    Concat,
 }
 
 impl OpKind {
-    pub const ALL: [OpKind; 15] = [
+    pub const ALL: [OpKind; 16] = [
         OpKind::GatherRows,
         OpKind::RmsNorm,
         OpKind::Matmul,
@@ -98,6 +102,7 @@ impl OpKind {
         OpKind::MoeRoute,
         OpKind::MoeMatmul,
         OpKind::MoeCombine,
+        OpKind::Concat,
     ];
 
     pub fn name(self) -> &'static str {
@@ -117,6 +122,7 @@ impl OpKind {
             OpKind::MoeRoute => "moe_route",
             OpKind::MoeMatmul => "moe_matmul",
             OpKind::MoeCombine => "moe_combine",
+            OpKind::Concat => "concat",
         }
     }
 }
@@ -186,6 +192,7 @@ impl OpKind {
             OpKind::MoeRoute => MoeRoute::CONTRACT,
             OpKind::MoeMatmul => MoeMatmul::CONTRACT,
             OpKind::MoeCombine => MoeCombine::CONTRACT,
+            OpKind::Concat => Concat::CONTRACT,
         }
     }
 
@@ -213,6 +220,7 @@ impl Op {
             Op::MoeRoute(_) => OpKind::MoeRoute,
             Op::MoeMatmul(_) => OpKind::MoeMatmul,
             Op::MoeCombine(_) => OpKind::MoeCombine,
+            Op::Concat(_) => OpKind::Concat,
         }
     }
 
@@ -235,6 +243,7 @@ impl Op {
             Op::MoeRoute(p) => p.output_spec(inputs),
             Op::MoeMatmul(p) => p.output_spec(inputs),
             Op::MoeCombine(p) => p.output_spec(inputs),
+            Op::Concat(p) => p.output_spec(inputs),
         }
     }
 }
