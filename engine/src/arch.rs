@@ -16,6 +16,7 @@ pub enum Architecture {
     Mixtral,
     Qwen3Moe,
     GptOss,
+    DeepseekV3,
 }
 
 /// Which layers attend through a sliding window, when the config does not
@@ -40,6 +41,10 @@ pub enum Routing {
     SoftmaxRenormalized,
     /// softmax, top-k, renormalized when `norm_topk_prob` (Qwen3-MoE)
     SoftmaxNormTopkProb,
+    /// DeepSeek-V3: sigmoid scores, chosen by score + `e_score_correction_bias`
+    /// within the `topk_group` best of `n_group` groups, renormalized when
+    /// `norm_topk_prob`, times `routed_scaling_factor`; shared experts beside.
+    SigmoidGrouped,
 }
 
 /// One architecture's row.
@@ -67,6 +72,8 @@ pub struct ArchSpec {
     pub attention_sinks: bool,
     /// Biases on the router and on every expert's projections (gpt-oss).
     pub expert_biases: bool,
+    /// Multi-head latent attention (DeepSeek V2/V3): a compressed KV cache.
+    pub mla: bool,
 }
 
 const fn dense(arch: Architecture, hf_class: &'static str, model_type: &'static str, gguf: &'static str) -> ArchSpec {
@@ -83,11 +90,12 @@ const fn dense(arch: Architecture, hf_class: &'static str, model_type: &'static 
         routing: None,
         attention_sinks: false,
         expert_biases: false,
+        mla: false,
     }
 }
 
 /// Every architecture, in the order errors list them.
-pub const ARCHITECTURES: [ArchSpec; 10] = {
+pub const ARCHITECTURES: [ArchSpec; 11] = {
     use Architecture::*;
     let gemma = ArchSpec { gemma: true, ..dense(Gemma, "GemmaForCausalLM", "gemma", "gemma") };
     [
@@ -140,6 +148,11 @@ pub const ARCHITECTURES: [ArchSpec; 10] = {
             attention_sinks: true,
             expert_biases: true,
             ..dense(GptOss, "GptOssForCausalLM", "gpt_oss", "gpt-oss")
+        },
+        ArchSpec {
+            routing: Some(Routing::SigmoidGrouped),
+            mla: true,
+            ..dense(DeepseekV3, "DeepseekV3ForCausalLM", "deepseek_v3", "deepseek2")
         },
     ]
 };

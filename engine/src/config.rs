@@ -20,6 +20,28 @@ fn architecture_of(root: &Map<String, Value>) -> Result<Architecture> {
     })
 }
 
+/// Multi-head latent attention (DeepSeek V2/V3): keys and values come from
+/// one compressed latent of `kv_lora_rank` per token plus a rotary key of
+/// `rope` shared by the heads, which is all the cache holds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MlaConfig {
+    /// The query's low-rank bottleneck (`q_a_proj`, `q_b_proj`), or a plain `q_proj`.
+    pub q_lora_rank: Option<usize>,
+    pub kv_lora_rank: usize,
+    /// Per head: the query/key part without position (`qk_nope_head_dim`),
+    /// the rotary part (`qk_rope_head_dim`) and the value (`v_head_dim`).
+    pub nope: usize,
+    pub rope: usize,
+    pub v: usize,
+}
+
+impl MlaConfig {
+    /// Values a token keeps per layer: the latent and the rotary key.
+    pub fn cache_width(&self) -> usize {
+        self.kv_lora_rank + self.rope
+    }
+}
+
 /// A mixture-of-experts block's shape and router.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MoeConfig {
@@ -32,6 +54,10 @@ pub struct MoeConfig {
     pub layers: Vec<bool>,
     /// Biases on the router and the experts' projections (gpt-oss).
     pub biases: bool,
+    /// The router's choice bias (DeepSeek's `e_score_correction_bias`).
+    pub choice_bias: bool,
+    /// Shared experts' intermediate size, a dense MLP beside the routed ones (DeepSeek).
+    pub shared_intermediate: Option<usize>,
 }
 
 impl MoeConfig {
@@ -126,6 +152,9 @@ pub struct ModelConfig {
     pub moe: Option<MoeConfig>,
     /// A learned sink logit per attention head (gpt-oss).
     pub attention_sinks: bool,
+    /// Multi-head latent attention (DeepSeek); then the cache has one kv head
+    /// of `head_dim` = the latent plus the rotary key.
+    pub mla: Option<MlaConfig>,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
 }
@@ -152,7 +181,17 @@ impl ModelConfig {
         let (q, kv) = (self.num_heads * d, self.num_kv_heads * d);
         let embed = self.vocab_size * h * if self.tie_word_embeddings { 1 } else { 2 } + h;
         let bias = |on: bool, n: usize| if on { n } else { 0 };
-        let attention = h * (q + 2 * kv) + q * h + bias(self.qkv_bias, q + 2 * kv) + bias(self.o_bias, h);
+        let attention = match &self.mla {
+            Some(m) => {
+                let heads = self.num_heads;
+                let q = match m.q_lora_rank {
+                    Some(r) => h * r + r + r * heads * (m.nope + m.rope),
+                    None => h * heads * (m.nope + m.rope),
+                };
+                q + h * m.cache_width() + m.kv_lora_rank + m.kv_lora_rank * heads * (m.nope + m.v) + heads * m.v * h
+            }
+            None => h * (q + 2 * kv) + q * h + bias(self.qkv_bias, q + 2 * kv) + bias(self.o_bias, h),
+        };
         let norms = h * if self.sandwich_norms { 4 } else { 2 }
             + if self.qk_norm { 2 * d } else { 0 }
             + bias(self.attention_sinks, self.num_heads);
@@ -163,7 +202,8 @@ impl ModelConfig {
             match &self.moe {
                 Some(m) if m.is_moe_layer(l) => {
                     let expert = 3 * h * m.expert_intermediate + bias(m.biases, 2 * m.expert_intermediate + h);
-                    let router = m.experts * h + bias(m.biases, m.experts);
+                    let router = m.experts * h + bias(m.biases || m.choice_bias, m.experts);
+                    let shared = shared + m.shared_intermediate.map_or(0, |i| 3 * h * i);
                     total += shared + router + m.experts * expert;
                     active += shared + router + m.route.top_k * expert;
                 }
@@ -176,9 +216,26 @@ impl ModelConfig {
         ParameterCounts { total, active }
     }
 
-    /// Key and value heads times head_dim times 2 (k and v), in f32 elements.
+    /// Key and value heads times head_dim times 2 (k and v), in f32
+    /// elements; with MLA the latent and rotary key once (values are a
+    /// slice of it).
     pub fn kv_floats_per_token(&self) -> usize {
-        2 * self.num_layers * self.num_kv_heads * self.head_dim
+        let kv = if self.mla.is_some() { 1 } else { 2 };
+        kv * self.num_layers * self.num_kv_heads * self.head_dim
+    }
+
+    /// What full multi-head attention would cache per token, in f32
+    /// elements: MLA's saving is this over [`ModelConfig::kv_floats_per_token`].
+    pub fn mha_kv_floats_per_token(&self) -> usize {
+        match &self.mla {
+            Some(m) => self.num_layers * self.num_heads * (m.nope + m.rope + m.v),
+            None => self.kv_floats_per_token(),
+        }
+    }
+
+    /// The width of the rotary part rope tables are built for.
+    pub fn rotary_head_dim(&self) -> usize {
+        self.mla.as_ref().map_or(self.head_dim, |m| m.rope)
     }
 }
 
@@ -252,12 +309,20 @@ impl Reader<'_> {
             None => return Err(self.err("no `head_dim` and hidden_size is not a multiple of num_attention_heads")),
         };
         let activation = self.activation(spec)?;
-        let attention_scale = match self.opt_f64("query_pre_attn_scalar")? {
-            Some(s) if s > 0.0 => (1.0 / s.sqrt()) as f32,
-            Some(s) => return Err(self.err(format!("query_pre_attn_scalar must be positive, got {s}"))),
-            None => 1.0 / (head_dim as f32).sqrt(),
-        };
+        let mla = if spec.mla { Some(self.mla()?) } else { None };
         let (rope, rope_local) = self.ropes()?;
+        let attention_scale = match (self.opt_f64("query_pre_attn_scalar")?, &mla) {
+            (Some(s), _) if s > 0.0 => (1.0 / s.sqrt()) as f32,
+            (Some(s), _) => return Err(self.err(format!("query_pre_attn_scalar must be positive, got {s}"))),
+            // DeepSeek: yarn's mscale(factor, mscale_all_dim) squared folds into the scale
+            (None, Some(m)) => ((m.nope + m.rope) as f64).powf(-0.5) as f32 * self.mla_softmax_mscale()? as f32,
+            (None, None) => 1.0 / (head_dim as f32).sqrt(),
+        };
+        // with MLA the cache holds one "head": the latent and the rotary key
+        let (num_kv_heads, head_dim) = match &mla {
+            Some(m) => (1, m.cache_width()),
+            None => (num_kv_heads, head_dim),
+        };
         let gemma = spec.gemma;
         let attention_bias = self.opt_bool("attention_bias")?.unwrap_or(false);
         let (qkv_bias, o_bias) = if spec.qkv_bias { (true, false) } else { (attention_bias, attention_bias) };
@@ -291,6 +356,7 @@ impl Reader<'_> {
             dtype: self.opt_str("dtype").or(self.opt_str("torch_dtype")).map(str::to_string),
             moe: spec.routing.map(|r| self.moe(r, spec.expert_biases, num_layers)).transpose()?,
             attention_sinks: spec.attention_sinks,
+            mla,
             bos_token_id: self.token_ids("bos_token_id")?.first().copied(),
             eos_token_ids: self.token_ids("eos_token_id")?,
         };
@@ -445,14 +511,45 @@ impl Reader<'_> {
         })
     }
 
+    fn mla(&self) -> Result<MlaConfig> {
+        let m = MlaConfig {
+            q_lora_rank: self.opt_usize("q_lora_rank")?,
+            kv_lora_rank: self.usize("kv_lora_rank")?,
+            nope: self.usize("qk_nope_head_dim")?,
+            rope: self.usize("qk_rope_head_dim")?,
+            v: self.usize("v_head_dim")?,
+        };
+        if m.kv_lora_rank == 0 || m.rope == 0 || m.rope % 2 != 0 || m.v == 0 || m.q_lora_rank == Some(0) {
+            return Err(self.err(format!("multi-head latent attention sizes must be positive (rope even): {m:?}")));
+        }
+        if self.opt_bool("rope_interleave")? == Some(false) {
+            return Err(self.err("rope_interleave false (rotate-half rope in MLA) is not supported yet"));
+        }
+        Ok(m)
+    }
+
+    /// DeepSeek's softmax scale factor: yarn's `0.1 * mscale_all_dim * ln(factor) + 1`, squared.
+    fn mla_softmax_mscale(&self) -> Result<f64> {
+        let Some(Value::Object(p)) = self.root.get("rope_parameters").or(self.root.get("rope_scaling")) else {
+            return Ok(1.0);
+        };
+        let get = |k: &str| opt_f64_in(p, k).map_err(|m| self.err(m));
+        let kind = p.get("rope_type").or(p.get("type")).and_then(|t| t.as_str()).unwrap_or("default");
+        match (kind, get("factor")?, get("mscale_all_dim")?) {
+            ("default", _, _) | (_, None, _) | (_, _, None) => Ok(1.0),
+            (_, Some(f), Some(all)) if all != 0.0 && f > 1.0 => Ok((0.1 * all * f.ln() + 1.0).powi(2)),
+            _ => Ok(1.0),
+        }
+    }
+
     /// The experts: `num_local_experts` (or `num_experts`) of
     /// `moe_intermediate_size` (else `intermediate_size`), top
     /// `num_experts_per_tok`; Qwen3-MoE's dense layers are those in
     /// `mlp_only_layers` or off its `decoder_sparse_step`.
     fn moe(&self, routing: Routing, biases: bool, num_layers: usize) -> Result<MoeConfig> {
-        let experts = match self.opt_usize("num_local_experts")? {
-            Some(e) => e,
-            None => self.usize("num_experts")?,
+        let experts = match (self.opt_usize("num_local_experts")?, self.opt_usize("n_routed_experts")?) {
+            (Some(e), _) | (None, Some(e)) => e,
+            (None, None) => self.usize("num_experts")?,
         };
         let top_k = self.usize("num_experts_per_tok")?;
         if experts == 0 || top_k == 0 || top_k > experts {
@@ -465,10 +562,26 @@ impl Reader<'_> {
         if expert_intermediate == 0 {
             return Err(self.err("`moe_intermediate_size` must be positive"));
         }
-        let renormalize = match routing {
-            Routing::SoftmaxRenormalized => true,
-            Routing::SoftmaxNormTopkProb => self.opt_bool("norm_topk_prob")?.unwrap_or(false),
+        let norm_topk_prob = self.opt_bool("norm_topk_prob")?.unwrap_or(false);
+        let route = match routing {
+            Routing::SoftmaxRenormalized => MoeConfig::softmax_route(top_k, true),
+            Routing::SoftmaxNormTopkProb => MoeConfig::softmax_route(top_k, norm_topk_prob),
+            Routing::SigmoidGrouped => {
+                let groups = self.opt_usize("n_group")?.unwrap_or(1);
+                let top_groups = self.opt_usize("topk_group")?.unwrap_or(groups);
+                MoeRoute {
+                    top_k,
+                    scoring: RouterScoring::Sigmoid,
+                    renormalize: norm_topk_prob,
+                    groups: (groups > 1).then_some(crate::ops::ExpertGroups { groups, top_groups }),
+                    scale: self.opt_f64("routed_scaling_factor")?.unwrap_or(1.0) as f32,
+                }
+            }
         };
+        // the router's own check, with this file's name on the error
+        route
+            .output_spec(&[crate::ops::TensorSpec::new(&[1, experts], crate::dtype::DType::F32)])
+            .map_err(|e| self.err(e.to_string()))?;
         let dense: Vec<usize> = match self.root.get("mlp_only_layers") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(v)) => v
@@ -482,13 +595,18 @@ impl Reader<'_> {
             Some(v) => return Err(self.err(format!("`mlp_only_layers` must be a list, got {v}"))),
         };
         let step = self.opt_usize("decoder_sparse_step")?.unwrap_or(1).max(1);
-        let layers = (0..num_layers).map(|l| !dense.contains(&l) && (l + 1) % step == 0).collect();
+        let first_moe = self.opt_usize("first_k_dense_replace")?.unwrap_or(0);
+        let layers = (0..num_layers).map(|l| l >= first_moe && !dense.contains(&l) && (l + 1) % step == 0).collect();
+        let deepseek = routing == Routing::SigmoidGrouped;
+        let shared = self.opt_usize("n_shared_experts")?.unwrap_or(0);
         Ok(MoeConfig {
             experts,
             expert_intermediate,
-            route: MoeConfig::softmax_route(top_k, renormalize),
+            route,
             layers,
             biases,
+            choice_bias: deepseek,
+            shared_intermediate: (shared > 0).then_some(shared * expert_intermediate),
         })
     }
 }

@@ -11,7 +11,8 @@ use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
 /// The device tensors: for each layer, keys and values of every slot,
-/// [num_blocks * block_size, kv_heads, head_dim] f32.
+/// [num_blocks * block_size, kv_heads, head_dim] f32. With MLA, `v[l]` is
+/// `k[l]` (the latent and rotary key, [slots, 1, kv_lora_rank + rope]).
 pub struct KvCache {
     pub block_size: usize,
     pub num_blocks: usize,
@@ -26,12 +27,14 @@ impl KvCache {
         }
         let shape = [num_blocks * block_size, config.num_kv_heads, config.head_dim];
         let layer = || backend.alloc(&shape, DType::F32);
-        Ok(KvCache {
-            block_size,
-            num_blocks,
-            k: (0..config.num_layers).map(|_| layer()).collect::<Result<_>>()?,
-            v: (0..config.num_layers).map(|_| layer()).collect::<Result<_>>()?,
-        })
+        let k: Vec<Tensor> = (0..config.num_layers).map(|_| layer()).collect::<Result<_>>()?;
+        // MLA reads its values out of the cached latent: one tensor, two names
+        let v = if config.mla.is_some() {
+            k.clone()
+        } else {
+            (0..config.num_layers).map(|_| layer()).collect::<Result<_>>()?
+        };
+        Ok(KvCache { block_size, num_blocks, k, v })
     }
 
     pub fn num_slots(&self) -> usize {

@@ -90,7 +90,7 @@ pub fn config(file: &GgufFile) -> Result<ModelConfig> {
     }
     .map(|theta| RopeConfig { theta, scaling: RopeScaling::None, partial_rotary_factor: 1.0 });
     let spec = arch.spec();
-    if spec.attention_sinks {
+    if spec.attention_sinks || spec.mla {
         return Err(bad(
             file,
             format!("{} GGUF files are not supported yet (its Hugging Face folder is)", spec.hf_class),
@@ -133,6 +133,7 @@ pub fn config(file: &GgufFile) -> Result<ModelConfig> {
         dtype: None,
         moe,
         attention_sinks: false,
+        mla: None,
         bos_token_id: file.get_opt::<u32>("tokenizer.ggml.bos_token_id")?,
         eos_token_ids: eos.into_iter().collect(),
     };
@@ -202,6 +203,8 @@ fn moe(file: &GgufFile, prefix: &str, num_layers: usize) -> Result<MoeConfig> {
         route: MoeConfig::softmax_route(top_k, renormalize),
         layers,
         biases: false,
+        choice_bias: false,
+        shared_intermediate: None,
     })
 }
 

@@ -14,10 +14,10 @@ use crate::error::Result;
 use crate::kv_cache::KvCache;
 use crate::model::batch::BatchLayout;
 use crate::model::rope::RopeTable;
-use crate::model::weights::{DecoderWeights, LayerWeights, Linear, Mlp};
+use crate::model::weights::{Attn, DecoderWeights, LayerWeights, Linear, MlaWeights, Mlp};
 use crate::ops::{
-    Add, Argmax, Attention, GatherRows, Glu, KvStore, Matmul, MoeCombine, MoeMatmul, Op, RmsNorm, Rope, RopeStyle,
-    Sample, Scale, Softcap,
+    Add, Argmax, Attention, Concat, GatherRows, Glu, KvStore, Matmul, MoeCombine, MoeMatmul, Op, RmsNorm, Rope,
+    RopeStyle, Sample, Scale, Softcap,
 };
 use crate::sampler::DevicePick;
 use crate::tensor::Tensor;
@@ -32,10 +32,13 @@ pub(crate) struct StepTensors {
     block_tables: Tensor,
     /// None when no logits are wanted
     logit_rows: Option<Tensor>,
+    /// MLA's per-head products run as `moe_matmul` with every head chosen
+    /// by every token: [T, 2 * heads], weights 1 then ids 0..heads.
+    pub head_route: Option<Tensor>,
 }
 
 impl StepTensors {
-    pub fn upload(b: &dyn Backend, batch: &BatchLayout) -> Result<Self> {
+    pub fn upload(b: &dyn Backend, batch: &BatchLayout, config: &ModelConfig) -> Result<Self> {
         let t = batch.token_ids.len();
         let seqs = batch.block_tables.len() / batch.max_blocks;
         let rows = &batch.logit_rows;
@@ -46,6 +49,15 @@ impl StepTensors {
             slots: b.upload_u32(&[t], &batch.slots)?,
             block_tables: b.upload_u32(&[seqs, batch.max_blocks], &batch.block_tables)?,
             logit_rows: if rows.is_empty() { None } else { Some(b.upload_u32(&[rows.len()], rows)?) },
+            head_route: match &config.mla {
+                Some(_) => {
+                    let h = config.num_heads;
+                    let row = (0..2 * h).map(|i| if i < h { 1.0 } else { (i - h) as f32 });
+                    let route: Vec<f32> = std::iter::repeat_n(row, t).flatten().collect();
+                    Some(b.upload_f32(&[t, 2 * h], &route)?)
+                }
+                None => None,
+            },
         })
     }
 
@@ -121,7 +133,7 @@ impl Decoder<'_> {
     /// Runs the batch through the model, writing its keys and values into
     /// the cache, and returns logits [logit_rows, vocab] as host f32.
     pub fn forward(&self, batch: &BatchLayout, cache: &KvCache) -> Result<Vec<f32>> {
-        let step = StepTensors::upload(self.backend, batch)?;
+        let step = StepTensors::upload(self.backend, batch, self.config)?;
         match self.logits(&step, cache, None)? {
             Some(logits) => self.backend.read_f32(&logits),
             None => Ok(Vec::new()),
@@ -131,7 +143,7 @@ impl Decoder<'_> {
     /// [`Decoder::forward`], then `pick` on the device: only the ids
     /// [logit_rows] come back to the host.
     pub fn forward_ids(&self, batch: &BatchLayout, cache: &KvCache, pick: &IdPick) -> Result<Vec<u32>> {
-        let step = StepTensors::upload(self.backend, batch)?;
+        let step = StepTensors::upload(self.backend, batch, self.config)?;
         match self.logits(&step, cache, None)? {
             Some(logits) => {
                 let (op, inputs) = pick.op(&logits);
@@ -198,65 +210,132 @@ impl Decoder<'_> {
     fn layer(&self, l: usize, w: &LayerWeights, x: &Tensor, step: &StepTensors, cache: &KvCache) -> Result<Tensor> {
         let b = self.backend;
         let c = self.config;
-        let t = x.shape()[0];
-        let (heads, kv_heads, d) = (c.num_heads, c.num_kv_heads, c.head_dim);
-        let window = c.layer_windows[l];
-        let rope_table = match (window, self.rope_local) {
-            (Some(_), Some(local)) => local,
-            _ => self.rope_global,
-        };
-
         let h = self.norm(x, &w.attn_in_norm)?;
-        let q = self.linear(&h, &w.q)?.reshape(&[t, heads, d])?;
-        let k = self.linear(&h, &w.k)?.reshape(&[t, kv_heads, d])?;
-        let v = self.linear(&h, &w.v)?.reshape(&[t, kv_heads, d])?;
-        let q = self.head_norm(q, w.q_norm.as_ref())?;
-        let k = self.head_norm(k, w.k_norm.as_ref())?;
-        let rope = Op::Rope(Rope { style: RopeStyle::Neox, attention_scale: rope_table.attention_scale });
-        let q = b.run(&rope, &[&q, &step.positions, &rope_table.inv_freq])?;
-        let k = b.run(&rope, &[&k, &step.positions, &rope_table.inv_freq])?;
-
-        let store = Op::KvStore(KvStore { num_slots: cache.num_slots() });
-        b.execute(&store, &[&k, &step.slots], &cache.k[l])?;
-        b.execute(&store, &[&v, &step.slots], &cache.v[l])?;
-        let attention = Op::Attention(Attention {
-            block_size: cache.block_size,
-            scale: c.attention_scale,
-            softcap: c.attention_softcap,
-            window,
-        });
-        let mut inputs = vec![&q, &cache.k[l], &cache.v[l], &step.block_tables, &step.token_seq, &step.positions];
-        inputs.extend(&w.sinks);
-        let a = b.run(&attention, &inputs)?;
-        let a = self.linear(&a.reshape(&[t, heads * d])?, &w.o)?;
+        let a = match &w.attn {
+            Attn::Mha { .. } => self.mha(l, w, &h, step, cache)?,
+            Attn::Mla(m) => self.mla(l, m, &h, step, cache)?,
+        };
+        let a = self.linear(&a, &w.o)?;
         let a = self.maybe_norm(a, w.attn_out_norm.as_ref())?;
         let x = b.run(&Op::Add(Add), &[x, &a])?;
 
         let h = self.norm(&x, &w.mlp_in_norm)?;
         let m = match &w.mlp {
-            Mlp::Dense { gate, up, down } => {
-                let (gate, up) = (self.linear(&h, gate)?, self.linear(&h, up)?);
-                let m = b.run(&Op::Glu(Glu { activation: c.activation }), &[&gate, &up])?;
-                self.linear(&m, down)?
-            }
-            Mlp::Experts { router, gate, up, down } => {
+            Mlp::Dense { gate, up, down } => self.gated(&h, [gate, up, down])?,
+            Mlp::Experts(e) => {
                 let moe = c.moe.as_ref().expect("expert weights come from a MoE config");
-                let route = b.run(&Op::MoeRoute(moe.route.clone()), &[&self.linear(&h, router)?])?; // (T, 2K)
-                let experts = |x: &Tensor, l: &Linear| {
-                    let op = Op::MoeMatmul(MoeMatmul { experts: moe.experts });
-                    match &l.bias {
-                        Some(bias) => b.run(&op, &[x, &l.weight, &route, bias]),
-                        None => b.run(&op, &[x, &l.weight, &route]),
-                    }
-                };
-                let (gate, up) = (experts(&h, gate)?, experts(&h, up)?); // (T*K, I)
+                let logits = self.linear(&h, &e.router)?; // (T, experts)
+                let mut inputs = vec![&logits];
+                inputs.extend(&e.choice_bias);
+                let route = b.run(&Op::MoeRoute(moe.route.clone()), &inputs)?; // (T, 2K)
+                let experts = Op::MoeMatmul(MoeMatmul { experts: moe.experts });
+                let (gate, up) =
+                    (self.per_route(&experts, &h, &e.gate, &route)?, self.per_route(&experts, &h, &e.up, &route)?); // (T*K, I)
                 let m = b.run(&Op::Glu(Glu { activation: c.activation }), &[&gate, &up])?;
-                let m = experts(&m, down)?; // (T*K, hidden)
-                b.run(&Op::MoeCombine(MoeCombine), &[&m, &route])? // (T, hidden)
+                let m = self.per_route(&experts, &m, &e.down, &route)?; // (T*K, hidden)
+                let m = b.run(&Op::MoeCombine(MoeCombine), &[&m, &route])?; // (T, hidden)
+                match &e.shared {
+                    Some([gate, up, down]) => b.run(&Op::Add(Add), &[&m, &self.gated(&h, [gate, up, down])?])?,
+                    None => m,
+                }
             }
         };
         let m = self.maybe_norm(m, w.mlp_out_norm.as_ref())?;
         b.run(&Op::Add(Add), &[&x, &m])
+    }
+
+    /// down(act(gate(h)) * up(h))
+    fn gated(&self, h: &Tensor, [gate, up, down]: [&Linear; 3]) -> Result<Tensor> {
+        let (gate, up) = (self.linear(h, gate)?, self.linear(h, up)?);
+        let m = self.backend.run(&Op::Glu(Glu { activation: self.config.activation }), &[&gate, &up])?;
+        self.linear(&m, down)
+    }
+
+    /// `moe_matmul` of x by the stacked `w` (and its bias), rows chosen by `route`.
+    fn per_route(&self, op: &Op, x: &Tensor, w: &Linear, route: &Tensor) -> Result<Tensor> {
+        match &w.bias {
+            Some(bias) => self.backend.run(op, &[x, &w.weight, route, bias]),
+            None => self.backend.run(op, &[x, &w.weight, route]),
+        }
+    }
+
+    fn rope_table(&self, l: usize) -> &RopeTable {
+        match (self.config.layer_windows[l], self.rope_local) {
+            (Some(_), Some(local)) => local,
+            _ => self.rope_global,
+        }
+    }
+
+    fn attention(
+        &self,
+        l: usize,
+        q: &Tensor,
+        step: &StepTensors,
+        cache: &KvCache,
+        sinks: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let c = self.config;
+        let attention = Op::Attention(Attention {
+            block_size: cache.block_size,
+            scale: c.attention_scale,
+            softcap: c.attention_softcap,
+            window: c.layer_windows[l],
+        });
+        let mut inputs = vec![q, &cache.k[l], &cache.v[l], &step.block_tables, &step.token_seq, &step.positions];
+        inputs.extend(sinks);
+        self.backend.run(&attention, &inputs)
+    }
+
+    /// Multi-head attention: q, k, v [T, heads, d] -> [T, heads * d].
+    fn mha(&self, l: usize, w: &LayerWeights, h: &Tensor, step: &StepTensors, cache: &KvCache) -> Result<Tensor> {
+        let Attn::Mha { q, k, v, q_norm, k_norm } = &w.attn else { unreachable!("called for MHA layers") };
+        let (b, c) = (self.backend, self.config);
+        let (t, heads, kv_heads, d) = (h.shape()[0], c.num_heads, c.num_kv_heads, c.head_dim);
+        let rope_table = self.rope_table(l);
+        let q = self.linear(h, q)?.reshape(&[t, heads, d])?;
+        let k = self.linear(h, k)?.reshape(&[t, kv_heads, d])?;
+        let v = self.linear(h, v)?.reshape(&[t, kv_heads, d])?;
+        let q = self.head_norm(q, q_norm.as_ref())?;
+        let k = self.head_norm(k, k_norm.as_ref())?;
+        let rope = Op::Rope(Rope { style: RopeStyle::Neox, attention_scale: rope_table.attention_scale });
+        let q = b.run(&rope, &[&q, &step.positions, &rope_table.inv_freq])?;
+        let k = b.run(&rope, &[&k, &step.positions, &rope_table.inv_freq])?;
+        let store = Op::KvStore(KvStore { num_slots: cache.num_slots() });
+        b.execute(&store, &[&k, &step.slots], &cache.k[l])?;
+        b.execute(&store, &[&v, &step.slots], &cache.v[l])?;
+        self.attention(l, &q, step, cache, w.sinks.as_ref())?.reshape(&[t, heads * d])
+    }
+
+    /// Multi-head latent attention, absorbed: each head's query meets the
+    /// cached [latent, rotary key] rows (one kv head) as
+    /// [k_absorb_h q_nope_h, rope(q_rope_h)], and its output over the same
+    /// rows (values are the latent) leaves through v_absorb_h. Per-head
+    /// products are `moe_matmul`s whose "experts" are the heads, every
+    /// token choosing all of them (`StepTensors::head_route`).
+    fn mla(&self, l: usize, w: &MlaWeights, h: &Tensor, step: &StepTensors, cache: &KvCache) -> Result<Tensor> {
+        let (b, c) = (self.backend, self.config);
+        let m = c.mla.as_ref().expect("MLA weights come from an MLA config");
+        let (t, heads, r) = (h.shape()[0], c.num_heads, m.kv_lora_rank);
+        let per_head = Op::MoeMatmul(MoeMatmul { experts: heads });
+        let route = step.head_route.as_ref().expect("MLA steps upload the head route");
+        let rope_table = self.rope_table(l);
+        let rope = Op::Rope(Rope { style: RopeStyle::Interleaved, attention_scale: rope_table.attention_scale });
+        let q_in = match &w.q_a {
+            Some((q_a, norm)) => self.norm(&self.linear(h, q_a)?, norm)?,
+            None => h.clone(),
+        };
+        let q_nope = self.linear(&q_in, &w.q_nope)?.reshape(&[t * heads, m.nope])?;
+        let q_latent = self.per_route(&per_head, &q_nope, &w.k_absorb, route)?.reshape(&[t, heads, r])?;
+        let q_rope = self.linear(&q_in, &w.q_rope)?.reshape(&[t, heads, m.rope])?;
+        let q_rope = b.run(&rope, &[&q_rope, &step.positions, &rope_table.inv_freq])?;
+        let q = b.run(&Op::Concat(Concat), &[&q_latent, &q_rope])?; // (T, heads, r + rope)
+        let latent = self.norm(&self.linear(h, &w.kv_latent)?, &w.kv_norm)?.reshape(&[t, 1, r])?;
+        let k_rope = self.linear(h, &w.kv_rope)?.reshape(&[t, 1, m.rope])?;
+        let k_rope = b.run(&rope, &[&k_rope, &step.positions, &rope_table.inv_freq])?;
+        let kv = b.run(&Op::Concat(Concat), &[&latent, &k_rope])?; // (T, 1, r + rope)
+        b.execute(&Op::KvStore(KvStore { num_slots: cache.num_slots() }), &[&kv, &step.slots], &cache.k[l])?;
+        let a = self.attention(l, &q, step, cache, None)?.reshape(&[t * heads, r + m.rope])?;
+        self.per_route(&per_head, &a, &w.v_absorb, route)?.reshape(&[t, heads * m.v])
     }
 
     fn maybe_norm(&self, x: Tensor, w: Option<&Tensor>) -> Result<Tensor> {

@@ -87,9 +87,12 @@ impl Model {
         }
         let b = backend.as_ref();
         let weights = WeightLoader { store, backend: b, holder: b, policy, dry: false }.load(&config)?;
-        let rope_global = RopeTable::new(backend.as_ref(), &config.rope, config.head_dim)?;
-        let rope_local =
-            config.rope_local.as_ref().map(|r| RopeTable::new(backend.as_ref(), r, config.head_dim)).transpose()?;
+        let rope_global = RopeTable::new(backend.as_ref(), &config.rope, config.rotary_head_dim())?;
+        let rope_local = config
+            .rope_local
+            .as_ref()
+            .map(|r| RopeTable::new(backend.as_ref(), r, config.rotary_head_dim()))
+            .transpose()?;
         let embed_scale = config.scale_embeddings.then(|| {
             // transformers multiplies by sqrt(hidden) cast to the weights' dtype
             let s = (config.hidden_size as f32).sqrt();

@@ -189,7 +189,7 @@ fn record(
     picks: Option<&[DevicePick]>,
 ) -> Result<Option<Recorded>> {
     let b = dec.backend;
-    let step = StepTensors::upload(b, batch)?;
+    let step = StepTensors::upload(b, batch, dec.config)?;
     let logits = b.alloc(&[shape.tokens, dec.config.vocab_size], DType::F32)?;
     let ids = if shape.end == End::Logits { None } else { Some(b.alloc(&[shape.tokens], DType::U32)?) };
     let inputs = match (shape.end, picks) {

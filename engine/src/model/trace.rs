@@ -30,8 +30,9 @@ pub(crate) fn required_ops(
 ) -> Result<Vec<(OpKind, DType)>> {
     let trace = Trace::default();
     let weights = WeightLoader { store, backend: &trace, holder, policy, dry: true }.load(config)?;
-    let rope_global = RopeTable::new(&trace, &config.rope, config.head_dim)?;
-    let rope_local = config.rope_local.as_ref().map(|r| RopeTable::new(&trace, r, config.head_dim)).transpose()?;
+    let rope_global = RopeTable::new(&trace, &config.rope, config.rotary_head_dim())?;
+    let rope_local =
+        config.rope_local.as_ref().map(|r| RopeTable::new(&trace, r, config.rotary_head_dim())).transpose()?;
     let decoder = Decoder {
         config,
         backend: &trace,

@@ -2,7 +2,7 @@
 //! checked against the config, and uploaded to the backend.
 
 use crate::backend::{Backend, BackendExt};
-use crate::config::ModelConfig;
+use crate::config::{MlaConfig, ModelConfig};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::loader::{RawTensor, StDtype, WeightStore};
@@ -74,17 +74,63 @@ pub struct Linear {
 pub struct LayerWeights {
     pub attn_in_norm: Tensor,
     pub attn_out_norm: Option<Tensor>,
-    pub q: Linear,
-    pub k: Linear,
-    pub v: Linear,
+    pub attn: Attn,
     pub o: Linear,
-    pub q_norm: Option<Tensor>,
-    pub k_norm: Option<Tensor>,
     /// [heads] learned sink logits (gpt-oss)
     pub sinks: Option<Tensor>,
     pub mlp_in_norm: Tensor,
     pub mlp_out_norm: Option<Tensor>,
     pub mlp: Mlp,
+}
+
+/// How a layer makes its queries, keys and values.
+pub enum Attn {
+    /// Multi-head (grouped-query) attention, with optional per-head q/k norms.
+    Mha { q: Linear, k: Linear, v: Linear, q_norm: Option<Tensor>, k_norm: Option<Tensor> },
+    /// Multi-head latent attention (DeepSeek), in the absorbed form.
+    Mla(Box<MlaWeights>),
+}
+
+/// MLA's projections, cut at load so no op has to slice: per head h, the
+/// query's no-position part meets the cached latent through `k_absorb`
+/// (`kv_b_proj`'s key rows for h, transposed: the latent's view of q), and
+/// the attention's output over the latent leaves through `v_absorb` (its
+/// value rows for h, padded with zeros over the rotary columns).
+pub struct MlaWeights {
+    /// `q_a_proj` and `q_a_layernorm` when the query has a low rank
+    pub q_a: Option<(Linear, Tensor)>,
+    /// [heads * nope, q_in] and [heads * rope, q_in]: `q_b_proj` (or `q_proj`) split
+    pub q_nope: Linear,
+    pub q_rope: Linear,
+    /// [kv_lora_rank, hidden] and [rope, hidden]: `kv_a_proj_with_mqa` split
+    pub kv_latent: Linear,
+    pub kv_rope: Linear,
+    /// `kv_a_layernorm` [kv_lora_rank]
+    pub kv_norm: Tensor,
+    /// [heads * kv_lora_rank, nope] and [heads * v, kv_lora_rank + rope]
+    pub k_absorb: Linear,
+    pub v_absorb: Linear,
+}
+
+impl Attn {
+    fn linears(&self) -> Vec<&Linear> {
+        match self {
+            Attn::Mha { q, k, v, .. } => vec![q, k, v],
+            Attn::Mla(m) => {
+                let q_a = m.q_a.as_ref().map(|(l, _)| l);
+                q_a.into_iter()
+                    .chain([&m.q_nope, &m.q_rope, &m.kv_latent, &m.kv_rope, &m.k_absorb, &m.v_absorb])
+                    .collect()
+            }
+        }
+    }
+
+    fn norms(&self) -> Vec<&Tensor> {
+        match self {
+            Attn::Mha { q_norm, k_norm, .. } => q_norm.iter().chain(k_norm).collect(),
+            Attn::Mla(m) => m.q_a.iter().map(|(_, n)| n).chain([&m.kv_norm]).collect(),
+        }
+    }
 }
 
 /// A layer's feed-forward block.
@@ -93,14 +139,27 @@ pub enum Mlp {
     Dense { gate: Linear, up: Linear, down: Linear },
     /// A mixture of experts: a router [experts, hidden] and each projection
     /// of every expert stacked into one matrix [experts * out, in].
-    Experts { router: Linear, gate: Linear, up: Linear, down: Linear },
+    Experts(Box<ExpertWeights>),
+}
+
+pub struct ExpertWeights {
+    pub router: Linear,
+    /// [experts] added to the scores for choosing only (DeepSeek)
+    pub choice_bias: Option<Tensor>,
+    pub gate: Linear,
+    pub up: Linear,
+    pub down: Linear,
+    /// The shared experts: a dense gated MLP every token runs (DeepSeek).
+    pub shared: Option<[Linear; 3]>,
 }
 
 impl Mlp {
     fn linears(&self) -> Vec<&Linear> {
         match self {
             Mlp::Dense { gate, up, down } => vec![gate, up, down],
-            Mlp::Experts { router, gate, up, down } => vec![router, gate, up, down],
+            Mlp::Experts(e) => {
+                [&e.router, &e.gate, &e.up, &e.down].into_iter().chain(e.shared.iter().flatten()).collect()
+            }
         }
     }
 }
@@ -124,18 +183,18 @@ impl DecoderWeights {
                 l.attn_out_norm.as_ref(),
                 Some(&l.mlp_in_norm),
                 l.mlp_out_norm.as_ref(),
-                l.q_norm.as_ref(),
-                l.k_norm.as_ref(),
                 l.sinks.as_ref(),
             ]
             .into_iter()
             .flatten()
+            .chain(l.attn.norms())
             .map(Tensor::size_bytes)
             .sum::<usize>()
         };
         let linears = |l: &LayerWeights| {
-            [&l.q, &l.k, &l.v, &l.o]
+            [&l.o]
                 .into_iter()
+                .chain(l.attn.linears())
                 .chain(l.mlp.linears())
                 .map(|x| x.weight_bytes + x.bias.as_ref().map_or(0, Tensor::size_bytes))
                 .sum::<usize>()
@@ -168,17 +227,11 @@ pub struct WeightLoader<'a> {
 impl WeightLoader<'_> {
     pub fn load(&self, config: &ModelConfig) -> Result<DecoderWeights> {
         let h = config.hidden_size;
-        let q_out = config.num_heads * config.head_dim;
-        let kv_out = config.num_kv_heads * config.head_dim;
+        // what o_proj takes: the heads' values
+        let o_in = config.num_heads * config.mla.as_ref().map_or(config.head_dim, |m| m.v);
         let mut layers = Vec::with_capacity(config.num_layers);
         for l in 0..config.num_layers {
             let p = format!("model.layers.{l}");
-            let qk_norm = |name: &str| -> Result<Option<Tensor>> {
-                config
-                    .qk_norm
-                    .then(|| self.vector(&format!("{p}.self_attn.{name}.weight"), config.head_dim))
-                    .transpose()
-            };
             let norm = |name: &str| self.vector(&format!("{p}.{name}.weight"), h);
             let (attn_out_norm, mlp_in_norm, mlp_out_norm) = if config.sandwich_norms {
                 (
@@ -192,12 +245,11 @@ impl WeightLoader<'_> {
             layers.push(LayerWeights {
                 attn_in_norm: norm("input_layernorm")?,
                 attn_out_norm,
-                q: self.linear(&format!("{p}.self_attn.q_proj"), q_out, h, config.qkv_bias)?,
-                k: self.linear(&format!("{p}.self_attn.k_proj"), kv_out, h, config.qkv_bias)?,
-                v: self.linear(&format!("{p}.self_attn.v_proj"), kv_out, h, config.qkv_bias)?,
-                o: self.linear(&format!("{p}.self_attn.o_proj"), h, q_out, config.o_bias)?,
-                q_norm: qk_norm("q_norm")?,
-                k_norm: qk_norm("k_norm")?,
+                attn: match &config.mla {
+                    Some(m) => Attn::Mla(Box::new(self.mla(config, m, &p)?)),
+                    None => self.mha(config, &p)?,
+                },
+                o: self.linear(&format!("{p}.self_attn.o_proj"), h, o_in, config.o_bias)?,
                 sinks: config
                     .attention_sinks
                     .then(|| self.vector(&format!("{p}.self_attn.sinks"), config.num_heads))
@@ -234,12 +286,25 @@ impl WeightLoader<'_> {
                         ..self.weight(&prefix, e * out, inp, &[OpKind::MoeMatmul])?
                     })
                 };
-                Ok(Mlp::Experts {
+                let shared = |i: usize| -> Result<[Linear; 3]> {
+                    let s = format!("{p}.shared_experts");
+                    Ok([
+                        self.linear(&format!("{s}.gate_proj"), i, h, false)?,
+                        self.linear(&format!("{s}.up_proj"), i, h, false)?,
+                        self.linear(&format!("{s}.down_proj"), h, i, false)?,
+                    ])
+                };
+                Ok(Mlp::Experts(Box::new(ExpertWeights {
                     router: self.linear(&format!("{p}.gate"), e, h, moe.biases)?,
+                    choice_bias: moe
+                        .choice_bias
+                        .then(|| self.vector(&format!("{p}.gate.e_score_correction_bias"), e))
+                        .transpose()?,
                     gate: experts("gate_proj", i, h)?,
                     up: experts("up_proj", i, h)?,
                     down: experts("down_proj", h, i)?,
-                })
+                    shared: moe.shared_intermediate.map(shared).transpose()?,
+                })))
             }
             _ => {
                 let (i, bias) = (config.intermediate_size, config.mlp_bias);
@@ -250,6 +315,92 @@ impl WeightLoader<'_> {
                 })
             }
         }
+    }
+
+    fn mha(&self, config: &ModelConfig, p: &str) -> Result<Attn> {
+        let (h, d) = (config.hidden_size, config.head_dim);
+        let (q_out, kv_out) = (config.num_heads * d, config.num_kv_heads * d);
+        let qk_norm = |name: &str| -> Result<Option<Tensor>> {
+            config.qk_norm.then(|| self.vector(&format!("{p}.self_attn.{name}.weight"), d)).transpose()
+        };
+        Ok(Attn::Mha {
+            q: self.linear(&format!("{p}.self_attn.q_proj"), q_out, h, config.qkv_bias)?,
+            k: self.linear(&format!("{p}.self_attn.k_proj"), kv_out, h, config.qkv_bias)?,
+            v: self.linear(&format!("{p}.self_attn.v_proj"), kv_out, h, config.qkv_bias)?,
+            q_norm: qk_norm("q_norm")?,
+            k_norm: qk_norm("k_norm")?,
+        })
+    }
+
+    /// MLA's weights, cut as `MlaWeights` says. They are read as f32 and
+    /// stay f32 (the cuts need the values).
+    fn mla(&self, config: &ModelConfig, m: &MlaConfig, p: &str) -> Result<MlaWeights> {
+        let (h, heads, r) = (config.hidden_size, config.num_heads, m.kv_lora_rank);
+        let a = format!("{p}.self_attn");
+        let (q_in, q_a) = match m.q_lora_rank {
+            Some(qr) => {
+                let q_a = self.linear(&format!("{a}.q_a_proj"), qr, h, config.qkv_bias)?;
+                (qr, Some((q_a, self.vector(&format!("{a}.q_a_layernorm.weight"), qr)?)))
+            }
+            None => (h, None),
+        };
+        let q_name = if m.q_lora_rank.is_some() { "q_b_proj" } else { "q_proj" };
+        let qk = m.nope + m.rope;
+        // [rows, cols] of `w` [.., cols]: the rows `pick(row)` keeps, in order
+        let cut = |w: &[f32], cols: usize, rows: &mut dyn Iterator<Item = usize>| -> Vec<f32> {
+            rows.flat_map(|row| w[row * cols..(row + 1) * cols].iter().copied()).collect()
+        };
+        let q = self.host_f32(&format!("{a}.{q_name}.weight"), heads * qk, q_in)?;
+        let q_nope = cut(&q, q_in, &mut (0..heads).flat_map(|hd| hd * qk..hd * qk + m.nope));
+        let q_rope = cut(&q, q_in, &mut (0..heads).flat_map(|hd| hd * qk + m.nope..(hd + 1) * qk));
+        let kv_a = self.host_f32(&format!("{a}.kv_a_proj_with_mqa.weight"), r + m.rope, h)?;
+        let kvb = m.nope + m.v;
+        let kv_b = self.host_f32(&format!("{a}.kv_b_proj.weight"), heads * kvb, r)?;
+        let (mut k_absorb, mut v_absorb) = (Vec::new(), Vec::new());
+        if !self.dry {
+            k_absorb.reserve(heads * r * m.nope);
+            for hd in 0..heads {
+                // kv_b's key rows of head hd, [nope, r], transposed to [r, nope]
+                for c in 0..r {
+                    k_absorb.extend((0..m.nope).map(|d| kv_b[(hd * kvb + d) * r + c]));
+                }
+                for d in 0..m.v {
+                    v_absorb.extend_from_slice(&kv_b[(hd * kvb + m.nope + d) * r..][..r]);
+                    v_absorb.extend(std::iter::repeat_n(0.0, m.rope));
+                }
+            }
+        }
+        Ok(MlaWeights {
+            q_a,
+            q_nope: self.f32_linear(heads * m.nope, q_in, q_nope)?,
+            q_rope: self.f32_linear(heads * m.rope, q_in, q_rope)?,
+            kv_latent: self.f32_linear(r, h, kv_a.get(..r * h).map(<[f32]>::to_vec).unwrap_or_default())?,
+            kv_rope: self.f32_linear(m.rope, h, kv_a.get(r * h..).map(<[f32]>::to_vec).unwrap_or_default())?,
+            kv_norm: self.vector(&format!("{a}.kv_a_layernorm.weight"), r)?,
+            k_absorb: self.f32_linear(heads * r, m.nope, k_absorb)?,
+            v_absorb: self.f32_linear(heads * m.v, r + m.rope, v_absorb)?,
+        })
+    }
+
+    /// Matrix `name` [rows, cols] widened to f32 on the host (empty in a dry run).
+    fn host_f32(&self, name: &str, rows: usize, cols: usize) -> Result<Vec<f32>> {
+        if self.dry {
+            let _ = self.store.dtype_of(name)?; // it must exist
+            return Ok(Vec::new());
+        }
+        let values = widen_to_f32(name, &self.raw(name, &[rows, cols])?)?;
+        self.store.release(name);
+        Ok(values)
+    }
+
+    /// An f32 matrix made on the host, as a linear layer without bias.
+    fn f32_linear(&self, rows: usize, cols: usize, values: Vec<f32>) -> Result<Linear> {
+        let weight = if self.dry {
+            self.backend.alloc(&[rows, cols], DType::F32)?
+        } else {
+            self.backend.upload_f32(&[rows, cols], &values)?
+        };
+        Ok(Linear { weight_bytes: weight.size_bytes(), weight, bias: None })
     }
 
     fn raw(&self, name: &str, shape: &[usize]) -> Result<RawTensor<'_>> {
