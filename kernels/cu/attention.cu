@@ -1,5 +1,5 @@
 // attention: causal attention over a paged KV cache, GQA, optional sliding
-// window and soft-capping. See engine/src/ops/attention.rs for the math.
+// window, soft-capping and sinks. See engine/src/ops/attention.rs for the math.
 //
 // One block of ATTN_WARPS warps per (token, query head); grid.x = T * heads.
 // Each warp walks every ATTN_WARPS-th visible key with an online softmax
@@ -7,6 +7,11 @@
 // holding elements lane + 32 i), then the warps' states are merged through
 // shared memory. head_dim <= MAX_D (the host refuses larger). Block tables,
 // sequences and positions were checked on the host; the slot test is a belt.
+//
+// Sinks (gpt-oss): with has_sinks, head h's logit sinks[h] joins the
+// softmax's denominator (and its max) once, in the merge, as a state of one
+// more warp with m = sinks[h], l = 1 and no output row. Without, sinks may
+// be null and is never read.
 #include "common.cuh"
 
 #define ATTN_WARPS 4
@@ -25,11 +30,12 @@ struct AttentionParams {
     u32 num_slots;
     float scale;
     float softcap;  // 0: none
+    u32 has_sinks;  // 0: sinks is not read
 };
 
 extern "C" __global__ void attention(AttentionParams p, const float* q, const float* k_cache, const float* v_cache,
                                      const u32* block_tables, const u32* token_seq, const u32* positions,
-                                     float* out) {
+                                     const float* sinks, float* out) {
     __shared__ float s_m[ATTN_WARPS], s_l[ATTN_WARPS];
     __shared__ float s_acc[ATTN_WARPS][MAX_D];
     const u32 lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -82,11 +88,13 @@ extern "C" __global__ void attention(AttentionParams p, const float* q, const fl
         if (e < d) s_acc[warp][e] = acc[i];
     }
     __syncthreads();
-    // merge: a warp that saw no key has m = -inf, so its weight is 0
-    float big = NEG_INF;
+    // merge: a warp that saw no key has m = -inf, so its weight is 0; the
+    // sink is one more state (m = sink, l = 1), counted here only
+    const float sink = p.has_sinks ? sinks[h] : NEG_INF;
+    float big = sink;
 #pragma unroll
     for (int w = 0; w < ATTN_WARPS; w++) big = fmaxf(big, s_m[w]);
-    float denom = 0.0f, f[ATTN_WARPS];
+    float denom = sink == NEG_INF ? 0.0f : expf(sink - big), f[ATTN_WARPS];
 #pragma unroll
     for (int w = 0; w < ATTN_WARPS; w++) {
         f[w] = s_m[w] == NEG_INF ? 0.0f : expf(s_m[w] - big);
@@ -97,6 +105,6 @@ extern "C" __global__ void attention(AttentionParams p, const float* q, const fl
         float o = 0.0f;
 #pragma unroll
         for (int w = 0; w < ATTN_WARPS; w++) o += s_acc[w][e] * f[w];
-        orow[e] = denom > 0.0f ? o / denom : 0.0f;
+        orow[e] = denom == 0.0f ? 0.0f : o / denom;  // NaN stays NaN, as in the reference
     }
 }

@@ -1,5 +1,6 @@
 //! attention: host checks of the paged KV indices (as the reference makes),
-//! then one block per (token, query head) of kernels/cu/attention.cu.
+//! then one block per (token, query head) of kernels/cu/attention.cu, with
+//! gpt-oss's sinks when given as a 7th input.
 
 use ferrum_engine::ops::Attention;
 use ferrum_engine::{Error, Result, Tensor};
@@ -10,35 +11,58 @@ use crate::buffer::cuda_buffer;
 /// `MAX_D` in attention.cu.
 const MAX_HEAD_DIM: usize = 256;
 /// `ATTN_WARPS` in attention.cu.
-const ATTN_WARPS: u32 = 4;
+pub(super) const ATTN_WARPS: u32 = 4;
 
 pub(super) fn run(l: &Launcher, p: &Attention, inputs: &[&Tensor], ptrs: &[u64], out: u64) -> Result<()> {
-    let [q, k_cache, _v, tables, token_seq, positions] = inputs else {
-        return Err(Error::op("attention", "expects 6 inputs (sinks are not ported to cuda yet)"));
+    let (six, sinks) = match inputs {
+        [six @ .., _sinks] if six.len() == 6 => (six, Some(ptrs[6])),
+        six => (six, None),
     };
-    let (tokens, heads, head_dim) = (q.shape()[0], q.shape()[1], q.shape()[2]);
-    let (num_slots, kv_heads) = (k_cache.shape()[0], k_cache.shape()[1]);
+    let &[q, k_cache, _v, tables, token_seq, positions] = six else {
+        return Err(Error::op("attention", format!("expects 6 or 7 inputs, got {}", inputs.len())));
+    };
+    let max_blocks = tables.shape()[1];
+    let params = params(p, q.shape(), k_cache.shape(), max_blocks, sinks.is_some())?;
+    let host = |t: &Tensor| cuda_buffer(t)?.host_u32(l.stream);
+    p.check_pages(&host(tables)?, max_blocks, k_cache.shape()[0], &host(token_seq)?, &host(positions)?)?;
+    // without sinks the kernel never reads its sinks pointer: null
+    let args = [ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], sinks.unwrap_or(0), out];
+    l.launch("attention", grid(&params), 32 * ATTN_WARPS, &params, &args)
+}
+
+/// The kernel's params for q [tokens, heads, head_dim] and a cache
+/// [slots, kv_heads, head_dim] paged by tables of `max_blocks`; a head_dim
+/// past the kernel's registers is an error.
+pub(super) fn params(
+    p: &Attention,
+    q: &[usize],
+    cache: &[usize],
+    max_blocks: usize,
+    has_sinks: bool,
+) -> Result<AttentionParams> {
+    let (tokens, heads, head_dim) = (q[0], q[1], q[2]);
     if head_dim > MAX_HEAD_DIM {
         return Err(Error::op("attention", format!("head_dim {head_dim} > {MAX_HEAD_DIM} is not supported on cuda")));
     }
-    let max_blocks = tables.shape()[1];
-    let host = |t: &Tensor| cuda_buffer(t)?.host_u32(l.stream);
-    p.check_pages(&host(tables)?, max_blocks, num_slots, &host(token_seq)?, &host(positions)?)?;
-    let params = AttentionParams {
+    u32_of(tokens * heads, "tokens * heads")?;
+    Ok(AttentionParams {
         tokens: u32_of(tokens, "tokens")?,
         heads: u32_of(heads, "heads")?,
-        kv_heads: u32_of(kv_heads, "kv_heads")?,
+        kv_heads: u32_of(cache[1], "kv_heads")?,
         head_dim: u32_of(head_dim, "head_dim")?,
         block_size: u32_of(p.block_size, "block_size")?,
         max_blocks: u32_of(max_blocks, "max_blocks")?,
         window: u32_of(p.window.unwrap_or(0), "window")?,
-        num_slots: u32_of(num_slots, "num_slots")?,
+        num_slots: u32_of(cache[0], "num_slots")?,
         scale: p.scale,
         softcap: p.softcap.unwrap_or(0.0),
-    };
-    let blocks = u32_of(tokens * heads, "tokens * heads")?;
-    let args = [ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], out];
-    l.launch("attention", (blocks, 1, 1), 32 * ATTN_WARPS, &params, &args)
+        has_sinks: has_sinks as u32,
+    })
+}
+
+/// A block per (token, query head).
+pub(super) fn grid(p: &AttentionParams) -> (u32, u32, u32) {
+    (p.tokens * p.heads, 1, 1)
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ mod gather_rows;
 mod matmul;
 mod moe_matmul;
 #[cfg(test)]
-mod moe_on_host;
+mod on_host;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -73,6 +73,7 @@ pub(crate) struct AttentionParams {
     pub num_slots: u32,
     pub scale: f32,
     pub softcap: f32,
+    pub has_sinks: u32,
 }
 
 /// Mirrors `ArgmaxParams` in kernels/cu/argmax.cu.
@@ -91,13 +92,24 @@ pub(crate) struct SampleParams {
     pub cols: u32,
 }
 
-/// Mirrors `ElementwiseParams` in kernels/cu/{add,scale,softcap,glu}.cu.
+/// Mirrors `ElementwiseParams` in kernels/cu/{add,scale,softcap}.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ElementwiseParams {
     pub n: u64,
     pub value: f32,
     pub mode: u32,
+}
+
+/// Mirrors `GluParams` in kernels/cu/glu.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct GluParams {
+    pub n: u64,
+    pub mode: u32,
+    pub alpha: f32,
+    pub limit: f32,
+    pub _pad: u32,
 }
 
 /// Mirrors `MoeRouteParams` in kernels/cu/moe_route.cu.
@@ -146,6 +158,7 @@ unsafe impl DeviceRepr for AttentionParams {}
 unsafe impl DeviceRepr for ArgmaxParams {}
 unsafe impl DeviceRepr for SampleParams {}
 unsafe impl DeviceRepr for ElementwiseParams {}
+unsafe impl DeviceRepr for GluParams {}
 unsafe impl DeviceRepr for MoeRouteParams {}
 unsafe impl DeviceRepr for MoeCombineParams {}
 
@@ -194,9 +207,23 @@ impl Launcher<'_> {
 
     /// A grid-stride kernel over `n` elements.
     fn elementwise(&self, name: &str, n: usize, value: f32, mode: u32, ptrs: &[u64]) -> Result<()> {
-        let blocks = (n as u64).div_ceil(BLOCK as u64).min(MAX_BLOCKS) as u32;
-        self.launch(name, (blocks, 1, 1), BLOCK, &ElementwiseParams { n: n as u64, value, mode }, ptrs)
+        self.launch(name, elementwise_grid(n as u64), BLOCK, &ElementwiseParams { n: n as u64, value, mode }, ptrs)
     }
+}
+
+/// The grid of a grid-stride kernel over `n` elements.
+fn elementwise_grid(n: u64) -> (u32, u32, u32) {
+    (n.div_ceil(BLOCK as u64).min(MAX_BLOCKS) as u32, 1, 1)
+}
+
+/// glu's params for `n` elements of `activation`.
+fn glu_params(activation: Activation, n: usize) -> GluParams {
+    let (mode, alpha, limit) = match activation {
+        Activation::Silu => (0, 0.0, 0.0),
+        Activation::GeluTanh => (1, 0.0, 0.0),
+        Activation::SwigluClamped { alpha, limit } => (2, alpha, limit),
+    };
+    GluParams { n: n as u64, mode, alpha, limit, _pad: 0 }
 }
 
 /// Launch the kernels that compute `op`; `inputs` and `out` are already
@@ -256,14 +283,8 @@ pub(crate) fn run(l: &Launcher, op: &Op, inputs: &[&Tensor], out: &Tensor) -> Re
         }
         Op::Attention(p) => attention::run(l, p, inputs, &ptrs, o),
         Op::Glu(p) => {
-            let mode = match p.activation {
-                Activation::Silu => 0,
-                Activation::GeluTanh => 1,
-                Activation::SwigluClamped { .. } => {
-                    return Err(ferrum_engine::Error::Backend("cuda: the clamped SwiGLU is not ported yet".into()));
-                }
-            };
-            l.elementwise("glu", out.elem_count(), 0.0, mode, &[ptrs[0], ptrs[1], o])
+            let params = glu_params(p.activation, out.elem_count());
+            l.launch("glu", elementwise_grid(params.n), BLOCK, &params, &[ptrs[0], ptrs[1], o])
         }
         Op::Add(_) => l.elementwise("add", out.elem_count(), 0.0, 0, &[ptrs[0], ptrs[1], o]),
         Op::Scale(p) => l.elementwise("scale", out.elem_count(), p.factor, 0, &[ptrs[0], o]),
@@ -380,8 +401,9 @@ mod tests {
         assert_eq!(size_of::<RmsNormParams>(), 16);
         assert_eq!(size_of::<RopeParams>(), 24);
         assert_eq!(size_of::<KvStoreParams>(), 16);
-        assert_eq!(size_of::<AttentionParams>(), 40);
+        assert_eq!(size_of::<AttentionParams>(), 44);
         assert_eq!(size_of::<ElementwiseParams>(), 16);
+        assert_eq!(size_of::<GluParams>(), 24);
         assert_eq!(size_of::<ArgmaxParams>(), 8);
         assert_eq!(size_of::<SampleParams>(), 8);
         assert_eq!(size_of::<MoeRouteParams>(), 36);

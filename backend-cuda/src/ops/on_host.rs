@@ -1,11 +1,13 @@
-//! The MoE kernels run on the host (tests/host/moe_kernels.cpp: the .cu
-//! files behind a small CUDA shim, a std::thread per CUDA thread), with the
-//! params and grids the backend launches, against the engine's references:
-//! moe_route's choices exactly (ties, groups and NaN included), moe_combine
-//! bit for bit, moe_matmul in every weight format but f16 (widened by PTX),
-//! with an expert chosen by more rows than a block gathers at once and ids
-//! that name no expert. Only the GPU's own behaviour (fused multiply-adds,
-//! real warps) is left to a GPU run.
+//! The MoE, attention and glu kernels run on the host (tests/host/kernels.cpp:
+//! the .cu files behind a small CUDA shim, a std::thread per CUDA thread),
+//! with the params and grids the backend launches, against the engine's
+//! references: moe_route's choices exactly (ties, groups and NaN included),
+//! moe_combine bit for bit, moe_matmul in every weight format but f16
+//! (widened by PTX), with an expert chosen by more rows than a block gathers
+//! at once and ids that name no expert; attention with and without gpt-oss's
+//! sinks (GQA, windows, soft-capping, partial lanes); glu in every activation,
+//! the clamped SwiGLU's both clamps and NaN included. Only the GPU's own
+//! behaviour (fused multiply-adds, real warps, its expf) is left to a GPU run.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,8 +15,10 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cudarc::driver::DeviceRepr;
+use ferrum_engine::ops::attention::AttentionDims;
 use ferrum_engine::ops::{
-    ExpertGroups, FloatSlice, MoeCombine, MoeDims, MoeMatmul, MoeRoute, RouterScoring, WeightRows,
+    Activation, Attention, ExpertGroups, FloatSlice, Glu, MoeCombine, MoeDims, MoeMatmul, MoeRoute, RouterScoring,
+    WeightRows,
 };
 use ferrum_engine::quant::device_layout::pack;
 use ferrum_engine::quant::ggml::PACKED_TYPES;
@@ -25,8 +29,11 @@ use sha2::{Digest, Sha256};
 use super::matmul::quant_suffix;
 use super::matmul::tests::random_blocks;
 use super::moe_matmul::{BLOCK_THREADS, float_params, quant_params};
-use super::{BLOCK, moe_combine_grid, moe_combine_params, moe_route_params};
+use super::{BLOCK, attention, elementwise_grid, glu_params, moe_combine_grid, moe_combine_params, moe_route_params};
 use crate::quant::ALIGN_WORDS;
+
+/// What a test says when it cannot build the harness.
+const NO_CXX: &str = "skipped: no C++ compiler (c++ or $CXX) to build the kernels for the host";
 
 /// What the harness writes first into every output element.
 const UNWRITTEN: u32 = 0x7fc0_dead;
@@ -43,11 +50,11 @@ fn harness() -> Option<&'static Path> {
             ferrum_kernels::HEADERS.iter().map(|(name, text)| (name.to_string(), text.replacen("#pragma once", "", 1)));
         let kernels = ferrum_kernels::KERNELS
             .iter()
-            .filter(|(stem, _)| stem.starts_with("moe_"))
+            .filter(|(stem, _)| stem.starts_with("moe_") || ["attention", "glu"].contains(stem))
             .map(|(stem, src)| (format!("{stem}.cu"), strip(src)));
         let pasted = headers
             .chain(kernels)
-            .fold(include_str!("../../tests/host/moe_kernels.cpp").to_string(), |src, (name, text)| {
+            .fold(include_str!("../../tests/host/kernels.cpp").to_string(), |src, (name, text)| {
                 src.replacen(&format!("#include \"{name}\""), &text, 1)
             });
         assert!(!pasted.contains("#include \""), "a file the harness includes was not pasted");
@@ -56,17 +63,17 @@ fn harness() -> Option<&'static Path> {
         let sanitize = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"];
         let hash = Sha256::digest(format!("{cxx} {flags:?} {sanitize:?}\n{pasted}"));
         let hex: String = hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
-        let dir = std::env::temp_dir().join(format!("ferrum-moe-host-{hex}"));
-        let exe = dir.join("moe_kernels");
+        let dir = std::env::temp_dir().join(format!("ferrum-host-kernels-{hex}"));
+        let exe = dir.join("kernels");
         if exe.exists() {
             return Some(exe);
         }
         std::fs::create_dir_all(&dir).unwrap();
-        let src = dir.join(format!("moe_kernels.{}.cpp", std::process::id()));
+        let src = dir.join(format!("kernels.{}.cpp", std::process::id()));
         std::fs::write(&src, pasted).unwrap();
         let tmp = src.with_extension("exe");
         let status = Command::new(&cxx).args(flags).args(sanitize).arg("-o").arg(&tmp).arg(&src).status().ok()?;
-        assert!(status.success(), "{cxx} failed to compile the MoE kernels for the host");
+        assert!(status.success(), "{cxx} failed to compile the kernels for the host");
         // renamed into place whole, so a concurrent run never sees half a file
         std::fs::rename(&tmp, &exe).unwrap();
         let _ = std::fs::remove_file(&src);
@@ -161,7 +168,7 @@ fn close(got: f32, want: f32, rel: f32) -> bool {
 #[test]
 fn moe_route_chooses_like_the_reference_on_the_host() {
     let Some(exe) = harness() else {
-        eprintln!("skipped: no C++ compiler (c++ or $CXX) to build the MoE kernels for the host");
+        eprintln!("{NO_CXX}");
         return;
     };
     let op = |top_k, scoring, renormalize, groups: Option<(usize, usize)>, scale| MoeRoute {
@@ -224,7 +231,7 @@ fn moe_route_chooses_like_the_reference_on_the_host() {
 #[test]
 fn moe_combine_is_the_reference_bit_for_bit_on_the_host() {
     let Some(exe) = harness() else {
-        eprintln!("skipped: no C++ compiler (c++ or $CXX) to build the MoE kernels for the host");
+        eprintln!("{NO_CXX}");
         return;
     };
     let mut rng = Rng(11);
@@ -389,7 +396,7 @@ fn route(rng: &mut Rng, tokens: usize, top_k: usize, experts: usize, first: Opti
 #[test]
 fn moe_matmul_matches_the_reference_in_every_format_on_the_host() {
     let Some(exe) = harness() else {
-        eprintln!("skipped: no C++ compiler (c++ or $CXX) to build the MoE kernels for the host");
+        eprintln!("{NO_CXX}");
         return;
     };
     let quant = ["nvfp4", "nvfp4:ct", "mxfp4", "fp8", "fp8:channel", "int8", "int4:g32", "int4:g32:asym"]
@@ -423,4 +430,138 @@ fn moe_matmul_matches_the_reference_in_every_format_on_the_host() {
     let d = MoeDims { tokens: 300, top_k: 2, per_choice: true, k, n };
     let r = route(&mut rng, d.tokens, d.top_k, experts, Some(1));
     check_moe_matmul(exe, &mut rng, &w, experts, d, &r, false, "300 rows of expert 1");
+}
+
+/// One attention on the host, with the backend's params and grid, against
+/// the reference: `seqs` are (context length, new tokens) per sequence, as
+/// the conformance cases page them (blocks shuffled, spare blocks of
+/// garbage, tables padded with block 0); sinks, when asked for, are random
+/// but for one that outweighs every score and one of -inf (no weight).
+fn check_attention(
+    exe: &Path,
+    rng: &mut Rng,
+    op: Attention,
+    [heads, kv_heads, d]: [usize; 3],
+    seqs: &[(usize, usize)],
+    sinks: bool,
+) {
+    let bs = op.block_size;
+    let needed: Vec<usize> = seqs.iter().map(|&(ctx, _)| ctx.div_ceil(bs)).collect();
+    let num_blocks = needed.iter().sum::<usize>() + 2;
+    let max_blocks = needed.iter().copied().max().unwrap_or(1);
+    let mut pool = rng.experts(num_blocks, num_blocks).into_iter();
+    let mut tables = Vec::new();
+    let (mut token_seq, mut positions) = (Vec::new(), Vec::new());
+    for (s, (&(ctx, new), &n)) in seqs.iter().zip(&needed).enumerate() {
+        let table = pool.by_ref().take(n).map(|b| b as u32);
+        tables.extend(table.chain(std::iter::repeat(0)).take(max_blocks));
+        for pos in ctx - new..ctx {
+            token_seq.push(s as u32);
+            positions.push(pos as u32);
+        }
+    }
+    let (t, num_slots) = (positions.len(), num_blocks * bs);
+    let q = rng.vec(t * heads * d, 1.0, false);
+    let k = rng.vec(num_slots * kv_heads * d, 1.0, false);
+    let v = rng.vec(num_slots * kv_heads * d, 1.0, false);
+    let sinks = sinks.then(|| {
+        let mut s = rng.vec(heads, 2.0, false);
+        s[0] = 8.0;
+        s[heads - 1] = f32::NEG_INFINITY;
+        s
+    });
+    op.check_pages(&tables, max_blocks, num_slots, &token_seq, &positions).unwrap();
+    let mut want = vec![0.0; t * heads * d];
+    let dims = AttentionDims { heads, kv_heads, head_dim: d, max_blocks };
+    op.reference(dims, &q, &k, &v, &tables, &token_seq, &positions, sinks.as_deref(), &mut want).unwrap();
+    let p = attention::params(&op, &[t, heads, d], &[num_slots, kv_heads, d], max_blocks, sinks.is_some()).unwrap();
+    let u32s = |v: &[u32]| bytemuck::cast_slice::<u32, u8>(v).to_vec();
+    let (tables, token_seq, positions) = (u32s(&tables), u32s(&token_seq), u32s(&positions));
+    let inputs = [
+        f32_bytes(&q),
+        f32_bytes(&k),
+        f32_bytes(&v),
+        &tables,
+        &token_seq,
+        &positions,
+        sinks.as_deref().map_or(&[][..], f32_bytes),
+    ];
+    let got = run_on_host(exe, "attention", attention::grid(&p), 32 * attention::ATTN_WARPS, &p, &inputs, want.len());
+    for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+        // a weighted mean of values in [-1, 1), summed in another order
+        assert!(
+            (g - w).abs() <= 2e-6 + 1e-5 * w.abs(),
+            "{op:?} heads={heads} kv_heads={kv_heads} d={d} seqs={seqs:?} sinks={sinks:?}: \
+             element {i} (token {}, head {}): {g} vs {w}",
+            i / (heads * d),
+            i / d % heads
+        );
+    }
+}
+
+#[test]
+fn attention_with_and_without_sinks_matches_the_reference_on_the_host() {
+    let Some(exe) = harness() else {
+        eprintln!("{NO_CXX}");
+        return;
+    };
+    let op = |block_size, scale, softcap, window| Attention { block_size, scale, softcap, window };
+    let inv = |d: usize| 1.0 / (d as f32).sqrt();
+    // a prefill, a decode step and a chunk continuing a sequence, in one batch
+    let mixed: &[(usize, usize)] = &[(21, 21), (20, 1), (50, 5)];
+    let mut rng = Rng(5);
+    // gpt-oss: GQA 4:1, a window of 5 (shorter than most contexts), and none
+    check_attention(exe, &mut rng, op(16, inv(32), None, Some(5)), [8, 2, 32], mixed, true);
+    check_attention(exe, &mut rng, op(16, inv(32), None, None), [8, 2, 32], mixed, true);
+    // no GQA, blocks of 3, a window longer than some contexts, soft-capping
+    check_attention(exe, &mut rng, op(3, 0.5, Some(1.5), Some(7)), [4, 4, 16], &[(1, 1), (9, 2), (4, 4)], true);
+    // GQA 6:1, a head_dim that leaves lanes idle (72 = 2 * 32 + 8), keys
+    // past a warp's stride, sinks outweighing few keys (one-token contexts)
+    check_attention(exe, &mut rng, op(16, 0.3, Some(2.0), None), [6, 1, 72], &[(70, 2), (1, 1)], true);
+    // the path without sinks (a null pointer, never read)
+    check_attention(exe, &mut rng, op(3, 0.5, Some(1.5), Some(7)), [8, 2, 32], mixed, false);
+    check_attention(exe, &mut rng, op(16, inv(16), None, None), [4, 4, 16], &[(1, 1), (9, 2)], false);
+    // a head_dim past the kernel's registers is refused on the host
+    assert!(attention::params(&op(16, 1.0, None, None), &[1, 1, 264], &[16, 1, 264], 1, false).is_err());
+}
+
+#[test]
+fn glu_in_every_activation_matches_the_reference_on_the_host() {
+    let Some(exe) = harness() else {
+        eprintln!("{NO_CXX}");
+        return;
+    };
+    let clamped = |limit| Activation::SwigluClamped { alpha: 1.702, limit };
+    let mut rng = Rng(13);
+    // gpt-oss's clamp (7.0) and one inside the inputs' range, so both sides clamp
+    for activation in [Activation::Silu, Activation::GeluTanh, clamped(7.0), clamped(1.5)] {
+        let n = 3 * 1031;
+        let mut gate = rng.vec(n, 8.0, false);
+        let mut up = rng.vec(n, 2.0, false);
+        // the clamps' edges, infinities and NaN in either input
+        let specials = [0.0, -0.0, 1.5, -1.5, 7.0, -7.0, 100.0, -100.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN];
+        for (i, &s) in specials.iter().enumerate() {
+            (gate[i], up[i]) = (s, 0.75);
+            (gate[100 + i], up[100 + i]) = (0.75, s);
+        }
+        let mut want = vec![0.0; n];
+        Glu { activation }.reference(&gate, &up, &mut want);
+        let p = glu_params(activation, n);
+        // the backend's grid, and two blocks striding over all of it
+        for grid in [elementwise_grid(p.n), (2, 1, 1)] {
+            let got = run_on_host(exe, "glu", grid, BLOCK, &p, &[f32_bytes(&gate), f32_bytes(&up)], n);
+            for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                // the same expf and tanhf (glibc's), but sqrt(2/pi) rounded
+                // apart, which gelu's 1 + tanh cancels into: a bound from the
+                // size of gate * up where the result is finite
+                let near = w.is_finite() && (g - w).abs() <= 1e-6 * (gate[i] * up[i]).abs();
+                assert!(
+                    close(g, w, 1e-6) || near,
+                    "{activation:?}, grid {grid:?}: element {i} (gate {}, up {}): {g} vs {w}",
+                    gate[i],
+                    up[i]
+                );
+            }
+        }
+    }
 }

@@ -1,8 +1,9 @@
-// moe_kernels.cpp: kernels/cu/moe_route.cu, moe_matmul.cu and moe_combine.cu
-// (with common.cuh, quant.cuh, quant_ggml.cuh and gemv.cuh) run on the host,
-// so their indexing, scans and reductions are checked against the CPU
-// reference without a GPU (by the tests in backend-cuda/src/ops/moe_on_host.rs,
-// which paste the files in place of their include lines).
+// kernels.cpp: kernels/cu/moe_route.cu, moe_matmul.cu, moe_combine.cu,
+// attention.cu and glu.cu (with common.cuh, quant.cuh, quant_ggml.cuh and
+// gemv.cuh) run on the host, so their indexing, scans and reductions are
+// checked against the CPU reference without a GPU (by the tests in
+// backend-cuda/src/ops/on_host.rs, which paste the files in place of their
+// include lines).
 //
 // A small CUDA shim: each thread of a block is a std::thread, blocks run one
 // after another (so `__shared__` can be `static`; a block's threads must
@@ -11,7 +12,7 @@
 // thread between two warp barriers. f16 weights are not run: common.cuh
 // widens them with a PTX instruction.
 //
-// Usage: moe_kernels <kernel> <grid x> <grid y> <block> <out floats> <params.bin>
+// Usage: kernels <kernel> <grid x> <grid y> <block> <out floats> <params.bin>
 //        <input.bin>... <out.bin>
 // The inputs are the kernel's pointer arguments in order (an unused one may
 // be any non-empty file); out.bin gets the output buffer, as f32, which
@@ -123,6 +124,8 @@ static T min(T a, T b) { return a < b ? a : b; }
 #include "moe_route.cu"
 #include "moe_matmul.cu"
 #include "moe_combine.cu"
+#include "attention.cu"
+#include "glu.cu"
 
 // Runs `body` as every thread of every block of the grid: a std::thread per
 // thread of a block, going through the blocks together.
@@ -185,6 +188,15 @@ int main(int argc, char** argv) {
     if (name == "moe_combine") {
         const MoeCombineParams p = PARAMS(MoeCombineParams);
         run([&] { moe_combine(p, f(0), f(1), o); });
+    }
+    if (name == "attention") {
+        // without sinks the backend passes null: so does the harness, so a read shows
+        const AttentionParams p = PARAMS(AttentionParams);
+        run([&] { attention(p, f(0), f(1), f(2), u(3), u(4), u(5), p.has_sinks ? f(6) : nullptr, o); });
+    }
+    if (name == "glu") {
+        const GluParams p = PARAMS(GluParams);
+        run([&] { glu(p, f(0), f(1), o); });
     }
 #define FLOAT_CASE(NAME)                                                                   \
     if (name == "moe_matmul_" #NAME) {                                                     \
