@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use ferrum_engine::loader::{SafetensorsFile, StDtype};
 
-pub const FIXTURES: [&str; 14] = [
+pub const FIXTURES: [&str; 16] = [
     "llama",
     "llama3-tied",
     "mistral",
@@ -22,6 +22,8 @@ pub const FIXTURES: [&str; 14] = [
     "qwen3-moe-norm",
     "gpt-oss",
     "gpt-oss-mxfp4",
+    "deepseek-v3",
+    "deepseek-v3-plain-q",
 ];
 
 pub fn fixture_dir(name: &str) -> PathBuf {

@@ -346,8 +346,11 @@ impl WeightLoader<'_> {
         };
         let q_name = if m.q_lora_rank.is_some() { "q_b_proj" } else { "q_proj" };
         let qk = m.nope + m.rope;
-        // [rows, cols] of `w` [.., cols]: the rows `pick(row)` keeps, in order
+        // the rows of `w` [.., cols] that `rows` names, in order (nothing in a dry run)
         let cut = |w: &[f32], cols: usize, rows: &mut dyn Iterator<Item = usize>| -> Vec<f32> {
+            if w.is_empty() {
+                return Vec::new();
+            }
             rows.flat_map(|row| w[row * cols..(row + 1) * cols].iter().copied()).collect()
         };
         let q = self.host_f32(&format!("{a}.{q_name}.weight"), heads * qk, q_in)?;
