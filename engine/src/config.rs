@@ -668,6 +668,34 @@ mod tests {
         assert!(moe.route.renormalize && moe.layers.iter().all(|&l| l));
     }
 
+    /// DeepSeek-V3's published sizes: 671B parameters (without the
+    /// multi-token-prediction layer), 37B active; MLA caches 576 values per
+    /// token per layer where multi-head attention would cache 40,960.
+    #[test]
+    fn deepseek_v3_sizes_match_the_published_ones() {
+        let c = parse(
+            r#"{"architectures": ["DeepseekV3ForCausalLM"], "hidden_size": 7168, "intermediate_size": 18432,
+            "moe_intermediate_size": 2048, "num_hidden_layers": 61, "num_attention_heads": 128,
+            "num_key_value_heads": 128, "n_routed_experts": 256, "num_experts_per_tok": 8, "n_group": 8,
+            "topk_group": 4, "n_shared_experts": 1, "first_k_dense_replace": 3, "q_lora_rank": 1536,
+            "kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128,
+            "vocab_size": 129280, "routed_scaling_factor": 2.5, "norm_topk_prob": true, "tie_word_embeddings": false,
+            "rope_scaling": {"type": "yarn", "factor": 40, "original_max_position_embeddings": 4096,
+            "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0}}"#,
+        )
+        .unwrap();
+        let counts = c.parameter_counts();
+        let near = |n: usize, published: f64| (n as f64 / 1e9 - published).abs() < 0.6;
+        assert!(near(counts.total, 671.0) && near(counts.active, 37.0), "{counts:?}");
+        assert_eq!(c.kv_floats_per_token(), 61 * 576);
+        assert_eq!(c.mha_kv_floats_per_token(), 61 * 40_960);
+        let route = &c.moe.as_ref().unwrap().route;
+        assert_eq!((route.scoring, route.groups.unwrap().top_groups, route.scale), (RouterScoring::Sigmoid, 4, 2.5));
+        // yarn's mscale(40, 1)^2 in the softmax scale
+        let mscale = 0.1 * 40f32.ln() + 1.0;
+        assert!((c.attention_scale - mscale * mscale / 192f32.sqrt()).abs() < 1e-6);
+    }
+
     #[test]
     fn qwen3_moe_dense_layers_follow_mlp_only_layers_and_the_sparse_step() {
         let c = parse(&format!(

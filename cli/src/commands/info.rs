@@ -80,6 +80,18 @@ pub fn run(args: &InfoArgs) -> Result<()> {
         human_bytes(kv_per_token),
         human_bytes(kv_per_token * c.max_position_embeddings)
     );
+    if let Some(m) = &c.mla {
+        let mha = c.mha_kv_floats_per_token() * 4;
+        println!(
+            "latent cache   {} values per token per layer (latent {} + rotary key {}); multi-head attention \
+             would cache {} per token, {:.1}x more",
+            m.cache_width(),
+            m.kv_lora_rank,
+            m.rope,
+            human_bytes(mha),
+            mha as f64 / kv_per_token.max(1) as f64
+        );
+    }
     // GGUF blocks the backends run stay packed; other GGUF types become f32
     let as_stored = |dtype: &str| {
         source.format != ferrum_engine::source::SourceFormat::Gguf
