@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use ferrum_engine::loader::{SafetensorsFile, StDtype};
 
-pub const FIXTURES: [&str; 16] = [
+pub const FIXTURES: [&str; 17] = [
     "llama",
     "llama3-tied",
     "mistral",
@@ -24,6 +24,7 @@ pub const FIXTURES: [&str; 16] = [
     "gpt-oss-mxfp4",
     "deepseek-v3",
     "deepseek-v3-plain-q",
+    "deepseek-v3-fp8",
 ];
 
 pub fn fixture_dir(name: &str) -> PathBuf {

@@ -88,8 +88,8 @@ pub fn views<'a>(tensors: impl Iterator<Item = (&'a str, &'a TensorEntry)>) -> (
                 openai_experts(&layer, rest, name, entry, &mut views, &mut broken);
             } else if rest == "gate.weight" && name.contains(".block_sparse_moe.") {
                 views.insert(format!("{layer}.mlp.gate.weight"), whole(name, entry));
-            } else if let Some((e, proj)) = expert_matrix(rest) {
-                per_expert.entry(format!("{layer}.mlp.experts.{proj}.weight")).or_default().insert(e, (name, entry));
+            } else if let Some((e, proj, part)) = expert_matrix(rest) {
+                per_expert.entry(format!("{layer}.mlp.experts.{proj}.{part}")).or_default().insert(e, (name, entry));
             } else if rest == "experts.gate_up_proj" {
                 fused_gate_up(&layer, name, entry, &mut views, &mut broken);
             } else if rest == "experts.down_proj" {
@@ -129,17 +129,25 @@ fn split_moe(name: &str) -> Option<(String, &str)> {
     Some((format!("model.layers.{layer}"), rest))
 }
 
-/// `experts.E.gate_proj.weight` / `experts.E.w1.weight` -> (E, "gate_proj")
-fn expert_matrix(rest: &str) -> Option<(usize, &'static str)> {
+/// `experts.E.gate_proj.weight` / `experts.E.w1.weight` -> (E, "gate_proj", "weight");
+/// an FP8 expert's `weight_scale_inv` blocks stack the same way (DeepSeek's
+/// 128x128 blocks line up when the experts' rows are whole blocks).
+fn expert_matrix(rest: &str) -> Option<(usize, &'static str, &'static str)> {
     let rest = rest.strip_prefix("experts.")?;
-    let (e, proj) = rest.split_once('.')?;
+    let (e, rest) = rest.split_once('.')?;
+    let (proj, part) = rest.split_once('.')?;
     let proj = match proj {
-        "gate_proj.weight" | "w1.weight" => "gate_proj",
-        "up_proj.weight" | "w3.weight" => "up_proj",
-        "down_proj.weight" | "w2.weight" => "down_proj",
+        "gate_proj" | "w1" => "gate_proj",
+        "up_proj" | "w3" => "up_proj",
+        "down_proj" | "w2" => "down_proj",
         _ => return None,
     };
-    Some((e.parse().ok()?, proj))
+    let part = match part {
+        "weight" => "weight",
+        "weight_scale_inv" => "weight_scale_inv",
+        _ => return None,
+    };
+    Some((e.parse().ok()?, proj, part))
 }
 
 /// A stored tensor under another name, whole.

@@ -385,11 +385,16 @@ impl WeightLoader<'_> {
         })
     }
 
-    /// Matrix `name` [rows, cols] widened to f32 on the host (empty in a dry run).
+    /// Matrix `name` [rows, cols] widened (or, stored quantized, dequantized)
+    /// to f32 on the host; empty in a dry run.
     fn host_f32(&self, name: &str, rows: usize, cols: usize) -> Result<Vec<f32>> {
         if self.dry {
             let _ = self.store.dtype_of(name)?; // it must exist
             return Ok(Vec::new());
+        }
+        let prefix = name.strip_suffix(".weight").unwrap_or(name);
+        if let Some(stored) = prequantized::stored_format(self.store, prefix)? {
+            return Ok(prequantized::load(self.store, prefix, stored, rows, cols)?.dequantize());
         }
         let values = widen_to_f32(name, &self.raw(name, &[rows, cols])?)?;
         self.store.release(name);
