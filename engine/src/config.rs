@@ -519,7 +519,7 @@ impl Reader<'_> {
             rope: self.usize("qk_rope_head_dim")?,
             v: self.usize("v_head_dim")?,
         };
-        if m.kv_lora_rank == 0 || m.rope == 0 || m.rope % 2 != 0 || m.v == 0 || m.q_lora_rank == Some(0) {
+        if m.kv_lora_rank == 0 || m.rope == 0 || !m.rope.is_multiple_of(2) || m.v == 0 || m.q_lora_rank == Some(0) {
             return Err(self.err(format!("multi-head latent attention sizes must be positive (rope even): {m:?}")));
         }
         if self.opt_bool("rope_interleave")? == Some(false) {

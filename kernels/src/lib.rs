@@ -57,6 +57,7 @@ pub const ENTRY_POINTS: &[(&str, &[&str])] = &[
     ("add", &["add"]),
     ("argmax", &["argmax"]),
     ("attention", &["attention"]),
+    ("concat", &["concat"]),
     (
         "gather_rows",
         &[
@@ -145,7 +146,6 @@ pub const ENTRY_POINTS: &[(&str, &[&str])] = &[
             "matmul_add_bias",
         ],
     ),
-    ("concat", &["concat"]),
     ("moe_combine", &["moe_combine"]),
     (
         "moe_matmul",

@@ -84,6 +84,7 @@ pub struct LayerWeights {
 }
 
 /// How a layer makes its queries, keys and values.
+#[allow(clippy::large_enum_variant)] // one per layer: the common variant stays inline
 pub enum Attn {
     /// Multi-head (grouped-query) attention, with optional per-head q/k norms.
     Mha { q: Linear, k: Linear, v: Linear, q_norm: Option<Tensor>, k_norm: Option<Tensor> },
@@ -134,6 +135,7 @@ impl Attn {
 }
 
 /// A layer's feed-forward block.
+#[allow(clippy::large_enum_variant)] // one per layer: the common variant stays inline
 pub enum Mlp {
     /// gated: down(act(gate(x)) * up(x))
     Dense { gate: Linear, up: Linear, down: Linear },
