@@ -708,6 +708,18 @@ mod tests {
             r#"{{"architectures": ["MixtralForCausalLM"], {BASE}, "num_local_experts": 2, "num_experts_per_tok": 3}}"#
         ));
         assert!(bad.unwrap_err().to_string().contains("num_experts_per_tok (3)"));
+        // 8 experts do not split into 3 groups; a window of MLA sizes must be positive
+        let mla = r#""kv_lora_rank": 16, "qk_nope_head_dim": 8, "qk_rope_head_dim": 4, "v_head_dim": 8"#;
+        let groups = parse(&format!(
+            r#"{{"architectures": ["DeepseekV3ForCausalLM"], {BASE}, {mla}, "n_routed_experts": 8,
+            "num_experts_per_tok": 2, "n_group": 3, "topk_group": 1}}"#
+        ));
+        assert!(groups.unwrap_err().to_string().contains("groups"), "the router's own check names the groups");
+        let zero = parse(&format!(
+            r#"{{"architectures": ["DeepseekV3ForCausalLM"], {BASE}, "kv_lora_rank": 0, "qk_nope_head_dim": 8,
+            "qk_rope_head_dim": 4, "v_head_dim": 8, "n_routed_experts": 8, "num_experts_per_tok": 2}}"#
+        ));
+        assert!(zero.unwrap_err().to_string().contains("latent attention"));
     }
 
     #[test]

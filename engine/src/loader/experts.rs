@@ -282,3 +282,67 @@ pub fn gather_rows(bytes: &[u8], rows: usize, first: usize, step: usize) -> Vec<
     let row = bytes.len() / rows.max(1);
     (first..rows).step_by(step.max(1)).flat_map(|r| &bytes[r * row..(r + 1) * row]).copied().collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(shape: &[usize]) -> TensorEntry {
+        TensorEntry { dtype: StDtype::F32, shape: shape.to_vec(), range: 0..shape.iter().product::<usize>() * 4 }
+    }
+
+    fn views_of(tensors: &[(&str, TensorEntry)]) -> (BTreeMap<String, View>, Broken) {
+        views(tensors.iter().map(|(n, e)| (*n, e)))
+    }
+
+    #[test]
+    fn per_expert_matrices_stack_in_expert_order() {
+        let names: Vec<String> =
+            [2, 0, 1].iter().map(|e| format!("model.layers.3.mlp.experts.{e}.up_proj.weight")).collect();
+        let tensors: Vec<_> = names.iter().map(|n| (n.as_str(), entry(&[4, 8]))).collect();
+        let (views, broken) = views_of(&tensors);
+        assert!(broken.is_empty());
+        let v = &views["model.layers.3.mlp.experts.up_proj.weight"];
+        assert_eq!(v.shape, [12, 8]);
+        assert_eq!(
+            v.parts(),
+            [
+                "model.layers.3.mlp.experts.0.up_proj.weight",
+                "model.layers.3.mlp.experts.1.up_proj.weight",
+                "model.layers.3.mlp.experts.2.up_proj.weight"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_missing_or_misshapen_expert_says_which() {
+        let (views, broken) = views_of(&[
+            ("model.layers.0.mlp.experts.0.gate_proj.weight", entry(&[4, 8])),
+            ("model.layers.0.mlp.experts.2.gate_proj.weight", entry(&[4, 8])),
+            ("model.layers.0.block_sparse_moe.experts.0.w2.weight", entry(&[8, 4])),
+            ("model.layers.0.block_sparse_moe.experts.1.w2.weight", entry(&[8, 5])),
+        ]);
+        assert!(views.is_empty());
+        assert!(broken["model.layers.0.mlp.experts.gate_proj.weight"].contains("expert 1 is missing"));
+        assert!(broken["model.layers.0.mlp.experts.down_proj.weight"].contains("[8, 5]"));
+    }
+
+    #[test]
+    fn fused_experts_split_into_gate_and_up_halves() {
+        let (views, _) = views_of(&[("model.layers.1.mlp.experts.gate_up_proj", entry(&[3, 10, 8]))]);
+        let Source::Rows(up) = &views["model.layers.1.mlp.experts.up_proj.weight"].source else { panic!("rows") };
+        let ranges: Vec<_> = up.iter().map(|(_, r)| r.clone()).collect();
+        assert_eq!(ranges, [5..10, 15..20, 25..30]);
+        assert_eq!(views["model.layers.1.mlp.experts.gate_proj.weight"].shape, [15, 8]);
+    }
+
+    #[test]
+    fn gpt_oss_columns_interleave_and_transpose() {
+        // one expert [in 2, cols 4] = [[0, 1, 2, 3], [4, 5, 6, 7]]: gate = columns 0, 2 transposed
+        let bytes: Vec<u8> = (0..8).flat_map(|v| (v as f32).to_le_bytes()).collect();
+        let gate = gather_columns(&bytes, &[1, 2, 4], 4, 0, 2);
+        let gate: Vec<f32> = gate.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        assert_eq!(gate, [0.0, 4.0, 2.0, 6.0]);
+        assert_eq!(gather_rows(&[0, 1, 2, 3, 4, 5], 3, 1, 2), [2, 3]);
+    }
+}
