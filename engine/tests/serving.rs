@@ -25,8 +25,9 @@ fn model() -> Model {
     model_of("llama-notok")
 }
 
-/// The batching tests run a dense model and a mixture of experts.
-const BATCHED: [&str; 2] = ["llama-notok", "qwen3-moe"];
+/// The batching tests run a dense model, a mixture of experts and latent
+/// attention (whose prefix cache holds latents).
+const BATCHED: [&str; 3] = ["llama-notok", "qwen3-moe", "deepseek-v3"];
 
 fn model_of(name: &str) -> Model {
     let backend: Arc<dyn Backend> = Arc::new(CpuBackend::new());
