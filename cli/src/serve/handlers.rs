@@ -162,8 +162,12 @@ pub async fn chat_completions(
         }
         let template =
             state.template.as_ref().ok_or_else(|| ApiError::bad_request("this model has no chat template"))?;
-        let messages: Vec<Message> =
-            req.messages.iter().map(|m| Ok(Message::new(&m.role, &m.text()?))).collect::<Result<_, ApiError>>()?;
+        let messages: Vec<Message> = req
+            .messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| Ok(Message::new(m.role(i)?, &m.text()?)))
+            .collect::<Result<_, ApiError>>()?;
         let text = template.render(&messages, true).map_err(|e| ApiError::bad_request(e.to_string()))?;
         let prompt = state.tokenizer()?.encode(&text, false).map_err(|e| ApiError::bad_request(e.to_string()))?;
         let room = state.engine.max_context.saturating_sub(prompt.len()).max(1);

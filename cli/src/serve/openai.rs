@@ -120,7 +120,22 @@ pub struct ChatMessage {
     pub content: Option<Content>,
 }
 
+/// The roles OpenAI's chat API defines ("function" is its deprecated tool role).
+pub const ROLES: [&str; 6] = ["system", "developer", "user", "assistant", "tool", "function"];
+
 impl ChatMessage {
+    /// The message's role, if it is one the API defines; message `i` is named in the error.
+    pub fn role(&self, i: usize) -> Result<&str, ApiError> {
+        if ROLES.contains(&self.role.as_str()) {
+            return Ok(&self.role);
+        }
+        Err(ApiError::bad_request(format!(
+            "messages[{i}].role must be one of {}; got {:?}",
+            ROLES.join(", "),
+            self.role
+        )))
+    }
+
     pub fn text(&self) -> Result<String, ApiError> {
         match &self.content {
             None => Ok(String::new()),

@@ -121,6 +121,11 @@ try:
 except openai.BadRequestError as e:
     check("negative max_tokens", e.status_code == 400)
 try:
+    client.chat.completions.create(model=model, messages=[{"role": "hacker", "content": "hi"}], max_tokens=2)
+    check("unknown role", False, "no error")
+except openai.BadRequestError as e:
+    check("unknown role", e.status_code == 400 and "hacker" in str(e) and "messages[0].role" in str(e))
+try:
     client.completions.create(model=model, prompt="word " * 400, max_tokens=5)
     check("prompt longer than the context", False, "no error")
 except openai.BadRequestError as e:
