@@ -90,3 +90,29 @@ fn the_openai_client_gets_correct_answers() {
     println!("{stdout}");
     assert!(out.status.success(), "checks failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// A client that sends half a request header is disconnected after
+/// `--header-timeout-secs`, and the server goes on answering others.
+#[test]
+fn a_half_sent_request_header_is_cut_off() {
+    use std::io::{Read, Write};
+    let fixture = here().join("../tests/fixtures/qwen3");
+    let server = Server::start(&["--model", fixture.to_str().unwrap(), "--header-timeout-secs", "1"]);
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    slow.write_all(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Ty").unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 512];
+    // hyper closes the connection (possibly after a 408): the read ends, well before 10 s
+    let ended = loop {
+        match slow.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(_) => continue,
+            Err(e) => break e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    };
+    assert!(ended && started.elapsed() < Duration::from_secs(5), "still open after {:?}", started.elapsed());
+    let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+    assert!(common::healthy(port), "the server answers other clients");
+}

@@ -4,6 +4,7 @@
 
 mod errors;
 mod handlers;
+mod listen;
 mod openai;
 
 use std::sync::Arc;
@@ -51,6 +52,10 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = 4 << 20)]
     pub max_body_bytes: usize,
+    /// Seconds a client has to send its request headers; a slower one is
+    /// disconnected, so half-sent requests hold no connection.
+    #[arg(long, default_value_t = 10.0)]
+    pub header_timeout_secs: f64,
 }
 
 pub fn run(args: &ServeArgs) -> Result<()> {
@@ -107,7 +112,11 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             engine_config.num_blocks,
             engine_config.block_size
         );
-        axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("server error")
+        let header_timeout = std::time::Duration::try_from_secs_f64(args.header_timeout_secs)
+            .ok()
+            .filter(|t| !t.is_zero())
+            .context("--header-timeout-secs must be a positive number of seconds")?;
+        listen::serve(listener, app, header_timeout, shutdown_signal()).await.context("server error")
     })
 }
 
