@@ -23,7 +23,7 @@ use ferrum_engine::serving::{EngineHandle, Event, GenerationRequest, Metrics, Su
 use ferrum_engine::tokenizer::Tokenizer;
 
 use super::errors::ApiError;
-use super::openai::{self, ChatRequest, CompletionRequest, Prompt};
+use super::openai::{self, ChatRequest, CompletionRequest, Prompt, Stop};
 
 pub struct AppState {
     pub engine: EngineHandle,
@@ -135,7 +135,7 @@ pub async fn completions(State(state): Shared, headers: HeaderMap, body: Result<
                 prompt: Vec::new(),
                 sampling: req.sampling.params(&state.defaults)?,
                 max_tokens: openai::max_tokens(req.max_tokens, 16)?,
-                stop_strings: req.stop.map(|s| s.into_vec()).unwrap_or_default(),
+                stop_strings: req.stop.map(Stop::strings).transpose()?.unwrap_or_default(),
                 stop_token_ids: if req.sampling.ignore_eos { Vec::new() } else { state.eos_token_ids.clone() },
                 logprobs: openai::top_logprobs(req.logprobs)?,
             },
@@ -177,7 +177,7 @@ pub async fn chat_completions(
                 prompt: Vec::new(),
                 sampling: req.sampling.params(&state.defaults)?,
                 max_tokens: openai::max_tokens(req.max_completion_tokens.or(req.max_tokens), room)?,
-                stop_strings: req.stop.map(|s| s.into_vec()).unwrap_or_default(),
+                stop_strings: req.stop.map(Stop::strings).transpose()?.unwrap_or_default(),
                 stop_token_ids: if req.sampling.ignore_eos { Vec::new() } else { state.eos_token_ids.clone() },
                 logprobs,
             },

@@ -23,12 +23,28 @@ pub enum Stop {
     Many(Vec<String>),
 }
 
+/// The most stop strings a request may give, and the longest one in bytes:
+/// each is searched for in every streamed piece of text.
+pub const MAX_STOPS: usize = 16;
+pub const MAX_STOP_BYTES: usize = 256;
+
 impl Stop {
-    pub fn into_vec(self) -> Vec<String> {
-        match self {
+    /// The stop strings, within [`MAX_STOPS`] and [`MAX_STOP_BYTES`].
+    pub fn strings(self) -> Result<Vec<String>, ApiError> {
+        let v = match self {
             Stop::One(s) => vec![s],
             Stop::Many(v) => v,
+        };
+        if v.len() > MAX_STOPS {
+            return Err(ApiError::bad_request(format!("stop has {} strings; at most {MAX_STOPS}", v.len())));
         }
+        if let Some(long) = v.iter().find(|s| s.len() > MAX_STOP_BYTES) {
+            return Err(ApiError::bad_request(format!(
+                "a stop string of {} bytes; at most {MAX_STOP_BYTES}",
+                long.len()
+            )));
+        }
+        Ok(v)
     }
 }
 

@@ -125,6 +125,12 @@ try:
     check("unknown role", False, "no error")
 except openai.BadRequestError as e:
     check("unknown role", e.status_code == 400 and "hacker" in str(e) and "messages[0].role" in str(e))
+for name, stop in [("17 stop strings", [str(i) for i in range(17)]), ("a 257-byte stop string", ["x" * 257])]:
+    try:
+        client.completions.create(model=model, prompt="x", max_tokens=2, stop=stop)
+        check(name, False, "no error")
+    except openai.BadRequestError as e:
+        check(name, e.status_code == 400 and "stop" in str(e))
 try:
     client.completions.create(model=model, prompt="word " * 400, max_tokens=5)
     check("prompt longer than the context", False, "no error")
@@ -160,7 +166,9 @@ check("32 concurrent streams equal each alone", together == alone,
 aborted_before = metric(SLOW, 'ferrum_requests_total{status="aborted"}') or 0
 host, port = SLOW.removeprefix("http://").split(":")
 conn = http.client.HTTPConnection(host, int(port), timeout=60)
-body = json.dumps({"model": "SmolLM2-135M-Instruct.Q4_1", "max_tokens": 200, "temperature": 0, "stream": True,
+# long enough (no EOS, 1000 tokens: seconds) that it is still running when the metric is read
+body = json.dumps({"model": "SmolLM2-135M-Instruct.Q4_1", "max_tokens": 1000, "ignore_eos": True, "temperature": 0,
+                   "stream": True,
                    "messages": [{"role": "user", "content": "Write a long story about a sailor and the sea."}]})
 conn.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
 resp = conn.getresponse()
