@@ -162,18 +162,8 @@ impl Reader<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
-    use crate::config::ModelConfig;
-    use crate::error::Result;
+    use crate::config::tests::{BASE, parse};
     use crate::ops::RouterScoring;
-
-    fn parse(json: &str) -> Result<ModelConfig> {
-        ModelConfig::from_json_str(json, Path::new("config.json"))
-    }
-
-    const BASE: &str = r#""hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
-        "num_hidden_layers": 2, "vocab_size": 100"#;
 
     /// The published sizes: Mixtral 8x7B has 46.7B parameters of which
     /// 12.9B are active; Qwen3-30B-A3B 30.5B and 3.3B.

@@ -486,11 +486,11 @@ pub(crate) fn token_ids(value: Option<&Value>) -> std::result::Result<Vec<u32>, 
 mod tests {
     use super::*;
 
-    fn parse(json: &str) -> Result<ModelConfig> {
+    pub(super) fn parse(json: &str) -> Result<ModelConfig> {
         ModelConfig::from_json_str(json, Path::new("config.json"))
     }
 
-    const BASE: &str = r#""hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
+    pub(super) const BASE: &str = r#""hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
         "num_hidden_layers": 2, "vocab_size": 100"#;
 
     #[test]
