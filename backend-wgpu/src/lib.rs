@@ -330,6 +330,10 @@ impl Backend for WgpuBackend {
         rec.record(&self.gpu.device, &self.pipelines, &dispatches, self.pool.freed())
     }
 
+    fn lost(&self) -> Option<String> {
+        self.gpu.lost.lock().map_or_else(|_| Some("the device-lost lock is poisoned".into()), |l| l.clone())
+    }
+
     fn sync(&self) -> Result<()> {
         let pending = {
             let mut rec = self.recorder()?;

@@ -65,6 +65,12 @@ pub trait Backend: Send + Sync {
     fn end_recording(&self) -> Result<Box<dyn Recording>> {
         Err(Error::Backend(format!("backend {} does not record", self.name())))
     }
+    /// Why this backend can run nothing more (its GPU was lost or reset);
+    /// `None` while it works. The serving engine asks after a failed step,
+    /// to tell a failing request from a failing device.
+    fn lost(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Ops recorded by `Backend::begin_recording` .. `end_recording`.

@@ -35,6 +35,7 @@ pub mod cpu;
 pub mod dtype;
 pub mod error;
 pub mod eval;
+pub mod faults;
 pub mod generate;
 pub mod kv_cache;
 pub mod loader;

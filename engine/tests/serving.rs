@@ -2,23 +2,20 @@
 //! batching, chunked prefill, preemption and prefix caching must not change
 //! a single greedy token.
 
-use std::path::Path;
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
+use common::{alone, collect, fixture_named, model_of, prompt, request, run_all, wait_for_idle};
 use ferrum_engine::generate::{FinishReason, GenerateOptions, generate};
 use ferrum_engine::ops::{Op, OpKind};
 use ferrum_engine::sampler::SamplingParams;
-use ferrum_engine::serving::{EngineConfig, EngineHandle, Event, GenerationRequest, SubmitError, spawn};
+use ferrum_engine::serving::{EngineConfig, GenerationRequest, SubmitError, spawn};
 use ferrum_engine::{Backend, CpuBackend, DType, Model, Tensor};
 
 fn fixture() -> std::path::PathBuf {
     fixture_named("llama-notok")
-}
-
-fn fixture_named(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(name)
 }
 
 fn model() -> Model {
@@ -28,63 +25,6 @@ fn model() -> Model {
 /// The batching tests run a dense model, a mixture of experts and latent
 /// attention (whose prefix cache holds latents).
 const BATCHED: [&str; 3] = ["llama-notok", "qwen3-moe", "deepseek-v3"];
-
-fn model_of(name: &str) -> Model {
-    let backend: Arc<dyn Backend> = Arc::new(CpuBackend::new());
-    Model::load(&fixture_named(name), backend).unwrap()
-}
-
-fn prompt(i: u32, len: usize) -> Vec<u32> {
-    (0..len as u32).map(|j| (i * 37 + j * 11) % 380 + 4).collect()
-}
-
-fn request(prompt: Vec<u32>, max_tokens: usize) -> GenerationRequest {
-    GenerationRequest {
-        prompt,
-        sampling: SamplingParams::default(),
-        max_tokens,
-        stop_strings: Vec::new(),
-        stop_token_ids: Vec::new(),
-        logprobs: None,
-    }
-}
-
-fn alone(model: &Model, prompt: &[u32], max_tokens: usize) -> Vec<u32> {
-    let opts = GenerateOptions {
-        max_tokens,
-        sampling: SamplingParams::default(),
-        eos_token_ids: Vec::new(),
-        stop_strings: Vec::new(),
-    };
-    generate(model, prompt, &opts, None, |_| {}).unwrap().tokens
-}
-
-/// Collects a request's tokens until it finishes.
-fn collect(mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>) -> (Vec<u32>, FinishReason) {
-    let mut tokens = Vec::new();
-    loop {
-        match rx.blocking_recv().expect("the engine finishes every request") {
-            Event::Token { token, .. } => tokens.push(token),
-            Event::Finished { reason, .. } => return (tokens, reason),
-            Event::Error(e) => panic!("engine error: {e}"),
-        }
-    }
-}
-
-fn run_all(engine: &EngineHandle, prompts: &[Vec<u32>], max_tokens: usize) -> Vec<Vec<u32>> {
-    let receivers: Vec<_> = prompts.iter().map(|p| engine.submit(request(p.clone(), max_tokens)).unwrap().1).collect();
-    receivers.into_iter().map(|rx| collect(rx).0).collect()
-}
-
-fn wait_for_idle(engine: &EngineHandle) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while engine.metrics.kv_blocks_used.load(Ordering::Relaxed) != 0
-        || engine.metrics.running.load(Ordering::Relaxed) != 0
-    {
-        assert!(Instant::now() < deadline, "blocks never came back");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
 
 #[test]
 fn concurrent_requests_match_each_alone() {

@@ -6,19 +6,29 @@
 //! sequence sampled in a step is plain greedy without logprobs, the tokens
 //! are picked on the device and only their ids come back.
 //! Requests arrive through an `EngineHandle` from any thread.
+//!
+//! A failure stays with the request that caused it: a forward pass that
+//! fails (an error or a panic) is rerun one sequence at a time, and only
+//! the sequences that fail alone get an error. A lost device, a backend
+//! that fails a trivial op after a step where everything failed, or a panic
+//! in the engine's own bookkeeping stop the engine: every request gets an
+//! error, and the handle reports it broken so `/health` turns unhealthy.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
+use crate::backend::{Backend, BackendExt};
 use crate::error::{Error, Result};
 use crate::eval::log_softmax_at;
 use crate::kv_cache::KvCache;
 use crate::model::{Logits, LogitsWanted, Model, SeqChunk};
+use crate::ops::{Add, Op};
 use crate::sampler::DevicePick;
 use crate::serving::blocks::BlockManager;
 use crate::serving::metrics::Metrics;
@@ -68,12 +78,16 @@ pub struct EngineHandle {
     pub max_context: usize,
     pub vocab_size: usize,
     pub metrics: Arc<Metrics>,
+    broken: Arc<OnceLock<String>>,
 }
 
 impl EngineHandle {
     /// Queues a request; its events arrive on the returned receiver, which
     /// the caller drops to cancel.
     pub fn submit(&self, request: GenerationRequest) -> Result<(u64, UnboundedReceiver<Event>), SubmitError> {
+        if self.broken().is_some() {
+            return Err(SubmitError::Stopped);
+        }
         let total = request.prompt.len() + request.max_tokens;
         if request.prompt.is_empty() {
             return Err(SubmitError::Invalid("the prompt is empty".into()));
@@ -119,6 +133,11 @@ impl EngineHandle {
     pub fn abort(&self, id: u64) {
         let _ = self.commands.send(Command::Abort(id));
     }
+
+    /// Why the engine stopped for good, or `None` while it runs.
+    pub fn broken(&self) -> Option<&str> {
+        self.broken.get().map(String::as_str)
+    }
 }
 
 /// Starts the engine thread over `model`.
@@ -136,7 +155,9 @@ pub fn spawn(model: Model, tokenizer: Option<Arc<Tokenizer>>, config: EngineConf
         vocab_size: model.config.vocab_size,
         config: config.clone(),
         metrics: Arc::new(Metrics::default()),
+        broken: Arc::new(OnceLock::new()),
     };
+    Metrics::set(&handle.metrics.healthy, 1);
     let mut state = EngineState {
         blocks: BlockManager::new(config.num_blocks, config.block_size),
         model,
@@ -147,6 +168,8 @@ pub fn spawn(model: Model, tokenizer: Option<Arc<Tokenizer>>, config: EngineConf
         running: Vec::new(),
         queued: handle.queued.clone(),
         metrics: handle.metrics.clone(),
+        broken: handle.broken.clone(),
+        all_failed: false,
     };
     std::thread::Builder::new()
         .name("ferrum-engine".into())
@@ -166,6 +189,9 @@ struct EngineState {
     running: Vec<Sequence>,
     queued: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
+    broken: Arc<OnceLock<String>>,
+    /// whether every sequence of the last step failed, even alone
+    all_failed: bool,
 }
 
 /// One sequence's share of a step: `take` tokens from position `computed`.
@@ -180,6 +206,13 @@ enum Picked {
     Logits(Logits),
     /// Every row's argmax, picked on the device (all plain greedy).
     Ids(Vec<u32>),
+}
+
+/// The sequences a step finished and those it failed, by running index.
+#[derive(Default)]
+struct Outcome {
+    finished: Vec<usize>,
+    failed: Vec<(usize, String)>,
 }
 
 impl EngineState {
@@ -200,9 +233,52 @@ impl EngineState {
                     Err(TryRecvError::Disconnected) => break,
                 }
             }
-            self.step();
+            let stepped = catch_unwind(AssertUnwindSafe(|| self.step()));
+            let fatal = match stepped {
+                Ok(()) => self.broken.get().cloned(),
+                Err(panic) => Some(format!("the engine panicked: {}", panic_message(&*panic))),
+            };
+            if let Some(reason) = fatal {
+                self.stop(reason);
+                return;
+            }
             self.publish_gauges();
         }
+    }
+
+    /// Why the engine cannot go on after this step, if it cannot.
+    fn fatal(&self) -> Option<String> {
+        if let Some(lost) = self.model.backend().lost() {
+            return Some(format!("the {} backend cannot run: {lost}", self.model.backend().name()));
+        }
+        if !self.all_failed {
+            return None;
+        }
+        // a bad request, or a backend that can run nothing?
+        probe(self.model.backend().as_ref())
+            .err()
+            .map(|e| format!("the {} backend fails a trivial op: {e}", self.model.backend().name()))
+    }
+
+    fn mark_broken(&self, reason: &str) {
+        if self.broken.set(reason.to_string()).is_ok() {
+            eprintln!("ferrum engine stopped: {reason}");
+        }
+        Metrics::set(&self.metrics.healthy, 0);
+    }
+
+    /// Stops for good: every request gets `reason`, new ones are refused.
+    fn stop(&mut self, reason: String) {
+        self.mark_broken(&reason);
+        let waiting: Vec<Sequence> = self.waiting.drain(..).collect();
+        for seq in waiting.iter() {
+            self.dequeue(seq);
+        }
+        for seq in self.running.drain(..).chain(waiting) {
+            let _ = seq.events.send(Event::Error(reason.clone()));
+            Metrics::add(&self.metrics.requests_server_error, 1);
+        }
+        self.publish_gauges();
     }
 
     fn apply(&mut self, command: Command) {
@@ -297,20 +373,56 @@ impl EngineState {
             .collect();
         // ids picked on the device when every sampled sequence is plain greedy
         // or plain temperature sampling and wants no logprobs; otherwise the
-        // logits come back for the samplers
+        // logits come back for the samplers. Drawn once, so a rerun draws the same.
         let on_device = plan.iter().zip(&wants).filter(|(_, want)| **want).all(|(p, _)| {
             let s = &self.running[p.index];
             s.sampler.params.is_device_pickable() && s.request.logprobs.is_none()
         });
-        let picks: Vec<DevicePick> = if on_device {
-            let wanted = plan.iter().zip(&wants).filter(|(_, want)| **want);
-            wanted.map(|(p, _)| self.running[p.index].sampler.device_pick()).collect()
-        } else {
-            Vec::new()
-        };
-        let chunks: Vec<SeqChunk<'_>> = plan
+        let picks: Vec<Option<DevicePick>> = plan
             .iter()
             .zip(&wants)
+            .map(|(p, &want)| (on_device && want).then(|| self.running[p.index].sampler.device_pick()))
+            .collect();
+        let mut outcome = Outcome::default();
+        match self.forward(&plan, &wants, on_device, &picks) {
+            Ok(picked) => self.advance(&plan, &wants, &picked, &mut outcome),
+            Err(e) if self.model.backend().lost().is_some() => {
+                outcome.failed.extend(plan.iter().map(|p| (p.index, e.clone())));
+            }
+            Err(_) => {
+                // find the sequences that broke the step: each alone (a
+                // transient fault costs one rerun)
+                Metrics::add(&self.metrics.failed_steps, 1);
+                for (i, p) in plan.iter().enumerate() {
+                    let (one, want) = (std::slice::from_ref(p), &wants[i..=i]);
+                    match self.forward(one, want, on_device, &picks[i..=i]) {
+                        Ok(picked) => self.advance(one, want, &picked, &mut outcome),
+                        Err(e) => outcome.failed.push((p.index, e)),
+                    }
+                }
+            }
+        }
+        self.all_failed = outcome.failed.len() == plan.len();
+        if let Some(reason) = self.fatal() {
+            // said before the failed requests hear of it
+            self.mark_broken(&reason);
+        }
+        self.retire(outcome);
+    }
+
+    /// One forward pass over `plan`; an error or a panic comes back as its
+    /// message. Nothing of the sequences changes, so it can be rerun.
+    fn forward(
+        &self,
+        plan: &[Planned],
+        wants: &[bool],
+        on_device: bool,
+        picks: &[Option<DevicePick>],
+    ) -> std::result::Result<Picked, String> {
+        let picks: Vec<DevicePick> = picks.iter().flatten().copied().collect();
+        let chunks: Vec<SeqChunk<'_>> = plan
+            .iter()
+            .zip(wants)
             .map(|(p, &want)| {
                 let s = &self.running[p.index];
                 SeqChunk {
@@ -321,29 +433,31 @@ impl EngineState {
                 }
             })
             .collect();
-        let picked = if on_device {
-            self.model.forward_picked(&chunks, &self.cache, &picks).map(Picked::Ids)
-        } else {
-            self.model.forward(&chunks, &self.cache).map(Picked::Logits)
-        };
-        drop(chunks);
-        let picked = match picked {
-            Ok(p) => p,
-            Err(e) => {
-                self.fail_planned(&plan, &e.to_string());
-                return;
+        let run = || {
+            if on_device {
+                self.model.forward_picked(&chunks, &self.cache, &picks).map(Picked::Ids)
+            } else {
+                self.model.forward(&chunks, &self.cache).map(Picked::Logits)
             }
         };
+        match catch_unwind(AssertUnwindSafe(run)) {
+            Ok(picked) => picked.map_err(|e| e.to_string()),
+            Err(panic) => Err(format!("the forward pass panicked: {}", panic_message(&*panic))),
+        }
+    }
+
+    /// Samples the rows of a successful forward pass over `plan` and streams
+    /// the tokens.
+    fn advance(&mut self, plan: &[Planned], wants: &[bool], picked: &Picked, outcome: &mut Outcome) {
         let mut row = 0;
-        let mut finished = Vec::new();
-        for (p, &want) in plan.iter().zip(&wants) {
+        for (p, &want) in plan.iter().zip(wants) {
             let seq = &mut self.running[p.index];
             seq.computed += p.take;
             seq.register_full_blocks(&mut self.blocks);
             if !want {
                 continue;
             }
-            let (token, logprobs) = match &picked {
+            let (token, logprobs) = match picked {
                 Picked::Ids(ids) => (seq.sampler.record(ids[row]), None),
                 Picked::Logits(logits) => {
                     let logits_row = logits.row(row);
@@ -366,28 +480,28 @@ impl EngineState {
             }
             if gone {
                 Metrics::add(&self.metrics.requests_aborted, 1);
-                finished.push(p.index);
+                outcome.finished.push(p.index);
             } else if done.is_some() {
                 self.metrics.e2e.observe(seq.arrived.elapsed().as_secs_f64());
-                finished.push(p.index);
+                outcome.finished.push(p.index);
             }
-        }
-        // remove finished sequences, highest index first
-        finished.sort_unstable_by(|a, b| b.cmp(a));
-        for i in finished {
-            let mut seq = self.running.remove(i);
-            seq.release(&mut self.blocks);
         }
     }
 
-    fn fail_planned(&mut self, plan: &[Planned], msg: &str) {
-        let mut indices: Vec<usize> = plan.iter().map(|p| p.index).collect();
-        indices.sort_unstable_by(|a, b| b.cmp(a));
-        for i in indices {
+    /// Removes the finished and failed sequences, freeing their blocks; the
+    /// failed ones get their error.
+    fn retire(&mut self, outcome: Outcome) {
+        let mut gone: Vec<(usize, Option<String>)> = outcome.finished.into_iter().map(|i| (i, None)).collect();
+        gone.extend(outcome.failed.into_iter().map(|(i, e)| (i, Some(e))));
+        // highest index first, so the lower ones stay valid
+        gone.sort_unstable_by_key(|g| std::cmp::Reverse(g.0));
+        for (i, error) in gone {
             let mut seq = self.running.remove(i);
             seq.release(&mut self.blocks);
-            let _ = seq.events.send(Event::Error(msg.to_string()));
-            Metrics::add(&self.metrics.requests_server_error, 1);
+            if let Some(e) = error {
+                let _ = seq.events.send(Event::Error(e));
+                Metrics::add(&self.metrics.requests_server_error, 1);
+            }
         }
     }
 
@@ -399,6 +513,24 @@ impl EngineState {
         Metrics::set(&m.kv_blocks_free, self.blocks.free_count() as u64);
         Metrics::set(&m.prefix_cache_hit_blocks, self.blocks.prefix_hit_blocks);
         Metrics::set(&m.prefix_cache_query_blocks, self.blocks.prefix_query_blocks);
+    }
+}
+
+/// 1 + 2 on the backend, which must give 3.
+fn probe(backend: &dyn Backend) -> Result<()> {
+    let (a, b) = (backend.upload_f32(&[1, 1], &[1.0])?, backend.upload_f32(&[1, 1], &[2.0])?);
+    let sum = backend.read_f32(&backend.run(&Op::Add(Add), &[&a, &b])?)?;
+    if sum != [3.0] {
+        return Err(Error::Backend(format!("1 + 2 gave {sum:?}")));
+    }
+    Ok(())
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(s), _) => s.to_string(),
+        (_, Some(s)) => s.clone(),
+        _ => "a panic without a message".into(),
     }
 }
 

@@ -54,6 +54,9 @@ pub struct Metrics {
     pub prefix_cache_hit_blocks: AtomicU64,
     pub prefix_cache_query_blocks: AtomicU64,
     pub preemptions: AtomicU64,
+    pub failed_steps: AtomicU64,
+    /// 1 while the engine runs, 0 once it has stopped for good.
+    pub healthy: AtomicU64,
     pub ttft: Histogram,
     pub inter_token: Histogram,
     pub e2e: Histogram,
@@ -109,6 +112,13 @@ impl Metrics {
                 "Sequences preempted (recomputed later) for want of KV blocks.",
                 &self.preemptions,
             ),
+            (
+                "ferrum_failed_steps_total",
+                "counter",
+                "Forward passes that failed and were retried one sequence at a time.",
+                &self.failed_steps,
+            ),
+            ("ferrum_engine_healthy", "gauge", "1 while the engine runs, 0 once it has stopped.", &self.healthy),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", get(v));
         }
