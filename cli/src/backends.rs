@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::{Result, anyhow};
+use ferrum_engine::faults::{Fault, FaultyBackend};
 use ferrum_engine::{Backend, CpuBackend};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -41,7 +42,17 @@ pub fn auto(threads: Option<usize>) -> Arc<dyn Backend> {
 
 /// Opens only the backend chosen: probing the others costs memory (a Vulkan
 /// instance maps Mesa's LLVM, ~45 MiB resident, even to find no GPU).
+/// `FERRUM_FAULT=OP:TRIGGER:EFFECT` wraps it in a fault injector, for
+/// testing how `serve` contains failures (see `ferrum_engine::faults`).
 pub fn open(choice: BackendChoice, threads: Option<usize>) -> Result<Arc<dyn Backend>> {
+    let backend = open_plain(choice, threads)?;
+    let Ok(spec) = std::env::var("FERRUM_FAULT") else { return Ok(backend) };
+    let fault = Fault::parse(&spec)?;
+    eprintln!("FERRUM_FAULT: injecting {fault:?} into the {} backend", backend.name());
+    Ok(Arc::new(FaultyBackend::new(backend, fault)))
+}
+
+fn open_plain(choice: BackendChoice, threads: Option<usize>) -> Result<Arc<dyn Backend>> {
     let (wanted, backend) = match choice {
         BackendChoice::Auto => return Ok(auto(threads)),
         BackendChoice::Cpu => ("cpu", ferrum_backend_cpu::open(threads).map_err(|e| e.to_string())),

@@ -4,10 +4,11 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use common::Server;
 
 const API_KEY: &str = "sk-ferrum-test";
 
@@ -30,43 +31,6 @@ fn venv_python() -> PathBuf {
         std::fs::write(&marker, wanted).unwrap();
     }
     python
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A `ferrum serve` process, killed on drop.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Server {
-    fn start(args: &[&str]) -> Server {
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_ferrum"))
-            .arg("serve")
-            .args(args)
-            .args(["--port", &port.to_string()])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("ferrum serve starts");
-        let server = Server { child, url: format!("http://127.0.0.1:{port}") };
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !common::healthy(port) {
-            assert!(Instant::now() < deadline, "ferrum serve {args:?} never became healthy");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        server
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn smollm2() -> String {

@@ -55,6 +55,25 @@ impl ApiError {
         }
     }
 
+    pub fn too_many_connections() -> Self {
+        ApiError { message: "the server has too many open connections; retry later".into(), ..Self::overloaded() }
+    }
+
+    /// The engine has stopped for good: a load balancer should go elsewhere.
+    pub fn stopped(reason: &str) -> Self {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            kind: "server_error",
+            code: Some("engine_stopped"),
+            message: format!("the engine has stopped: {reason}"),
+            retry_after: None,
+        }
+    }
+
+    pub fn timeout(message: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::REQUEST_TIMEOUT, ..Self::bad_request(message) }
+    }
+
     pub fn too_large(message: impl Into<String>) -> Self {
         ApiError { status: StatusCode::PAYLOAD_TOO_LARGE, ..Self::bad_request(message) }
     }

@@ -1,20 +1,18 @@
 //! The endpoints: models, completions, chat completions (streamed as
-//! server-sent events or whole), health and metrics.
+//! server-sent events by `stream.rs`, or whole), health and metrics.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, watch};
 
 use ferrum_engine::chat_template::{ChatTemplate, Message};
 use ferrum_engine::generate::FinishReason;
@@ -23,7 +21,9 @@ use ferrum_engine::serving::{EngineHandle, Event, GenerationRequest, Metrics, Su
 use ferrum_engine::tokenizer::Tokenizer;
 
 use super::errors::ApiError;
-use super::openai::{self, ChatRequest, CompletionRequest, Prompt, Stop};
+use super::limits::RequestLimits;
+use super::openai::{self, ChatRequest, CompletionRequest, Prompt};
+use super::stream::stream;
 
 pub struct AppState {
     pub engine: EngineHandle,
@@ -34,6 +34,12 @@ pub struct AppState {
     pub defaults: SamplingParams,
     pub eos_token_ids: Vec<u32>,
     pub created: u64,
+    pub limits: RequestLimits,
+    pub max_body_bytes: usize,
+    /// How long a client has to send its whole request body.
+    pub body_timeout: Duration,
+    /// Turns true when shutdown ends the requests still running.
+    pub ending: watch::Receiver<bool>,
 }
 
 type Shared = State<Arc<AppState>>;
@@ -45,8 +51,8 @@ impl AppState {
 
     fn check(&self, headers: &HeaderMap, model: Option<&str>) -> Result<(), ApiError> {
         if let Some(key) = &self.api_key {
-            let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-            if given != Some(format!("Bearer {key}").as_str()) {
+            let given = headers.get(header::AUTHORIZATION).map_or(&[][..], |v| v.as_bytes());
+            if !same_secret(given, format!("Bearer {key}").as_bytes()) {
                 return Err(ApiError::unauthorized());
             }
         }
@@ -77,17 +83,55 @@ impl AppState {
     }
 }
 
-/// A JSON body, with malformed or oversized bodies as OpenAI errors.
-fn parse<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
-    let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(format!("the body is too large: {e}")),
-        _ => ApiError::bad_request(e.body_text()),
-    })?;
-    serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+/// Whether two secrets are equal, in time that depends on neither: the
+/// digests are compared byte by byte without an early exit.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    let (a, b) = (Sha256::digest(given), Sha256::digest(expected));
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-pub async fn health() -> &'static str {
-    "ok"
+/// A JSON body read within the body timeout and size bound, with malformed,
+/// slow or oversized bodies as OpenAI errors.
+async fn read_json<T: serde::de::DeserializeOwned>(state: &AppState, body: Body) -> Result<T, ApiError> {
+    let read = axum::body::to_bytes(body, state.max_body_bytes);
+    let bytes = match tokio::time::timeout(state.body_timeout, read).await {
+        Err(_) => {
+            return Err(ApiError::timeout(format!("the request body took longer than {:?}", state.body_timeout)));
+        }
+        Ok(Err(e)) if is_too_large(&e) => {
+            return Err(ApiError::too_large(format!("the body is larger than {} bytes", state.max_body_bytes)));
+        }
+        Ok(Err(e)) => return Err(ApiError::bad_request(format!("cannot read the body: {e}"))),
+        Ok(Ok(b)) => b,
+    };
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+fn is_too_large(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// Resolves once shutdown ends the requests still running.
+pub(super) async fn shutting_down(ending: &mut watch::Receiver<bool>) {
+    if ending.wait_for(|e| *e).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// 200 while the engine runs; 503 with the reason once it has stopped, so a
+/// load balancer moves away.
+pub async fn health(State(state): Shared) -> Response {
+    match state.engine.broken() {
+        None => "ok".into_response(),
+        Some(reason) => ApiError::stopped(reason).into_response(),
+    }
 }
 
 pub async fn metrics(State(state): Shared) -> impl IntoResponse {
@@ -103,19 +147,25 @@ pub async fn models(State(state): Shared, headers: HeaderMap) -> Result<Json<Val
 }
 
 /// What one request turns into before it reaches the engine.
-struct Job {
-    prompts: Vec<Vec<u32>>,
-    request: GenerationRequest,
-    n: usize,
-    stream: bool,
-    include_usage: bool,
-    chat: bool,
+pub(super) struct Job {
+    pub(super) prompts: Vec<Vec<u32>>,
+    pub(super) request: GenerationRequest,
+    pub(super) n: usize,
+    pub(super) stream: bool,
+    pub(super) include_usage: bool,
+    pub(super) chat: bool,
 }
 
-pub async fn completions(State(state): Shared, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+pub async fn completions(State(state): Shared, headers: HeaderMap, body: Body) -> Response {
+    let req = read_json::<CompletionRequest>(&state, body).await;
     let job = (|| {
-        let req: CompletionRequest = parse(body)?;
+        let req = req?;
         state.check(&headers, req.model.as_deref())?;
+        if let Prompt::Texts(v) = &req.prompt {
+            state.limits.prompts(v.len())?;
+        } else if let Prompt::IdLists(v) = &req.prompt {
+            state.limits.prompts(v.len())?;
+        }
         let prompts = match req.prompt {
             Prompt::Text(t) => {
                 vec![state.tokenizer()?.encode(&t, true).map_err(|e| ApiError::bad_request(e.to_string()))?]
@@ -127,20 +177,17 @@ pub async fn completions(State(state): Shared, headers: HeaderMap, body: Result<
             Prompt::Ids(ids) => vec![ids],
             Prompt::IdLists(lists) => lists,
         };
-        if prompts.is_empty() {
-            return Err(ApiError::bad_request("prompt is empty"));
-        }
         Ok(Job {
             request: GenerationRequest {
                 prompt: Vec::new(),
                 sampling: req.sampling.params(&state.defaults)?,
                 max_tokens: openai::max_tokens(req.max_tokens, 16)?,
-                stop_strings: req.stop.map(Stop::strings).transpose()?.unwrap_or_default(),
+                stop_strings: state.limits.stops(req.stop)?,
                 stop_token_ids: if req.sampling.ignore_eos { Vec::new() } else { state.eos_token_ids.clone() },
                 logprobs: openai::top_logprobs(req.logprobs)?,
             },
             prompts,
-            n: openai::choices(req.n)?,
+            n: state.limits.n(req.n)?,
             stream: req.stream,
             include_usage: req.stream_options.is_some_and(|o| o.include_usage),
             chat: false,
@@ -149,17 +196,12 @@ pub async fn completions(State(state): Shared, headers: HeaderMap, body: Result<
     respond(state, job).await
 }
 
-pub async fn chat_completions(
-    State(state): Shared,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+pub async fn chat_completions(State(state): Shared, headers: HeaderMap, body: Body) -> Response {
+    let req = read_json::<ChatRequest>(&state, body).await;
     let job = (|| {
-        let req: ChatRequest = parse(body)?;
+        let req = req?;
         state.check(&headers, req.model.as_deref())?;
-        if req.messages.is_empty() {
-            return Err(ApiError::bad_request("messages must not be empty"));
-        }
+        state.limits.messages(req.messages.len())?;
         let template =
             state.template.as_ref().ok_or_else(|| ApiError::bad_request("this model has no chat template"))?;
         let messages: Vec<Message> = req
@@ -177,12 +219,12 @@ pub async fn chat_completions(
                 prompt: Vec::new(),
                 sampling: req.sampling.params(&state.defaults)?,
                 max_tokens: openai::max_tokens(req.max_completion_tokens.or(req.max_tokens), room)?,
-                stop_strings: req.stop.map(Stop::strings).transpose()?.unwrap_or_default(),
+                stop_strings: state.limits.stops(req.stop)?,
                 stop_token_ids: if req.sampling.ignore_eos { Vec::new() } else { state.eos_token_ids.clone() },
                 logprobs,
             },
             prompts: vec![prompt],
-            n: openai::choices(req.n)?,
+            n: state.limits.n(req.n)?,
             stream: req.stream,
             include_usage: req.stream_options.is_some_and(|o| o.include_usage),
             chat: true,
@@ -210,7 +252,7 @@ async fn respond(state: Arc<AppState>, job: Result<Job, ApiError>) -> Response {
                     let err = match e {
                         SubmitError::QueueFull => ApiError::overloaded(),
                         SubmitError::Invalid(m) => ApiError::bad_request(m),
-                        SubmitError::Stopped => ApiError::internal("the engine has stopped"),
+                        SubmitError::Stopped => ApiError::stopped(state.engine.broken().unwrap_or("shutting down")),
                     };
                     return state.record::<()>(Err(err)).unwrap_err().into_response();
                 }
@@ -234,11 +276,11 @@ fn next_id() -> u64 {
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
-fn unix_now() -> u64 {
+pub(super) fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-fn finish_reason(r: FinishReason) -> &'static str {
+pub(super) fn finish_reason(r: FinishReason) -> &'static str {
     match r {
         FinishReason::Stop => "stop",
         FinishReason::Length => "length",
@@ -262,9 +304,15 @@ async fn collect(
     receivers: Vec<mpsc::UnboundedReceiver<Event>>,
 ) -> Result<Value, ApiError> {
     let mut choices = Vec::new();
+    let mut ending = state.ending.clone();
     for mut rx in receivers {
         let mut c = ChoiceState::default();
-        while let Some(event) = rx.recv().await {
+        loop {
+            let event = tokio::select! {
+                event = rx.recv() => event,
+                () = shutting_down(&mut ending) => return Err(ApiError::stopped("the server is shutting down")),
+            };
+            let Some(event) = event else { break };
             match event {
                 Event::Token { token, text, logprobs } => {
                     if let Some(lp) = logprobs {
@@ -313,7 +361,7 @@ async fn collect(
 }
 
 /// OpenAI's two logprobs shapes: chat's `content` list, completions' parallel arrays.
-fn logprobs_json(state: &AppState, chat: bool, items: &[(u32, TokenLogprobs, usize)]) -> Value {
+pub(super) fn logprobs_json(state: &AppState, chat: bool, items: &[(u32, TokenLogprobs, usize)]) -> Value {
     let text = |id: u32| state.token_text(id);
     if chat {
         let content: Vec<Value> = items
@@ -342,90 +390,4 @@ fn logprobs_json(state: &AppState, chat: bool, items: &[(u32, TokenLogprobs, usi
         let offsets: Vec<usize> = items.iter().map(|(_, _, o)| *o).collect();
         json!({"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top, "text_offset": offsets})
     }
-}
-
-/// Server-sent events: one chunk per token per choice, a last chunk with the
-/// finish reason, optional usage, then `[DONE]`. A client that goes away
-/// drops the stream, which drops the engine receivers, which frees the KV
-/// blocks.
-fn stream(
-    state: Arc<AppState>,
-    job: Job,
-    id: String,
-    receivers: Vec<mpsc::UnboundedReceiver<Event>>,
-) -> impl IntoResponse {
-    let (merged_tx, mut merged_rx) = mpsc::channel::<(usize, Event)>(64);
-    for (index, mut rx) in receivers.into_iter().enumerate() {
-        let tx = merged_tx.clone();
-        tokio::spawn(async move {
-            while let Some(e) = rx.recv().await {
-                let last = !matches!(e, Event::Token { .. });
-                if tx.send((index, e)).await.is_err() || last {
-                    return;
-                }
-            }
-        });
-    }
-    drop(merged_tx);
-    let (out_tx, out_rx) = mpsc::channel::<Result<SseEvent, Infallible>>(64);
-    tokio::spawn(async move {
-        let created = unix_now();
-        let object = if job.chat { "chat.completion.chunk" } else { "text_completion" };
-        let chunk = |choice: Value| json!({"id": id, "object": object, "created": created, "model": state.model_name, "choices": [choice]});
-        let send = |v: Value| out_tx.send(Ok(SseEvent::default().data(v.to_string())));
-        let (mut prompt_tokens, mut completion_tokens) = (0, 0);
-        if job.chat {
-            for index in 0..job.prompts.len() * job.n {
-                let first = chunk(json!({"index": index, "delta": {"role": "assistant", "content": ""},
-                                         "logprobs": null, "finish_reason": null}));
-                if send(first).await.is_err() {
-                    return;
-                }
-            }
-        }
-        let mut text_len = vec![0usize; job.prompts.len() * job.n];
-        while let Some((index, event)) = merged_rx.recv().await {
-            let piece = match event {
-                Event::Token { token, text, logprobs } => {
-                    let lp = logprobs.map(|lp| logprobs_json(&state, job.chat, &[(token, lp, text_len[index])]));
-                    text_len[index] += text.len();
-                    if job.chat {
-                        chunk(
-                            json!({"index": index, "delta": {"content": text}, "logprobs": lp, "finish_reason": null}),
-                        )
-                    } else {
-                        chunk(json!({"index": index, "text": text, "logprobs": lp, "finish_reason": null}))
-                    }
-                }
-                Event::Finished { reason, prompt_tokens: p, completion_tokens: c, text_tail } => {
-                    if index % job.n == 0 {
-                        prompt_tokens += p;
-                    }
-                    completion_tokens += c;
-                    let reason = finish_reason(reason);
-                    if job.chat {
-                        chunk(
-                            json!({"index": index, "delta": {"content": text_tail}, "logprobs": null, "finish_reason": reason}),
-                        )
-                    } else {
-                        chunk(json!({"index": index, "text": text_tail, "logprobs": null, "finish_reason": reason}))
-                    }
-                }
-                Event::Error(message) => {
-                    json!({"error": {"message": message, "type": "server_error", "param": null, "code": null}})
-                }
-            };
-            if send(piece).await.is_err() {
-                return; // the client went away
-            }
-        }
-        if job.include_usage {
-            let usage = json!({"id": id, "object": object, "created": created, "model": state.model_name, "choices": [],
-                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                          "total_tokens": prompt_tokens + completion_tokens}});
-            let _ = send(usage).await;
-        }
-        let _ = out_tx.send(Ok(SseEvent::default().data("[DONE]"))).await;
-    });
-    Sse::new(ReceiverStream::new(out_rx)).keep_alive(KeepAlive::default())
 }

@@ -4,14 +4,16 @@
 
 mod errors;
 mod handlers;
+mod limits;
 mod listen;
 mod openai;
+mod stream;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use clap::Args;
 use ferrum_engine::kv_cache::KvCache;
@@ -20,6 +22,7 @@ use ferrum_engine::serving::{EngineConfig, spawn};
 
 use crate::model_args::ModelArgs;
 use handlers::AppState;
+use limits::RequestLimits;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -56,9 +59,40 @@ pub struct ServeArgs {
     /// disconnected, so half-sent requests hold no connection.
     #[arg(long, default_value_t = 10.0)]
     pub header_timeout_secs: f64,
+    /// Seconds a client has to send its whole request body (408 otherwise).
+    #[arg(long, default_value_t = 30.0)]
+    pub body_timeout_secs: f64,
+    /// Seconds a write to a client may stay blocked (a client that stopped
+    /// reading its stream) before the connection is cut and its sequences freed.
+    #[arg(long, default_value_t = 30.0)]
+    pub write_timeout_secs: f64,
+    /// Most open connections; beyond it a connection gets a 503 and is closed.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// On SIGTERM or Ctrl-C: seconds running requests get to finish before
+    /// they are ended with an error.
+    #[arg(long, default_value_t = 30.0)]
+    pub shutdown_timeout_secs: f64,
+    #[command(flatten)]
+    pub limits: RequestLimits,
+}
+
+/// A flag's seconds as a duration: positive and finite.
+fn seconds(flag: &str, value: f64) -> Result<Duration> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|t| !t.is_zero())
+        .with_context(|| format!("--{flag} must be a positive number of seconds, got {value}"))
 }
 
 pub fn run(args: &ServeArgs) -> Result<()> {
+    let listen_limits = listen::Limits {
+        header_timeout: seconds("header-timeout-secs", args.header_timeout_secs)?,
+        write_timeout: seconds("write-timeout-secs", args.write_timeout_secs)?,
+        max_connections: args.max_connections.max(1),
+        shutdown_timeout: seconds("shutdown-timeout-secs", args.shutdown_timeout_secs)?,
+    };
+    let body_timeout = seconds("body-timeout-secs", args.body_timeout_secs)?;
     let loaded = args.model.load()?;
     let config = &loaded.model.config;
     let block_bytes = KvCache::bytes_per_block(config, args.block_size);
@@ -83,6 +117,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     let eos_token_ids = source.eos_token_ids();
     let tokenizer = source.tokenizer.map(Arc::new);
     let engine = spawn(loaded.model, tokenizer.clone(), engine_config.clone())?;
+    let (ending_tx, ending_rx) = tokio::sync::watch::channel(false);
     let state = Arc::new(AppState {
         engine,
         tokenizer,
@@ -92,6 +127,10 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         defaults,
         eos_token_ids,
         created: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        limits: args.limits.clone(),
+        max_body_bytes: args.max_body_bytes,
+        body_timeout,
+        ending: ending_rx,
     });
     let app = Router::new()
         .route("/health", get(handlers::health))
@@ -99,7 +138,6 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         .route("/v1/models", get(handlers::models))
         .route("/v1/completions", post(handlers::completions))
         .route("/v1/chat/completions", post(handlers::chat_completions))
-        .layer(DefaultBodyLimit::max(args.max_body_bytes))
         .with_state(state);
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -112,11 +150,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             engine_config.num_blocks,
             engine_config.block_size
         );
-        let header_timeout = std::time::Duration::try_from_secs_f64(args.header_timeout_secs)
-            .ok()
-            .filter(|t| !t.is_zero())
-            .context("--header-timeout-secs must be a positive number of seconds")?;
-        listen::serve(listener, app, header_timeout, shutdown_signal()).await.context("server error")
+        listen::serve(listener, app, listen_limits, ending_tx, shutdown_signal()).await.context("server error")
     })
 }
 

@@ -23,31 +23,6 @@ pub enum Stop {
     Many(Vec<String>),
 }
 
-/// The most stop strings a request may give, and the longest one in bytes:
-/// each is searched for in every streamed piece of text.
-pub const MAX_STOPS: usize = 16;
-pub const MAX_STOP_BYTES: usize = 256;
-
-impl Stop {
-    /// The stop strings, within [`MAX_STOPS`] and [`MAX_STOP_BYTES`].
-    pub fn strings(self) -> Result<Vec<String>, ApiError> {
-        let v = match self {
-            Stop::One(s) => vec![s],
-            Stop::Many(v) => v,
-        };
-        if v.len() > MAX_STOPS {
-            return Err(ApiError::bad_request(format!("stop has {} strings; at most {MAX_STOPS}", v.len())));
-        }
-        if let Some(long) = v.iter().find(|s| s.len() > MAX_STOP_BYTES) {
-            return Err(ApiError::bad_request(format!(
-                "a stop string of {} bytes; at most {MAX_STOP_BYTES}",
-                long.len()
-            )));
-        }
-        Ok(v)
-    }
-}
-
 #[derive(Debug, Default, Deserialize)]
 pub struct StreamOptions {
     #[serde(default)]
@@ -184,14 +159,6 @@ pub struct ChatRequest {
     pub top_logprobs: Option<i64>,
     #[serde(flatten)]
     pub sampling: SamplingFields,
-}
-
-/// `n` in 1..=16.
-pub fn choices(n: Option<i64>) -> Result<usize, ApiError> {
-    match n.unwrap_or(1) {
-        n @ 1..=16 => Ok(n as usize),
-        n => Err(ApiError::bad_request(format!("n must be between 1 and 16, got {n}"))),
-    }
 }
 
 /// A positive max_tokens, or the default.
