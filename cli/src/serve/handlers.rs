@@ -93,29 +93,38 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
 /// A JSON body read within the body timeout and size bound, with malformed,
 /// slow or oversized bodies as OpenAI errors.
 async fn read_json<T: serde::de::DeserializeOwned>(state: &AppState, body: Body) -> Result<T, ApiError> {
-    let read = axum::body::to_bytes(body, state.max_body_bytes);
-    let bytes = match tokio::time::timeout(state.body_timeout, read).await {
+    let bytes = match tokio::time::timeout(state.body_timeout, read_body(body, state.max_body_bytes)).await {
         Err(_) => {
             return Err(ApiError::timeout(format!("the request body took longer than {:?}", state.body_timeout)));
         }
-        Ok(Err(e)) if is_too_large(&e) => {
-            return Err(ApiError::too_large(format!("the body is larger than {} bytes", state.max_body_bytes)));
-        }
-        Ok(Err(e)) => return Err(ApiError::bad_request(format!("cannot read the body: {e}"))),
-        Ok(Ok(b)) => b,
+        Ok(read) => read?,
     };
     serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
-fn is_too_large(e: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        if err.is::<http_body_util::LengthLimitError>() {
-            return true;
+/// The most of an oversized body read (and dropped) before answering 413:
+/// a client still sending when the server closes gets a reset, which
+/// destroys the answer before it reads it. Past this the connection is cut.
+const DRAIN_BYTES: usize = 64 << 20;
+
+async fn read_body(mut body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    use http_body_util::BodyExt;
+    let mut bytes = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::bad_request(format!("cannot read the body: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        seen = seen.saturating_add(data.len());
+        if seen <= limit {
+            bytes.extend_from_slice(&data);
+        } else if seen > DRAIN_BYTES {
+            break;
         }
-        source = err.source();
     }
-    false
+    if seen > limit {
+        return Err(ApiError::too_large(format!("the body is larger than {limit} bytes")));
+    }
+    Ok(bytes)
 }
 
 /// Resolves once shutdown ends the requests still running.

@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use ferrum_engine::serving::Metrics;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
@@ -40,6 +41,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    metrics: Arc<Metrics>,
     ending: watch::Sender<bool>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
@@ -50,8 +52,12 @@ pub async fn serve(
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
-                // a failed accept (out of file descriptors, a reset) ends one connection, not the server
-                Err(_) => continue,
+                // a failed accept (out of file descriptors, a reset) ends one
+                // connection, not the server; the pause keeps it from spinning
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
             },
             () = &mut shutdown => break,
         };
@@ -69,6 +75,8 @@ pub async fn serve(
             app.clone().map_request(|req: hyper::Request<Incoming>| req.map(axum::body::Body::new)),
         );
         let mut stop = stop_rx.clone();
+        let metrics = metrics.clone();
+        Metrics::add(&metrics.open_connections, 1);
         tokio::spawn(async move {
             let conn = builder.serve_connection(io, service).with_upgrades();
             let mut conn = std::pin::pin!(conn);
@@ -80,6 +88,7 @@ pub async fn serve(
                 }
             }
             drop(slot);
+            metrics.open_connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         });
     }
     let _ = stop_tx.send(true);

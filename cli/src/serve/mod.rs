@@ -118,6 +118,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     let tokenizer = source.tokenizer.map(Arc::new);
     let engine = spawn(loaded.model, tokenizer.clone(), engine_config.clone())?;
     let (ending_tx, ending_rx) = tokio::sync::watch::channel(false);
+    let metrics = engine.metrics.clone();
     let state = Arc::new(AppState {
         engine,
         tokenizer,
@@ -150,7 +151,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             engine_config.num_blocks,
             engine_config.block_size
         );
-        listen::serve(listener, app, listen_limits, ending_tx, shutdown_signal()).await.context("server error")
+        listen::serve(listener, app, listen_limits, metrics, ending_tx, shutdown_signal()).await.context("server error")
     })
 }
 

@@ -55,6 +55,8 @@ pub struct Metrics {
     pub prefix_cache_query_blocks: AtomicU64,
     pub preemptions: AtomicU64,
     pub failed_steps: AtomicU64,
+    /// HTTP connections open (the server's share of these metrics).
+    pub open_connections: AtomicU64,
     /// 1 while the engine runs, 0 once it has stopped for good.
     pub healthy: AtomicU64,
     pub ttft: Histogram,
@@ -118,6 +120,7 @@ impl Metrics {
                 "Forward passes that failed and were retried one sequence at a time.",
                 &self.failed_steps,
             ),
+            ("ferrum_open_connections", "gauge", "HTTP connections open.", &self.open_connections),
             ("ferrum_engine_healthy", "gauge", "1 while the engine runs, 0 once it has stopped.", &self.healthy),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", get(v));
