@@ -1,6 +1,13 @@
 //! The model's chat template (Jinja, from `tokenizer_config.json` or
 //! `chat_template.jinja`) rendered with minijinja, as transformers'
 //! `apply_chat_template` does.
+//!
+//! A template comes with the model file, so it is untrusted: minijinja has
+//! no file, environment or network access (no loader is set, and no
+//! function here reads anything), and each render gets a fuel budget that
+//! bounds both its instructions and the memory it allocates, and a
+//! recursion limit. A template that loops forever, recurses without end or
+//! builds a huge string fails with an error in bounded time.
 
 use std::path::Path;
 
@@ -22,6 +29,13 @@ impl Message {
     }
 }
 
+/// A render's budget: minijinja charges fuel per instruction and per 64
+/// bytes it allocates, so 4M is about 256 MiB and well under a second.
+/// Real templates use a few thousand per message.
+const FUEL: u64 = 4_000_000;
+/// Nesting of loops, ifs and macro calls; real templates nest a few deep.
+const RECURSION_LIMIT: usize = 100;
+
 pub struct ChatTemplate {
     source: String,
     bos_token: String,
@@ -35,6 +49,8 @@ impl ChatTemplate {
 
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
         let mut env = Environment::new();
+        env.set_fuel(Some(FUEL));
+        env.set_recursion_limit(RECURSION_LIMIT);
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
@@ -84,6 +100,44 @@ mod tests {
         let t = ChatTemplate::new(src.into(), "<s>", "</s>");
         let out = t.render(&[Message::new("user", "  hi  ")], true).unwrap();
         assert_eq!(out, "<s><|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+    }
+
+    /// Hostile templates fail with an error, quickly and in little memory.
+    #[test]
+    fn hostile_templates_are_errors_in_bounded_time() {
+        for (what, src) in [
+            ("an endless loop", "{% for i in range(10**12) %}x{% endfor %}"),
+            ("a loop doing nothing", "{% for i in range(10**12) %}{% endfor %}"),
+            ("endless recursion", "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}"),
+            ("a 1 GiB string", "{{ 'x' * 100000000 ~ 'x' * 100000000 ~ 'x' * 100000000 ~ 'x' * 100000000 }}"),
+            (
+                "a string doubled 40 times",
+                "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}",
+            ),
+            (
+                "a doubling macro",
+                "{% macro d(s, n) %}{% if n %}{{ d(s ~ s, n - 1) }}{% else %}{{ s|length }}{% endif %}{% endmacro %}{{ d('x', 40) }}",
+            ),
+            (
+                "a list grown without end",
+                "{% set ns = namespace(l=[]) %}{% for i in range(10**9) %}{% set ns.l = ns.l + [i] %}{% endfor %}",
+            ),
+        ] {
+            let started = std::time::Instant::now();
+            let t = ChatTemplate::new(src.into(), "", "");
+            let err = t.render(&[Message::new("user", "hi")], true);
+            assert!(err.is_err(), "{what}: rendered {} bytes", err.map(|s| s.len()).unwrap_or(0));
+            assert!(started.elapsed() < std::time::Duration::from_secs(5), "{what} took {:?}", started.elapsed());
+        }
+    }
+
+    /// The budget leaves room for a chat of a thousand long messages.
+    #[test]
+    fn a_long_chat_fits_the_budget() {
+        let src = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content.strip() }}<|im_end|>\n{% endfor %}";
+        let t = ChatTemplate::new(src.into(), "", "");
+        let messages: Vec<Message> = (0..1024).map(|_| Message::new("user", &"word ".repeat(800))).collect();
+        assert!(t.render(&messages, false).unwrap().len() > 4_000_000);
     }
 
     #[test]
