@@ -161,6 +161,39 @@ fn a_missing_or_garbled_config_is_a_clear_error() {
     assert_clean_error(&ferrum(&["info", "--model", "/nonexistent/model"]), "model folder not found");
 }
 
+/// Absurd sizes in a config (made here, not committed) are clear errors
+/// before anything is allocated: under a 2 GiB address-space limit, where
+/// one allocation of the implied size would abort the process.
+#[test]
+fn absurd_sizes_in_a_config_are_clear_errors_under_ulimit() {
+    for (field, value, expected) in [
+        ("hidden_size", "2147483648", "the config implies [2147483648]"),
+        ("num_hidden_layers", "1000000", "1000000 layers"),
+        ("vocab_size", "1099511627776", "the config implies [1099511627776, 64]"),
+        ("intermediate_size", "9223372036854775807", "the config implies [9223372036854775807, 64]"),
+        ("num_key_value_heads", "0", "num_key_value_heads"),
+    ] {
+        let s = Scratch::copy_of("qwen3", &format!("absurd-{field}"));
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(s.0.join("config.json")).unwrap()).unwrap();
+        config[field] = serde_json::from_str(value).unwrap();
+        s.write("config.json", config.to_string().as_bytes());
+        for command in ["info --model \"$1\"", "generate --model \"$1\" --prompt-ids 1,2 --max-tokens 2"] {
+            let out = Command::new("sh")
+                .arg("-c")
+                .arg(format!("ulimit -v 2000000; exec \"$0\" {command}"))
+                .arg(env!("CARGO_BIN_EXE_ferrum"))
+                .arg(s.path())
+                .output()
+                .unwrap();
+            if command.starts_with("info") && out.status.success() {
+                continue; // info describes the files as stored
+            }
+            assert_clean_error(&out, expected);
+        }
+    }
+}
+
 #[test]
 fn an_unknown_architecture_lists_the_supported_ones() {
     let s = Scratch::copy_of("llama", "arch");

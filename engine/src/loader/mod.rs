@@ -170,6 +170,18 @@ impl WeightStore {
         }
     }
 
+    /// The shape `get` will return, without reading the data.
+    pub fn shape_of(&self, name: &str) -> Result<&[usize]> {
+        match &self.kind {
+            StoreKind::Safetensors { files, index, views, broken } => match (index.get(name), views.get(name)) {
+                (Some(&i), _) => Ok(&files[i].tensors[name].shape),
+                (None, Some(view)) => Ok(&view.shape),
+                (None, None) => Err(Self::not_found(broken, name)),
+            },
+            StoreKind::Gguf { file, map } => Ok(&Self::gguf_tensor(file, map, name)?.0.shape),
+        }
+    }
+
     /// The dtype `get` will return, without reading the data.
     pub fn dtype_of(&self, name: &str) -> Result<StDtype> {
         match &self.kind {

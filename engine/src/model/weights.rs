@@ -414,14 +414,21 @@ impl WeightLoader<'_> {
     }
 
     fn raw(&self, name: &str, shape: &[usize]) -> Result<RawTensor<'_>> {
-        let raw = self.store.get(name)?;
-        if raw.shape != shape {
+        self.check_shape(name, shape)?;
+        self.store.get(name)
+    }
+
+    /// The stored shape is the one the config implies: checked before any
+    /// data is read, so an absurd config allocates nothing.
+    fn check_shape(&self, name: &str, shape: &[usize]) -> Result<()> {
+        let stored = self.store.shape_of(name)?;
+        if stored != shape {
             return Err(Error::Weight {
                 name: name.into(),
-                msg: format!("shape {:?}, the config implies {shape:?}", raw.shape),
+                msg: format!("shape {stored:?}, the config implies {shape:?}"),
             });
         }
-        Ok(raw)
+        Ok(())
     }
 
     /// A matrix kept in its stored float dtype.
@@ -448,6 +455,9 @@ impl WeightLoader<'_> {
         let linear = matches!(uses, [OpKind::Matmul] | [OpKind::MoeMatmul]);
         let held = Held::of(self.store, self.policy, self.holder, prefix, linear, uses)?;
         if self.dry {
+            if !matches!(held, Held::Prequantized(_)) {
+                self.check_shape(&name, &[out, inp])?;
+            }
             return Ok(Linear { weight: self.backend.alloc(&[out, inp], held.dtype())?, bias: None, weight_bytes: 0 });
         }
         let upload = |m: QuantizedMatrix| -> Result<Linear> {
@@ -488,6 +498,7 @@ impl WeightLoader<'_> {
     /// A vector widened to f32 (norm gains, biases).
     fn vector(&self, name: &str, len: usize) -> Result<Tensor> {
         if self.dry {
+            self.check_shape(name, &[len])?;
             return self.backend.alloc(&[len], DType::F32);
         }
         let raw = self.raw(name, &[len])?;
