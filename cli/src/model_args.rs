@@ -12,6 +12,7 @@ use ferrum_engine::sampler::SamplingParams;
 use ferrum_engine::source::ModelSource;
 
 use crate::backends::{self, BackendChoice};
+use crate::memory;
 use crate::pull;
 
 #[derive(Args, Debug)]
@@ -58,17 +59,38 @@ impl ModelArgs {
         }
     }
 
+    /// The model, with room for a full-context KV cache.
     pub fn load(&self) -> Result<Loaded> {
+        self.load_with_kv(None)
+    }
+
+    /// The model, refused before loading when its weights and a KV cache of
+    /// `kv_bytes` (default: one full context) cannot fit.
+    pub fn load_with_kv(&self, kv_bytes: Option<usize>) -> Result<Loaded> {
         let quant = self.single_quant()?;
         let path = self.path()?;
         let source = ModelSource::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        let model = self.load_variant(&source, quant)?;
+        let c = &source.config;
+        let kv = kv_bytes.unwrap_or_else(|| c.kv_floats_per_token().saturating_mul(4 * c.max_position_embeddings));
+        let model = self.load_checked(&source, quant, kv)?;
         Ok(Loaded { source, model })
     }
 
     /// The model of `source` on the chosen backend, quantized to `quant`.
     pub fn load_variant(&self, source: &ModelSource, quant: Option<QuantFormat>) -> Result<Model> {
+        self.load_checked(source, quant, 0)
+    }
+
+    fn load_checked(&self, source: &ModelSource, quant: Option<QuantFormat>, kv: usize) -> Result<Model> {
         let backend = backends::open(self.backend, self.threads)?;
+        // host memory is known; a GPU's is not asked yet. Quantizing on load
+        // shrinks the weights, so the stored size would overstate them.
+        if ["cpu", "cpu-ref"].contains(&backend.name()) && quant.is_none() {
+            let weights = memory::weights_as_loaded(source);
+            let what = format!("weights {} + KV cache {}", memory::gib(weights as u64), memory::gib(kv as u64));
+            memory::check_fits(weights.saturating_add(kv), &what, memory::host_available())
+                .with_context(|| format!("not loading {}", source.path.display()))?;
+        }
         let started = std::time::Instant::now();
         let policy = QuantPolicy::new(quant, &self.quant_exclude);
         let model = Model::from_store_quantized(source.config.clone(), &source.weights, backend, &policy)

@@ -194,6 +194,23 @@ fn absurd_sizes_in_a_config_are_clear_errors_under_ulimit() {
     }
 }
 
+/// A KV cache (or model) larger than the memory there is, in RAM or under
+/// `ulimit -v`, is refused before loading with both numbers.
+#[test]
+fn a_model_that_cannot_fit_is_refused_before_loading() {
+    let model = fixture("qwen3");
+    let serve = |limit: &str, kv_mib: &str| {
+        let script = format!("{limit} exec \"$0\" serve --model \"$1\" --port 1 --kv-cache-mib {kv_mib}");
+        Command::new("sh").arg("-c").arg(script).arg(env!("CARGO_BIN_EXE_ferrum")).arg(&model).output().unwrap()
+    };
+    for (limit, kv_mib) in [("", "100000000"), ("ulimit -v 2000000;", "3000")] {
+        let out = serve(limit, kv_mib);
+        assert_clean_error(&out, "the model needs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("GiB available") && stderr.contains("KV cache"), "{stderr}");
+    }
+}
+
 #[test]
 fn an_unknown_architecture_lists_the_supported_ones() {
     let s = Scratch::copy_of("llama", "arch");

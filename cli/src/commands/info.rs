@@ -92,13 +92,7 @@ pub fn run(args: &InfoArgs) -> Result<()> {
             mha as f64 / kv_per_token.max(1) as f64
         );
     }
-    // GGUF blocks the backends run stay packed; other GGUF types become f32
-    let as_stored = |dtype: &str| {
-        source.format != ferrum_engine::source::SourceFormat::Gguf
-            || ["F32", "F16", "BF16", "MXFP4"].contains(&dtype)
-            || ferrum_engine::quant::ggml::PACKED_TYPES.iter().any(|t| t.name() == dtype)
-    };
-    let loaded: usize = stored.iter().map(|t| if as_stored(t.dtype) { t.bytes } else { t.elements * 4 }).sum();
+    let loaded = crate::memory::weights_as_loaded(&source);
     println!(
         "memory needed  {} (weights as loaded{} + full-context KV cache)",
         human_bytes(loaded + kv_per_token * c.max_position_embeddings),

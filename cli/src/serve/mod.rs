@@ -93,7 +93,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         shutdown_timeout: seconds("shutdown-timeout-secs", args.shutdown_timeout_secs)?,
     };
     let body_timeout = seconds("body-timeout-secs", args.body_timeout_secs)?;
-    let loaded = args.model.load()?;
+    let loaded = args.model.load_with_kv(Some(args.kv_cache_mib << 20))?;
     let config = &loaded.model.config;
     let block_bytes = KvCache::bytes_per_block(config, args.block_size);
     let num_blocks = (args.kv_cache_mib << 20) / block_bytes.max(1);
