@@ -59,7 +59,13 @@ impl ModelSource {
     }
 
     fn open_gguf(path: &Path) -> Result<Self> {
-        let file = GgufFile::open(path)?;
+        Self::from_gguf(path, GgufFile::open(path)?)
+    }
+
+    /// A GGUF file already opened (or read into memory with
+    /// [`GgufFile::from_bytes`]): the config, tokenizer, chat template and
+    /// weights from its metadata and tensors.
+    pub fn from_gguf(path: &Path, file: GgufFile) -> Result<Self> {
         let config = gguf_model::config(&file)?;
         let vocab = gguf_model::vocab(&file)?;
         let tokenizer = (!vocab.tokens.is_empty()).then(|| vocab.build()).transpose()?;

@@ -2,6 +2,7 @@
 //! safetensors, memory-mapped) and the files around them.
 
 mod experts;
+mod file_bytes;
 pub mod gguf;
 pub mod gguf_model;
 pub mod safetensors;
@@ -11,14 +12,12 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
-
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::quant::{GgmlBlocks, GgmlType, MxScaleRule, Mxfp4, QuantFormat, QuantizedMatrix};
 use gguf::{GgufFile, TensorInfo};
 use gguf_model::{GgufTensorRef, Transform};
-pub use safetensors::{SafetensorsFile, StDtype, TensorEntry, TensorToWrite, write_safetensors};
+pub use safetensors::{SafetensorsFile, ShardIndex, StDtype, TensorEntry, TensorToWrite, write_safetensors};
 
 /// Every tensor of a checkpoint by its Hugging Face name: the shards of a
 /// safetensors checkpoint, or a GGUF file whose tensors are renamed. GGUF
@@ -72,7 +71,7 @@ impl WeightStore {
         if index_path.exists() {
             Self::open_sharded(&index_path)
         } else if single.exists() {
-            Self::from_files(vec![SafetensorsFile::open(&single)?])
+            Self::from_safetensors(vec![SafetensorsFile::open(&single)?])
         } else {
             Err(Error::io(
                 dir,
@@ -93,31 +92,18 @@ impl WeightStore {
     fn open_sharded(index_path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(index_path).map_err(|e| Error::io(index_path, e))?;
         let bad = |msg: String| Error::Safetensors { path: index_path.to_path_buf(), msg };
-        let json: Value = serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
-        let map =
-            json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| bad("no `weight_map` object".into()))?;
+        let index = ShardIndex::parse(&text).map_err(bad)?;
         let dir = index_path.parent().unwrap_or(Path::new("."));
-        let mut shard_names: Vec<&str> = Vec::new();
-        for (tensor, file) in map {
-            let file = file.as_str().ok_or_else(|| bad(format!("shard of {tensor:?} is not a string")))?;
-            if file.contains('/') || file.contains('\\') || file.contains("..") {
-                return Err(bad(format!("shard name {file:?} must be a plain file name")));
-            }
-            if !shard_names.contains(&file) {
-                shard_names.push(file);
-            }
-        }
-        shard_names.sort_unstable();
         let mut files = Vec::new();
-        for name in &shard_names {
+        for name in &index.shards {
             let path = dir.join(name);
             if !path.exists() {
                 return Err(bad(format!("shard {name:?} named in the index is missing")));
             }
             files.push(SafetensorsFile::open(&path)?);
         }
-        let store = Self::from_files(files)?;
-        for tensor in map.keys() {
+        let store = Self::from_safetensors(files)?;
+        for tensor in index.weight_map.keys() {
             if !store.contains(tensor) {
                 return Err(bad(format!("tensor {tensor:?} is in the index but in no shard")));
             }
@@ -125,7 +111,9 @@ impl WeightStore {
         Ok(store)
     }
 
-    fn from_files(files: Vec<SafetensorsFile>) -> Result<Self> {
+    /// The tensors of safetensors files (the shards of one checkpoint) under
+    /// one name table, with each layer's experts gathered (`experts.rs`).
+    pub fn from_safetensors(files: Vec<SafetensorsFile>) -> Result<Self> {
         let mut index = BTreeMap::new();
         for (i, f) in files.iter().enumerate() {
             for name in f.tensors.keys() {

@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use memmap2::Mmap;
 use serde_json::Value;
 
+use super::file_bytes::FileBytes;
 use crate::error::{Error, Result};
 
 /// Element types a safetensors file may name.
@@ -72,32 +72,38 @@ pub struct TensorEntry {
     pub range: std::ops::Range<usize>,
 }
 
-/// A memory-mapped, validated safetensors file.
+/// A validated safetensors file, memory-mapped (or in memory:
+/// [`SafetensorsFile::from_bytes`]).
 pub struct SafetensorsFile {
     pub path: PathBuf,
-    mmap: Mmap,
+    bytes: FileBytes,
     pub tensors: BTreeMap<String, TensorEntry>,
     pub metadata: BTreeMap<String, String>,
 }
 
 impl SafetensorsFile {
     pub fn open(path: &Path) -> Result<Self> {
-        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        // SAFETY: the mapping is read-only; like every mmap-based loader we
-        // assume the file is not truncated by another process while we run.
-        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        Self::from_file_bytes(path, FileBytes::map(path)?)
+    }
+
+    /// A safetensors file already in memory; `path` only names it in errors.
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self> {
+        Self::from_file_bytes(path, FileBytes::Owned(bytes.into()))
+    }
+
+    fn from_file_bytes(path: &Path, bytes: FileBytes) -> Result<Self> {
         let (tensors, metadata) =
-            parse_header(&mmap).map_err(|msg| Error::Safetensors { path: path.to_path_buf(), msg })?;
-        Ok(SafetensorsFile { path: path.to_path_buf(), mmap, tensors, metadata })
+            parse_header(bytes.as_slice()).map_err(|msg| Error::Safetensors { path: path.to_path_buf(), msg })?;
+        Ok(SafetensorsFile { path: path.to_path_buf(), bytes, tensors, metadata })
     }
 
     /// Drops this process's pages of `entry` (see `GgufFile::release`).
     pub fn release(&self, entry: &TensorEntry) {
-        super::gguf::release_range(&self.mmap, entry.range.clone());
+        self.bytes.release(entry.range.clone());
     }
 
     pub fn bytes(&self, entry: &TensorEntry) -> &[u8] {
-        &self.mmap[entry.range.clone()]
+        &self.bytes.as_slice()[entry.range.clone()]
     }
 }
 
@@ -174,6 +180,37 @@ fn parse_entry(info: &Value, data_start: usize, data_len: usize) -> std::result:
     Ok(TensorEntry { dtype, shape, range: data_start + begin..data_start + end })
 }
 
+/// A sharded checkpoint's `model.safetensors.index.json`: which shard file
+/// holds each tensor (`{"weight_map": {tensor: file}, ...}`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ShardIndex {
+    /// Tensor name -> shard file name.
+    pub weight_map: BTreeMap<String, String>,
+    /// Every shard file named, sorted, once each.
+    pub shards: Vec<String>,
+}
+
+impl ShardIndex {
+    /// Parses the index; a shard must be a plain file name (no `/`, `\` or
+    /// `..`), so an index cannot point outside its folder.
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        let json: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+        let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or("no `weight_map` object")?;
+        let mut weight_map = BTreeMap::new();
+        for (tensor, file) in map {
+            let file = file.as_str().ok_or_else(|| format!("shard of {tensor:?} is not a string"))?;
+            if file.contains('/') || file.contains('\\') || file.contains("..") {
+                return Err(format!("shard name {file:?} must be a plain file name"));
+            }
+            weight_map.insert(tensor.clone(), file.to_string());
+        }
+        let mut shards: Vec<String> = weight_map.values().cloned().collect();
+        shards.sort_unstable();
+        shards.dedup();
+        Ok(ShardIndex { weight_map, shards })
+    }
+}
+
 /// One tensor to write: its dtype, shape and little-endian bytes.
 pub struct TensorToWrite<'a> {
     pub name: String,
@@ -208,4 +245,38 @@ pub fn write_safetensors(path: &Path, tensors: &[TensorToWrite<'_>]) -> Result<(
         out.extend_from_slice(t.data);
     }
     std::fs::write(path, out).map_err(|e| Error::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shard_index_lists_each_shard_once_and_refuses_paths() {
+        let index = ShardIndex::parse(
+            r#"{"metadata": {"total_size": 8}, "weight_map": {"b": "model-2.safetensors", "a": "model-1.safetensors",
+            "c": "model-1.safetensors"}}"#,
+        )
+        .unwrap();
+        assert_eq!(index.shards, ["model-1.safetensors", "model-2.safetensors"]);
+        assert_eq!(index.weight_map["c"], "model-1.safetensors");
+        let err = |text: &str| ShardIndex::parse(text).unwrap_err();
+        assert!(err(r#"{"weight_map": {"a": "../x.safetensors"}}"#).contains("plain file name"));
+        assert!(err(r#"{"weight_map": {"a": 3}}"#).contains("not a string"));
+        assert!(err(r#"{"weight_map": []}"#).contains("weight_map"));
+        assert!(err("{").contains("not valid JSON"));
+    }
+
+    #[test]
+    fn a_file_in_memory_parses_like_one_on_disk() {
+        let header = br#"{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}"#;
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header);
+        bytes.extend_from_slice(&[0, 0, 128, 63, 0, 0, 0, 64]);
+        let file = SafetensorsFile::from_bytes(Path::new("mem.safetensors"), bytes).unwrap();
+        assert_eq!(file.tensors["w"].shape, [2]);
+        assert_eq!(bytemuck::pod_collect_to_vec::<u8, f32>(file.bytes(&file.tensors["w"])), [1.0, 2.0]);
+        let err = SafetensorsFile::from_bytes(Path::new("mem.safetensors"), vec![1, 2]).err().unwrap().to_string();
+        assert!(err.contains("mem.safetensors") && err.contains("shorter than the 8-byte header"), "{err}");
+    }
 }

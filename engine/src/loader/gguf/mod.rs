@@ -27,10 +27,8 @@ mod metadata;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use memmap2::Mmap;
-
+use super::file_bytes::FileBytes;
 use crate::bytes::SharedBytes;
 use crate::error::{Error, Result};
 pub use crate::quant::ggml::{GgmlType, dequantize, dequantize_into};
@@ -60,10 +58,10 @@ pub struct TensorInfo {
     pub range: Range<usize>,
 }
 
-/// A memory-mapped, validated GGUF file.
+/// A validated GGUF file, memory-mapped (or in memory: [`GgufFile::from_bytes`]).
 pub struct GgufFile {
     pub path: PathBuf,
-    mmap: Arc<Mmap>,
+    bytes: FileBytes,
     version: u32,
     alignment: usize,
     data_offset: usize,
@@ -82,15 +80,20 @@ fn gguf_error(path: &Path, msg: String) -> Error {
 
 impl GgufFile {
     pub fn open(path: &Path) -> Result<Self> {
-        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        // SAFETY: the mapping is read-only; like every mmap-based loader we
-        // assume the file is not truncated by another process while we run.
-        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        let parsed = parse(&mmap).map_err(|msg| gguf_error(path, format!("malformed GGUF: {msg}")))?;
+        Self::from_file_bytes(path, FileBytes::map(path)?)
+    }
+
+    /// A GGUF file already in memory; `path` only names it in errors.
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self> {
+        Self::from_file_bytes(path, FileBytes::Owned(bytes.into()))
+    }
+
+    fn from_file_bytes(path: &Path, bytes: FileBytes) -> Result<Self> {
+        let parsed = parse(bytes.as_slice()).map_err(|msg| gguf_error(path, format!("malformed GGUF: {msg}")))?;
         let index = parsed.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
         Ok(GgufFile {
             path: path.to_path_buf(),
-            mmap: Arc::new(mmap),
+            bytes,
             version: parsed.version,
             alignment: parsed.alignment,
             data_offset: parsed.data_offset,
@@ -206,19 +209,19 @@ impl GgufFile {
 
     /// The stored bytes of a tensor of this file (from [`GgufFile::tensors`]).
     pub fn tensor_bytes(&self, info: &TensorInfo) -> &[u8] {
-        &self.mmap[info.range.clone()]
+        &self.bytes.as_slice()[info.range.clone()]
     }
 
     /// The stored bytes of a tensor, shared with the memory map (no copy).
     pub fn shared_bytes(&self, info: &TensorInfo) -> SharedBytes {
-        SharedBytes::slice_of(self.mmap.clone(), info.range.clone()).expect("tensor ranges lie inside the file")
+        self.bytes.shared(info.range.clone()).expect("tensor ranges lie inside the file")
     }
 
     /// Drops this process's pages of a tensor's bytes from memory once a
     /// copy of them is all that is used (they are read from the file again
     /// if touched), so a model's memory is not its copy plus the mapping.
     pub fn release(&self, info: &TensorInfo) {
-        release_range(&self.mmap, info.range.clone());
+        self.bytes.release(info.range.clone());
     }
 
     /// A tensor of this file as f32, row-major in [`TensorInfo::shape`].
@@ -226,27 +229,6 @@ impl GgufFile {
         dequantize(info.ggml_type, self.tensor_bytes(info), info.n_elements)
             .map_err(|e| Error::Weight { name: info.name.clone(), msg: e.to_string() })
     }
-}
-
-/// `madvise(MADV_DONTNEED)` over the whole pages inside `range` of a
-/// read-only file mapping: the pages leave the process's resident set and
-/// come back from the file on the next access. Only a hint; failures are
-/// ignored.
-pub(crate) fn release_range(mmap: &Mmap, range: Range<usize>) {
-    #[cfg(unix)]
-    {
-        const PAGE: usize = 4096;
-        let base = mmap.as_ptr() as usize;
-        let (start, end) = ((base + range.start).next_multiple_of(PAGE), (base + range.end) / PAGE * PAGE);
-        if start < end {
-            // SAFETY: the mapping is private and read-only, nothing writes
-            // it, so dropped pages read back the same bytes from the file.
-            let _ =
-                unsafe { mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start - base, end - start) };
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = (mmap, range);
 }
 
 /// A value for an error message: `u32 7`, `string "llama"`, `array[string; 5]`.
