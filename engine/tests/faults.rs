@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use common::{alone, collect, fixture_named, model_of, outcome, prompt, request, wait_for_idle};
+use common::{alone, collect, fixture_named, model_of, outcome, prompt, request, run_all, wait_for_idle};
 use ferrum_engine::faults::{Effect, Fault, FaultyBackend, Trigger};
 use ferrum_engine::ops::OpKind;
 use ferrum_engine::serving::{EngineConfig, EngineHandle, SubmitError, spawn};
@@ -48,10 +48,10 @@ fn poisoned(poison: u32) -> Vec<u32> {
 fn poisoned_request_fails_alone(effect: Effect) {
     let (prompts, want, poison) = healthy();
     let (engine, backend) = faulty_engine(Fault { op: OpKind::GatherRows, trigger: Trigger::Token(poison), effect });
-    let mut receivers: Vec<_> =
-        prompts.iter().map(|p| engine.submit(request(p.clone(), MAX_TOKENS)).unwrap().1).collect();
-    receivers.insert(3, engine.submit(request(poisoned(poison), MAX_TOKENS)).unwrap().1);
-    let mut results: Vec<_> = receivers.into_iter().map(outcome).collect();
+    let mut requests: Vec<_> = prompts.iter().map(|p| request(p.clone(), MAX_TOKENS)).collect();
+    requests.insert(3, request(poisoned(poison), MAX_TOKENS));
+    let receivers = engine.submit_all(requests).unwrap();
+    let mut results: Vec<_> = receivers.into_iter().map(|(_, rx)| outcome(rx)).collect();
     let failed = results.remove(3).unwrap_err();
     assert!(failed.contains("injected fault"), "{failed}");
     let got: Vec<Vec<u32>> = results.into_iter().map(|r| r.unwrap().0).collect();
@@ -82,9 +82,7 @@ fn a_transient_fault_is_absorbed_by_the_rerun() {
     let (prompts, want, _) = healthy();
     let (engine, backend) =
         faulty_engine(Fault { op: OpKind::Matmul, trigger: Trigger::Call(40), effect: Effect::Error });
-    let receivers: Vec<_> = prompts.iter().map(|p| engine.submit(request(p.clone(), MAX_TOKENS)).unwrap().1).collect();
-    let got: Vec<Vec<u32>> = receivers.into_iter().map(|rx| collect(rx).0).collect();
-    assert_eq!(got, want);
+    assert_eq!(run_all(&engine, &prompts, MAX_TOKENS), want);
     assert_eq!(backend.struck(), 1);
     assert_eq!(engine.metrics.failed_steps.load(Ordering::Relaxed), 1);
     wait_for_idle(&engine);
@@ -103,9 +101,8 @@ fn a_backend_that_can_run_nothing_stops_the_engine() {
     ] {
         let (prompts, _, _) = healthy();
         let (engine, _) = faulty_engine(Fault { op: OpKind::Add, trigger, effect });
-        let receivers: Vec<_> =
-            prompts.iter().map(|p| engine.submit(request(p.clone(), MAX_TOKENS)).unwrap().1).collect();
-        for rx in receivers {
+        let requests = prompts.iter().map(|p| request(p.clone(), MAX_TOKENS)).collect();
+        for (_, rx) in engine.submit_all(requests).unwrap() {
             assert!(outcome(rx).is_err(), "{why}: a request finished on a broken backend");
         }
         let reason = engine.broken().unwrap_or_else(|| panic!("{why}: the engine goes on")).to_string();

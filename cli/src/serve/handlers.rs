@@ -248,26 +248,27 @@ async fn respond(state: Arc<AppState>, job: Result<Job, ApiError>) -> Response {
         Ok(j) => j,
         Err(e) => return state.record::<()>(Err(e)).unwrap_err().into_response(),
     };
-    let mut receivers = Vec::new();
+    let mut requests = Vec::with_capacity(job.prompts.len() * job.n);
     for prompt in &job.prompts {
         for i in 0..job.n {
             let mut request = job.request.clone();
             request.prompt = prompt.clone();
             request.sampling.seed = request.sampling.seed.wrapping_add(i as u64);
-            match state.engine.submit(request) {
-                Ok((_, rx)) => receivers.push(rx),
-                Err(e) => {
-                    // dropping the receivers already made cancels those choices
-                    let err = match e {
-                        SubmitError::QueueFull => ApiError::overloaded(),
-                        SubmitError::Invalid(m) => ApiError::bad_request(m),
-                        SubmitError::Stopped => ApiError::stopped(state.engine.broken().unwrap_or("shutting down")),
-                    };
-                    return state.record::<()>(Err(err)).unwrap_err().into_response();
-                }
-            }
+            requests.push(request);
         }
     }
+    // every choice or none
+    let receivers: Vec<_> = match state.engine.submit_all(requests) {
+        Ok(accepted) => accepted.into_iter().map(|(_, rx)| rx).collect(),
+        Err(e) => {
+            let err = match e {
+                SubmitError::QueueFull => ApiError::overloaded(),
+                SubmitError::Invalid(m) => ApiError::bad_request(m),
+                SubmitError::Stopped => ApiError::stopped(state.engine.broken().unwrap_or("shutting down")),
+            };
+            return state.record::<()>(Err(err)).unwrap_err().into_response();
+        }
+    };
     let id = format!("{}-{}", if job.chat { "chatcmpl" } else { "cmpl" }, next_id());
     if job.stream {
         Metrics::add(&state.metrics().requests_ok, 1);

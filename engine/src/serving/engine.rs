@@ -64,7 +64,7 @@ pub enum SubmitError {
 }
 
 enum Command {
-    Submit(Box<Sequence>),
+    Submit(Vec<Sequence>),
     Abort(u64),
 }
 
@@ -85,9 +85,53 @@ impl EngineHandle {
     /// Queues a request; its events arrive on the returned receiver, which
     /// the caller drops to cancel.
     pub fn submit(&self, request: GenerationRequest) -> Result<(u64, UnboundedReceiver<Event>), SubmitError> {
+        let mut one = self.submit_all(vec![request])?;
+        Ok(one.pop().expect("one request, one receiver"))
+    }
+
+    /// Queues requests together: all are accepted or none is, and the
+    /// engine sees them in one go, so they start in the same step (the `n`
+    /// choices of one API request, or a test that needs them to meet).
+    pub fn submit_all(
+        &self,
+        requests: Vec<GenerationRequest>,
+    ) -> Result<Vec<(u64, UnboundedReceiver<Event>)>, SubmitError> {
         if self.broken().is_some() {
             return Err(SubmitError::Stopped);
         }
+        for request in &requests {
+            self.check(request)?;
+        }
+        let count = requests.len();
+        if count > self.config.max_queue {
+            return Err(SubmitError::Invalid(format!(
+                "{count} sequences at once; the queue holds at most {}",
+                self.config.max_queue
+            )));
+        }
+        // reserve the queue slots, or refuse
+        let queued = self.queued.fetch_add(count, Ordering::SeqCst);
+        if queued + count > self.config.max_queue {
+            self.queued.fetch_sub(count, Ordering::SeqCst);
+            return Err(SubmitError::QueueFull);
+        }
+        let mut sequences = Vec::with_capacity(count);
+        let mut receivers = Vec::with_capacity(count);
+        for request in requests {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let (tx, rx) = unbounded_channel();
+            sequences.push(Sequence::new(id, request, tx));
+            receivers.push((id, rx));
+        }
+        if self.commands.send(Command::Submit(sequences)).is_err() {
+            self.queued.fetch_sub(count, Ordering::SeqCst);
+            return Err(SubmitError::Stopped);
+        }
+        Ok(receivers)
+    }
+
+    /// Why `request` can never run, if it cannot.
+    fn check(&self, request: &GenerationRequest) -> Result<(), SubmitError> {
         let total = request.prompt.len() + request.max_tokens;
         if request.prompt.is_empty() {
             return Err(SubmitError::Invalid("the prompt is empty".into()));
@@ -113,21 +157,7 @@ impl EngineHandle {
         if let Some(&bad) = request.prompt.iter().find(|&&t| t as usize >= self.vocab_size) {
             return Err(SubmitError::Invalid(format!("token id {bad} is outside the vocabulary")));
         }
-        request.sampling.validate().map_err(SubmitError::Invalid)?;
-        // reserve a queue slot, or refuse
-        let queued = self.queued.fetch_add(1, Ordering::SeqCst);
-        if queued >= self.config.max_queue {
-            self.queued.fetch_sub(1, Ordering::SeqCst);
-            return Err(SubmitError::QueueFull);
-        }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = unbounded_channel();
-        let seq = Sequence::new(id, request, tx);
-        if self.commands.send(Command::Submit(Box::new(seq))).is_err() {
-            self.queued.fetch_sub(1, Ordering::SeqCst);
-            return Err(SubmitError::Stopped);
-        }
-        Ok((id, rx))
+        request.sampling.validate().map_err(SubmitError::Invalid)
     }
 
     pub fn abort(&self, id: u64) {
@@ -283,7 +313,7 @@ impl EngineState {
 
     fn apply(&mut self, command: Command) {
         match command {
-            Command::Submit(seq) => self.waiting.push_back(*seq),
+            Command::Submit(sequences) => self.waiting.extend(sequences),
             Command::Abort(id) => {
                 if let Some(i) = self.running.iter().position(|s| s.id == id) {
                     let mut seq = self.running.remove(i);

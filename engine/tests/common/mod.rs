@@ -63,9 +63,12 @@ pub fn collect(rx: tokio::sync::mpsc::UnboundedReceiver<Event>) -> (Vec<u32>, Fi
     outcome(rx).unwrap_or_else(|e| panic!("engine error: {e}"))
 }
 
+/// Submits the prompts together (so they meet in the engine however the
+/// threads are scheduled) and collects each one's tokens.
 pub fn run_all(engine: &EngineHandle, prompts: &[Vec<u32>], max_tokens: usize) -> Vec<Vec<u32>> {
-    let receivers: Vec<_> = prompts.iter().map(|p| engine.submit(request(p.clone(), max_tokens)).unwrap().1).collect();
-    receivers.into_iter().map(|rx| collect(rx).0).collect()
+    let requests = prompts.iter().map(|p| request(p.clone(), max_tokens)).collect();
+    let receivers = engine.submit_all(requests).unwrap();
+    receivers.into_iter().map(|(_, rx)| collect(rx).0).collect()
 }
 
 /// Waits until no sequence runs and no KV block is in use.
