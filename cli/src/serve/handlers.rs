@@ -14,27 +14,18 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 
-use ferrum_engine::chat_template::{ChatTemplate, Message};
+use ferrum_api::{ApiError, Job, Served};
 use ferrum_engine::generate::FinishReason;
-use ferrum_engine::sampler::SamplingParams;
-use ferrum_engine::serving::{EngineHandle, Event, GenerationRequest, Metrics, SubmitError, TokenLogprobs};
-use ferrum_engine::tokenizer::Tokenizer;
+use ferrum_engine::serving::{EngineHandle, Event, Metrics, SubmitError, TokenLogprobs};
 
-use super::errors::ApiError;
-use super::limits::RequestLimits;
-use super::openai::{self, ChatRequest, CompletionRequest, Prompt};
 use super::stream::stream;
 
 pub struct AppState {
     pub engine: EngineHandle,
-    pub tokenizer: Option<Arc<Tokenizer>>,
-    pub template: Option<ChatTemplate>,
-    pub model_name: String,
+    /// The model, its tokenizer and template, and the request limits.
+    pub served: Served,
     pub api_key: Option<String>,
-    pub defaults: SamplingParams,
-    pub eos_token_ids: Vec<u32>,
     pub created: u64,
-    pub limits: RequestLimits,
     pub max_body_bytes: usize,
     /// How long a client has to send its whole request body.
     pub body_timeout: Duration,
@@ -49,25 +40,19 @@ impl AppState {
         &self.engine.metrics
     }
 
-    fn check(&self, headers: &HeaderMap, model: Option<&str>) -> Result<(), ApiError> {
+    /// The API key, when the server has one.
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         if let Some(key) = &self.api_key {
             let given = headers.get(header::AUTHORIZATION).map_or(&[][..], |v| v.as_bytes());
             if !same_secret(given, format!("Bearer {key}").as_bytes()) {
                 return Err(ApiError::unauthorized());
             }
         }
-        match model {
-            Some(m) if m != self.model_name => Err(ApiError::model_not_found(m, &self.model_name)),
-            _ => Ok(()),
-        }
-    }
-
-    fn tokenizer(&self) -> Result<&Tokenizer, ApiError> {
-        self.tokenizer.as_deref().ok_or_else(|| ApiError::bad_request("this model has no tokenizer; send token ids"))
+        Ok(())
     }
 
     fn token_text(&self, id: u32) -> String {
-        self.tokenizer.as_ref().and_then(|t| t.decode(&[id], false).ok()).unwrap_or_else(|| format!("<{id}>"))
+        self.served.tokenizer.as_ref().and_then(|t| t.decode(&[id], false).ok()).unwrap_or_else(|| format!("<{id}>"))
     }
 
     /// Counts the outcome of a request in the metrics.
@@ -90,16 +75,13 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
     a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// A JSON body read within the body timeout and size bound, with malformed,
-/// slow or oversized bodies as OpenAI errors.
-async fn read_json<T: serde::de::DeserializeOwned>(state: &AppState, body: Body) -> Result<T, ApiError> {
-    let bytes = match tokio::time::timeout(state.body_timeout, read_body(body, state.max_body_bytes)).await {
-        Err(_) => {
-            return Err(ApiError::timeout(format!("the request body took longer than {:?}", state.body_timeout)));
-        }
-        Ok(read) => read?,
-    };
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+/// A request's body read within the body timeout and size bound, with slow
+/// or oversized bodies as OpenAI errors.
+async fn read_request_body(state: &AppState, body: Body) -> Result<Vec<u8>, ApiError> {
+    match tokio::time::timeout(state.body_timeout, read_body(body, state.max_body_bytes)).await {
+        Err(_) => Err(ApiError::timeout(format!("the request body took longer than {:?}", state.body_timeout))),
+        Ok(read) => read,
+    }
 }
 
 /// The most of an oversized body read (and dropped) before answering 413:
@@ -148,97 +130,26 @@ pub async fn metrics(State(state): Shared) -> impl IntoResponse {
 }
 
 pub async fn models(State(state): Shared, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    state.check(&headers, None)?;
+    state.authorize(&headers)?;
     Ok(Json(json!({"object": "list", "data": [{
-        "id": state.model_name, "object": "model", "created": state.created, "owned_by": "ferrum",
+        "id": state.served.model_name, "object": "model", "created": state.created, "owned_by": "ferrum",
         "max_model_len": state.engine.max_context, "vocab_size": state.engine.vocab_size,
     }]})))
 }
 
-/// What one request turns into before it reaches the engine.
-pub(super) struct Job {
-    pub(super) prompts: Vec<Vec<u32>>,
-    pub(super) request: GenerationRequest,
-    pub(super) n: usize,
-    pub(super) stream: bool,
-    pub(super) include_usage: bool,
-    pub(super) chat: bool,
-}
-
 pub async fn completions(State(state): Shared, headers: HeaderMap, body: Body) -> Response {
-    let req = read_json::<CompletionRequest>(&state, body).await;
-    let job = (|| {
-        let req = req?;
-        state.check(&headers, req.model.as_deref())?;
-        if let Prompt::Texts(v) = &req.prompt {
-            state.limits.prompts(v.len())?;
-        } else if let Prompt::IdLists(v) = &req.prompt {
-            state.limits.prompts(v.len())?;
-        }
-        let prompts = match req.prompt {
-            Prompt::Text(t) => {
-                vec![state.tokenizer()?.encode(&t, true).map_err(|e| ApiError::bad_request(e.to_string()))?]
-            }
-            Prompt::Texts(ts) => ts
-                .iter()
-                .map(|t| state.tokenizer()?.encode(t, true).map_err(|e| ApiError::bad_request(e.to_string())))
-                .collect::<Result<_, _>>()?,
-            Prompt::Ids(ids) => vec![ids],
-            Prompt::IdLists(lists) => lists,
-        };
-        Ok(Job {
-            request: GenerationRequest {
-                prompt: Vec::new(),
-                sampling: req.sampling.params(&state.defaults)?,
-                max_tokens: openai::max_tokens(req.max_tokens, 16)?,
-                stop_strings: state.limits.stops(req.stop)?,
-                stop_token_ids: if req.sampling.ignore_eos { Vec::new() } else { state.eos_token_ids.clone() },
-                logprobs: openai::top_logprobs(req.logprobs)?,
-            },
-            prompts,
-            n: state.limits.n(req.n)?,
-            stream: req.stream,
-            include_usage: req.stream_options.is_some_and(|o| o.include_usage),
-            chat: false,
-        })
-    })();
+    let job = match state.authorize(&headers) {
+        Ok(()) => read_request_body(&state, body).await.and_then(|b| state.served.completion_job(&b)),
+        Err(e) => Err(e),
+    };
     respond(state, job).await
 }
 
 pub async fn chat_completions(State(state): Shared, headers: HeaderMap, body: Body) -> Response {
-    let req = read_json::<ChatRequest>(&state, body).await;
-    let job = (|| {
-        let req = req?;
-        state.check(&headers, req.model.as_deref())?;
-        state.limits.messages(req.messages.len())?;
-        let template =
-            state.template.as_ref().ok_or_else(|| ApiError::bad_request("this model has no chat template"))?;
-        let messages: Vec<Message> = req
-            .messages
-            .iter()
-            .enumerate()
-            .map(|(i, m)| Ok(Message::new(m.role(i)?, &m.text()?)))
-            .collect::<Result<_, ApiError>>()?;
-        let text = template.render(&messages, true).map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let prompt = state.tokenizer()?.encode(&text, false).map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let room = state.engine.max_context.saturating_sub(prompt.len()).max(1);
-        let logprobs = if req.logprobs { Some(openai::top_logprobs(req.top_logprobs)?.unwrap_or(0)) } else { None };
-        Ok(Job {
-            request: GenerationRequest {
-                prompt: Vec::new(),
-                sampling: req.sampling.params(&state.defaults)?,
-                max_tokens: openai::max_tokens(req.max_completion_tokens.or(req.max_tokens), room)?,
-                stop_strings: state.limits.stops(req.stop)?,
-                stop_token_ids: if req.sampling.ignore_eos { Vec::new() } else { state.eos_token_ids.clone() },
-                logprobs,
-            },
-            prompts: vec![prompt],
-            n: state.limits.n(req.n)?,
-            stream: req.stream,
-            include_usage: req.stream_options.is_some_and(|o| o.include_usage),
-            chat: true,
-        })
-    })();
+    let job = match state.authorize(&headers) {
+        Ok(()) => read_request_body(&state, body).await.and_then(|b| state.served.chat_job(&b)),
+        Err(e) => Err(e),
+    };
     respond(state, job).await
 }
 
@@ -248,17 +159,8 @@ async fn respond(state: Arc<AppState>, job: Result<Job, ApiError>) -> Response {
         Ok(j) => j,
         Err(e) => return state.record::<()>(Err(e)).unwrap_err().into_response(),
     };
-    let mut requests = Vec::with_capacity(job.prompts.len() * job.n);
-    for prompt in &job.prompts {
-        for i in 0..job.n {
-            let mut request = job.request.clone();
-            request.prompt = prompt.clone();
-            request.sampling.seed = request.sampling.seed.wrapping_add(i as u64);
-            requests.push(request);
-        }
-    }
     // every choice or none
-    let receivers: Vec<_> = match state.engine.submit_all(requests) {
+    let receivers: Vec<_> = match state.engine.submit_all(job.requests()) {
         Ok(accepted) => accepted.into_iter().map(|(_, rx)| rx).collect(),
         Err(e) => {
             let err = match e {
@@ -363,7 +265,7 @@ async fn collect(
         "id": id,
         "object": if job.chat { "chat.completion" } else { "text_completion" },
         "created": unix_now(),
-        "model": state.model_name,
+        "model": state.served.model_name,
         "choices": rendered,
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                   "total_tokens": prompt_tokens + completion_tokens},

@@ -25,7 +25,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::Sleep;
 use tower::ServiceExt;
 
-use super::errors::ApiError;
+use ferrum_api::ApiError;
 
 pub struct Limits {
     pub header_timeout: Duration,

@@ -2,11 +2,8 @@
 //! serving engine. The engine runs on its own thread; handlers only submit
 //! requests and relay events.
 
-mod errors;
 mod handlers;
-mod limits;
 mod listen;
-mod openai;
 mod stream;
 
 use std::sync::Arc;
@@ -16,13 +13,13 @@ use anyhow::{Context, Result};
 use axum::Router;
 use axum::routing::{get, post};
 use clap::Args;
+use ferrum_api::{RequestLimits, Served};
 use ferrum_engine::kv_cache::KvCache;
 use ferrum_engine::sampler::SamplingParams;
 use ferrum_engine::serving::{EngineConfig, spawn};
 
 use crate::model_args::ModelArgs;
 use handlers::AppState;
-use limits::RequestLimits;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -120,15 +117,18 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     let (ending_tx, ending_rx) = tokio::sync::watch::channel(false);
     let metrics = engine.metrics.clone();
     let state = Arc::new(AppState {
+        served: Served {
+            model_name: model_name.clone(),
+            tokenizer,
+            template,
+            defaults,
+            eos_token_ids,
+            max_context: engine.max_context,
+            limits: args.limits.clone(),
+        },
         engine,
-        tokenizer,
-        template,
-        model_name: model_name.clone(),
         api_key: args.api_key.clone(),
-        defaults,
-        eos_token_ids,
         created: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-        limits: args.limits.clone(),
         max_body_bytes: args.max_body_bytes,
         body_timeout,
         ending: ending_rx,

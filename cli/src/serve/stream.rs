@@ -11,7 +11,9 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use ferrum_engine::serving::Event;
 
-use super::handlers::{AppState, Job, finish_reason, logprobs_json, shutting_down, unix_now};
+use ferrum_api::Job;
+
+use super::handlers::{AppState, finish_reason, logprobs_json, shutting_down, unix_now};
 
 /// Server-sent events: one chunk per token per choice, a last chunk with the
 /// finish reason, optional usage, then `[DONE]`. A client that goes away
@@ -41,7 +43,7 @@ pub fn stream(
     tokio::spawn(async move {
         let created = unix_now();
         let object = if job.chat { "chat.completion.chunk" } else { "text_completion" };
-        let chunk = |choice: Value| json!({"id": id, "object": object, "created": created, "model": state.model_name, "choices": [choice]});
+        let chunk = |choice: Value| json!({"id": id, "object": object, "created": created, "model": state.served.model_name, "choices": [choice]});
         let send = |v: Value| out_tx.send(Ok(SseEvent::default().data(v.to_string())));
         let (mut prompt_tokens, mut completion_tokens) = (0, 0);
         if job.chat {
@@ -97,7 +99,7 @@ pub fn stream(
             }
         }
         if job.include_usage {
-            let usage = json!({"id": id, "object": object, "created": created, "model": state.model_name, "choices": [],
+            let usage = json!({"id": id, "object": object, "created": created, "model": state.served.model_name, "choices": [],
                 "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                           "total_tokens": prompt_tokens + completion_tokens}});
             let _ = send(usage).await;

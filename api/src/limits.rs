@@ -3,8 +3,8 @@
 
 use clap::Args;
 
-use super::errors::ApiError;
-use super::openai::Stop;
+use crate::error::ApiError;
+use crate::request::Stop;
 
 #[derive(Args, Clone, Debug)]
 pub struct RequestLimits {

@@ -5,7 +5,7 @@ use serde::Deserialize;
 
 use ferrum_engine::sampler::SamplingParams;
 
-use super::errors::ApiError;
+use crate::error::ApiError;
 
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
