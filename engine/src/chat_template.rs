@@ -75,7 +75,7 @@ impl ChatTemplate {
 
 /// `chat_template` of tokenizer_config.json: a string, or a list of named
 /// templates (the "default" one is used). None when there is none.
-pub(crate) fn template_from_tokenizer_config(path: &Path) -> Result<Option<String>> {
+pub fn template_from_tokenizer_config(path: &Path) -> Result<Option<String>> {
     let Ok(text) = std::fs::read_to_string(path) else { return Ok(None) };
     let cfg: Value =
         serde_json::from_str(&text).map_err(|e| Error::ChatTemplate(format!("{}: {e}", path.display())))?;

@@ -155,7 +155,7 @@ impl Reader<'_> {
             layers,
             biases,
             choice_bias: deepseek,
-            shared_intermediate: (shared > 0).then_some(shared * expert_intermediate),
+            shared_intermediate: (shared > 0).then_some(shared.saturating_mul(expert_intermediate)),
         })
     }
 }

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::ops::Activation;
 
 mod experts;
+pub mod limits;
 
 pub use crate::arch::{ArchSpec, Architecture, Routing, WindowRule};
 pub use experts::{MlaConfig, MoeConfig};
@@ -128,35 +129,48 @@ impl ModelConfig {
     /// Parameters the config implies: all of them, and those one token
     /// runs through (a MoE layer's router and its top-k experts only).
     pub fn parameter_counts(&self) -> ParameterCounts {
-        let (h, d) = (self.hidden_size, self.head_dim);
-        let (q, kv) = (self.num_heads * d, self.num_kv_heads * d);
-        let embed = self.vocab_size * h * if self.tie_word_embeddings { 1 } else { 2 } + h;
-        let bias = |on: bool, n: usize| if on { n } else { 0 };
+        let (total, active) = self.parameter_counts_wide();
+        let narrow = |n: u128| usize::try_from(n).unwrap_or(usize::MAX);
+        ParameterCounts { total: narrow(total), active: narrow(active) }
+    }
+
+    /// [`ModelConfig::parameter_counts`] in u128, which cannot overflow
+    /// for sizes within [`limits`] (the reader checks the result against
+    /// [`limits::MAX_PARAMETERS`]).
+    fn parameter_counts_wide(&self) -> (u128, u128) {
+        let n = |v: usize| v as u128;
+        let (h, d) = (n(self.hidden_size), n(self.head_dim));
+        let (q, kv) = (n(self.num_heads) * d, n(self.num_kv_heads) * d);
+        let embed = n(self.vocab_size) * h * if self.tie_word_embeddings { 1 } else { 2 } + h;
+        let bias = |on: bool, count: u128| if on { count } else { 0 };
         let attention = match &self.mla {
             Some(m) => {
-                let heads = self.num_heads;
-                let q = match m.q_lora_rank {
-                    Some(r) => h * r + r + r * heads * (m.nope + m.rope),
-                    None => h * heads * (m.nope + m.rope),
+                let heads = n(self.num_heads);
+                let (rank, nope, rope, v) = (n(m.kv_lora_rank), n(m.nope), n(m.rope), n(m.v));
+                let q = match m.q_lora_rank.map(n) {
+                    Some(r) => h * r + r + r * heads * (nope + rope),
+                    None => h * heads * (nope + rope),
                 };
-                q + h * m.cache_width() + m.kv_lora_rank + m.kv_lora_rank * heads * (m.nope + m.v) + heads * m.v * h
+                q + h * (rank + rope) + rank + rank * heads * (nope + v) + heads * v * h
             }
             None => h * (q + 2 * kv) + q * h + bias(self.qkv_bias, q + 2 * kv) + bias(self.o_bias, h),
         };
         let norms = h * if self.sandwich_norms { 4 } else { 2 }
             + if self.qk_norm { 2 * d } else { 0 }
-            + bias(self.attention_sinks, self.num_heads);
-        let dense = 3 * h * self.intermediate_size + bias(self.mlp_bias, 2 * self.intermediate_size + h);
+            + bias(self.attention_sinks, n(self.num_heads));
+        let inter = n(self.intermediate_size);
+        let dense = 3 * h * inter + bias(self.mlp_bias, 2 * inter + h);
         let (mut total, mut active) = (embed, embed);
         for l in 0..self.num_layers {
             let shared = attention + norms;
             match &self.moe {
                 Some(m) if m.is_moe_layer(l) => {
-                    let expert = 3 * h * m.expert_intermediate + bias(m.biases, 2 * m.expert_intermediate + h);
-                    let router = m.experts * h + bias(m.biases || m.choice_bias, m.experts);
-                    let shared = shared + m.shared_intermediate.map_or(0, |i| 3 * h * i);
-                    total += shared + router + m.experts * expert;
-                    active += shared + router + m.route.top_k * expert;
+                    let (experts, inter) = (n(m.experts), n(m.expert_intermediate));
+                    let expert = 3 * h * inter + bias(m.biases, 2 * inter + h);
+                    let router = experts * h + bias(m.biases || m.choice_bias, experts);
+                    let shared = shared + m.shared_intermediate.map_or(0, |i| 3 * h * n(i));
+                    total += shared + router + experts * expert;
+                    active += shared + router + n(m.route.top_k) * expert;
                 }
                 _ => {
                     total += shared + dense;
@@ -164,7 +178,7 @@ impl ModelConfig {
                 }
             }
         }
-        ParameterCounts { total, active }
+        (total, active)
     }
 
     /// Key and value heads times head_dim times 2 (k and v), in f32
@@ -211,10 +225,11 @@ impl Reader<'_> {
     fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
         match self.root.get(key) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .map(|n| Some(n as usize))
-                .ok_or_else(|| self.err(format!("`{key}` must be a non-negative integer, got {v}"))),
+            Some(v) => match v.as_u64() {
+                Some(n) if n <= limits::MAX_DIM as u64 => Ok(Some(n as usize)),
+                Some(n) => Err(self.err(format!("`{key}` is {n}; no size in a config may exceed {}", limits::MAX_DIM))),
+                None => Err(self.err(format!("`{key}` must be a non-negative integer, got {v}"))),
+            },
         }
     }
 
@@ -248,6 +263,9 @@ impl Reader<'_> {
         let hidden_size = self.usize("hidden_size")?;
         let num_heads = self.usize("num_attention_heads")?;
         let num_layers = self.usize("num_hidden_layers")?;
+        if num_layers > limits::MAX_LAYERS {
+            return Err(self.err(format!("{num_layers} layers; at most {}", limits::MAX_LAYERS)));
+        }
         let num_kv_heads = self.opt_usize("num_key_value_heads")?.unwrap_or(num_heads);
         if num_heads == 0 || num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
             return Err(self.err(format!(
@@ -311,17 +329,7 @@ impl Reader<'_> {
             bos_token_id: self.token_ids("bos_token_id")?.first().copied(),
             eos_token_ids: self.token_ids("eos_token_id")?,
         };
-        for (key, v) in [
-            ("hidden_size", config.hidden_size),
-            ("intermediate_size", config.intermediate_size),
-            ("num_hidden_layers", config.num_layers),
-            ("vocab_size", config.vocab_size),
-            ("head_dim", config.head_dim),
-        ] {
-            if v == 0 {
-                return Err(self.err(format!("`{key}` must be positive")));
-            }
-        }
+        limits::check(&config).map_err(|m| self.err(m))?;
         Ok(config)
     }
 

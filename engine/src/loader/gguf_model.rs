@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::{Architecture, ModelConfig, MoeConfig, RopeConfig, RopeScaling, WindowRule};
+use crate::config::{Architecture, ModelConfig, MoeConfig, RopeConfig, RopeScaling, WindowRule, limits};
 use crate::error::{Error, Result};
 use crate::loader::gguf::GgufFile;
 use crate::ops::Activation;
@@ -51,8 +51,8 @@ pub fn config(file: &GgufFile) -> Result<ModelConfig> {
     let arch = architecture(file)?;
     let prefix = file.architecture()?.to_string();
     let key = |k: &str| format!("{prefix}.{k}");
-    let need = |k: &str| -> Result<usize> { file.get::<usize>(&key(k)) };
-    let opt = |k: &str| -> Result<Option<usize>> { file.get_opt::<usize>(&key(k)) };
+    let opt = |k: &str| -> Result<Option<usize>> { bounded(file, &key(k), file.get_opt::<usize>(&key(k))?) };
+    let need = |k: &str| -> Result<usize> { opt(k)?.ok_or_else(|| bad(file, format!("no {}", key(k)))) };
     let optf = |k: &str| -> Result<Option<f64>> { file.get_opt::<f64>(&key(k)) };
 
     let hidden_size = need("embedding_length")?;
@@ -63,6 +63,9 @@ pub fn config(file: &GgufFile) -> Result<ModelConfig> {
     }
     let head_dim = opt("attention.key_length")?.unwrap_or(hidden_size / num_heads);
     let num_layers = need("block_count")?;
+    if num_layers > limits::MAX_LAYERS {
+        return Err(bad(file, format!("{num_layers} layers; at most {}", limits::MAX_LAYERS)));
+    }
     let vocab_size = match opt("vocab_size")? {
         Some(v) => v,
         None => file.get_str_array("tokenizer.ggml.tokens")?.len(),
@@ -137,7 +140,18 @@ pub fn config(file: &GgufFile) -> Result<ModelConfig> {
         bos_token_id: file.get_opt::<u32>("tokenizer.ggml.bos_token_id")?,
         eos_token_ids: eos.into_iter().collect(),
     };
+    limits::check(&config).map_err(|m| bad(file, m))?;
     Ok(config)
+}
+
+/// A size from the metadata, within [`limits::MAX_DIM`].
+fn bounded(file: &GgufFile, key: &str, value: Option<usize>) -> Result<Option<usize>> {
+    match value {
+        Some(v) if v > limits::MAX_DIM => {
+            Err(bad(file, format!("{key} is {v}; no size may exceed {}", limits::MAX_DIM)))
+        }
+        v => Ok(v),
+    }
 }
 
 /// Which layers slide: `sliding_window_pattern` as a period (every n-th
@@ -173,14 +187,17 @@ fn layer_windows(
 /// has experts when it has a router (`ffn_gate_inp`).
 fn moe(file: &GgufFile, prefix: &str, num_layers: usize) -> Result<MoeConfig> {
     let key = |k: &str| format!("{prefix}.{k}");
-    let experts = file.get::<usize>(&key("expert_count"))?;
-    let top_k = file.get::<usize>(&key("expert_used_count"))?;
+    let size = |k: &str| -> Result<usize> {
+        bounded(file, &key(k), Some(file.get::<usize>(&key(k))?)).map(|v| v.unwrap_or(0))
+    };
+    let experts = size("expert_count")?;
+    let top_k = size("expert_used_count")?;
     if top_k == 0 || top_k > experts {
         return Err(bad(file, format!("expert_used_count {top_k} is not in 1..={experts}")));
     }
     let expert_intermediate = match file.get_opt::<usize>(&key("expert_feed_forward_length"))? {
-        Some(i) => i,
-        None => file.get::<usize>(&key("feed_forward_length"))?,
+        Some(_) => size("expert_feed_forward_length")?,
+        None => size("feed_forward_length")?,
     };
     if let Some(scale) = file.get_opt::<f64>(&key("expert_weights_scale"))?
         && scale != 1.0

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Fuzzes everything Ferrum parses from a stranger (fuzz/fuzz_targets/):
+#   scripts/fuzz.sh [SECONDS] [TARGET...]
+# runs each target (default: all) for SECONDS (default 60) with libFuzzer
+# and AddressSanitizer, overflow checks and debug assertions on, starting
+# from seeds taken from the repository's own fixtures, and prints one table:
+# executions, corpus size and crashes per target. The corpus grows in
+# fuzz/corpus/TARGET between runs; a crash leaves its input in
+# fuzz/artifacts/TARGET and makes the script exit 1 (each crash found
+# becomes a regression test in the normal suite; see docs/reliability.md).
+# CI runs `scripts/fuzz.sh 30`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+seconds="${1:-60}"
+shift || true
+all=(safetensors gguf config chat_template openai_request)
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
+
+# cargo-fuzz on the stable toolchain: its nightly flags (-Zsanitizer) pass
+# with RUSTC_BOOTSTRAP, and the stable sysroot ships the ASan runtime.
+export RUSTC_BOOTSTRAP=1
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  cargo install -q --locked cargo-fuzz --version 0.13.2
+fi
+# -a: debug assertions and overflow checks in release code
+fuzz_flags=(-O -a)
+(cd fuzz && cargo fuzz build "${fuzz_flags[@]}")
+
+# Seeds: the repository's own files of each kind, small enough to mutate.
+seeds="$root/fuzz/target/seeds"
+rm -rf "$seeds"
+mkdir -p "$seeds"/{safetensors,gguf,config,chat_template,openai_request}
+# copy FILES... into seed dir $1, each named after its folder and itself
+seed() {
+  local to=$1
+  shift
+  for f in "$@"; do cp "$f" "$to/$(basename "$(dirname "$f")")-$(basename "$f")"; done
+}
+seed "$seeds/safetensors" $(find engine/tests/data tests/fixtures -name '*.safetensors' -size -100k)
+printf '%s' '{"weight_map": {"a.weight": "model-00001-of-00002.safetensors"}}' >"$seeds/safetensors/index.json"
+# every ggml type (quants.gguf) and tiny whole models (tools/fixtures/make_fuzz_seeds.py)
+seed "$seeds/gguf" engine/tests/data/gguf/*.gguf fuzz/seeds/gguf/*.gguf
+seed "$seeds/config" tests/fixtures/*/config.json
+python3 - "$seeds/chat_template" <<'EOF'
+# mode 0: a template (then NUL, then messages); mode 1: messages for a real template
+import json, pathlib, sys
+out = pathlib.Path(sys.argv[1])
+chat = b"system\x01Be brief.\x02user\x01Hello\x02assistant\x01Hi!\x02user\x01And now?"
+for i, path in enumerate(sorted(pathlib.Path("tests/fixtures").glob("*/tokenizer_config.json"))):
+    template = json.loads(path.read_text()).get("chat_template")
+    if isinstance(template, str):
+        (out / f"template-{i}").write_bytes(b"\x80" + template.encode() + b"\x00" + chat)
+        (out / f"messages-{i}").write_bytes(bytes([0x81 | (i << 1) & 0x7f]) + chat)
+EOF
+seed "$seeds/openai_request" fuzz/seeds/openai_request/*
+
+dict_of() {
+  case "$1" in
+    gguf) echo gguf ;;
+    config | safetensors) echo json ;;
+    chat_template) echo jinja ;;
+    openai_request) echo openai ;;
+  esac
+}
+
+rows=()
+failed=0
+for target in "${targets[@]}"; do
+  corpus="fuzz/corpus/$target"
+  artifacts="fuzz/artifacts/$target"
+  mkdir -p "$corpus" "$artifacts"
+  log="fuzz/target/$target.log"
+  before=$(find "$artifacts" -type f | wc -l)
+  # -timeout: a render or parse over 10 s is a hang; -malloc_limit_mb: one
+  # allocation over 512 MiB is a crash (nothing here may ask for that).
+  status=0
+  (cd fuzz && cargo fuzz run "${fuzz_flags[@]}" "$target" "corpus/$target" "$seeds/$target" -- \
+    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=512 \
+    -dict="dict/$(dict_of "$target").dict" -print_final_stats=1) >"$log" 2>&1 || status=$?
+  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1 || true)
+  crashes=$(($(find "$artifacts" -type f | wc -l) - before))
+  if [ "$status" -ne 0 ] || [ "$crashes" -gt 0 ]; then
+    failed=1
+    echo "== $target failed (exit $status); the end of $log:" >&2
+    tail -40 "$log" >&2
+  fi
+  files=$(find "$corpus" -type f | wc -l)
+  bytes=$(du -sk "$corpus" | cut -f1)
+  rows+=("| $target | $seconds | ${execs:-?} | $files | ${bytes} KiB | $crashes |")
+done
+
+echo
+echo "| target | seconds | executions | corpus files | corpus size | crashes |"
+echo "|---|---|---|---|---|---|"
+printf '%s\n' "${rows[@]}"
+exit $failed
