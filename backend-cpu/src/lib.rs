@@ -211,6 +211,10 @@ impl Backend for FastCpuBackend {
         Ok(())
     }
 
+    fn memory_available(&self) -> Option<u64> {
+        ferrum_engine::memory::host_available()
+    }
+
     fn begin_recording(&self) -> Result<bool> {
         self.recorder.begin()
     }

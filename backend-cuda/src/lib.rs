@@ -211,6 +211,11 @@ impl Backend for CudaBackend {
         ops::run(&self.launcher(), op, inputs, out)
     }
 
+    fn memory_available(&self) -> Option<u64> {
+        // free device memory now; a failed query refuses nothing
+        self.ctx.mem_get_info().ok().map(|(free, _total)| free as u64)
+    }
+
     fn sync(&self) -> Result<()> {
         self.not_recording("sync")?;
         self.stream.synchronize().map_err(driver_err("synchronize"))?;

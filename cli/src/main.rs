@@ -7,7 +7,6 @@
 mod backends;
 mod bench;
 mod commands;
-mod memory;
 mod model_args;
 mod pull;
 mod serve;

@@ -6,13 +6,13 @@ use anyhow::{Context, Result};
 use clap::Args;
 use ferrum_engine::Model;
 use ferrum_engine::generate::GenerateOptions;
+use ferrum_engine::memory::{MemoryNeed, Workload};
 use ferrum_engine::model::QuantPolicy;
 use ferrum_engine::quant::QuantFormat;
 use ferrum_engine::sampler::SamplingParams;
 use ferrum_engine::source::ModelSource;
 
 use crate::backends::{self, BackendChoice};
-use crate::memory;
 use crate::pull;
 
 #[derive(Args, Debug)]
@@ -59,40 +59,37 @@ impl ModelArgs {
         }
     }
 
-    /// The model, with room for a full-context KV cache.
+    /// The model, with room for one sequence of the full context.
     pub fn load(&self) -> Result<Loaded> {
-        self.load_with_kv(None)
+        self.load_for(Workload::one_sequence)
     }
 
-    /// The model, refused before loading when its weights and a KV cache of
-    /// `kv_bytes` (default: one full context) cannot fit.
-    pub fn load_with_kv(&self, kv_bytes: Option<usize>) -> Result<Loaded> {
+    /// The model, refused before loading when its weights, KV cache and
+    /// activations for the workload `work` gives cannot fit.
+    pub fn load_for(&self, work: impl FnOnce(&ferrum_engine::ModelConfig) -> Workload) -> Result<Loaded> {
         let quant = self.single_quant()?;
         let path = self.path()?;
         let source = ModelSource::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        let c = &source.config;
-        let kv = kv_bytes.unwrap_or_else(|| c.kv_floats_per_token().saturating_mul(4 * c.max_position_embeddings));
-        let model = self.load_checked(&source, quant, kv)?;
+        let work = work(&source.config);
+        let model = self.load_variant(&source, quant, work)?;
         Ok(Loaded { source, model })
     }
 
-    /// The model of `source` on the chosen backend, quantized to `quant`.
-    pub fn load_variant(&self, source: &ModelSource, quant: Option<QuantFormat>) -> Result<Model> {
-        self.load_checked(source, quant, 0)
+    /// The quantization policy of `quant` and the exclude flags.
+    pub fn policy(&self, quant: Option<QuantFormat>) -> QuantPolicy {
+        QuantPolicy::new(quant, &self.quant_exclude)
     }
 
-    fn load_checked(&self, source: &ModelSource, quant: Option<QuantFormat>, kv: usize) -> Result<Model> {
+    /// The model of `source` on the chosen backend, quantized to `quant`,
+    /// refused first when it cannot fit with `work`.
+    pub fn load_variant(&self, source: &ModelSource, quant: Option<QuantFormat>, work: Workload) -> Result<Model> {
         let backend = backends::open(self.backend, self.threads)?;
-        // host memory is known; a GPU's is not asked yet. Quantizing on load
-        // shrinks the weights, so the stored size would overstate them.
-        if ["cpu", "cpu-ref"].contains(&backend.name()) && quant.is_none() {
-            let weights = memory::weights_as_loaded(source);
-            let what = format!("weights {} + KV cache {}", memory::gib(weights as u64), memory::gib(kv as u64));
-            memory::check_fits(weights.saturating_add(kv), &what, memory::host_available())
-                .with_context(|| format!("not loading {}", source.path.display()))?;
-        }
+        let policy = self.policy(quant);
+        let not_loading = || format!("not loading {}", source.path.display());
+        let need = MemoryNeed::of(&source.config, &source.weights, &policy, backend.as_ref(), work)
+            .with_context(not_loading)?;
+        need.check(backend.memory_available(), &backend.device_description()).with_context(not_loading)?;
         let started = std::time::Instant::now();
-        let policy = QuantPolicy::new(quant, &self.quant_exclude);
         let model = Model::from_store_quantized(source.config.clone(), &source.weights, backend, &policy)
             .with_context(|| format!("loading {}", source.path.display()))?;
         eprintln!(

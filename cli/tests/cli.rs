@@ -169,8 +169,9 @@ fn absurd_sizes_in_a_config_are_clear_errors_under_ulimit() {
     for (field, value, expected) in [
         ("hidden_size", "2147483648", "the config implies [2147483648]"),
         ("num_hidden_layers", "1000000", "1000000 layers"),
-        ("vocab_size", "1099511627776", "the config implies [1099511627776, 64]"),
-        ("intermediate_size", "9223372036854775807", "the config implies [9223372036854775807, 64]"),
+        ("vocab_size", "1099511627776", "`vocab_size` is 1099511627776; no size in a config may exceed"),
+        ("intermediate_size", "9223372036854775807", "no size in a config may exceed 4294967295"),
+        ("head_dim", "4294967295", "KV-cache values per token; at most"),
         ("num_key_value_heads", "0", "num_key_value_heads"),
     ] {
         let s = Scratch::copy_of("qwen3", &format!("absurd-{field}"));

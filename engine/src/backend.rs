@@ -71,6 +71,13 @@ pub trait Backend: Send + Sync {
     fn lost(&self) -> Option<String> {
         None
     }
+
+    /// Bytes a model may still take on this device, if the backend can
+    /// tell: a model that needs more is refused before it loads
+    /// ([`crate::memory::MemoryNeed::check`]).
+    fn memory_available(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Ops recorded by `Backend::begin_recording` .. `end_recording`.

@@ -31,6 +31,9 @@ pub enum Error {
     Request(String),
     #[error("backend: {0}")]
     Backend(String),
+    /// A model refused before loading: what it needs against what is free.
+    #[error("not enough memory: {0}")]
+    Memory(String),
 }
 
 impl Error {

@@ -156,6 +156,10 @@ impl Backend for FaultyBackend {
     fn sync(&self) -> Result<()> {
         self.inner.sync()
     }
+    fn memory_available(&self) -> Option<u64> {
+        self.inner.memory_available()
+    }
+
     fn lost(&self) -> Option<String> {
         let lost = self.state.lock().is_ok_and(|s| s.lost);
         if lost { Some("the device was lost (injected fault)".into()) } else { self.inner.lost() }

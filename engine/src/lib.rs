@@ -22,6 +22,7 @@
 //! - [`eval`]: perplexity over windows of a text.
 //! - [`serving`]: continuous batching, prefix caching, streaming events and metrics for many requests.
 //! - [`generate`]: the generation loop for one sequence, with stop conditions.
+//! - [`memory`]: what a model needs (weights, KV cache, activations) against what a backend has free.
 //!
 //! Data flows one way: files -> loader -> weights -> model -> Backend -> logits
 //! -> sampler -> tokens -> detokenizer.
@@ -40,6 +41,7 @@ pub mod generate;
 pub mod kv_cache;
 pub mod loader;
 pub mod logits;
+pub mod memory;
 pub mod model;
 pub mod ops;
 pub mod quant;

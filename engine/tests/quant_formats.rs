@@ -709,3 +709,34 @@ fn mxfp4_nan_scale_and_fp8_float_bytes() {
     // Stored per-tensor scale as f32 LE, read back the way a loader would.
     assert_eq!(f32_le(&[1.5]), 1.5f32.to_le_bytes().to_vec());
 }
+
+/// The size a format promises before quantizing (memory estimates use it)
+/// is what the quantizer then makes, for every format and option.
+#[test]
+fn storage_bytes_before_quantizing_equal_the_quantized_matrix() {
+    let (rows, cols) = (136, 384); // rows not a multiple of FP8's 128-row blocks
+    let w: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 250.0).collect();
+    for name in [
+        "nvfp4",
+        "nvfp4:ct",
+        "mxfp4",
+        "mxfp4:ct",
+        "fp8",
+        "fp8:channel",
+        "fp8:block",
+        "int8",
+        "int8:modelopt",
+        "int4",
+        "int4:g64",
+        "int4:g32:asym",
+    ] {
+        let format: QuantFormat = name.parse().unwrap();
+        let m = QuantizedMatrix::quantize(format, &w, rows, cols).unwrap();
+        assert_eq!(format.storage_bytes(rows, cols), m.storage_bytes(), "{name}");
+    }
+    for ty in ferrum_engine::quant::ggml::PACKED_TYPES {
+        let bytes = ty.bytes_for(rows * 256).unwrap();
+        let m = ferrum_engine::quant::ggml::GgmlBlocks::new(ty, rows, 256, vec![0u8; bytes].into()).unwrap();
+        assert_eq!(QuantFormat::Ggml(ty).storage_bytes(rows, 256), m.storage_bytes(), "{ty}");
+    }
+}

@@ -383,3 +383,40 @@ fn config_parameter_counts_equal_the_stored_ones() {
         assert_eq!(counts.active < counts.total, source.config.moe.is_some(), "{name}: {counts:?}");
     }
 }
+
+/// The memory check's weight size, from a dry run of the loader, is what
+/// loading then takes, for every fixture and GGUF file, stored or quantized
+/// on load, on each CPU backend (they hold GGUF blocks the same way).
+#[test]
+fn the_memory_estimate_is_what_loading_takes() {
+    use ferrum_engine::memory::{MemoryNeed, Workload};
+    use ferrum_engine::model::QuantPolicy;
+    let gguf = std::fs::read_dir(fixture_dir("gguf")).unwrap().flatten().map(|e| e.path());
+    let paths: Vec<_> = FIXTURES
+        .iter()
+        .map(|n| fixture_dir(n))
+        .chain(gguf.filter(|p| p.extension().is_some_and(|e| e == "gguf")))
+        .collect();
+    let backends: [Arc<dyn Backend>; 2] = [cpu(), ferrum_backend_cpu::open(None).unwrap()];
+    for path in paths {
+        let source = ferrum_engine::source::ModelSource::open(&path).unwrap();
+        for quant in [None, Some("nvfp4"), Some("int4:g32:asym"), Some("fp8:block")] {
+            let policy = QuantPolicy::new(quant.map(|q| q.parse().unwrap()), &[]);
+            for backend in &backends {
+                let what = format!("{} {quant:?} on {}", path.display(), backend.name());
+                let work = Workload::one_sequence(&source.config);
+                let need = MemoryNeed::of(&source.config, &source.weights, &policy, backend.as_ref(), work);
+                let model =
+                    Model::from_store_quantized(source.config.clone(), &source.weights, backend.clone(), &policy);
+                match (need, model) {
+                    (Ok(need), Ok(model)) => assert_eq!(need.weights, model.weight_bytes(), "{what}"),
+                    // a shape the format cannot take: the dry run says so as loading would
+                    (Err(planned), Err(loaded)) => assert_eq!(planned.to_string(), loaded.to_string(), "{what}"),
+                    (need, model) => {
+                        panic!("{what}: the estimate gave {need:?}, loading {:?}", model.map(|m| m.weight_bytes()))
+                    }
+                }
+            }
+        }
+    }
+}

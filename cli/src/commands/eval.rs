@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use ferrum_engine::eval::compare;
+use ferrum_engine::memory::Workload;
 use ferrum_engine::source::ModelSource;
 
 use crate::model_args::ModelArgs;
@@ -42,7 +43,13 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let tokens = source.tokenizer()?.encode(&text, false)?;
     // the unquantized model first: it is the reference for KL and agreement
     let variants: Vec<Option<_>> = std::iter::once(None).chain(args.model.quant.iter().copied().map(Some)).collect();
-    let models = variants.iter().map(|q| args.model.load_variant(&source, *q)).collect::<Result<Vec<_>>>()?;
+    // each window: a cache of ctx tokens, one pass, every row's logits
+    let work = Workload {
+        kv_cache_bytes: source.config.kv_floats_per_token() * 4 * args.ctx,
+        step_tokens: args.ctx,
+        logit_rows: args.ctx,
+    };
+    let models = variants.iter().map(|q| args.model.load_variant(&source, *q, work)).collect::<Result<Vec<_>>>()?;
     let bar = indicatif::ProgressBar::new(0).with_message("windows x variants");
     let refs: Vec<_> = models.iter().collect();
     let reports = compare(&refs, &tokens, args.ctx, args.windows, args.decode_tokens, |done, total| {

@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use clap::Args;
 use ferrum_engine::config::RopeScaling;
+use ferrum_engine::memory::{MemoryNeed, Workload};
 use ferrum_engine::source::ModelSource;
 
+use crate::backends;
 use crate::model_args::ModelArgs;
 
 #[derive(Args, Debug)]
@@ -92,12 +94,28 @@ pub fn run(args: &InfoArgs) -> Result<()> {
             mha as f64 / kv_per_token.max(1) as f64
         );
     }
-    let loaded = crate::memory::weights_as_loaded(&source);
+    // the estimate `generate` checks before loading, on the backend chosen
+    let backend = backends::open(args.model.backend, args.model.threads)?;
+    let quant = args.model.single_quant()?;
+    let need =
+        MemoryNeed::of(c, &source.weights, &args.model.policy(quant), backend.as_ref(), Workload::one_sequence(c))?;
+    let held = match quant {
+        Some(q) => format!("quantized to {q}"),
+        None if need.weights != bytes => "as held, some widened to f32".to_string(),
+        None => "as stored".to_string(),
+    };
     println!(
-        "memory needed  {} (weights as loaded{} + full-context KV cache)",
-        human_bytes(loaded + kv_per_token * c.max_position_embeddings),
-        if loaded != bytes { ", some dequantized to f32" } else { ", as stored" }
+        "memory needed  {} on {} (weights {held} {} + full-context KV cache {} + activations {})",
+        human_bytes(need.total()),
+        backend.name(),
+        human_bytes(need.weights),
+        human_bytes(need.kv_cache),
+        human_bytes(need.activations)
     );
+    match backend.memory_available() {
+        Some(free) => println!("available      {} ({})", human_bytes(free as usize), backend.device_description()),
+        None => println!("available      unknown ({} does not say)", backend.device_description()),
+    }
     Ok(())
 }
 

@@ -15,6 +15,7 @@ use axum::routing::{get, post};
 use clap::Args;
 use ferrum_api::{RequestLimits, Served};
 use ferrum_engine::kv_cache::KvCache;
+use ferrum_engine::memory::Workload;
 use ferrum_engine::sampler::SamplingParams;
 use ferrum_engine::serving::{EngineConfig, spawn};
 
@@ -90,7 +91,11 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         shutdown_timeout: seconds("shutdown-timeout-secs", args.shutdown_timeout_secs)?,
     };
     let body_timeout = seconds("body-timeout-secs", args.body_timeout_secs)?;
-    let loaded = args.model.load_with_kv(Some(args.kv_cache_mib << 20))?;
+    let loaded = args.model.load_for(|_| Workload {
+        kv_cache_bytes: args.kv_cache_mib << 20,
+        step_tokens: args.max_batch_tokens,
+        logit_rows: args.max_running.min(args.max_batch_tokens),
+    })?;
     let config = &loaded.model.config;
     let block_bytes = KvCache::bytes_per_block(config, args.block_size);
     let num_blocks = (args.kv_cache_mib << 20) / block_bytes.max(1);

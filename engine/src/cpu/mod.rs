@@ -90,6 +90,10 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn memory_available(&self) -> Option<u64> {
+        crate::memory::host_available()
+    }
+
     fn begin_recording(&self) -> Result<bool> {
         self.recorder.begin()
     }

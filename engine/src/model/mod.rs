@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 pub use batch::{BatchLayout, LogitsWanted, SeqChunk};
 pub use quant_policy::QuantPolicy;
+pub use trace::{Plan, plan};
 pub use weights::widen_to_f32 as weights_widen;
 
 use crate::backend::Backend;
@@ -77,7 +78,8 @@ impl Model {
         backend: Arc<dyn Backend>,
         policy: &QuantPolicy,
     ) -> Result<Self> {
-        let missing: Vec<String> = trace::required_ops(&config, store, policy, backend.as_ref())?
+        let missing: Vec<String> = trace::plan(&config, store, policy, backend.as_ref())?
+            .ops
             .into_iter()
             .filter(|&(op, dtype)| !backend.supports(op, dtype))
             .map(|(op, dtype)| format!("{}({dtype})", op.name()))

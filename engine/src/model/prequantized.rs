@@ -37,6 +37,38 @@ pub fn stored_format(store: &WeightStore, prefix: &str) -> Result<Option<QuantFo
     }
 }
 
+/// `format` as [`stored_format`] found it, made exact for a [rows, cols]
+/// matrix from the shapes of its scales (no data read): FP8's scaling is
+/// per tensor, per channel, or in blocks as the scale tensor's shape says.
+pub fn exact_format(
+    store: &WeightStore,
+    prefix: &str,
+    format: QuantFormat,
+    rows: usize,
+    cols: usize,
+) -> Result<QuantFormat> {
+    Ok(match format {
+        QuantFormat::Fp8(_) => QuantFormat::Fp8(fp8_scales(store, prefix, rows, cols)?.1),
+        other => other,
+    })
+}
+
+/// The name of an FP8 weight's scale tensor and the scaling its shape says.
+fn fp8_scales(store: &WeightStore, prefix: &str, rows: usize, cols: usize) -> Result<(&'static str, Fp8Scaling)> {
+    let name = |s: &str| format!("{prefix}.{s}");
+    if store.contains(&name("weight_scale_inv")) {
+        let shape = store.shape_of(&name("weight_scale_inv"))?;
+        let block = |n: usize, s: usize| n.div_ceil(s.max(1)).next_power_of_two();
+        let [sr, sc] = shape[..] else {
+            return Err(Error::Weight { name: name("weight_scale_inv"), msg: format!("shape {shape:?}") });
+        };
+        return Ok(("weight_scale_inv", Fp8Scaling::Block { rows: block(rows, sr), cols: block(cols, sc) }));
+    }
+    let shape = store.shape_of(&name("weight_scale"))?;
+    let per_channel = shape.iter().product::<usize>() == rows && rows > 1;
+    Ok(("weight_scale", if per_channel { Fp8Scaling::PerChannel } else { Fp8Scaling::PerTensor }))
+}
+
 /// Reads linear `prefix` [rows, cols] stored in `format`.
 pub fn load(
     store: &WeightStore,
@@ -73,16 +105,7 @@ pub fn load(
         }
         QuantFormat::Fp8(_) => {
             let data = get("weight", StDtype::F8E4M3, &[&[rows, cols]])?;
-            let (scale_name, scaling) = if store.contains(&name("weight_scale_inv")) {
-                let shape = store.get(&name("weight_scale_inv"))?.shape.to_vec();
-                let block = |n: usize, s: usize| n.div_ceil(s.max(1)).next_power_of_two();
-                let [sr, sc] = shape[..] else { return Err(bad("weight_scale_inv", format!("shape {shape:?}"))) };
-                ("weight_scale_inv", Fp8Scaling::Block { rows: block(rows, sr), cols: block(cols, sc) })
-            } else {
-                let shape = store.get(&name("weight_scale"))?.shape.to_vec();
-                let per_channel = shape.iter().product::<usize>() == rows && rows > 1;
-                ("weight_scale", if per_channel { Fp8Scaling::PerChannel } else { Fp8Scaling::PerTensor })
-            };
+            let (scale_name, scaling) = fp8_scales(store, prefix, rows, cols)?;
             let want = scaling.scale_shape(rows, cols);
             let raw = store.get(&name(scale_name))?;
             if raw.dtype != StDtype::F32 || raw.shape.iter().product::<usize>() != want[0] * want[1] {

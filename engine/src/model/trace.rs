@@ -1,8 +1,10 @@
-//! The ops a model needs, found by running its forward pass once on a
-//! backend that only records: every (op, operand dtype) the decoder asks
-//! for, with the weights held as the real backend would hold them but never
-//! read from the checkpoint. So the load-time check asks for exactly what
-//! the forward pass will run, whatever the family or its switches.
+//! The ops a model needs and the memory its weights will take, found by
+//! running its forward pass once on a backend that only records: every
+//! (op, operand dtype) the decoder asks for, with the weights held as the
+//! real backend would hold them (and counted at that size) but never read
+//! from the checkpoint. So the load-time check asks for exactly what the
+//! forward pass will run, and the memory check knows the weights' size
+//! before a byte is loaded, whatever the family, its switches or `--quant`.
 
 use std::sync::{Arc, Mutex};
 
@@ -20,14 +22,18 @@ use crate::model::weights::WeightLoader;
 use crate::ops::{Op, OpKind};
 use crate::tensor::{Buffer, Tensor};
 
-/// Every (op, dtype) the model's forward pass runs on `holder`, sorted.
-/// `argmax` and `sample` are not among them: without them the host picks.
-pub(crate) fn required_ops(
-    config: &ModelConfig,
-    store: &WeightStore,
-    policy: &QuantPolicy,
-    holder: &dyn Backend,
-) -> Result<Vec<(OpKind, DType)>> {
+/// What a dry run of the model on `holder` finds.
+pub struct Plan {
+    /// Every (op, dtype) the forward pass runs, sorted. `argmax` and
+    /// `sample` are not among them: without them the host picks.
+    pub ops: Vec<(OpKind, DType)>,
+    /// Bytes the weights will take on `holder` (quantized ones packed).
+    pub weight_bytes: usize,
+}
+
+/// The model's forward pass run once on a recording backend, with the
+/// weights as `holder` would hold them under `policy`.
+pub fn plan(config: &ModelConfig, store: &WeightStore, policy: &QuantPolicy, holder: &dyn Backend) -> Result<Plan> {
     let trace = Trace::default();
     let weights = WeightLoader { store, backend: &trace, holder, policy, dry: true }.load(config)?;
     let rope_global = RopeTable::new(&trace, &config.rope, config.rotary_head_dim())?;
@@ -48,7 +54,7 @@ pub(crate) fn required_ops(
     let mut ops = trace.ops.into_inner().map_err(|_| Error::Backend("trace lock poisoned".into()))?;
     ops.sort_by_key(|(op, d)| (*op, d.name()));
     ops.dedup();
-    Ok(ops)
+    Ok(Plan { ops, weight_bytes: weights.bytes() })
 }
 
 /// A backend whose tensors hold no memory and whose ops only record.

@@ -35,6 +35,14 @@ impl Held {
         }
     }
 
+    /// Bytes a [rows, cols] matrix takes held this way.
+    pub fn bytes(self, rows: usize, cols: usize) -> usize {
+        match self {
+            Held::Prequantized(f) | Held::Quantized(f) | Held::Packed(f) => f.storage_bytes(rows, cols),
+            Held::Float(d) => rows * cols * d.size_bytes(),
+        }
+    }
+
     /// How matrix `prefix.weight` is held when `uses` run on it; `policy`
     /// applies to linear layers only (`linear`).
     pub fn of(
@@ -458,7 +466,20 @@ impl WeightLoader<'_> {
             if !matches!(held, Held::Prequantized(_)) {
                 self.check_shape(&name, &[out, inp])?;
             }
-            return Ok(Linear { weight: self.backend.alloc(&[out, inp], held.dtype())?, bias: None, weight_bytes: 0 });
+            if let Held::Quantized(format) = held {
+                format.check_shape(out, inp).map_err(|e| Error::Weight {
+                    name: name.clone(),
+                    msg: format!("cannot quantize to {format}: {e}"),
+                })?;
+            }
+            let held = match held {
+                Held::Prequantized(f) => {
+                    Held::Prequantized(prequantized::exact_format(self.store, prefix, f, out, inp)?)
+                }
+                other => other,
+            };
+            let weight = self.backend.alloc(&[out, inp], held.dtype())?;
+            return Ok(Linear { weight, bias: None, weight_bytes: held.bytes(out, inp) });
         }
         let upload = |m: QuantizedMatrix| -> Result<Linear> {
             if [m.rows(), m.cols()] != [out, inp] {

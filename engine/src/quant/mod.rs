@@ -180,6 +180,44 @@ impl FromStr for QuantFormat {
     }
 }
 
+impl QuantFormat {
+    /// Whether a [rows, cols] matrix can be quantized to this format (its
+    /// rows split into whole blocks or groups): the error
+    /// [`QuantizedMatrix::quantize`] would give, found before any weight is read.
+    pub fn check_shape(self, rows: usize, cols: usize) -> Result<()> {
+        let (op, block) = match self {
+            QuantFormat::Nvfp4(_) => ("nvfp4", Nvfp4::BLOCK),
+            QuantFormat::Mxfp4(_) => ("mxfp4", Mxfp4::BLOCK),
+            QuantFormat::Fp8(_) => ("fp8", 1),
+            QuantFormat::Int8(_) => ("int8", 1),
+            QuantFormat::Int4 { group, .. } => ("int4", group.max(1)),
+            QuantFormat::Ggml(ty) => ("ggml", ty.block_size()),
+        };
+        check_shape(op, rows, cols, block)
+    }
+
+    /// Bytes a [rows, cols] matrix takes in this format, before quantizing
+    /// it: what [`QuantizedMatrix::storage_bytes`] will say (a test checks
+    /// them equal for every format), for memory estimates made before loading.
+    pub fn storage_bytes(self, rows: usize, cols: usize) -> usize {
+        let n = rows * cols;
+        match self {
+            // E2M1 codes, an e4m3 scale per 16, the f32 global scale
+            QuantFormat::Nvfp4(_) => n / 2 + n / 16 + 4,
+            // E2M1 codes, an e8m0 scale per 32
+            QuantFormat::Mxfp4(_) => n / 2 + n / 32,
+            QuantFormat::Fp8(scaling) => n + 4 * scaling.scale_shape(rows, cols).iter().product::<usize>(),
+            QuantFormat::Int8(_) => n + 4 * rows,
+            // 4-bit codes, an f32 scale per group, 4-bit zero points when asymmetric
+            QuantFormat::Int4 { group, symmetric } => {
+                let groups = n / group.max(1);
+                n / 2 + 4 * groups + if symmetric { 0 } else { groups.div_ceil(2) }
+            }
+            QuantFormat::Ggml(ty) => ty.bytes_for(n).unwrap_or(n * 4),
+        }
+    }
+}
+
 impl fmt::Display for QuantFormat {
     /// The canonical spelling, which parses back to the same format.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
