@@ -8,7 +8,7 @@
 # fuzz/corpus/TARGET between runs; a crash leaves its input in
 # fuzz/artifacts/TARGET and makes the script exit 1 (each crash found
 # becomes a regression test in the normal suite; see docs/reliability.md).
-# CI runs `scripts/fuzz.sh 30`.
+# FUZZ_JOBS=N runs N targets at once. CI runs `scripts/fuzz.sh 30`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -65,34 +65,48 @@ dict_of() {
   esac
 }
 
-rows=()
-failed=0
-for target in "${targets[@]}"; do
-  corpus="fuzz/corpus/$target"
-  artifacts="fuzz/artifacts/$target"
+# One target's run; its table row goes to fuzz/target/TARGET.row.
+fuzz_one() {
+  local target=$1
+  local corpus="fuzz/corpus/$target" artifacts="fuzz/artifacts/$target" log="fuzz/target/$target.log"
   mkdir -p "$corpus" "$artifacts"
-  log="fuzz/target/$target.log"
+  local before status=0 execs crashes
   before=$(find "$artifacts" -type f | wc -l)
   # -timeout: a render or parse over 10 s is a hang; -malloc_limit_mb: one
   # allocation over 512 MiB is a crash (nothing here may ask for that).
-  status=0
   (cd fuzz && cargo fuzz run "${fuzz_flags[@]}" "$target" "corpus/$target" "$seeds/$target" -- \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=512 \
     -dict="dict/$(dict_of "$target").dict" -print_final_stats=1) >"$log" 2>&1 || status=$?
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1 || true)
   crashes=$(($(find "$artifacts" -type f | wc -l) - before))
   if [ "$status" -ne 0 ] || [ "$crashes" -gt 0 ]; then
-    failed=1
     echo "== $target failed (exit $status); the end of $log:" >&2
     tail -40 "$log" >&2
   fi
-  files=$(find "$corpus" -type f | wc -l)
-  bytes=$(du -sk "$corpus" | cut -f1)
-  rows+=("| $target | $seconds | ${execs:-?} | $files | ${bytes} KiB | $crashes |")
+  echo "| $target | $seconds | ${execs:-?} | $(find "$corpus" -type f | wc -l) | $(du -sk "$corpus" | cut -f1) KiB | $crashes |" \
+    >"fuzz/target/$target.row"
+  [ "$status" -eq 0 ] && [ "$crashes" -eq 0 ]
+}
+
+# FUZZ_JOBS targets at a time (default 1; each target is one process)
+jobs_at_once="${FUZZ_JOBS:-1}"
+failed=0
+running=0
+for target in "${targets[@]}"; do
+  fuzz_one "$target" &
+  running=$((running + 1))
+  if [ "$running" -ge "$jobs_at_once" ]; then
+    wait -n || failed=1
+    running=$((running - 1))
+  fi
+done
+while [ "$running" -gt 0 ]; do
+  wait -n || failed=1
+  running=$((running - 1))
 done
 
 echo
 echo "| target | seconds | executions | corpus files | corpus size | crashes |"
 echo "|---|---|---|---|---|---|"
-printf '%s\n' "${rows[@]}"
+for target in "${targets[@]}"; do cat "fuzz/target/$target.row"; done
 exit $failed
