@@ -2,7 +2,9 @@
 //! requests. Unknown fields are ignored, as OpenAI-compatible servers do.
 
 use serde::Deserialize;
+use serde_json::Value;
 
+use ferrum_engine::constraint::Grammar;
 use ferrum_engine::sampler::SamplingParams;
 
 use crate::error::ApiError;
@@ -69,6 +71,76 @@ impl SamplingFields {
     }
 }
 
+/// OpenAI's `response_format`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ResponseFormat {
+    Text,
+    JsonObject,
+    JsonSchema { json_schema: JsonSchemaFormat },
+}
+
+#[derive(Debug, Deserialize)]
+pub struct JsonSchemaFormat {
+    #[serde(default)]
+    pub name: String,
+    /// Absent: any JSON value.
+    pub schema: Option<Value>,
+    /// OpenAI's strict mode; the schema is always enforced here.
+    #[serde(default)]
+    pub strict: Option<bool>,
+}
+
+/// What the output must follow: OpenAI's `response_format`, or vLLM's
+/// `guided_*` fields; at most one of them.
+#[derive(Debug, Default, Deserialize)]
+pub struct GuidedFields {
+    pub response_format: Option<ResponseFormat>,
+    /// A JSON schema (an object, or the schema as a JSON string).
+    pub guided_json: Option<Value>,
+    pub guided_regex: Option<String>,
+    pub guided_choice: Option<Vec<String>>,
+    /// A Lark grammar (llguidance's dialect).
+    pub guided_grammar: Option<String>,
+}
+
+impl GuidedFields {
+    pub fn grammar(&self) -> Result<Option<Grammar>, ApiError> {
+        let schema = |v: &Value| match v {
+            Value::String(s) => serde_json::from_str(s)
+                .map_err(|e| ApiError::bad_request(format!("guided_json is not a JSON schema: {e}"))),
+            v => Ok(v.clone()),
+        };
+        let mut given = Vec::new();
+        match &self.response_format {
+            None | Some(ResponseFormat::Text) => {}
+            Some(ResponseFormat::JsonObject) => given.push(Grammar::JsonObject),
+            Some(ResponseFormat::JsonSchema { json_schema }) => given.push(match &json_schema.schema {
+                Some(s) => Grammar::JsonSchema(s.clone()),
+                None => Grammar::JsonSchema(serde_json::json!({})),
+            }),
+        }
+        if let Some(v) = &self.guided_json {
+            given.push(Grammar::JsonSchema(schema(v)?));
+        }
+        if let Some(r) = &self.guided_regex {
+            given.push(Grammar::Regex(r.clone()));
+        }
+        if let Some(c) = &self.guided_choice {
+            given.push(Grammar::Choice(c.clone()));
+        }
+        if let Some(g) = &self.guided_grammar {
+            given.push(Grammar::Lark(g.clone()));
+        }
+        match given.len() {
+            0 | 1 => Ok(given.pop()),
+            _ => Err(ApiError::bad_request(
+                "give at most one of response_format, guided_json, guided_regex, guided_choice and guided_grammar",
+            )),
+        }
+    }
+}
+
 /// A seed for requests that give none: different per request.
 fn rand_seed() -> u64 {
     use std::hash::{BuildHasher, RandomState};
@@ -88,6 +160,8 @@ pub struct CompletionRequest {
     pub logprobs: Option<i64>,
     #[serde(flatten)]
     pub sampling: SamplingFields,
+    #[serde(flatten)]
+    pub guided: GuidedFields,
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,6 +233,8 @@ pub struct ChatRequest {
     pub top_logprobs: Option<i64>,
     #[serde(flatten)]
     pub sampling: SamplingFields,
+    #[serde(flatten)]
+    pub guided: GuidedFields,
 }
 
 /// A positive max_tokens, or the default.

@@ -17,7 +17,8 @@
 //! - [`kv_cache`]: the paged KV cache (blocks, block tables, the block pool).
 //! - [`tokenizer`], [`tokenizer_gguf`], [`chat_template`]: text in and out (tokenizers rebuilt
 //!   from GGUF metadata too); incremental detokenisation.
-//! - [`sampler`]: greedy, temperature, top-k/p, min-p, penalties, seeded.
+//! - [`sampler`]: greedy, temperature, top-k/p, min-p, penalties, seeded; [`constraint`]: the
+//!   tokens a JSON schema, regex, choice or Lark grammar allows next (llguidance).
 //! - [`logits`]: logits of every position, by prefill or by decode (for checks and perplexity).
 //! - [`eval`]: perplexity over windows of a text.
 //! - [`serving`]: continuous batching, prefix caching, streaming events and metrics for many requests.
@@ -32,6 +33,7 @@ pub mod backend;
 pub mod bytes;
 pub mod chat_template;
 pub mod config;
+pub mod constraint;
 pub mod cpu;
 pub mod dtype;
 pub mod error;

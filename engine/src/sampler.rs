@@ -157,6 +157,13 @@ impl Sampler {
         self.record(token)
     }
 
+    /// [`Sampler::sample`] among the tokens `mask` allows only.
+    pub fn sample_within(&mut self, logits: &[f32], mask: &crate::constraint::TokenMask) -> u32 {
+        let mut logits = logits.to_vec();
+        mask.apply(&mut logits);
+        self.sample(&logits)
+    }
+
     /// This step's inputs of the `sample` op, for a request that
     /// `is_device_pickable`: the uniform is drawn as `sample` would draw it.
     /// The token the device picks is then given to [`Sampler::record`].

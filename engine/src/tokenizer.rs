@@ -55,6 +55,12 @@ impl Tokenizer {
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }
+
+    /// The tokenizer as tokenizer.json text (what the grammar engine reads
+    /// each token's bytes from).
+    pub fn to_json(&self) -> Result<String> {
+        self.inner.to_string(false).map_err(|e| Error::Tokenizer(e.to_string()))
+    }
 }
 
 impl std::fmt::Debug for Tokenizer {

@@ -192,6 +192,7 @@ fn in_process(engine: &EngineHandle, w: &Workload) -> RequestRecord {
         stop_strings: Vec::new(),
         stop_token_ids: Vec::new(),
         logprobs: None,
+        grammar: None,
     };
     let sent = Instant::now();
     let mut record = RequestRecord { prompt_tokens: w.prompt.len(), ..Default::default() };

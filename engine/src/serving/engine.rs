@@ -24,6 +24,7 @@ use std::time::Instant;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 use crate::backend::{Backend, BackendExt};
+use crate::constraint::{Constraint, Grammars, TokenMask};
 use crate::error::{Error, Result};
 use crate::eval::log_softmax_at;
 use crate::kv_cache::KvCache;
@@ -79,6 +80,25 @@ pub struct EngineHandle {
     pub vocab_size: usize,
     pub metrics: Arc<Metrics>,
     broken: Arc<OnceLock<String>>,
+    grammars: Arc<GrammarSource>,
+}
+
+/// The model's grammar compiler, built when a request first needs it.
+struct GrammarSource {
+    tokenizer: Option<Arc<Tokenizer>>,
+    vocab_size: usize,
+    eos_token_ids: Vec<u32>,
+    built: OnceLock<std::result::Result<Grammars, String>>,
+}
+
+impl GrammarSource {
+    fn get(&self) -> std::result::Result<&Grammars, SubmitError> {
+        let built = self.built.get_or_init(|| {
+            let tokenizer = self.tokenizer.as_ref().ok_or("this model has no tokenizer, so no grammar applies")?;
+            Grammars::new(tokenizer, self.vocab_size, &self.eos_token_ids).map_err(|e| e.to_string())
+        });
+        built.as_ref().map_err(|e| SubmitError::Invalid(e.clone()))
+    }
 }
 
 impl EngineHandle {
@@ -99,8 +119,14 @@ impl EngineHandle {
         if self.broken().is_some() {
             return Err(SubmitError::Stopped);
         }
+        let mut constraints = Vec::with_capacity(requests.len());
         for request in &requests {
             self.check(request)?;
+            let compiled = match &request.grammar {
+                Some(g) => Some(self.grammars.get()?.compile(g).map_err(|e| SubmitError::Invalid(e.to_string()))?),
+                None => None,
+            };
+            constraints.push(compiled);
         }
         let count = requests.len();
         if count > self.config.max_queue {
@@ -117,10 +143,10 @@ impl EngineHandle {
         }
         let mut sequences = Vec::with_capacity(count);
         let mut receivers = Vec::with_capacity(count);
-        for request in requests {
+        for (request, constraint) in requests.into_iter().zip(constraints) {
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             let (tx, rx) = unbounded_channel();
-            sequences.push(Sequence::new(id, request, tx));
+            sequences.push(Sequence::new(id, request, constraint, tx));
             receivers.push((id, rx));
         }
         if self.commands.send(Command::Submit(sequences)).is_err() {
@@ -186,6 +212,12 @@ pub fn spawn(model: Model, tokenizer: Option<Arc<Tokenizer>>, config: EngineConf
         config: config.clone(),
         metrics: Arc::new(Metrics::default()),
         broken: Arc::new(OnceLock::new()),
+        grammars: Arc::new(GrammarSource {
+            eos_token_ids: eos_token_ids(&model, tokenizer.as_deref()),
+            tokenizer: tokenizer.clone(),
+            vocab_size: model.config.vocab_size,
+            built: OnceLock::new(),
+        }),
     };
     Metrics::set(&handle.metrics.healthy, 1);
     let mut state = EngineState {
@@ -237,6 +269,9 @@ enum Picked {
     /// Every row's argmax, picked on the device (all plain greedy).
     Ids(Vec<u32>),
 }
+
+/// Each constrained sequence's mask for this step, by running index.
+type Masks = Vec<(usize, std::result::Result<TokenMask, String>)>;
 
 /// The sequences a step finished and those it failed, by running index.
 #[derive(Default)]
@@ -384,6 +419,7 @@ impl EngineState {
     }
 
     fn step(&mut self) {
+        let started = Instant::now();
         let plan = self.schedule();
         if plan.is_empty() {
             if self.running.is_empty()
@@ -406,7 +442,7 @@ impl EngineState {
         // logits come back for the samplers. Drawn once, so a rerun draws the same.
         let on_device = plan.iter().zip(&wants).filter(|(_, want)| **want).all(|(p, _)| {
             let s = &self.running[p.index];
-            s.sampler.params.is_device_pickable() && s.request.logprobs.is_none()
+            s.sampler.params.is_device_pickable() && s.request.logprobs.is_none() && s.constraint.is_none()
         });
         let picks: Vec<Option<DevicePick>> = plan
             .iter()
@@ -414,8 +450,38 @@ impl EngineState {
             .map(|(p, &want)| (on_device && want).then(|| self.running[p.index].sampler.device_pick()))
             .collect();
         let mut outcome = Outcome::default();
-        match self.forward(&plan, &wants, on_device, &picks) {
-            Ok(picked) => self.advance(&plan, &wants, &picked, &mut outcome),
+        // the grammars' masks are computed on another thread while the
+        // forward pass runs
+        let mut constrained: Vec<(usize, Constraint)> = plan
+            .iter()
+            .zip(&wants)
+            .filter(|(_, want)| **want)
+            .filter_map(|(p, _)| self.running[p.index].constraint.take().map(|c| (p.index, c)))
+            .collect();
+        let (forward, masks) = std::thread::scope(|scope| {
+            let masker = (!constrained.is_empty()).then(|| {
+                scope.spawn(|| {
+                    let started = Instant::now();
+                    let masks: Vec<_> = constrained.iter_mut().map(|(i, c)| (*i, c.allowed())).collect();
+                    (masks, started.elapsed())
+                })
+            });
+            let forward = self.forward(&plan, &wants, on_device, &picks);
+            let finished = Instant::now();
+            let masks = masker.map(|m| {
+                let (masks, took) = m.join().unwrap_or_else(|_| (Vec::new(), Default::default()));
+                self.metrics.grammar_mask.observe(took.as_secs_f64());
+                self.metrics.grammar_wait.observe(finished.elapsed().as_secs_f64());
+                masks
+            });
+            (forward, masks.unwrap_or_default())
+        });
+        for (i, c) in constrained {
+            self.running[i].constraint = Some(c);
+        }
+        let masks: Masks = masks.into_iter().map(|(i, m)| (i, m.map_err(|e| e.to_string()))).collect();
+        match forward {
+            Ok(picked) => self.advance(&plan, &wants, &picked, &masks, &mut outcome),
             Err(e) if self.model.backend().lost().is_some() => {
                 outcome.failed.extend(plan.iter().map(|p| (p.index, e.clone())));
             }
@@ -426,7 +492,7 @@ impl EngineState {
                 for (i, p) in plan.iter().enumerate() {
                     let (one, want) = (std::slice::from_ref(p), &wants[i..=i]);
                     match self.forward(one, want, on_device, &picks[i..=i]) {
-                        Ok(picked) => self.advance(one, want, &picked, &mut outcome),
+                        Ok(picked) => self.advance(one, want, &picked, &masks, &mut outcome),
                         Err(e) => outcome.failed.push((p.index, e)),
                     }
                 }
@@ -438,6 +504,7 @@ impl EngineState {
             self.mark_broken(&reason);
         }
         self.retire(outcome);
+        self.metrics.step.observe(started.elapsed().as_secs_f64());
     }
 
     /// One forward pass over `plan`; an error or a panic comes back as its
@@ -476,9 +543,9 @@ impl EngineState {
         }
     }
 
-    /// Samples the rows of a successful forward pass over `plan` and streams
-    /// the tokens.
-    fn advance(&mut self, plan: &[Planned], wants: &[bool], picked: &Picked, outcome: &mut Outcome) {
+    /// Samples the rows of a successful forward pass over `plan` (within
+    /// their grammars' `masks`) and streams the tokens.
+    fn advance(&mut self, plan: &[Planned], wants: &[bool], picked: &Picked, masks: &Masks, outcome: &mut Outcome) {
         let mut row = 0;
         for (p, &want) in plan.iter().zip(wants) {
             let seq = &mut self.running[p.index];
@@ -487,15 +554,30 @@ impl EngineState {
             if !want {
                 continue;
             }
-            let (token, logprobs) = match picked {
-                Picked::Ids(ids) => (seq.sampler.record(ids[row]), None),
-                Picked::Logits(logits) => {
+            let mask = masks.iter().find(|(i, _)| *i == p.index).map(|(_, m)| m);
+            let (token, logprobs) = match (picked, mask) {
+                (_, Some(Err(e))) => {
+                    outcome.failed.push((p.index, e.clone()));
+                    row += 1;
+                    continue;
+                }
+                (Picked::Ids(ids), _) => (seq.sampler.record(ids[row]), None),
+                (Picked::Logits(logits), mask) => {
                     let logits_row = logits.row(row);
-                    let token = seq.sampler.sample(logits_row);
+                    let token = match mask {
+                        Some(Ok(m)) => seq.sampler.sample_within(logits_row, m),
+                        _ => seq.sampler.sample(logits_row),
+                    };
                     (token, seq.request.logprobs.map(|n| token_logprobs(logits_row, token, n)))
                 }
             };
             row += 1;
+            if let Some(c) = seq.constraint.as_mut()
+                && let Err(e) = c.accept(token)
+            {
+                outcome.failed.push((p.index, e.to_string()));
+                continue;
+            }
             let (events, done) = seq.push_token(token, logprobs, self.tokenizer.as_ref());
             let now = Instant::now();
             match seq.last_token_at {
@@ -544,6 +626,19 @@ impl EngineState {
         Metrics::set(&m.prefix_cache_hit_blocks, self.blocks.prefix_hit_blocks);
         Metrics::set(&m.prefix_cache_query_blocks, self.blocks.prefix_query_blocks);
     }
+}
+
+/// The ids a grammar may end on: the config's EOS and the tokenizer's.
+fn eos_token_ids(model: &Model, tokenizer: Option<&Tokenizer>) -> Vec<u32> {
+    let mut ids = model.config.eos_token_ids.clone();
+    if let Some(t) = tokenizer
+        && let Some(id) = t.eos_token.as_deref().and_then(|e| t.token_to_id(e))
+    {
+        ids.push(id);
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }
 
 /// 1 + 2 on the backend, which must give 3.

@@ -62,6 +62,13 @@ pub struct Metrics {
     pub ttft: Histogram,
     pub inter_token: Histogram,
     pub e2e: Histogram,
+    /// Each step: schedule, forward pass, sampling.
+    pub step: Histogram,
+    /// Per step with grammars: computing their masks (beside the forward pass).
+    pub grammar_mask: Histogram,
+    /// Per step with grammars: how long the step waited for the masks
+    /// after its forward pass finished.
+    pub grammar_wait: Histogram,
 }
 
 impl Metrics {
@@ -128,6 +135,17 @@ impl Metrics {
         self.ttft.render(&mut out, "ferrum_time_to_first_token_seconds", "Time from arrival to the first token.");
         self.inter_token.render(&mut out, "ferrum_inter_token_latency_seconds", "Time between tokens of a sequence.");
         self.e2e.render(&mut out, "ferrum_e2e_request_latency_seconds", "Time from arrival to the last token.");
+        self.step.render(&mut out, "ferrum_step_seconds", "Engine steps: schedule, forward pass, sampling.");
+        self.grammar_mask.render(
+            &mut out,
+            "ferrum_grammar_mask_seconds",
+            "Steps with grammars: computing their token masks, beside the forward pass.",
+        );
+        self.grammar_wait.render(
+            &mut out,
+            "ferrum_grammar_wait_seconds",
+            "Steps with grammars: waiting for the masks after the forward pass.",
+        );
         out
     }
 }

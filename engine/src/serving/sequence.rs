@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::constraint::{Constraint, Grammar};
 use crate::generate::{FinishReason, StopMatcher};
 use crate::sampler::{Sampler, SamplingParams};
 use crate::serving::blocks::{BlockId, BlockManager, block_hash};
@@ -22,6 +23,8 @@ pub struct GenerationRequest {
     pub stop_token_ids: Vec<u32>,
     /// Return each token's logprob and this many alternatives.
     pub logprobs: Option<usize>,
+    /// What the output must follow (a JSON schema, regex, choice, grammar).
+    pub grammar: Option<Grammar>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -68,10 +71,17 @@ pub(crate) struct Sequence {
     pub last_token_at: Option<Instant>,
     /// counted once, even if the sequence is preempted and recomputed
     pub prompt_counted: bool,
+    /// the request's grammar, compiled; taken out while a step computes its mask
+    pub constraint: Option<Constraint>,
 }
 
 impl Sequence {
-    pub fn new(id: u64, request: GenerationRequest, events: UnboundedSender<Event>) -> Self {
+    pub fn new(
+        id: u64,
+        request: GenerationRequest,
+        constraint: Option<Constraint>,
+        events: UnboundedSender<Event>,
+    ) -> Self {
         Sequence {
             id,
             tokens: request.prompt.clone(),
@@ -87,6 +97,7 @@ impl Sequence {
             arrived: Instant::now(),
             last_token_at: None,
             prompt_counted: false,
+            constraint,
         }
     }
 
@@ -159,6 +170,7 @@ impl Sequence {
             let tail = self.stops.flush();
             return (vec![finished(self, FinishReason::Stop, tail)], Some(FinishReason::Stop));
         }
+        let complete = self.constraint.as_ref().is_some_and(Constraint::is_finished);
         self.tokens.push(token);
         let generated = &self.tokens[self.prompt_len..];
         let piece = match tokenizer.map(|t| self.detok.step(t, generated, true)) {
@@ -170,6 +182,12 @@ impl Sequence {
         let mut events = vec![Event::Token { token, text, logprobs }];
         if stopped {
             events.push(finished(self, FinishReason::Stop, String::new()));
+            return (events, Some(FinishReason::Stop));
+        }
+        // the grammar is complete: nothing more may follow
+        if complete {
+            let tail = self.stops.flush();
+            events.push(finished(self, FinishReason::Stop, tail));
             return (events, Some(FinishReason::Stop));
         }
         if self.generated() >= self.request.max_tokens {

@@ -32,6 +32,7 @@ pub fn request(prompt: Vec<u32>, max_tokens: usize) -> GenerationRequest {
         stop_strings: Vec::new(),
         stop_token_ids: Vec::new(),
         logprobs: None,
+        grammar: None,
     }
 }
 
