@@ -55,6 +55,26 @@ fn the_openai_client_gets_correct_answers() {
     assert!(out.status.success(), "checks failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// Structured outputs (`tests/openai/check_structured.py`): SmolLM2 answers
+/// 20 JSON schemas that `jsonschema` then validates, a regex and a choice;
+/// on the fixture, constrained and free requests batch together and each
+/// equals itself alone.
+#[test]
+fn structured_outputs_follow_their_schemas() {
+    let python = venv_python();
+    let fixture = here().join("../tests/fixtures/qwen3");
+    let fast = Server::start(&["--model", fixture.to_str().unwrap()]);
+    let smol = Server::start(&["--model", &smollm2()]);
+    let out = Command::new(python)
+        .arg(here().join("tests/openai/check_structured.py"))
+        .args([&fast.url, &smol.url])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(out.status.success(), "checks failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// A client that sends half a request header is disconnected after
 /// `--header-timeout-secs`, and the server goes on answering others.
 #[test]
