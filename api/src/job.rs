@@ -13,6 +13,7 @@ use ferrum_engine::tokenizer::Tokenizer;
 use crate::error::ApiError;
 use crate::limits::RequestLimits;
 use crate::request::{self, ChatRequest, CompletionRequest, Prompt};
+use crate::tools::{ToolSyntax, ToolUse};
 
 /// What one request turns into before it reaches the engine: every prompt
 /// runs `n` times with `request`'s settings.
@@ -24,6 +25,8 @@ pub struct Job {
     pub stream: bool,
     pub include_usage: bool,
     pub chat: bool,
+    /// How to find tool calls in the answer, when the request offers tools.
+    pub tools: Option<ToolSyntax>,
 }
 
 impl Job {
@@ -108,12 +111,14 @@ impl Served {
                 stop_token_ids: self.stop_ids(req.sampling.ignore_eos),
                 logprobs: request::top_logprobs(req.logprobs)?,
                 grammar: req.guided.grammar()?,
+                keep_special_tokens: false,
             },
             prompts,
             n: self.limits.n(req.n)?,
             stream: req.stream,
             include_usage: req.stream_options.is_some_and(|o| o.include_usage),
             chat: false,
+            tools: None,
         })
     }
 
@@ -124,13 +129,24 @@ impl Served {
         self.limits.messages(req.messages.len())?;
         let template =
             self.template.as_ref().ok_or_else(|| ApiError::bad_request("this model has no chat template"))?;
-        let messages: Vec<Message> = req
-            .messages
-            .iter()
-            .enumerate()
-            .map(|(i, m)| Ok(Message::new(m.role(i)?, &m.text()?)))
-            .collect::<Result<_, ApiError>>()?;
-        let text = template.render(&messages, true).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let messages: Vec<Message> =
+            req.messages.iter().enumerate().map(|(i, m)| m.to_template(i)).collect::<Result<_, ApiError>>()?;
+        let tools = ToolUse::plan(
+            &req.tools,
+            req.tool_choice.as_ref(),
+            req.parallel_tool_calls.unwrap_or(true),
+            template,
+            self.tokenizer()?,
+        )?;
+        let grammar = match (req.guided.grammar()?, tools.grammar) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad_request("a required tool call and a response format cannot both apply"));
+            }
+            (g, t) => g.or(t),
+        };
+        let text = template
+            .render_with_tools(&messages, tools.template_tools.as_ref(), true)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
         let prompt = self.encode(&text, false)?;
         let room = self.max_context.saturating_sub(prompt.len()).max(1);
         let logprobs = if req.logprobs { Some(request::top_logprobs(req.top_logprobs)?.unwrap_or(0)) } else { None };
@@ -142,13 +158,16 @@ impl Served {
                 stop_strings: self.limits.stops(req.stop)?,
                 stop_token_ids: self.stop_ids(req.sampling.ignore_eos),
                 logprobs,
-                grammar: req.guided.grammar()?,
+                grammar,
+                // a call's marker may be a special token
+                keep_special_tokens: tools.syntax.is_some(),
             },
             prompts: vec![prompt],
             n: self.limits.n(req.n)?,
             stream: req.stream,
             include_usage: req.stream_options.is_some_and(|o| o.include_usage),
             chat: true,
+            tools: tools.syntax,
         })
     }
 }

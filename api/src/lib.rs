@@ -15,6 +15,7 @@ pub mod error;
 pub mod job;
 pub mod limits;
 pub mod request;
+pub mod tools;
 
 pub use error::ApiError;
 pub use job::{Job, Served, parse_json};

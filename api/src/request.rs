@@ -4,10 +4,12 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+use ferrum_engine::chat_template::Message;
 use ferrum_engine::constraint::Grammar;
 use ferrum_engine::sampler::SamplingParams;
 
 use crate::error::ApiError;
+use crate::tools::{Tool, ToolChoice};
 
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -183,6 +185,26 @@ pub struct ContentPart {
 pub struct ChatMessage {
     pub role: String,
     pub content: Option<Content>,
+    /// An assistant's calls, as the API returned them.
+    #[serde(default)]
+    pub tool_calls: Vec<MessageToolCall>,
+    /// The call a tool message answers.
+    pub tool_call_id: Option<String>,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MessageToolCall {
+    pub id: Option<String>,
+    pub function: CalledFunction,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CalledFunction {
+    pub name: String,
+    /// JSON text, as OpenAI sends it.
+    #[serde(default)]
+    pub arguments: String,
 }
 
 /// The roles OpenAI's chat API defines ("function" is its deprecated tool role).
@@ -199,6 +221,28 @@ impl ChatMessage {
             ROLES.join(", "),
             self.role
         )))
+    }
+
+    /// The message as chat templates read it: tool calls with their
+    /// arguments as JSON objects (transformers' convention).
+    pub fn to_template(&self, i: usize) -> Result<Message, ApiError> {
+        let mut m = Message::new(self.role(i)?, &self.text()?);
+        if !self.tool_calls.is_empty() {
+            let calls: Vec<Value> = self
+                .tool_calls
+                .iter()
+                .map(|c| {
+                    let args = serde_json::from_str::<Value>(&c.function.arguments)
+                        .unwrap_or_else(|_| Value::String(c.function.arguments.clone()));
+                    serde_json::json!({"id": c.id, "type": "function",
+                                       "function": {"name": c.function.name, "arguments": args}})
+                })
+                .collect();
+            m.tool_calls = Some(Value::Array(calls));
+        }
+        m.tool_call_id = self.tool_call_id.clone();
+        m.name = self.name.clone();
+        Ok(m)
     }
 
     pub fn text(&self) -> Result<String, ApiError> {
@@ -235,6 +279,11 @@ pub struct ChatRequest {
     pub sampling: SamplingFields,
     #[serde(flatten)]
     pub guided: GuidedFields,
+    #[serde(default)]
+    pub tools: Vec<Tool>,
+    pub tool_choice: Option<ToolChoice>,
+    /// Whether the model may call several tools in one answer (default true).
+    pub parallel_tool_calls: Option<bool>,
 }
 
 /// A positive max_tokens, or the default.

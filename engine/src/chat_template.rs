@@ -17,15 +17,26 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 
+/// One chat message as templates read it (transformers' convention): an
+/// assistant's tool calls carry their arguments as a JSON object, a tool's
+/// answer names the call it answers.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct Message {
     pub role: String,
     pub content: String,
+    /// `[{"id", "type": "function", "function": {"name", "arguments": {..}}}]`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// The function a tool message answers for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 impl Message {
     pub fn new(role: &str, content: &str) -> Self {
-        Message { role: role.into(), content: content.into() }
+        Message { role: role.into(), content: content.into(), tool_calls: None, tool_call_id: None, name: None }
     }
 }
 
@@ -48,6 +59,23 @@ impl ChatTemplate {
     }
 
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        self.render_with_tools(messages, None, add_generation_prompt)
+    }
+
+    /// Whether the template mentions `text` (which tool-call syntax it
+    /// teaches the model, say).
+    pub fn mentions(&self, text: &str) -> bool {
+        self.source.contains(text)
+    }
+
+    /// With `tools` (`[{"type": "function", "function": {..}}]`) given to
+    /// the template as `tools`, as transformers' `apply_chat_template` does.
+    pub fn render_with_tools(
+        &self,
+        messages: &[Message],
+        tools: Option<&Value>,
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         let mut env = Environment::new();
         env.set_fuel(Some(FUEL));
         env.set_recursion_limit(RECURSION_LIMIT);
@@ -65,6 +93,7 @@ impl ChatTemplate {
         let tmpl = env.get_template("chat").map_err(|e| Error::ChatTemplate(e.to_string()))?;
         tmpl.render(context! {
             messages => minijinja::value::Serde(messages),
+            tools => tools.map(minijinja::value::Serde),
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos_token.as_str(),
             eos_token => self.eos_token.as_str(),

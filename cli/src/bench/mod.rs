@@ -193,6 +193,7 @@ fn in_process(engine: &EngineHandle, w: &Workload) -> RequestRecord {
         stop_token_ids: Vec::new(),
         logprobs: None,
         grammar: None,
+        keep_special_tokens: false,
     };
     let sent = Instant::now();
     let mut record = RequestRecord { prompt_tokens: w.prompt.len(), ..Default::default() };

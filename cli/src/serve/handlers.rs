@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 
+use ferrum_api::tools::{self, ParsedCall};
 use ferrum_api::{ApiError, Job, Served};
 use ferrum_engine::generate::FinishReason;
 use ferrum_engine::serving::{EngineHandle, Event, Metrics, SubmitError, TokenLogprobs};
@@ -183,13 +184,23 @@ async fn respond(state: Arc<AppState>, job: Result<Job, ApiError>) -> Response {
     }
 }
 
-fn next_id() -> u64 {
+pub(super) fn next_id() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 pub(super) fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// A call as OpenAI returns it; `index` places it in a streamed delta.
+pub(super) fn tool_call_json(call: &ParsedCall, index: Option<usize>) -> Value {
+    let mut v = json!({"id": format!("call_{}", next_id()), "type": "function",
+                       "function": {"name": call.name, "arguments": call.arguments}});
+    if let Some(i) = index {
+        v["index"] = json!(i);
+    }
+    v
 }
 
 pub(super) fn finish_reason(r: FinishReason) -> &'static str {
@@ -251,11 +262,22 @@ async fn collect(
         .iter()
         .enumerate()
         .map(|(index, c)| {
-            let reason = c.finish.map(finish_reason);
+            let mut reason = c.finish.map(finish_reason);
             let logprobs = job.request.logprobs.map(|_| logprobs_json(state, job.chat, &c.logprobs));
             if job.chat {
-                json!({"index": index, "message": {"role": "assistant", "content": c.text},
-                       "logprobs": logprobs, "finish_reason": reason})
+                let mut message = json!({"role": "assistant", "content": c.text});
+                if let Some(syntax) = job.tools {
+                    let (content, calls) = tools::parse(syntax, &c.text);
+                    if !calls.is_empty() {
+                        let calls: Vec<Value> = calls.iter().map(|call| tool_call_json(call, None)).collect();
+                        let content = (!content.trim().is_empty()).then_some(content);
+                        message = json!({"role": "assistant", "content": content, "tool_calls": calls});
+                        if c.finish == Some(FinishReason::Stop) {
+                            reason = Some("tool_calls");
+                        }
+                    }
+                }
+                json!({"index": index, "message": message, "logprobs": logprobs, "finish_reason": reason})
             } else {
                 json!({"index": index, "text": c.text, "logprobs": logprobs, "finish_reason": reason})
             }

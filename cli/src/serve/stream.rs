@@ -12,8 +12,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use ferrum_engine::serving::Event;
 
 use ferrum_api::Job;
+use ferrum_api::tools::{Piece, ToolStream};
+use ferrum_engine::generate::FinishReason;
 
-use super::handlers::{AppState, finish_reason, logprobs_json, shutting_down, unix_now};
+use super::handlers::{AppState, finish_reason, logprobs_json, shutting_down, tool_call_json, unix_now};
 
 /// Server-sent events: one chunk per token per choice, a last chunk with the
 /// finish reason, optional usage, then `[DONE]`. A client that goes away
@@ -55,7 +57,11 @@ pub fn stream(
                 }
             }
         }
-        let mut text_len = vec![0usize; job.prompts.len() * job.n];
+        let choices = job.prompts.len() * job.n;
+        let mut text_len = vec![0usize; choices];
+        // with tools, each choice's text goes through a call finder
+        let mut finders: Vec<Option<ToolStream>> = (0..choices).map(|_| job.tools.map(ToolStream::new)).collect();
+        let mut calls_sent = vec![0usize; choices];
         let mut ending = state.ending.clone();
         loop {
             let next = tokio::select! {
@@ -66,16 +72,40 @@ pub fn stream(
                 }
             };
             let Some((index, event)) = next else { break };
-            let piece = match event {
+            // a chat delta: words, or a whole tool call
+            let mut deltas = |pieces: Vec<Piece>| -> Vec<Value> {
+                pieces
+                    .into_iter()
+                    .map(|p| match p {
+                        Piece::Content(text) => json!({"content": text}),
+                        Piece::Call(call) => {
+                            calls_sent[index] += 1;
+                            json!({"tool_calls": [tool_call_json(&call, Some(calls_sent[index] - 1))]})
+                        }
+                    })
+                    .collect()
+            };
+            let pieces: Vec<Value> = match event {
                 Event::Token { token, text, logprobs } => {
                     let lp = logprobs.map(|lp| logprobs_json(&state, job.chat, &[(token, lp, text_len[index])]));
                     text_len[index] += text.len();
-                    if job.chat {
-                        chunk(
-                            json!({"index": index, "delta": {"content": text}, "logprobs": lp, "finish_reason": null}),
-                        )
+                    if !job.chat {
+                        vec![chunk(json!({"index": index, "text": text, "logprobs": lp, "finish_reason": null}))]
                     } else {
-                        chunk(json!({"index": index, "text": text, "logprobs": lp, "finish_reason": null}))
+                        let mut out = match finders[index].as_mut() {
+                            Some(finder) => deltas(finder.push(&text)),
+                            None => vec![json!({"content": text})],
+                        };
+                        if out.is_empty() && lp.is_some() {
+                            out.push(json!({"content": ""})); // held back, but its logprobs go now
+                        }
+                        let mut lp = lp;
+                        out.into_iter()
+                            .map(|delta| {
+                                let lp = lp.take();
+                                chunk(json!({"index": index, "delta": delta, "logprobs": lp, "finish_reason": null}))
+                            })
+                            .collect()
                     }
                 }
                 Event::Finished { reason, prompt_tokens: p, completion_tokens: c, text_tail } => {
@@ -83,19 +113,40 @@ pub fn stream(
                         prompt_tokens += p;
                     }
                     completion_tokens += c;
-                    let reason = finish_reason(reason);
-                    if job.chat {
-                        chunk(
-                            json!({"index": index, "delta": {"content": text_tail}, "logprobs": null, "finish_reason": reason}),
-                        )
+                    let mut name = finish_reason(reason);
+                    if !job.chat {
+                        vec![chunk(json!({"index": index, "text": text_tail, "logprobs": null, "finish_reason": name}))]
                     } else {
-                        chunk(json!({"index": index, "text": text_tail, "logprobs": null, "finish_reason": reason}))
+                        let mut out = match finders[index].as_mut() {
+                            Some(finder) => {
+                                let mut pieces = finder.push(&text_tail);
+                                pieces.extend(finder.finish());
+                                deltas(pieces)
+                            }
+                            None => vec![json!({"content": text_tail})],
+                        };
+                        if calls_sent[index] > 0 && reason == FinishReason::Stop {
+                            name = "tool_calls";
+                        }
+                        let last = out.pop().unwrap_or_else(|| json!({"content": ""}));
+                        let mut chunks: Vec<Value> = out
+                            .into_iter()
+                            .map(|d| {
+                                chunk(json!({"index": index, "delta": d, "logprobs": null, "finish_reason": null}))
+                            })
+                            .collect();
+                        chunks.push(chunk(
+                            json!({"index": index, "delta": last, "logprobs": null, "finish_reason": name}),
+                        ));
+                        chunks
                     }
                 }
-                Event::Error(message) => server_error(&message),
+                Event::Error(message) => vec![server_error(&message)],
             };
-            if send(piece).await.is_err() {
-                return; // the client went away
+            for piece in pieces {
+                if send(piece).await.is_err() {
+                    return; // the client went away
+                }
             }
         }
         if job.include_usage {

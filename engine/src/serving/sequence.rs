@@ -13,7 +13,7 @@ use crate::serving::blocks::{BlockId, BlockManager, block_hash};
 use crate::tokenizer::{IncrementalDecoder, Tokenizer};
 
 /// What a client asks for.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct GenerationRequest {
     pub prompt: Vec<u32>,
     pub sampling: SamplingParams,
@@ -25,6 +25,8 @@ pub struct GenerationRequest {
     pub logprobs: Option<usize>,
     /// What the output must follow (a JSON schema, regex, choice, grammar).
     pub grammar: Option<Grammar>,
+    /// Keep special tokens in the text (a tool-call marker that is one).
+    pub keep_special_tokens: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -173,7 +175,8 @@ impl Sequence {
         let complete = self.constraint.as_ref().is_some_and(Constraint::is_finished);
         self.tokens.push(token);
         let generated = &self.tokens[self.prompt_len..];
-        let piece = match tokenizer.map(|t| self.detok.step(t, generated, true)) {
+        let skip_special = !self.request.keep_special_tokens;
+        let piece = match tokenizer.map(|t| self.detok.step(t, generated, skip_special)) {
             Some(Ok(Some(p))) => p,
             Some(Err(e)) => return (vec![Event::Error(e.to_string())], Some(FinishReason::Stop)),
             _ => String::new(),

@@ -33,6 +33,7 @@ pub fn request(prompt: Vec<u32>, max_tokens: usize) -> GenerationRequest {
         stop_token_ids: Vec::new(),
         logprobs: None,
         grammar: None,
+        keep_special_tokens: false,
     }
 }
 
