@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 seconds="${1:-60}"
 shift || true
-all=(safetensors gguf config chat_template openai_request)
+all=(safetensors gguf config chat_template openai_request tool_calls grammar)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 
@@ -31,7 +31,7 @@ fuzz_flags=(-O -a)
 # Seeds: the repository's own files of each kind, small enough to mutate.
 seeds="$root/fuzz/target/seeds"
 rm -rf "$seeds"
-mkdir -p "$seeds"/{safetensors,gguf,config,chat_template,openai_request}
+mkdir -p "$seeds"/{safetensors,gguf,config,chat_template,openai_request,tool_calls,grammar}
 # copy FILES... into seed dir $1, each named after its folder and itself
 seed() {
   local to=$1
@@ -55,13 +55,16 @@ for i, path in enumerate(sorted(pathlib.Path("tests/fixtures").glob("*/tokenizer
         (out / f"messages-{i}").write_bytes(bytes([0x81 | (i << 1) & 0x7f]) + chat)
 EOF
 seed "$seeds/openai_request" fuzz/seeds/openai_request/*
+seed "$seeds/tool_calls" fuzz/seeds/tool_calls/*
+seed "$seeds/grammar" fuzz/seeds/grammar/*
 
 dict_of() {
   case "$1" in
     gguf) echo gguf ;;
     config | safetensors) echo json ;;
     chat_template) echo jinja ;;
-    openai_request) echo openai ;;
+    openai_request | tool_calls) echo openai ;;
+    grammar) echo grammar ;;
   esac
 }
 

@@ -21,7 +21,13 @@ use crate::tools::{ToolSyntax, ToolUse};
 pub struct Job {
     pub prompts: Vec<Vec<u32>>,
     pub request: GenerationRequest,
+    /// Choices returned per prompt.
     pub n: usize,
+    /// Choices sampled per prompt (`best_of`, at least `n`): the `n` most
+    /// likely are returned.
+    pub best_of: usize,
+    /// Each prompt's text, returned before its completions (`echo`).
+    pub echo: Option<Vec<String>>,
     pub stream: bool,
     pub include_usage: bool,
     pub chat: bool,
@@ -30,14 +36,19 @@ pub struct Job {
 }
 
 impl Job {
-    /// One engine request per choice, prompt-major; choice `i` of a prompt
-    /// is seeded `seed + i`, so `n` sampled choices differ.
+    /// One engine request per sampled choice (`best_of` per prompt),
+    /// prompt-major; choice `i` of a prompt is seeded `seed + i`, so sampled
+    /// choices differ.
     pub fn requests(&self) -> Vec<GenerationRequest> {
-        let mut out = Vec::with_capacity(self.prompts.len() * self.n);
+        let mut out = Vec::with_capacity(self.prompts.len() * self.best_of);
         for prompt in &self.prompts {
-            for i in 0..self.n {
+            for i in 0..self.best_of {
                 let mut request = self.request.clone();
                 request.prompt = prompt.clone();
+                if self.best_of > self.n {
+                    // the chosen tokens' logprobs rank the choices
+                    request.logprobs = request.logprobs.or(Some(0));
+                }
                 request.sampling.seed = request.sampling.seed.wrapping_add(i as u64);
                 out.push(request);
             }
@@ -77,6 +88,14 @@ impl Served {
         self.tokenizer.as_deref().ok_or_else(|| ApiError::bad_request("this model has no tokenizer; send token ids"))
     }
 
+    /// Token ids as text, or `<id>`s without a tokenizer.
+    fn decode(&self, ids: &[u32]) -> String {
+        match self.tokenizer.as_deref().map(|t| t.decode(ids, false)) {
+            Some(Ok(text)) => text,
+            _ => ids.iter().map(|id| format!("<{id}>")).collect(),
+        }
+    }
+
     fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, ApiError> {
         self.tokenizer()?.encode(text, add_special_tokens).map_err(|e| ApiError::bad_request(e.to_string()))
     }
@@ -90,18 +109,40 @@ impl Served {
     pub fn completion_job(&self, body: &[u8]) -> Result<Job, ApiError> {
         let req: CompletionRequest = parse_json(body)?;
         self.check_model(req.model.as_deref())?;
-        let prompts = match req.prompt {
-            Prompt::Text(t) => vec![self.encode(&t, true)?],
+        let (prompts, texts): (Vec<Vec<u32>>, Vec<Option<String>>) = match req.prompt {
+            Prompt::Text(t) => (vec![self.encode(&t, true)?], vec![Some(t)]),
             Prompt::Texts(ts) => {
                 self.limits.prompts(ts.len())?;
-                ts.iter().map(|t| self.encode(t, true)).collect::<Result<_, _>>()?
+                let ids = ts.iter().map(|t| self.encode(t, true)).collect::<Result<_, _>>()?;
+                (ids, ts.into_iter().map(Some).collect())
             }
-            Prompt::Ids(ids) => vec![ids],
+            Prompt::Ids(ids) => (vec![ids], vec![None]),
             Prompt::IdLists(lists) => {
                 self.limits.prompts(lists.len())?;
-                lists
+                let none = vec![None; lists.len()];
+                (lists, none)
             }
         };
+        self.limits.logit_bias(req.sampling.logit_bias.as_ref().map_or(0, |b| b.len()))?;
+        let n = self.limits.n(req.n)?;
+        let best_of = match req.best_of {
+            None => n,
+            Some(b) if b >= n as i64 && b <= self.limits.max_n as i64 => b as usize,
+            Some(b) => {
+                return Err(ApiError::bad_request(format!(
+                    "best_of must be between n ({n}) and {}, got {b}",
+                    self.limits.max_n
+                )));
+            }
+        };
+        if best_of > n && req.stream {
+            return Err(ApiError::bad_request("best_of cannot be streamed"));
+        }
+        let logprobs = request::top_logprobs(req.logprobs)?;
+        // the prompt as text: as given, or its ids decoded
+        let echo = req
+            .echo
+            .then(|| prompts.iter().zip(texts).map(|(ids, text)| text.unwrap_or_else(|| self.decode(ids))).collect());
         Ok(Job {
             request: GenerationRequest {
                 prompt: Vec::new(),
@@ -109,12 +150,14 @@ impl Served {
                 max_tokens: request::max_tokens(req.max_tokens, 16)?,
                 stop_strings: self.limits.stops(req.stop)?,
                 stop_token_ids: self.stop_ids(req.sampling.ignore_eos),
-                logprobs: request::top_logprobs(req.logprobs)?,
+                logprobs,
                 grammar: req.guided.grammar()?,
                 keep_special_tokens: false,
             },
             prompts,
-            n: self.limits.n(req.n)?,
+            n,
+            best_of,
+            echo,
             stream: req.stream,
             include_usage: req.stream_options.is_some_and(|o| o.include_usage),
             chat: false,
@@ -127,6 +170,7 @@ impl Served {
         let req: ChatRequest = parse_json(body)?;
         self.check_model(req.model.as_deref())?;
         self.limits.messages(req.messages.len())?;
+        self.limits.logit_bias(req.sampling.logit_bias.as_ref().map_or(0, |b| b.len()))?;
         let template =
             self.template.as_ref().ok_or_else(|| ApiError::bad_request("this model has no chat template"))?;
         let messages: Vec<Message> =
@@ -164,6 +208,8 @@ impl Served {
             },
             prompts: vec![prompt],
             n: self.limits.n(req.n)?,
+            best_of: self.limits.n(req.n)?,
+            echo: None,
             stream: req.stream,
             include_usage: req.stream_options.is_some_and(|o| o.include_usage),
             chat: true,

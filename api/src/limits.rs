@@ -24,11 +24,21 @@ pub struct RequestLimits {
     /// Most prompts in one completions request.
     #[arg(long, default_value_t = 64)]
     pub max_prompts: usize,
+    /// Most tokens one request's `logit_bias` may name.
+    #[arg(long, default_value_t = 1024)]
+    pub max_logit_bias: usize,
 }
 
 impl Default for RequestLimits {
     fn default() -> Self {
-        RequestLimits { max_n: 16, max_stop_strings: 16, max_stop_bytes: 256, max_messages: 1024, max_prompts: 64 }
+        RequestLimits {
+            max_n: 16,
+            max_stop_strings: 16,
+            max_stop_bytes: 256,
+            max_messages: 1024,
+            max_prompts: 64,
+            max_logit_bias: 1024,
+        }
     }
 }
 
@@ -75,6 +85,16 @@ impl RequestLimits {
         }
     }
 
+    pub fn logit_bias(&self, count: usize) -> Result<(), ApiError> {
+        if count > self.max_logit_bias {
+            return Err(ApiError::bad_request(format!(
+                "logit_bias names {count} tokens; at most {}",
+                self.max_logit_bias
+            )));
+        }
+        Ok(())
+    }
+
     pub fn prompts(&self, count: usize) -> Result<(), ApiError> {
         match count {
             0 => Err(ApiError::bad_request("prompt is empty")),
@@ -92,7 +112,14 @@ mod tests {
 
     #[test]
     fn each_bound_is_inclusive_and_named_in_the_error() {
-        let l = RequestLimits { max_n: 2, max_stop_strings: 1, max_stop_bytes: 3, max_messages: 2, max_prompts: 1 };
+        let l = RequestLimits {
+            max_n: 2,
+            max_stop_strings: 1,
+            max_stop_bytes: 3,
+            max_messages: 2,
+            max_prompts: 1,
+            max_logit_bias: 2,
+        };
         assert_eq!(l.n(None).unwrap(), 1);
         assert_eq!(l.n(Some(2)).unwrap(), 2);
         for bad in [0, 3, -1, i64::MAX] {
@@ -104,5 +131,6 @@ mod tests {
         assert!(l.stops(Some(two)).unwrap_err().message.contains("at most 1"));
         assert!(l.messages(2).is_ok() && l.messages(3).is_err() && l.messages(0).is_err());
         assert!(l.prompts(1).is_ok() && l.prompts(2).unwrap_err().message.contains("at most 1"));
+        assert!(l.logit_bias(2).is_ok() && l.logit_bias(3).unwrap_err().message.contains("at most 2"));
     }
 }

@@ -47,6 +47,8 @@ pub struct SamplingFields {
     /// Keep generating past EOS (vLLM's extension; benchmarks use it).
     #[serde(default)]
     pub ignore_eos: bool,
+    /// Token id (as a string, OpenAI's spelling) -> bias in [-100, 100].
+    pub logit_bias: Option<std::collections::BTreeMap<String, f32>>,
 }
 
 impl SamplingFields {
@@ -65,6 +67,16 @@ impl SamplingFields {
         p.frequency_penalty = self.frequency_penalty.unwrap_or(0.0);
         p.repetition_penalty = self.repetition_penalty.unwrap_or(p.repetition_penalty);
         p.seed = self.seed.unwrap_or_else(rand_seed);
+        p.logit_bias = match &self.logit_bias {
+            None => Vec::new(),
+            Some(map) => map
+                .iter()
+                .map(|(id, &bias)| match id.parse::<u32>() {
+                    Ok(id) => Ok((id, bias)),
+                    Err(_) => Err(ApiError::bad_request(format!("logit_bias keys are token ids; got {id:?}"))),
+                })
+                .collect::<Result<_, _>>()?,
+        };
         if !(-2.0..=2.0).contains(&p.presence_penalty) || !(-2.0..=2.0).contains(&p.frequency_penalty) {
             return Err(ApiError::bad_request("presence_penalty and frequency_penalty must be in [-2, 2]"));
         }
@@ -160,6 +172,11 @@ pub struct CompletionRequest {
     pub stream_options: Option<StreamOptions>,
     pub stop: Option<Stop>,
     pub logprobs: Option<i64>,
+    /// Return the prompt before the completion.
+    #[serde(default)]
+    pub echo: bool,
+    /// Sample this many and return the `n` most likely (cumulative logprob).
+    pub best_of: Option<i64>,
     #[serde(flatten)]
     pub sampling: SamplingFields,
     #[serde(flatten)]

@@ -26,6 +26,9 @@ pub struct SamplingParams {
     pub presence_penalty: f32,
     /// Subtracted per occurrence in the generated tokens.
     pub frequency_penalty: f32,
+    /// Added to these tokens' logits before anything else (OpenAI's
+    /// `logit_bias`; -100 bans a token, 100 all but forces it).
+    pub logit_bias: Vec<(u32, f32)>,
     pub seed: u64,
 }
 
@@ -39,6 +42,7 @@ impl Default for SamplingParams {
             repetition_penalty: 1.0,
             presence_penalty: 0.0,
             frequency_penalty: 0.0,
+            logit_bias: Vec::new(),
             seed: 0,
         }
     }
@@ -61,6 +65,9 @@ impl SamplingParams {
         }
         if !self.presence_penalty.is_finite() || !self.frequency_penalty.is_finite() {
             return bad("penalties must be finite");
+        }
+        if self.logit_bias.iter().any(|(_, b)| !(-100.0..=100.0).contains(b)) {
+            return bad("logit_bias values must be in [-100, 100]");
         }
         Ok(())
     }
@@ -88,7 +95,10 @@ impl SamplingParams {
 
     fn has_no_penalty(&self) -> bool {
         // the same comparisons `apply_penalties` makes to skip each step
-        self.repetition_penalty == 1.0 && self.presence_penalty == 0.0 && self.frequency_penalty == 0.0
+        self.repetition_penalty == 1.0
+            && self.presence_penalty == 0.0
+            && self.frequency_penalty == 0.0
+            && self.logit_bias.is_empty()
     }
 }
 
@@ -190,6 +200,11 @@ impl Sampler {
 
     fn apply_penalties(&self, logits: &mut [f32]) {
         let p = &self.params;
+        for &(t, bias) in &p.logit_bias {
+            if let Some(l) = logits.get_mut(t as usize) {
+                *l += bias;
+            }
+        }
         if p.repetition_penalty != 1.0 {
             for &t in self.seen.keys() {
                 if let Some(l) = logits.get_mut(t as usize) {
@@ -395,5 +410,17 @@ mod tests {
         let picks: Vec<u32> = (0..3).map(|_| s.sample(&logits)).collect();
         // 1.0, then 1.0 - 0.6 = 0.4 > 0, then 1.0 - 1.2 < 0
         assert_eq!(picks, [0, 0, 1]);
+    }
+
+    #[test]
+    fn logit_bias_bans_and_forces_tokens() {
+        let logits = [0.1, 3.0, -1.0, 2.9];
+        let biased = |bias: Vec<(u32, f32)>| SamplingParams { logit_bias: bias, ..Default::default() };
+        assert_eq!(Sampler::new(biased(vec![(1, -100.0)]), &[]).sample(&logits), 3);
+        assert_eq!(Sampler::new(biased(vec![(2, 100.0)]), &[]).sample(&logits), 2);
+        // out of the vocabulary: nothing happens
+        assert_eq!(Sampler::new(biased(vec![(99, 100.0)]), &[]).sample(&logits), 1);
+        assert!(!biased(vec![(2, 1.0)]).is_device_pickable());
+        assert!(biased(vec![(2, 101.0)]).validate().is_err());
     }
 }

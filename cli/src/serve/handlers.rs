@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -130,12 +130,26 @@ pub async fn metrics(State(state): Shared) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics().render())
 }
 
+impl AppState {
+    /// The served model as `/v1/models` lists it.
+    fn model_card(&self) -> Value {
+        json!({"id": self.served.model_name, "object": "model", "created": self.created, "owned_by": "ferrum",
+               "max_model_len": self.engine.max_context, "vocab_size": self.engine.vocab_size})
+    }
+}
+
 pub async fn models(State(state): Shared, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     state.authorize(&headers)?;
-    Ok(Json(json!({"object": "list", "data": [{
-        "id": state.served.model_name, "object": "model", "created": state.created, "owned_by": "ferrum",
-        "max_model_len": state.engine.max_context, "vocab_size": state.engine.vocab_size,
-    }]})))
+    Ok(Json(json!({"object": "list", "data": [state.model_card()]})))
+}
+
+/// `/v1/models/{id}`: the served model, or 404.
+pub async fn model(State(state): Shared, Path(id): Path<String>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    state.authorize(&headers)?;
+    if id != state.served.model_name {
+        return Err(ApiError::model_not_found(&id, &state.served.model_name));
+    }
+    Ok(Json(state.model_card()))
 }
 
 pub async fn completions(State(state): Shared, headers: HeaderMap, body: Body) -> Response {
@@ -256,12 +270,26 @@ async fn collect(
         }
         choices.push(c);
     }
-    let prompt_tokens: usize = choices.iter().step_by(job.n).map(|c| c.prompt_tokens).sum();
+    let prompt_tokens: usize = choices.iter().step_by(job.best_of).map(|c| c.prompt_tokens).sum();
     let completion_tokens: usize = choices.iter().map(|c| c.completion_tokens).sum();
-    let rendered: Vec<Value> = choices
-        .iter()
+    // best_of: each prompt's n most likely choices, by their tokens' summed logprob
+    let kept: Vec<(usize, &ChoiceState)> = choices
+        .chunks(job.best_of)
         .enumerate()
-        .map(|(index, c)| {
+        .flat_map(|(prompt, group)| {
+            let mut ranked: Vec<&ChoiceState> = group.iter().collect();
+            if job.best_of > job.n {
+                let score = |c: &ChoiceState| c.logprobs.iter().map(|(_, lp, _)| lp.logprob as f64).sum::<f64>();
+                ranked.sort_by(|a, b| score(b).total_cmp(&score(a)));
+            }
+            ranked.into_iter().take(job.n).map(move |c| (prompt, c))
+        })
+        .collect();
+    let rendered: Vec<Value> = kept
+        .into_iter()
+        .enumerate()
+        .map(|(index, (prompt, c))| (index, prompt, c))
+        .map(|(index, prompt, c)| {
             let mut reason = c.finish.map(finish_reason);
             let logprobs = job.request.logprobs.map(|_| logprobs_json(state, job.chat, &c.logprobs));
             if job.chat {
@@ -279,7 +307,8 @@ async fn collect(
                 }
                 json!({"index": index, "message": message, "logprobs": logprobs, "finish_reason": reason})
             } else {
-                json!({"index": index, "text": c.text, "logprobs": logprobs, "finish_reason": reason})
+                let echo = job.echo.as_ref().map_or("", |e| e[prompt].as_str());
+                json!({"index": index, "text": format!("{echo}{}", c.text), "logprobs": logprobs, "finish_reason": reason})
             }
         })
         .collect();

@@ -58,6 +58,16 @@ pub fn stream(
             }
         }
         let choices = job.prompts.len() * job.n;
+        if let Some(echo) = &job.echo {
+            for index in 0..choices {
+                let first = chunk(
+                    json!({"index": index, "text": echo[index / job.n], "logprobs": null, "finish_reason": null}),
+                );
+                if send(first).await.is_err() {
+                    return;
+                }
+            }
+        }
         let mut text_len = vec![0usize; choices];
         // with tools, each choice's text goes through a call finder
         let mut finders: Vec<Option<ToolStream>> = (0..choices).map(|_| job.tools.map(ToolStream::new)).collect();

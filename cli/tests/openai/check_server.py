@@ -104,6 +104,40 @@ clp = client.completions.create(model=model, prompt="The fox", max_tokens=3, tem
 check("completion logprobs", len(clp.choices[0].logprobs.token_logprobs) == 3
       and all(len(t) <= 2 for t in clp.choices[0].logprobs.top_logprobs), clp.choices[0].logprobs)
 
+# echo, best_of, logit_bias, user, /v1/models/{id}
+echo = client.completions.create(model=model, prompt="The quick brown fox", max_tokens=5, temperature=0, echo=True)
+check("echo returns the prompt first", echo.choices[0].text == "The quick brown fox" + comp.choices[0].text[: len(echo.choices[0].text) - 19],
+      (echo.choices[0].text, comp.choices[0].text))
+secho = client.completions.create(model=model, prompt="The quick brown fox", max_tokens=5, temperature=0, echo=True, stream=True)
+check("echo, streamed", "".join(c.choices[0].text for c in secho if c.choices) == echo.choices[0].text)
+best = client.completions.create(model=model, prompt="The fox", max_tokens=6, temperature=1.0, n=2, best_of=5, seed=3,
+                                 logprobs=0)
+sampled = client.completions.create(model=model, prompt="The fox", max_tokens=6, temperature=1.0, n=5, seed=3, logprobs=0)
+score = lambda c: sum(c.logprobs.token_logprobs)
+ranked = sorted(sampled.choices, key=score, reverse=True)[:2]
+check("best_of returns the n most likely of best_of samples",
+      [c.text for c in best.choices] == [c.text for c in ranked] and best.usage.completion_tokens == 30,
+      ([c.text for c in best.choices], [(c.text, score(c)) for c in sampled.choices]))
+# +100 all but forces a token: greedy then picks it every step, so the text is
+# that token three times (what echo shows of a prompt made of it)
+forced = client.completions.create(model=model, prompt=[[5, 6, 7]], max_tokens=3, temperature=0, logit_bias={"42": 100})
+three = client.completions.create(model=model, prompt=[[42, 42, 42]], max_tokens=1, echo=True).choices[0].text
+check("logit_bias +100 forces a token", forced.choices[0].text != "" and three.startswith(forced.choices[0].text),
+      (forced.choices[0].text, three))
+try:
+    client.completions.create(model=model, prompt="x", max_tokens=1, logit_bias={"99999999": 5})
+    check("logit_bias outside the vocabulary is a 400", False, "no error")
+except openai.BadRequestError:
+    check("logit_bias outside the vocabulary is a 400", True)
+check("user is accepted", client.completions.create(model=model, prompt="x", max_tokens=1, user="someone").usage.completion_tokens == 1)
+card = client.models.retrieve(model)
+check("/v1/models/{id}", card.id == model, card)
+try:
+    client.models.retrieve("no-such-model")
+    check("/v1/models/{id} of another model", False, "no error")
+except openai.NotFoundError:
+    check("/v1/models/{id} of another model is a 404", True)
+
 # auth failure and bad requests: OpenAI errors, never 500
 try:
     openai.OpenAI(base_url=FAST + "/v1", api_key="wrong", max_retries=0).models.list()
@@ -174,6 +208,10 @@ conn.request("POST", "/v1/chat/completions", body, {"Content-Type": "application
 resp = conn.getresponse()
 first = resp.read(400)  # the role chunk and the first token
 check("disconnect: stream started", first.startswith(b"data:") and b'"finish_reason":null' in first, first)
+# the role chunk comes before the engine's first step publishes its gauges
+in_use_deadline = time.time() + 20
+while time.time() < in_use_deadline and not (metric(SLOW, "ferrum_kv_blocks_used") or 0) > 0:
+    time.sleep(0.05)
 check("disconnect: blocks in use while streaming", (metric(SLOW, "ferrum_kv_blocks_used") or 0) > 0)
 conn.sock.close()
 conn.close()

@@ -183,6 +183,9 @@ impl EngineHandle {
         if let Some(&bad) = request.prompt.iter().find(|&&t| t as usize >= self.vocab_size) {
             return Err(SubmitError::Invalid(format!("token id {bad} is outside the vocabulary")));
         }
+        if let Some((bad, _)) = request.sampling.logit_bias.iter().find(|(t, _)| *t as usize >= self.vocab_size) {
+            return Err(SubmitError::Invalid(format!("logit_bias names token {bad}, outside the vocabulary")));
+        }
         request.sampling.validate().map_err(SubmitError::Invalid)
     }
 
