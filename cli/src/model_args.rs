@@ -157,6 +157,7 @@ impl SamplingArgs {
             sampling: p,
             eos_token_ids: loaded.source.eos_token_ids(),
             stop_strings: self.stop.clone(),
+            speculation: None,
         })
     }
 }

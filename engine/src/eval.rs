@@ -145,6 +145,7 @@ pub fn compare(
                     sampling: crate::sampler::SamplingParams::default(),
                     eos_token_ids: Vec::new(),
                     stop_strings: Vec::new(),
+                    speculation: None,
                 },
                 None,
                 |_| {},

@@ -11,7 +11,8 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::kv_cache::{BlockTable, PagedKv};
 use crate::model::{LogitsWanted, Model, SeqChunk};
-use crate::sampler::{Sampler, SamplingParams};
+use crate::sampler::{DevicePick, Sampler, SamplingParams};
+use crate::speculative::{self, NgramProposer, Proposer, Speculation};
 use crate::tokenizer::{IncrementalDecoder, Tokenizer};
 
 pub const DEFAULT_BLOCK_SIZE: usize = 16;
@@ -65,12 +66,14 @@ impl GenerationDefaults {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct GenerateOptions {
     pub max_tokens: usize,
     pub sampling: SamplingParams,
     pub eos_token_ids: Vec<u32>,
     pub stop_strings: Vec<String>,
+    /// Guess tokens by prompt lookup and verify them in one pass each step.
+    pub speculation: Option<Speculation>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +92,11 @@ pub struct Generation {
     pub prompt_tokens: usize,
     pub prefill_secs: f64,
     pub decode_secs: f64,
+    /// Decode steps (forward passes after the prefill).
+    pub decode_steps: usize,
+    /// Tokens guessed, and how many of them the model kept.
+    pub guessed: usize,
+    pub accepted: usize,
 }
 
 impl Generation {
@@ -143,58 +151,92 @@ pub fn generate(
         prompt_tokens: prompt.len(),
         prefill_secs: 0.0,
         decode_secs: 0.0,
+        decode_steps: 0,
+        guessed: 0,
+        accepted: 0,
     };
-    let mut emit = |text: &str, out: &mut Generation| {
-        out.text.push_str(text);
-        on_text(text);
-    };
-
-    // plain greedy or temperature sampling: the token is picked on the device
-    // and only its id comes back
+    if let Some(spec) = &opts.speculation {
+        spec.validate().map_err(Error::Request)?;
+    }
+    let proposer = opts.speculation.as_ref().map(NgramProposer::new);
+    let guesses_per_step = opts.speculation.map_or(0, |s| s.tokens);
+    // the token is picked on the device and only its id comes back when
+    // sampling is plain greedy or plain temperature (with guesses: greedy)
     let on_device = opts.sampling.is_device_pickable();
     let started = Instant::now();
-    let mut chunk = SeqChunk { tokens: prompt, start_pos: 0, block_table: table.blocks(), logits: LogitsWanted::Last };
-    let mut next: [u32; 1];
+    let mut context: Vec<u32> = prompt.to_vec();
     let mut decode_started = None;
+    // each pass: the tokens not yet in the cache (the prompt, then the last
+    // token) and any guesses after them
+    let mut fed = prompt.len();
     while out.tokens.len() < opts.max_tokens {
-        let token = if on_device {
-            let pick = sampler.device_pick();
-            sampler.record(model.forward_picked(&[chunk], &kv.cache, &[pick])?[0])
+        let start_pos = context.len() - fed;
+        let room = opts.max_tokens - out.tokens.len() - 1; // guesses must fit the budget
+        let guesses = match &proposer {
+            Some(p) if decode_started.is_some() => p.propose(&context, guesses_per_step.min(room)),
+            _ => Vec::new(),
+        };
+        let mut tokens = context[start_pos..].to_vec();
+        tokens.extend(&guesses);
+        let logits = if guesses.is_empty() { LogitsWanted::Last } else { LogitsWanted::All };
+        let chunk = SeqChunk { tokens: &tokens, start_pos, block_table: table.blocks(), logits };
+        let picked: Vec<u32> = if guesses.is_empty() {
+            vec![if on_device {
+                let pick = sampler.device_pick();
+                sampler.record(model.forward_picked(&[chunk], &kv.cache, &[pick])?[0])
+            } else {
+                sampler.sample(model.forward(&[chunk], &kv.cache)?.row(0))
+            }]
+        } else if opts.sampling.is_plain_greedy() {
+            let ids = model.forward_picked(&[chunk], &kv.cache, &vec![DevicePick::GREEDY; guesses.len() + 1])?;
+            speculative::accept_ids(&mut sampler, &guesses, &ids)
         } else {
-            sampler.sample(model.forward(&[chunk], &kv.cache)?.row(0))
+            let logits = model.forward(&[chunk], &kv.cache)?;
+            speculative::accept(&mut sampler, &guesses, |i| logits.row(i))
         };
-        if decode_started.is_none() {
-            out.prefill_secs = started.elapsed().as_secs_f64();
-            decode_started = Some(Instant::now());
+        match decode_started {
+            None => {
+                out.prefill_secs = started.elapsed().as_secs_f64();
+                decode_started = Some(Instant::now());
+            }
+            Some(_) => out.decode_steps += 1,
         }
-        if opts.eos_token_ids.contains(&token) {
-            out.finish = FinishReason::Stop;
-            break;
-        }
-        out.tokens.push(token);
-        let piece = match tokenizer {
-            Some(t) => detok.step(t, &out.tokens, true)?,
-            None => None,
-        };
-        if let Some(piece) = piece {
-            let (text, stopped) = stops.push(&piece);
-            emit(&text, &mut out);
-            if stopped {
+        out.guessed += guesses.len();
+        out.accepted += picked.len() - 1;
+        // the cache now holds every fed token but the last picked one's
+        fed = 1;
+        for token in picked {
+            if opts.eos_token_ids.contains(&token) {
                 out.finish = FinishReason::Stop;
                 break;
             }
+            out.tokens.push(token);
+            context.push(token);
+            let piece = match tokenizer {
+                Some(t) => detok.step(t, &out.tokens, true)?,
+                None => None,
+            };
+            if let Some(piece) = piece {
+                let (text, stopped) = stops.push(&piece);
+                out.text.push_str(&text);
+                on_text(&text);
+                if stopped {
+                    out.finish = FinishReason::Stop;
+                    break;
+                }
+            }
+            if out.tokens.len() >= opts.max_tokens {
+                break;
+            }
         }
-        next = [token];
-        chunk = SeqChunk {
-            tokens: &next,
-            start_pos: prompt.len() + out.tokens.len() - 1,
-            block_table: table.blocks(),
-            logits: LogitsWanted::Last,
-        };
+        if out.finish == FinishReason::Stop {
+            break;
+        }
     }
     if out.finish == FinishReason::Length || !stops.stopped {
         let rest = stops.flush();
-        emit(&rest, &mut out);
+        out.text.push_str(&rest);
+        on_text(&rest);
     }
     out.decode_secs = decode_started.map_or(0.0, |d| d.elapsed().as_secs_f64());
     table.release(&mut kv.pool);

@@ -22,7 +22,8 @@
 //! - [`logits`]: logits of every position, by prefill or by decode (for checks and perplexity).
 //! - [`eval`]: perplexity over windows of a text.
 //! - [`serving`]: continuous batching, prefix caching, streaming events and metrics for many requests.
-//! - [`generate`]: the generation loop for one sequence, with stop conditions.
+//! - [`generate`]: the generation loop for one sequence, with stop conditions; [`speculative`]: guess
+//!   k tokens (prompt lookup), verify them in one pass, keep the target distribution.
 //! - [`memory`]: what a model needs (weights, KV cache, activations) against what a backend has free.
 //!
 //! Data flows one way: files -> loader -> weights -> model -> Backend -> logits
@@ -50,6 +51,7 @@ pub mod quant;
 pub mod sampler;
 pub mod serving;
 pub mod source;
+pub mod speculative;
 pub mod tensor;
 pub mod tokenizer;
 pub mod tokenizer_gguf;

@@ -221,7 +221,35 @@ impl Sampler {
         }
     }
 
-    fn draw(&mut self, logits: &[f32]) -> u32 {
+    /// Verifies one speculated token against the target's logits at its
+    /// position, keeping the target's distribution exactly (speculative
+    /// sampling with a draft that proposes `draft` for certain): greedy
+    /// accepts it when it is the argmax; sampling accepts it with the
+    /// probability the target gives it, and otherwise draws from the target
+    /// with `draft` taken out. Returns whether it was accepted and the token
+    /// that follows (`draft` itself when accepted), recorded as generated.
+    pub fn verify(&mut self, logits: &[f32], draft: u32) -> (bool, u32) {
+        let mut logits = logits.to_vec();
+        self.apply_penalties(&mut logits);
+        if self.params.temperature == 0.0 {
+            let token = argmax(&logits);
+            return (token == draft, self.record(token));
+        }
+        let dist = self.distribution(&logits);
+        let p_draft = dist.iter().find(|c| c.0 == draft).map_or(0.0, |c| c.1);
+        if (self.rng.next_f64() as f32) < p_draft {
+            return (true, self.record(draft));
+        }
+        // the residual max(p - q, 0) with q the point mass on the draft
+        let rest: Vec<(u32, f32)> = dist.into_iter().filter(|c| c.0 != draft).collect();
+        let total: f32 = rest.iter().map(|c| c.1).sum();
+        let token = if total > 0.0 { self.pick(&rest, total) } else { draft };
+        (false, self.record(token))
+    }
+
+    /// The candidates sampling may choose and their probabilities (summing
+    /// to 1), most likely first: temperature, top-k, top-p, min-p.
+    fn distribution(&self, logits: &[f32]) -> Vec<(u32, f32)> {
         let p = &self.params;
         // candidates sorted by logit, highest first
         let mut cand: Vec<(u32, f32)> =
@@ -248,16 +276,25 @@ impl Sampler {
             let floor = p.min_p * probs[0];
             keep = keep.min(probs.iter().take_while(|&&pr| pr >= floor).count().max(1));
         }
-        let kept = &probs[..keep];
-        let total: f32 = kept.iter().sum();
+        let total: f32 = probs[..keep].iter().sum();
+        cand.iter().zip(&probs).take(keep).map(|(c, &pr)| (c.0, pr / total)).collect()
+    }
+
+    fn draw(&mut self, logits: &[f32]) -> u32 {
+        let dist = self.distribution(logits);
+        self.pick(&dist, 1.0)
+    }
+
+    /// One of `cand` drawn with its weight (the weights sum to `total`).
+    fn pick(&mut self, cand: &[(u32, f32)], total: f32) -> u32 {
         let mut r = self.rng.next_f64() as f32 * total;
-        for (i, &pr) in kept.iter().enumerate() {
+        for &(token, pr) in cand {
             r -= pr;
             if r < 0.0 {
-                return cand[i].0;
+                return token;
             }
         }
-        cand[keep - 1].0
+        cand[cand.len() - 1].0
     }
 }
 

@@ -202,7 +202,13 @@ fn generate_picks_plain_greedy_tokens_on_the_device() {
     let device = alone(&model, &p, 15);
     assert_eq!(counter.argmaxes.load(Ordering::SeqCst), 15);
     // top_k is ignored at temperature 0: still plain greedy
-    let opts = |sampling| GenerateOptions { max_tokens: 15, sampling, eos_token_ids: vec![], stop_strings: vec![] };
+    let opts = |sampling| GenerateOptions {
+        max_tokens: 15,
+        sampling,
+        eos_token_ids: vec![],
+        stop_strings: vec![],
+        speculation: None,
+    };
     let top_k = SamplingParams { top_k: 3, ..SamplingParams::default() };
     assert_eq!(generate(&model, &p, &opts(top_k), None, |_| {}).unwrap().tokens, device);
     assert_eq!(counter.argmaxes.load(Ordering::SeqCst), 30);

@@ -76,6 +76,7 @@ fn greedy_ids_match_transformers() {
                 sampling: SamplingParams::default(),
                 eos_token_ids: Vec::new(),
                 stop_strings: Vec::new(),
+                speculation: None,
             };
             let out = generate(&model, &reference.input_ids, &opts, None, |_| {}).unwrap();
             // the cpu's ids are transformers' ids, so on wgpu this is also "equals the cpu's"
@@ -154,6 +155,7 @@ fn greedy_on_the_device_matches_the_host_sampler() {
                 sampling: SamplingParams::default(),
                 eos_token_ids: Vec::new(),
                 stop_strings: Vec::new(),
+                speculation: None,
             };
             let device = generate(&model, ids, &opts, None, |_| {}).unwrap().tokens;
             assert_eq!(device, host_greedy(&model, ids, n), "fixture {name} on {}, generation", backend.name());
@@ -356,6 +358,7 @@ fn temperature_sampling_on_the_device_matches_the_host_sampler() {
                 sampling: sampling.clone(),
                 eos_token_ids: Vec::new(),
                 stop_strings: Vec::new(),
+                speculation: None,
             };
             let device = generate(&model, prompt, &opts, None, |_| {}).unwrap().tokens;
             // the host: logits back every step, Sampler::sample

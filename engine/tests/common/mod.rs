@@ -43,6 +43,7 @@ pub fn alone(model: &Model, prompt: &[u32], max_tokens: usize) -> Vec<u32> {
         sampling: SamplingParams::default(),
         eos_token_ids: Vec::new(),
         stop_strings: Vec::new(),
+        speculation: None,
     };
     generate(model, prompt, &opts, None, |_| {}).unwrap().tokens
 }
