@@ -11,6 +11,7 @@ use ferrum_engine::model::QuantPolicy;
 use ferrum_engine::quant::QuantFormat;
 use ferrum_engine::sampler::SamplingParams;
 use ferrum_engine::source::ModelSource;
+use ferrum_engine::speculative::Speculation;
 
 use crate::backends::{self, BackendChoice};
 use crate::pull;
@@ -133,6 +134,32 @@ pub struct SamplingArgs {
     /// Stop when this text appears (repeatable); it is not printed.
     #[arg(long = "stop")]
     pub stop: Vec<String>,
+    #[command(flatten)]
+    pub speculation: SpeculationArgs,
+}
+
+/// Speculative decoding flags.
+#[derive(Args, Debug, Clone)]
+pub struct SpeculationArgs {
+    /// Speculative decoding by prompt lookup: guess up to K tokens per step
+    /// from earlier text (prompt and output) and verify them in one forward
+    /// pass; output is unchanged (greedy: token for token). 0: off.
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    pub speculate: usize,
+    /// Longest run of last tokens looked up in the earlier text.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub ngram_max: usize,
+}
+
+impl SpeculationArgs {
+    pub fn speculation(&self) -> Result<Option<Speculation>> {
+        if self.speculate == 0 {
+            return Ok(None);
+        }
+        let spec = Speculation { tokens: self.speculate, ngram_max: self.ngram_max, ngram_min: 1 };
+        spec.validate().map_err(anyhow::Error::msg)?;
+        Ok(Some(spec))
+    }
 }
 
 impl SamplingArgs {
@@ -157,7 +184,7 @@ impl SamplingArgs {
             sampling: p,
             eos_token_ids: loaded.source.eos_token_ids(),
             stop_strings: self.stop.clone(),
-            speculation: None,
+            speculation: self.speculation.speculation()?,
         })
     }
 }

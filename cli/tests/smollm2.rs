@@ -152,3 +152,29 @@ fn fast_cpu_logits_track_the_reference() {
     println!("fast cpu vs reference on {} positions: mean KL {kl:.4}, top-1 {top1:.3}", exact.rows());
     assert!(kl < 0.02 && top1 >= 0.85, "mean KL {kl}, top-1 agreement {top1}");
 }
+
+/// Speculative decoding by prompt lookup on a real model and a prompt
+/// whose answer repeats it: the same greedy text as without, with guesses kept.
+#[test]
+fn speculation_keeps_greedy_output_and_guesses_right() {
+    let model = model_path().to_str().unwrap();
+    let text = "The council approved a budget of twelve million dollars for the new library. \
+                Construction will start in March and finish by the end of next year.";
+    let ask = format!("Repeat the following text exactly, word for word: {text}");
+    let run = |speculate: &str| {
+        let out = ferrum(&["chat", "--model", model, "--greedy", "--max-tokens", "64", "--speculate", speculate, &ask]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    };
+    let (plain, _) = run("0");
+    let (speculated, report) = run("4");
+    assert_eq!(speculated, plain);
+    assert!(plain.contains("twelve million dollars"), "{plain}");
+    let kept: usize = report
+        .split("[speculation: ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no speculation report: {report}"));
+    assert!(kept > 10, "{report}");
+}

@@ -4,12 +4,12 @@
 mod common;
 
 use common::model_of;
+use ferrum_engine::Model;
 use ferrum_engine::generate::{GenerateOptions, Generation, generate};
-use ferrum_engine::model::{LogitsWanted, SeqChunk};
 use ferrum_engine::kv_cache::{BlockTable, PagedKv};
+use ferrum_engine::model::{LogitsWanted, SeqChunk};
 use ferrum_engine::sampler::{Sampler, SamplingParams, softmax};
 use ferrum_engine::speculative::{self, Speculation};
-use ferrum_engine::Model;
 
 /// A prompt that repeats itself, so lookups find guesses.
 fn repetitive(len: usize) -> Vec<u32> {
@@ -17,12 +17,8 @@ fn repetitive(len: usize) -> Vec<u32> {
 }
 
 fn run(model: &Model, prompt: &[u32], max_tokens: usize, sampling: SamplingParams, spec: bool) -> Generation {
-    let opts = GenerateOptions {
-        max_tokens,
-        sampling,
-        speculation: spec.then(Speculation::default),
-        ..Default::default()
-    };
+    let opts =
+        GenerateOptions { max_tokens, sampling, speculation: spec.then(Speculation::default), ..Default::default() };
     generate(model, prompt, &opts, None, |_| {}).unwrap()
 }
 
@@ -34,9 +30,17 @@ fn greedy_output_is_token_identical_with_and_without_guesses() {
             let plain = run(&model, &prompt, 48, SamplingParams::default(), false);
             let spec = run(&model, &prompt, 48, SamplingParams::default(), true);
             assert_eq!(spec.tokens, plain.tokens, "{name} prompt {i}");
-            assert!(spec.decode_steps <= plain.decode_steps, "{name}: {} vs {} steps", spec.decode_steps, plain.decode_steps);
+            assert!(
+                spec.decode_steps <= plain.decode_steps,
+                "{name}: {} vs {} steps",
+                spec.decode_steps,
+                plain.decode_steps
+            );
             if i == 0 {
-                println!("{name}: {} guessed, {} kept, {} steps instead of {}", spec.guessed, spec.accepted, spec.decode_steps, plain.decode_steps);
+                println!(
+                    "{name}: {} guessed, {} kept, {} steps instead of {}",
+                    spec.guessed, spec.accepted, spec.decode_steps, plain.decode_steps
+                );
             }
         }
         // penalties make greedy go through the host sampler: still identical
@@ -115,5 +119,40 @@ fn sampled_verification_keeps_the_models_distribution() {
         let kept = taken.iter().filter(|&&t| t == guess).count();
         println!("guess {guess} (p = {:.3}): kept {kept} of {n}, chi2 {chi2:.2}", probs[guess as usize]);
         assert!(chi2 < limit, "guess {guess}: chi2 {chi2:.2} over {} bins", bins.len());
+    }
+}
+
+/// The serving engine verifying guesses for many sequences at once, with
+/// chunked prefill beside them and a cache small enough to preempt: every
+/// greedy sequence gets exactly the tokens it gets alone without guesses.
+#[test]
+fn the_engine_batches_verification_steps_and_greedy_stays_exact() {
+    use common::{alone, run_all, wait_for_idle};
+    use ferrum_engine::serving::{EngineConfig, spawn};
+    use std::sync::atomic::Ordering;
+    for name in ["llama-notok", "qwen3-moe", "deepseek-v3"] {
+        let reference = model_of(name);
+        let prompts: Vec<Vec<u32>> = (0..8).map(|i| repetitive(12 + 5 * i)).collect();
+        let want: Vec<Vec<u32>> = prompts.iter().map(|p| alone(&reference, p, 24)).collect();
+        for num_blocks in [512, 40] {
+            let config = EngineConfig {
+                max_batch_tokens: 32,
+                block_size: 4,
+                num_blocks,
+                speculation: Some(Speculation::default()),
+                ..Default::default()
+            };
+            let engine = spawn(model_of(name), None, config).unwrap();
+            assert_eq!(run_all(&engine, &prompts, 24), want, "{name}, {num_blocks} blocks");
+            let m = &engine.metrics;
+            let (guessed, kept) =
+                (m.spec_guessed_tokens.load(Ordering::Relaxed), m.spec_accepted_tokens.load(Ordering::Relaxed));
+            println!(
+                "{name}, {num_blocks} blocks: {guessed} guessed, {kept} kept, {} preemptions",
+                m.preemptions.load(Ordering::Relaxed)
+            );
+            assert!(guessed > 0, "{name}: nothing was guessed");
+            wait_for_idle(&engine);
+        }
     }
 }

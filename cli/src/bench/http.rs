@@ -37,6 +37,12 @@ impl Target {
         Ok(Target { base, api_key, model, vocab_size, agent })
     }
 
+    /// The counters of the server's `/metrics` (Ferrum's; others give none).
+    pub fn counters(&self) -> Vec<(String, f64)> {
+        let Ok(response) = self.agent.get(&format!("{}/metrics", self.base)).call() else { return Vec::new() };
+        super::parse_counters(&response.into_string().unwrap_or_default())
+    }
+
     pub fn send(&self, w: &Workload) -> RequestRecord {
         let mut record = RequestRecord { prompt_tokens: w.prompt.len(), ..Default::default() };
         if let Err(e) = self.stream(w, &mut record) {

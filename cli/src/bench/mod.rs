@@ -17,7 +17,7 @@ use ferrum_engine::kv_cache::KvCache;
 use ferrum_engine::sampler::{Rng, SamplingParams};
 use ferrum_engine::serving::{EngineConfig, EngineHandle, Event, GenerationRequest, SubmitError, spawn};
 
-use crate::model_args::ModelArgs;
+use crate::model_args::{ModelArgs, SpeculationArgs};
 use stats::{RequestRecord, Summary};
 use workload::{LenRange, Workload, parse_range};
 
@@ -63,23 +63,73 @@ pub struct BenchArgs {
     pub kv_cache_mib: usize,
     #[arg(long, default_value_t = 512)]
     pub max_batch_tokens: usize,
+    /// In-process: speculative decoding (`--speculate K`, `--ngram-max N`).
+    #[command(flatten)]
+    pub speculation: SpeculationArgs,
 }
 
 /// Sends one request and measures it.
 type Sender = Arc<dyn Fn(&Workload) -> RequestRecord + Send + Sync>;
 
+/// The target's counters now (in-process: the engine's; a URL: its `/metrics`).
+type Counters = Box<dyn Fn() -> Vec<(String, f64)>>;
+
+fn parse_counters(text: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// What speculative decoding did during the run.
+struct Speculated {
+    guessed: f64,
+    kept: f64,
+    steps: f64,
+}
+
+impl Speculated {
+    /// From the counters before and after; `None` when nothing was guessed.
+    fn between(before: &[(String, f64)], after: &[(String, f64)]) -> Option<Self> {
+        let delta = |name: &str| {
+            let get = |c: &[(String, f64)]| c.iter().find(|(n, _)| n == name).map_or(0.0, |(_, v)| *v);
+            get(after) - get(before)
+        };
+        let s = Speculated {
+            guessed: delta("ferrum_spec_guessed_tokens_total"),
+            kept: delta("ferrum_spec_accepted_tokens_total"),
+            steps: delta("ferrum_spec_steps_total"),
+        };
+        (s.guessed > 0.0).then_some(s)
+    }
+
+    fn acceptance(&self) -> f64 {
+        self.kept / self.guessed
+    }
+
+    /// Tokens a verifying step yields: the kept guesses and one more.
+    fn tokens_per_step(&self) -> f64 {
+        1.0 + self.kept / self.steps.max(1.0)
+    }
+}
+
 pub fn run(args: &BenchArgs) -> Result<()> {
     if args.request_rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
         bail!("--request-rate must be positive");
     }
-    let (sender, vocab, label, tokenizer): (Sender, usize, String, _) = match &args.url {
+    let (sender, vocab, label, tokenizer, counters): (Sender, usize, String, _, Counters) = match &args.url {
         Some(url) => {
             let target = http::Target::connect(url, args.api_key.clone(), args.served_model_name.clone())?;
             let label = format!("{} at {url}", target.model);
             // token ids below 1000 exist in every real vocabulary
             let vocab = args.vocab_size.or(target.vocab_size).unwrap_or(1000);
             let target = Arc::new(target);
-            (Arc::new(move |w: &Workload| target.send(w)), vocab, label, None)
+            let scrape = target.clone();
+            let counters: Counters = Box::new(move || scrape.counters());
+            (Arc::new(move |w: &Workload| target.send(w)), vocab, label, None, counters)
         }
         None => {
             let loaded = args.model.load()?;
@@ -91,11 +141,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 max_batch_tokens: args.max_batch_tokens,
                 max_running: 256,
                 max_queue: args.num_prompts.max(1),
+                speculation: args.speculation.speculation()?,
             };
             let label = format!("in-process {} on {}", loaded.source.path.display(), loaded.model.backend().name());
             let tokenizer = loaded.source.tokenizer.clone();
             let engine = spawn(loaded.model, None, engine_config)?;
-            (Arc::new(move |w: &Workload| in_process(&engine, w)), config.vocab_size, label, tokenizer)
+            let metrics = engine.metrics.clone();
+            let counters: Counters = Box::new(move || parse_counters(&metrics.render()));
+            (Arc::new(move |w: &Workload| in_process(&engine, w)), config.vocab_size, label, tokenizer, counters)
         }
     };
     let workloads = match &args.dataset {
@@ -119,9 +172,20 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         workloads.len(),
         args.request_rate.map_or("unlimited".into(), |r| format!("{r}/s"))
     );
+    let before = counters();
     let (records, duration) = drive(&workloads, concurrency, args.request_rate, args.seed, sender);
     let summary = Summary::of(&records, duration);
     summary.print(&label);
+    let spec = Speculated::between(&before, &counters());
+    if let Some(s) = &spec {
+        println!(
+            "speculation: {} guessed, {} kept ({:.1}%), {:.2} tokens per verifying step",
+            s.guessed,
+            s.kept,
+            100.0 * s.acceptance(),
+            s.tokens_per_step()
+        );
+    }
     if let Some(r) = records.iter().find(|r| !r.ok) {
         eprintln!("first failure: {}", r.error.as_deref().unwrap_or("?"));
     }
@@ -130,6 +194,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         json["target"] = label.into();
         json["concurrency"] = concurrency.into();
         json["request_rate"] = args.request_rate.into();
+        if let Some(s) = &spec {
+            json["speculation"] = serde_json::json!({"guessed": s.guessed, "kept": s.kept,
+                "acceptance": s.acceptance(), "tokens_per_step": s.tokens_per_step()});
+        }
         std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
     }
     if summary.requests == 0 {

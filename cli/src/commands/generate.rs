@@ -64,4 +64,13 @@ pub fn report(out: &Generation) {
         out.prefill_tokens_per_sec(),
         out.decode_tokens_per_sec()
     );
+    if out.guessed > 0 {
+        eprintln!(
+            "[speculation: {} of {} guesses kept ({:.0}%), {:.2} tokens per decode step]",
+            out.accepted,
+            out.guessed,
+            100.0 * out.accepted as f64 / out.guessed as f64,
+            out.tokens.len().saturating_sub(1) as f64 / out.decode_steps.max(1) as f64
+        );
+    }
 }

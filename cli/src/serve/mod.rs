@@ -73,6 +73,8 @@ pub struct ServeArgs {
     pub shutdown_timeout_secs: f64,
     #[command(flatten)]
     pub limits: RequestLimits,
+    #[command(flatten)]
+    pub speculation: crate::model_args::SpeculationArgs,
 }
 
 /// A flag's seconds as a duration: positive and finite.
@@ -105,6 +107,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         max_batch_tokens: args.max_batch_tokens,
         max_running: args.max_running,
         max_queue: args.max_queue,
+        speculation: args.speculation.speculation()?,
     };
     let source = loaded.source;
     let model_name = match &args.served_model_name {

@@ -34,6 +34,7 @@ use crate::sampler::DevicePick;
 use crate::serving::blocks::BlockManager;
 use crate::serving::metrics::Metrics;
 use crate::serving::sequence::{Event, GenerationRequest, Sequence, TokenLogprobs};
+use crate::speculative::{self, NgramProposer, Proposer, Speculation};
 use crate::tokenizer::Tokenizer;
 
 #[derive(Clone, Debug)]
@@ -46,11 +47,20 @@ pub struct EngineConfig {
     pub max_running: usize,
     /// Most requests waiting to start; more are refused.
     pub max_queue: usize,
+    /// Guess and verify tokens of decoding sequences (prompt lookup).
+    pub speculation: Option<Speculation>,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { num_blocks: 1024, block_size: 16, max_batch_tokens: 512, max_running: 64, max_queue: 256 }
+        EngineConfig {
+            num_blocks: 1024,
+            block_size: 16,
+            max_batch_tokens: 512,
+            max_running: 64,
+            max_queue: 256,
+            speculation: None,
+        }
     }
 }
 
@@ -381,7 +391,8 @@ impl EngineState {
         // running sequences first, oldest first
         let mut i = 0;
         while i < self.running.len() && budget > 0 {
-            let take = self.running[i].pending().min(budget);
+            self.speculate(i, budget);
+            let take = self.running[i].speculated.len().max(self.running[i].pending().min(budget));
             let positions = self.running[i].computed + take;
             if self.running[i].reserve(&mut self.blocks, positions) {
                 plan.push(Planned { index: i, take });
@@ -390,6 +401,7 @@ impl EngineState {
                 continue;
             }
             // out of blocks: preempt the youngest running sequence (maybe this one)
+            self.running[i].speculated.clear();
             let mut victim = self.running.pop().expect("i < len");
             victim.release(&mut self.blocks);
             Metrics::add(&self.metrics.preemptions, 1);
@@ -421,6 +433,29 @@ impl EngineState {
         plan
     }
 
+    /// Fills in the guesses running sequence `i` verifies this step, within
+    /// `budget` tokens: a decoding sequence without a grammar or logprobs,
+    /// when the lookup finds any (none otherwise).
+    fn speculate(&mut self, i: usize, budget: usize) {
+        let seq = &mut self.running[i];
+        seq.speculated.clear();
+        let Some(spec) = &self.config.speculation else { return };
+        if seq.pending() != 1 || seq.constraint.is_some() || seq.request.logprobs.is_some() {
+            return;
+        }
+        // the guesses and the token after them must fit the request and the context
+        let room = (seq.request.max_tokens - seq.generated()).saturating_sub(1);
+        let room = room.min(spec.tokens).min(budget - 1);
+        if room == 0 {
+            return;
+        }
+        let guesses = NgramProposer::new(spec).propose(&seq.tokens, room);
+        if !guesses.is_empty() {
+            seq.speculated.push(seq.tokens[seq.computed]);
+            seq.speculated.extend(guesses);
+        }
+    }
+
     fn step(&mut self) {
         let started = Instant::now();
         let plan = self.schedule();
@@ -436,21 +471,34 @@ impl EngineState {
             }
             return;
         }
+        // a sequence samples when its step reaches its last token (a step that
+        // verifies guesses goes past it)
         let wants: Vec<bool> = plan
             .iter()
-            .map(|p| self.running[p.index].computed + p.take == self.running[p.index].tokens.len())
+            .map(|p| self.running[p.index].computed + p.take >= self.running[p.index].tokens.len())
             .collect();
         // ids picked on the device when every sampled sequence is plain greedy
         // or plain temperature sampling and wants no logprobs; otherwise the
         // logits come back for the samplers. Drawn once, so a rerun draws the same.
         let on_device = plan.iter().zip(&wants).filter(|(_, want)| **want).all(|(p, _)| {
             let s = &self.running[p.index];
-            s.sampler.params.is_device_pickable() && s.request.logprobs.is_none() && s.constraint.is_none()
+            s.sampler.params.is_device_pickable()
+                && s.request.logprobs.is_none()
+                && s.constraint.is_none()
+                && (s.speculated.is_empty() || s.sampler.params.is_plain_greedy())
         });
-        let picks: Vec<Option<DevicePick>> = plan
+        // one pick per logit row: a verifying sequence has one per guess and one more
+        let picks: Vec<Vec<DevicePick>> = plan
             .iter()
             .zip(&wants)
-            .map(|(p, &want)| (on_device && want).then(|| self.running[p.index].sampler.device_pick()))
+            .map(|(p, &want)| {
+                let s = &mut self.running[p.index];
+                match (on_device && want, s.speculated.len()) {
+                    (false, _) => Vec::new(),
+                    (true, 0) => vec![s.sampler.device_pick()],
+                    (true, n) => vec![DevicePick::GREEDY; n],
+                }
+            })
             .collect();
         let mut outcome = Outcome::default();
         // the grammars' masks are computed on another thread while the
@@ -517,7 +565,7 @@ impl EngineState {
         plan: &[Planned],
         wants: &[bool],
         on_device: bool,
-        picks: &[Option<DevicePick>],
+        picks: &[Vec<DevicePick>],
     ) -> std::result::Result<Picked, String> {
         let picks: Vec<DevicePick> = picks.iter().flatten().copied().collect();
         let chunks: Vec<SeqChunk<'_>> = plan
@@ -525,12 +573,12 @@ impl EngineState {
             .zip(wants)
             .map(|(p, &want)| {
                 let s = &self.running[p.index];
-                SeqChunk {
-                    tokens: &s.tokens[s.computed..s.computed + p.take],
-                    start_pos: s.computed,
-                    block_table: &s.blocks,
-                    logits: if want { LogitsWanted::Last } else { LogitsWanted::None },
-                }
+                let logits = match (want, s.speculated.is_empty()) {
+                    (false, _) => LogitsWanted::None,
+                    (true, true) => LogitsWanted::Last,
+                    (true, false) => LogitsWanted::All, // a row for each guess, one more
+                };
+                SeqChunk { tokens: s.step_tokens(p.take), start_pos: s.computed, block_table: &s.blocks, logits }
             })
             .collect();
         let run = || {
@@ -547,11 +595,35 @@ impl EngineState {
     }
 
     /// Samples the rows of a successful forward pass over `plan` (within
-    /// their grammars' `masks`) and streams the tokens.
+    /// their grammars' `masks`, or verifying their guesses) and streams the
+    /// tokens.
     fn advance(&mut self, plan: &[Planned], wants: &[bool], picked: &Picked, masks: &Masks, outcome: &mut Outcome) {
         let mut row = 0;
         for (p, &want) in plan.iter().zip(wants) {
             let seq = &mut self.running[p.index];
+            if want && !seq.speculated.is_empty() {
+                let guesses = std::mem::take(&mut seq.speculated).split_off(1);
+                let rows = guesses.len() + 1;
+                let tokens = match picked {
+                    Picked::Ids(ids) => speculative::accept_ids(&mut seq.sampler, &guesses, &ids[row..row + rows]),
+                    Picked::Logits(logits) => speculative::accept(&mut seq.sampler, &guesses, |i| logits.row(row + i)),
+                };
+                row += rows;
+                Metrics::add(&self.metrics.spec_guessed_tokens, guesses.len() as u64);
+                Metrics::add(&self.metrics.spec_accepted_tokens, tokens.len() as u64 - 1);
+                Metrics::add(&self.metrics.spec_steps, 1);
+                let computed = seq.computed;
+                for &token in &tokens {
+                    if self.emit(p.index, token, None, outcome) {
+                        break;
+                    }
+                }
+                // in the cache: the pending token and the guesses kept
+                let seq = &mut self.running[p.index];
+                seq.computed = (computed + tokens.len()).min(seq.tokens.len());
+                seq.register_full_blocks(&mut self.blocks);
+                continue;
+            }
             seq.computed += p.take;
             seq.register_full_blocks(&mut self.blocks);
             if !want {
@@ -581,26 +653,34 @@ impl EngineState {
                 outcome.failed.push((p.index, e.to_string()));
                 continue;
             }
-            let (events, done) = seq.push_token(token, logprobs, self.tokenizer.as_ref());
-            let now = Instant::now();
-            match seq.last_token_at {
-                None => self.metrics.ttft.observe(now.duration_since(seq.arrived).as_secs_f64()),
-                Some(t) => self.metrics.inter_token.observe(now.duration_since(t).as_secs_f64()),
-            }
-            seq.last_token_at = Some(now);
-            Metrics::add(&self.metrics.generation_tokens, 1);
-            let mut gone = false;
-            for e in events {
-                gone |= seq.events.send(e).is_err();
-            }
-            if gone {
-                Metrics::add(&self.metrics.requests_aborted, 1);
-                outcome.finished.push(p.index);
-            } else if done.is_some() {
-                self.metrics.e2e.observe(seq.arrived.elapsed().as_secs_f64());
-                outcome.finished.push(p.index);
-            }
+            self.emit(p.index, token, logprobs, outcome);
         }
+    }
+
+    /// Streams running sequence `index`'s new token; true when that ends
+    /// the sequence (finished, or its client gone).
+    fn emit(&mut self, index: usize, token: u32, logprobs: Option<TokenLogprobs>, outcome: &mut Outcome) -> bool {
+        let seq = &mut self.running[index];
+        let (events, done) = seq.push_token(token, logprobs, self.tokenizer.as_ref());
+        let now = Instant::now();
+        match seq.last_token_at {
+            None => self.metrics.ttft.observe(now.duration_since(seq.arrived).as_secs_f64()),
+            Some(t) => self.metrics.inter_token.observe(now.duration_since(t).as_secs_f64()),
+        }
+        seq.last_token_at = Some(now);
+        Metrics::add(&self.metrics.generation_tokens, 1);
+        let mut gone = false;
+        for e in events {
+            gone |= seq.events.send(e).is_err();
+        }
+        if gone {
+            Metrics::add(&self.metrics.requests_aborted, 1);
+            outcome.finished.push(index);
+        } else if done.is_some() {
+            self.metrics.e2e.observe(seq.arrived.elapsed().as_secs_f64());
+            outcome.finished.push(index);
+        }
+        gone || done.is_some()
     }
 
     /// Removes the finished and failed sequences, freeing their blocks; the

@@ -55,6 +55,11 @@ pub struct Metrics {
     pub prefix_cache_query_blocks: AtomicU64,
     pub preemptions: AtomicU64,
     pub failed_steps: AtomicU64,
+    /// Speculative decoding: tokens guessed, guesses the model kept, and
+    /// the steps that verified guesses.
+    pub spec_guessed_tokens: AtomicU64,
+    pub spec_accepted_tokens: AtomicU64,
+    pub spec_steps: AtomicU64,
     /// HTTP connections open (the server's share of these metrics).
     pub open_connections: AtomicU64,
     /// 1 while the engine runs, 0 once it has stopped for good.
@@ -126,6 +131,24 @@ impl Metrics {
                 "counter",
                 "Forward passes that failed and were retried one sequence at a time.",
                 &self.failed_steps,
+            ),
+            (
+                "ferrum_spec_guessed_tokens_total",
+                "counter",
+                "Speculative decoding: tokens guessed by prompt lookup.",
+                &self.spec_guessed_tokens,
+            ),
+            (
+                "ferrum_spec_accepted_tokens_total",
+                "counter",
+                "Speculative decoding: guessed tokens the model kept.",
+                &self.spec_accepted_tokens,
+            ),
+            (
+                "ferrum_spec_steps_total",
+                "counter",
+                "Speculative decoding: steps in which a sequence verified guesses.",
+                &self.spec_steps,
             ),
             ("ferrum_open_connections", "gauge", "HTTP connections open.", &self.open_connections),
             ("ferrum_engine_healthy", "gauge", "1 while the engine runs, 0 once it has stopped.", &self.healthy),

@@ -75,6 +75,8 @@ pub(crate) struct Sequence {
     pub prompt_counted: bool,
     /// the request's grammar, compiled; taken out while a step computes its mask
     pub constraint: Option<Constraint>,
+    /// this step's input when it verifies guesses: the pending token, then the guesses
+    pub speculated: Vec<u32>,
 }
 
 impl Sequence {
@@ -100,6 +102,7 @@ impl Sequence {
             last_token_at: None,
             prompt_counted: false,
             constraint,
+            speculated: Vec::new(),
         }
     }
 
@@ -110,6 +113,12 @@ impl Sequence {
     /// Tokens still to run through the model before the next sample.
     pub fn pending(&self) -> usize {
         self.tokens.len() - self.computed
+    }
+
+    /// This step's input: `take` tokens from `computed` (with the guesses
+    /// after the pending token when it verifies some).
+    pub fn step_tokens(&self, take: usize) -> &[u32] {
+        if self.speculated.is_empty() { &self.tokens[self.computed..self.computed + take] } else { &self.speculated }
     }
 
     /// Grows the block table to hold `positions`; false (and nothing taken)
