@@ -1,10 +1,13 @@
 //! Paged causal attention on the CPU: one task per (token, kv head), so the
 //! query heads sharing a kv head read each key and value row once. Scores are
 //! exact f32 like the reference's (same softmax, same order of the sum over
-//! positions); only the dot products' summation order differs.
+//! positions); only the dot products' summation order differs. A cache of
+//! f16, bf16 or fp8 has each task's visible rows widened to f32 first, once
+//! for all the query heads of the group.
 
 use std::cell::RefCell;
 
+use ferrum_engine::ops::FloatSlice;
 use ferrum_engine::ops::attention::{Attention, AttentionDims};
 use ferrum_engine::{Error, Result};
 
@@ -17,8 +20,8 @@ struct Job<'a> {
     p: &'a Attention,
     dims: AttentionDims,
     q: &'a [f32],
-    k: &'a [f32],
-    v: &'a [f32],
+    k: FloatSlice<'a>,
+    v: FloatSlice<'a>,
     tables: &'a [u32],
     seq: &'a [u32],
     pos: &'a [u32],
@@ -31,13 +34,16 @@ struct Job<'a> {
 
 thread_local! {
     static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// a task's visible key and value rows widened to f32 (caches not f32)
+    static WIDE: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 pub fn attention(
     ctx: &Ctx,
     p: &Attention,
     dims: AttentionDims,
-    [q, k, v]: [&[f32]; 3],
+    q: &[f32],
+    [k, v]: [FloatSlice<'_>; 2],
     [tables, seq, pos]: [&[u32]; 3],
     sinks: Option<&[f32]>,
     out: &mut [f32],
@@ -84,6 +90,7 @@ fn part(job: &Job) {
         if s.len() < group * max_blocks * bs {
             s.resize(group * max_blocks * bs, 0.0);
         }
+        let (mut kw, mut vw) = WIDE.take();
         while let Some(tasks) = job.tasks.next() {
             for task in tasks {
                 let (t, kvh) = (task / kv_heads, task % kv_heads);
@@ -91,8 +98,24 @@ fn part(job: &Job) {
                 let first = job.p.window.map_or(0, |w| (p + 1).saturating_sub(w));
                 let len = p + 1 - first;
                 let slot = |j: usize| job.tables[sq * max_blocks + j / bs] as usize * bs + j % bs;
-                let row = |cache: &'_ [f32], j: usize| -> *const f32 {
-                    cache[(slot(j) * kv_heads + kvh) * d..][..d].as_ptr()
+                // a cache that is not f32: the visible rows, widened, in order
+                for (cache, wide) in [(&job.k, &mut kw), (&job.v, &mut vw)] {
+                    if !matches!(cache, FloatSlice::F32(_)) {
+                        wide.resize(len * d, 0.0);
+                        for j in first..=p {
+                            cache.widen_into((slot(j) * kv_heads + kvh) * d, &mut wide[(j - first) * d..][..d]);
+                        }
+                    }
+                }
+                let (kr, vr) = (&kw, &vw);
+                let row = |cache: &FloatSlice<'_>, j: usize| -> *const f32 {
+                    match cache {
+                        FloatSlice::F32(c) => c[(slot(j) * kv_heads + kvh) * d..][..d].as_ptr(),
+                        _ => {
+                            let wide = if std::ptr::eq(cache, &job.k) { kr } else { vr };
+                            wide[(j - first) * d..][..d].as_ptr()
+                        }
+                    }
                 };
                 let scores = &mut s[..group * len];
                 let mut j = first;
@@ -100,7 +123,7 @@ fn part(job: &Job) {
                 if job.simd && d % 8 == 0 {
                     // 8 positions at a time: no horizontal sum per position
                     while j + 8 <= p + 1 {
-                        let rows: [*const f32; 8] = std::array::from_fn(|i| row(job.k, j + i));
+                        let rows: [*const f32; 8] = std::array::from_fn(|i| row(&job.k, j + i));
                         for g in 0..group {
                             let qr = &job.q[(t * heads + kvh * group + g) * d..][..d];
                             let out = &mut scores[g * len + j - first..][..8];
@@ -115,7 +138,7 @@ fn part(job: &Job) {
                 }
                 for j in j..=p {
                     // SAFETY: `row` sliced d values
-                    let kr = unsafe { std::slice::from_raw_parts(row(job.k, j), d) };
+                    let kr = unsafe { std::slice::from_raw_parts(row(&job.k, j), d) };
                     for g in 0..group {
                         let qr = &job.q[(t * heads + kvh * group + g) * d..][..d];
                         let mut sc = job.p.scale * dot(qr, kr);
@@ -142,7 +165,7 @@ fn part(job: &Job) {
                 o.fill(0.0);
                 for j in first..=p {
                     // SAFETY: `row` sliced d values
-                    let vr = unsafe { std::slice::from_raw_parts(row(job.v, j), d) };
+                    let vr = unsafe { std::slice::from_raw_parts(row(&job.v, j), d) };
                     for g in 0..group {
                         let w = scores[g * len + j - first];
                         for (o, &v) in o[g * d..(g + 1) * d].iter_mut().zip(vr) {
@@ -153,6 +176,7 @@ fn part(job: &Job) {
             }
         }
         SCORES.set(s);
+        WIDE.set((kw, vw));
     }
 }
 

@@ -297,6 +297,22 @@ fn run_op<T: Borrow<Tensor>>(ctx: &Ctx, op: &Op, inputs: &[T], out: &Tensor, che
             p.reference(ins(0)?.f32()?, cols, ins(1)?.f32()?, ins(2)?.f32()?, out_data.u32_mut()?);
             return Ok(());
         }
+        Op::KvStore(p) => {
+            let (src, slots) = (ins(0)?.f32()?, ins(1)?.u32()?);
+            if checks == Checks::All {
+                p.check_slots(slots)?;
+            }
+            let mut cache = out_data.cache_mut()?;
+            let row = src.len() / slots.len().max(1);
+            for (t, &slot) in slots.iter().enumerate() {
+                let slot = slot as usize;
+                if slot >= p.num_slots {
+                    return Err(Error::op("kv_store", format!("slot {slot} past {} slots", p.num_slots)));
+                }
+                cache.store(slot * row, &src[t * row..(t + 1) * row]);
+            }
+            return Ok(());
+        }
         _ => {}
     }
     let o = out_data.f32_mut()?;
@@ -334,20 +350,7 @@ fn run_op<T: Borrow<Tensor>>(ctx: &Ctx, op: &Op, inputs: &[T], out: &Tensor, che
                 p.reference(&x[r.start * row..r.end * row], &positions[r.clone()], freqs, head_dim, o)
             })?
         }
-        Op::KvStore(p) => {
-            let (src, slots) = (ins(0)?.f32()?, ins(1)?.u32()?);
-            if checks == Checks::All {
-                p.check_slots(slots)?;
-            }
-            let row = src.len() / slots.len().max(1);
-            for (t, &slot) in slots.iter().enumerate() {
-                let slot = slot as usize;
-                if slot >= p.num_slots {
-                    return Err(Error::op("kv_store", format!("slot {slot} past {} slots", p.num_slots)));
-                }
-                o[slot * row..(slot + 1) * row].copy_from_slice(&src[t * row..(t + 1) * row]);
-            }
-        }
+        Op::KvStore(_) => unreachable!("written above"),
         Op::Attention(p) => {
             let dims = AttentionDims {
                 heads: shape(0)[1],
@@ -355,10 +358,10 @@ fn run_op<T: Borrow<Tensor>>(ctx: &Ctx, op: &Op, inputs: &[T], out: &Tensor, che
                 head_dim: shape(0)[2],
                 max_blocks: shape(3)[1],
             };
-            let (q, k, v) = (ins(0)?.f32()?, ins(1)?.f32()?, ins(2)?.f32()?);
+            let (q, k, v) = (ins(0)?.f32()?, ins(1)?.floats()?, ins(2)?.floats()?);
             let (tables, seq, pos) = (ins(3)?.u32()?, ins(4)?.u32()?, ins(5)?.u32()?);
             let sinks = if inputs.len() > 6 { Some(ins(6)?.f32()?) } else { None };
-            attention::attention(ctx, p, dims, [q, k, v], [tables, seq, pos], sinks, o)?
+            attention::attention(ctx, p, dims, q, [k, v], [tables, seq, pos], sinks, o)?
         }
         Op::Glu(p) => {
             let (gate, up) = (ins(0)?.f32()?, ins(1)?.f32()?);

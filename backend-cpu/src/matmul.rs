@@ -123,7 +123,7 @@ pub fn matmul_rows(
             _ => float(ctx, &Offset(Dequantized(q), row0), x, bias, dims, out),
         },
         CpuData::Quant(q) => float(ctx, &Offset(Dequantized(q), row0), x, bias, dims, out),
-        CpuData::U32(_) => Err(Error::op("matmul", "u32 weights")),
+        CpuData::U32(_) | CpuData::F8E4M3(_) => Err(Error::op("matmul", "u32 or fp8 cache weights")),
     }
 }
 

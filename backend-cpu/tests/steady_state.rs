@@ -94,7 +94,7 @@ fn replay_allocations(b: &FastCpuBackend) -> usize {
         let rope = Op::Rope(Rope { style: RopeStyle::Neox, attention_scale: 1.0 });
         let q = b.run(&rope, &[&q, &pos, &freqs])?;
         let k = b.run(&rope, &[&k, &pos, &freqs])?;
-        b.execute(&Op::KvStore(KvStore { num_slots: slots }), &[&k, &slot], &cache)?;
+        b.execute(&Op::KvStore(KvStore { num_slots: slots, dtype: DType::F32 }), &[&k, &slot], &cache)?;
         let att = Attention { block_size: bs, scale: 0.2, softcap: None, window: None };
         let o = b.run(&Op::Attention(att), &[&q, &cache, &cache, &tables, &seq, &pos])?.reshape(&[1, heads * d])?;
         let g = b.run(&Op::Matmul(Matmul), &[&o, &gate])?;

@@ -66,7 +66,7 @@ fn recycled_buffers_read_as_zeros() {
     let cache = b.alloc(&[16, 1, 4], DType::F32).unwrap();
     let src = b.upload_f32(&[1, 1, 4], &[1.0; 4]).unwrap();
     let slots = b.upload_u32(&[1], &[3]).unwrap();
-    b.execute(&Op::KvStore(KvStore { num_slots: 16 }), &[&src, &slots], &cache).unwrap();
+    b.execute(&Op::KvStore(KvStore { num_slots: 16, dtype: DType::F32 }), &[&src, &slots], &cache).unwrap();
     let got = b.read_f32(&cache).unwrap();
     let want: Vec<f32> = (0..64).map(|i| if (12..16).contains(&i) { 1.0 } else { 0.0 }).collect();
     assert_eq!(got, want);

@@ -67,16 +67,16 @@ fn windowed_paths_of_every_op() {
     }
     list.push(cases::rms_norm(&mut rng, 9, 100, 1e-6, true));
     list.push(cases::rope(&mut rng, RopeStyle::Neox, [2, 32, 16], 1.0, &[0, 3, 9, 100, 7, 5, 6]));
-    list.push(cases::kv_store(&mut rng, 4, 2, 16, &[(9, 9), (5, 2)]));
+    list.push(cases::kv_store(&mut rng, DType::F32, 4, 2, 16, &[(9, 9), (5, 2)]));
     // caches of 28 slots x 128 bytes in 4 windows, merged flash-decoding style
     let att = Attention { block_size: 4, scale: 0.25, softcap: Some(3.0), window: None };
     list.push(cases::attention(&mut rng, att, [4, 2, 16], &[(9, 9), (5, 2)]));
     let att = Attention { block_size: 3, scale: 0.3, softcap: None, window: Some(5) };
     list.push(cases::attention(&mut rng, att.clone(), [2, 1, 32], &[(20, 4), (1, 1), (7, 7)]));
     // sinks over the same windowed caches: counted once in the merged softmax
-    list.push(cases::attention_with(&mut rng, att, [2, 1, 32], &[(20, 4), (1, 1), (7, 7)], true));
+    list.push(cases::attention_with(&mut rng, att, [2, 1, 32], &[(20, 4), (1, 1), (7, 7)], true, DType::F32));
     let att = Attention { block_size: 4, scale: 0.25, softcap: Some(3.0), window: None };
-    list.push(cases::attention_with(&mut rng, att, [4, 2, 16], &[(9, 9), (5, 2)], true));
+    list.push(cases::attention_with(&mut rng, att, [4, 2, 16], &[(9, 9), (5, 2)], true, DType::F32));
     list.push(cases::glu(&mut rng, Activation::Silu, &[3, 300]));
     list.push(cases::add(&mut rng, &[1000]));
     list.push(cases::scale(&mut rng, 3.0, &[1000]));
@@ -106,7 +106,7 @@ fn windowed_paths_of_every_op() {
     // at 2 KiB the caches (1.75 KiB) are bound whole and q (2.75 KiB) is windowed
     let Some(b) = common::backend(small_bindings(2048)) else { return };
     let att = Attention { block_size: 4, scale: 0.25, softcap: Some(3.0), window: Some(6) };
-    let sinked = cases::attention_with(&mut rng, att.clone(), [4, 1, 16], &[(9, 9), (5, 2)], true);
+    let sinked = cases::attention_with(&mut rng, att.clone(), [4, 1, 16], &[(9, 9), (5, 2)], true, DType::F32);
     failures.extend(run(&b, &[cases::attention(&mut rng, att, [4, 1, 16], &[(9, 9), (5, 2)]), sinked]));
     // K-quant super-blocks of 256: x and out rows of 1 KiB (one a window);
     // codes rows of 84..212 bytes, several windows, most starting mid-binding

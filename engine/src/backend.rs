@@ -111,6 +111,7 @@ pub trait BackendExt: Backend {
             DType::F32 => bytemuck::pod_collect_to_vec(&bytes),
             DType::F16 => bytemuck::pod_collect_to_vec::<u8, half::f16>(&bytes).into_iter().map(f32::from).collect(),
             DType::BF16 => bytemuck::pod_collect_to_vec::<u8, half::bf16>(&bytes).into_iter().map(f32::from).collect(),
+            DType::F8E4M3 => bytes.iter().map(|&b| crate::quant::fp8::decode(b)).collect(),
             DType::U32 | DType::Quant(_) => {
                 return Err(Error::Backend(format!("read_f32 on a {} tensor", src.dtype())));
             }

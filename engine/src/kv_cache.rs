@@ -11,11 +11,13 @@ use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
 /// The device tensors: for each layer, keys and values of every slot,
-/// [num_blocks * block_size, kv_heads, head_dim] f32. With MLA, `v[l]` is
-/// `k[l]` (the latent and rotary key, [slots, 1, kv_lora_rank + rope]).
+/// [num_blocks * block_size, kv_heads, head_dim] in the config's
+/// `kv_cache_dtype`. With MLA, `v[l]` is `k[l]` (the latent and rotary key,
+/// [slots, 1, kv_lora_rank + rope]).
 pub struct KvCache {
     pub block_size: usize,
     pub num_blocks: usize,
+    pub dtype: DType,
     pub k: Vec<Tensor>,
     pub v: Vec<Tensor>,
 }
@@ -26,7 +28,11 @@ impl KvCache {
             return Err(Error::KvCache("block size and block count must be positive".into()));
         }
         let shape = [num_blocks * block_size, config.num_kv_heads, config.head_dim];
-        let layer = || backend.alloc(&shape, DType::F32);
+        let dtype = config.kv_cache_dtype;
+        if !dtype.is_cache() {
+            return Err(Error::KvCache(format!("a cache cannot hold {dtype}")));
+        }
+        let layer = || backend.alloc(&shape, dtype);
         let k: Vec<Tensor> = (0..config.num_layers).map(|_| layer()).collect::<Result<_>>()?;
         // MLA reads its values out of the cached latent: one tensor, two names
         let v = if config.mla.is_some() {
@@ -34,16 +40,16 @@ impl KvCache {
         } else {
             (0..config.num_layers).map(|_| layer()).collect::<Result<_>>()?
         };
-        Ok(KvCache { block_size, num_blocks, k, v })
+        Ok(KvCache { block_size, num_blocks, dtype, k, v })
     }
 
     pub fn num_slots(&self) -> usize {
         self.num_blocks * self.block_size
     }
 
-    /// Bytes one block takes across all layers (k and v, f32).
+    /// Bytes one block takes across all layers (k and v, in the cache dtype).
     pub fn bytes_per_block(config: &ModelConfig, block_size: usize) -> usize {
-        config.kv_floats_per_token() * block_size * DType::F32.size_bytes()
+        config.kv_bytes_per_token() * block_size
     }
 }
 

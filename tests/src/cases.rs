@@ -12,6 +12,7 @@ use ferrum_engine::ops::{
     Activation, Add, Argmax, Attention, Concat, ExpertGroups, GatherRows, Glu, KvStore, Matmul, MoeCombine, MoeMatmul,
     MoeRoute, Op, OpKind, RmsNorm, Rope, RopeStyle, RouterScoring, Sample, Scale, Softcap,
 };
+use ferrum_engine::quant::fp8;
 use ferrum_engine::quant::{
     Fp8Scaling, GgmlBlocks, GgmlType, Int8Rule, MxScaleRule, Nvfp4Convention, QuantFormat, QuantizedMatrix, ggml,
 };
@@ -46,6 +47,7 @@ impl HostTensor {
             DType::F32 => data,
             DType::F16 => data.into_iter().map(|v| f16::from_f32(v).to_f32()).collect(),
             DType::BF16 => data.into_iter().map(|v| bf16::from_f32(v).to_f32()).collect(),
+            DType::F8E4M3 => data.into_iter().map(|v| fp8::decode(fp8::encode_saturating(v))).collect(),
             DType::U32 | DType::Quant(_) => panic!("float tensor with dtype {dtype}"),
         };
         HostTensor { shape: shape.to_vec(), dtype, data: HostData::F32(data) }
@@ -75,6 +77,7 @@ impl HostTensor {
             (HostData::F32(v), DType::F32) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             (HostData::F32(v), DType::F16) => v.iter().flat_map(|&x| f16::from_f32(x).to_le_bytes()).collect(),
             (HostData::F32(v), DType::BF16) => v.iter().flat_map(|&x| bf16::from_f32(x).to_le_bytes()).collect(),
+            (HostData::F32(v), DType::F8E4M3) => v.iter().map(|&x| fp8::encode_saturating(x)).collect(),
             (HostData::U32(v), DType::U32) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             (_, d) => panic!("host data does not match dtype {d}"),
         }
@@ -256,9 +259,14 @@ pub fn all_cases() -> Vec<Case> {
     // (context length after this step, new tokens) per sequence: a prefill,
     // a decode step and a chunk continuing a sequence, in one batch.
     let mixed: &[(usize, usize)] = &[(37, 37), (20, 1), (50, 5)];
-    cases.push(kv_store(&mut rng(), 16, 2, 32, mixed));
-    cases.push(kv_store(&mut rng(), 3, 2, 32, mixed));
-    cases.push(kv_store(&mut rng(), 3, 1, 7, &[(1, 1), (8, 8)]));
+    cases.push(kv_store(&mut rng(), DType::F32, 16, 2, 32, mixed));
+    cases.push(kv_store(&mut rng(), DType::F32, 3, 2, 32, mixed));
+    cases.push(kv_store(&mut rng(), DType::F32, 3, 1, 7, &[(1, 1), (8, 8)]));
+    // caches of 16 and 8 bits (--kv-cache-dtype): rows rounded on the way in
+    for dtype in [DType::F16, DType::BF16, DType::F8E4M3] {
+        cases.push(kv_store(&mut rng(), dtype, 16, 2, 32, mixed));
+        cases.push(kv_store(&mut rng(), dtype, 3, 1, 8, &[(1, 1), (8, 8)]));
+    }
     let inv = |d: usize| 1.0 / (d as f32).sqrt();
     // (heads, kv_heads, head_dim, block_size, window, softcap, scale, seqs)
     let attentions: [(_, _, _, _, _, _, _, &[(usize, usize)]); 5] = [
@@ -274,8 +282,15 @@ pub fn all_cases() -> Vec<Case> {
     }
     // gpt-oss: sinks, with and without a window, a decode step and a prefill
     let sinked = Attention { block_size: 16, scale: inv(32), softcap: None, window: Some(5) };
-    cases.push(attention_with(&mut rng(), sinked.clone(), [8, 2, 32], mixed, true));
-    cases.push(attention_with(&mut rng(), Attention { window: None, ..sinked }, [4, 4, 16], &[(1, 1), (9, 2)], true));
+    cases.push(attention_with(&mut rng(), sinked.clone(), [8, 2, 32], mixed, true, DType::F32));
+    let unwindowed = Attention { window: None, ..sinked.clone() };
+    cases.push(attention_with(&mut rng(), unwindowed, [4, 4, 16], &[(1, 1), (9, 2)], true, DType::F32));
+    // reading caches of 16 and 8 bits
+    for dtype in [DType::F16, DType::BF16, DType::F8E4M3] {
+        let op = Attention { block_size: 16, scale: inv(32), softcap: None, window: None };
+        cases.push(attention_with(&mut rng(), op, [8, 2, 32], mixed, false, dtype));
+        cases.push(attention_with(&mut rng(), sinked.clone(), [4, 1, 64], &[(70, 3), (9, 9)], true, dtype));
+    }
     // gpt-oss's clamp (7.0) and one inside the inputs' range, so both sides clamp
     let clamped = |limit| Activation::SwigluClamped { alpha: 1.702, limit };
     for act in [Activation::Silu, Activation::GeluTanh, clamped(7.0), clamped(1.5)] {
@@ -541,20 +556,30 @@ fn seqs_desc(seqs: &[(usize, usize)]) -> String {
     format!("seqs(new/ctx)=[{}]", parts.join(" "))
 }
 
-/// Writes each token's row into its slot of a cache full of random values.
-/// Slots are distinct: two tokens writing one slot would make the result
-/// depend on execution order.
-pub fn kv_store(rng: &mut Rng, block_size: usize, kv_heads: usize, d: usize, seqs: &[(usize, usize)]) -> Case {
+/// Writes each token's row into its slot of a cache of `dtype` full of
+/// random values. Slots are distinct: two tokens writing one slot would make
+/// the result depend on execution order. The rows are f32 values the cache
+/// dtype holds exactly, so every backend's rounding gives the oracle's copy.
+pub fn kv_store(
+    rng: &mut Rng,
+    dtype: DType,
+    block_size: usize,
+    kv_heads: usize,
+    d: usize,
+    seqs: &[(usize, usize)],
+) -> Case {
     let p = paging(rng, block_size, seqs);
     let t = p.slots.len();
     let num_slots = p.num_blocks * block_size;
-    let src = HostTensor::f32(&[t, kv_heads, d], rng.vec(t * kv_heads * d, 1.0));
-    let init = HostTensor::f32(&[num_slots, kv_heads, d], rng.vec(num_slots * kv_heads * d, 1.0));
+    let held = HostTensor::float(&[t, kv_heads, d], dtype, rng.vec(t * kv_heads * d, 1.0));
+    let src = HostTensor::f32(&[t, kv_heads, d], held.f64s().into_iter().map(|x| x as f32).collect());
+    let init = HostTensor::float(&[num_slots, kv_heads, d], dtype, rng.vec(num_slots * kv_heads * d, 1.0));
     let dims = format!(
         "T={t}, kv_heads={kv_heads}, head_dim={d}, block_size={block_size}, num_slots={num_slots}, {}",
         seqs_desc(seqs)
     );
-    let mut c = case(Op::KvStore(KvStore { num_slots }), vec![src, HostTensor::u32(&[t], p.slots)], DType::F32, dims);
+    let op = Op::KvStore(KvStore { num_slots, dtype });
+    let mut c = case(op, vec![src, HostTensor::u32(&[t], p.slots)], dtype, dims);
     c.init_out = Some(init);
     c
 }
@@ -562,7 +587,7 @@ pub fn kv_store(rng: &mut Rng, block_size: usize, kv_heads: usize, d: usize, seq
 /// The cache is random everywhere, including slots no sequence owns: a
 /// kernel that reads outside the visible positions gets garbage.
 pub fn attention(rng: &mut Rng, op: Attention, [heads, kv_heads, d]: [usize; 3], seqs: &[(usize, usize)]) -> Case {
-    attention_with(rng, op, [heads, kv_heads, d], seqs, false)
+    attention_with(rng, op, [heads, kv_heads, d], seqs, false, DType::F32)
 }
 
 /// [`attention`], with a learned sink logit per head when `sinks`
@@ -573,6 +598,7 @@ pub fn attention_with(
     [heads, kv_heads, d]: [usize; 3],
     seqs: &[(usize, usize)],
     sinks: bool,
+    cache_dtype: DType,
 ) -> Case {
     let p = paging(rng, op.block_size, seqs);
     let t = p.positions.len();
@@ -584,8 +610,8 @@ pub fn attention_with(
     }
     let mut inputs = vec![
         HostTensor::f32(&[t, heads, d], rng.vec(t * heads * d, 1.0)),
-        HostTensor::f32(&[num_slots, kv_heads, d], rng.vec(cache, 1.0)),
-        HostTensor::f32(&[num_slots, kv_heads, d], rng.vec(cache, 1.0)),
+        HostTensor::float(&[num_slots, kv_heads, d], cache_dtype, rng.vec(cache, 1.0)),
+        HostTensor::float(&[num_slots, kv_heads, d], cache_dtype, rng.vec(cache, 1.0)),
         HostTensor::u32(&[seqs.len(), p.max_blocks], tables),
         HostTensor::u32(&[t], p.token_seq),
         HostTensor::u32(&[t], p.positions),
@@ -598,12 +624,12 @@ pub fn attention_with(
     let softcap = op.softcap.map_or_else(none, |c| c.to_string());
     let dims = format!(
         "T={t}, heads={heads}, kv_heads={kv_heads}, head_dim={d}, block_size={}, window={window}, \
-         softcap={softcap}, scale={:.4}, sinks={sinks}, {}",
+         softcap={softcap}, scale={:.4}, sinks={sinks}, cache={cache_dtype}, {}",
         op.block_size,
         op.scale,
         seqs_desc(seqs)
     );
-    case(Op::Attention(op), inputs, DType::F32, dims)
+    case(Op::Attention(op), inputs, cache_dtype, dims)
 }
 
 pub fn glu(rng: &mut Rng, activation: Activation, shape: &[usize]) -> Case {

@@ -105,7 +105,7 @@ fn bad_inputs() -> Vec<BadInput> {
     bad("positions count", &rope, vec![f(&[3, 2, 8]), u(&[0, 1]), f(&[4])], out(&[3, 2, 8]));
     bad("inv_freq past head_dim", &rope, vec![f(&[1, 2, 8]), u(&[0]), f(&[5])], out(&[1, 2, 8]));
     bad("x of rank 2", &rope, vec![f(&[1, 8]), u(&[0]), f(&[4])], out(&[1, 8]));
-    let store = Op::KvStore(KvStore { num_slots: 6 });
+    let store = Op::KvStore(KvStore { num_slots: 6, dtype: DType::F32 });
     bad("slot == num_slots", &store, vec![f(&[2, 1, 4]), u(&[0, 6])], out(&[6, 1, 4]));
     bad("slot written twice", &store, vec![f(&[2, 1, 4]), u(&[3, 3])], out(&[6, 1, 4]));
     bad("slots count", &store, vec![f(&[2, 1, 4]), u(&[0])], out(&[6, 1, 4]));

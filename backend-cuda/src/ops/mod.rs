@@ -366,7 +366,10 @@ pub(crate) fn supports(op: OpKind, dtype: DType) -> bool {
     op.takes(dtype)
         && match dtype {
             DType::Quant(QuantFormat::Ggml(ty)) => DeviceFormat::of_ggml(ty).is_some(),
-            DType::Quant(_) | DType::F32 | DType::F16 | DType::BF16 | DType::U32 => true,
+            // caches of f32 only, for now
+            DType::F16 | DType::BF16 => !matches!(op, OpKind::KvStore | OpKind::Attention),
+            DType::F8E4M3 => false,
+            DType::Quant(_) | DType::F32 | DType::U32 => true,
         }
 }
 

@@ -473,7 +473,18 @@ fn check_attention(
     op.check_pages(&tables, max_blocks, num_slots, &token_seq, &positions).unwrap();
     let mut want = vec![0.0; t * heads * d];
     let dims = AttentionDims { heads, kv_heads, head_dim: d, max_blocks };
-    op.reference(dims, &q, &k, &v, &tables, &token_seq, &positions, sinks.as_deref(), &mut want).unwrap();
+    op.reference(
+        dims,
+        &q,
+        FloatSlice::F32(&k),
+        FloatSlice::F32(&v),
+        &tables,
+        &token_seq,
+        &positions,
+        sinks.as_deref(),
+        &mut want,
+    )
+    .unwrap();
     let p = attention::params(&op, &[t, heads, d], &[num_slots, kv_heads, d], max_blocks, sinks.is_some()).unwrap();
     let u32s = |v: &[u32]| bytemuck::cast_slice::<u32, u8>(v).to_vec();
     let (tables, token_seq, positions) = (u32s(&tables), u32s(&token_seq), u32s(&positions));

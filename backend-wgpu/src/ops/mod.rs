@@ -85,11 +85,15 @@ pub(crate) fn plan(op: &Op, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -> Resu
 /// moe_matmul has no native-f16 variant: its f16 stacks need `f16_in_f32`.
 pub(crate) fn supports(op: OpKind, dtype: DType, native_f16: bool, f16_in_f32: bool) -> bool {
     let native_f16 = native_f16 && op != OpKind::MoeMatmul;
+    let cache_op = matches!(op, OpKind::KvStore | OpKind::Attention);
     op.takes(dtype)
         && match dtype {
+            // caches of f32 only, for now
+            DType::F16 | DType::BF16 | DType::F8E4M3 if cache_op => false,
             DType::F16 => native_f16 || f16_in_f32,
             DType::Quant(QuantFormat::Ggml(ty)) => f16_in_f32 && DeviceFormat::of_ggml(ty).is_some(),
             DType::Quant(_) | DType::F32 | DType::BF16 | DType::U32 => true,
+            DType::F8E4M3 => false,
         }
 }
 
@@ -107,7 +111,7 @@ fn weight_pipeline(
         DType::F16 if ctx.native_f16 => PipelineKey { native_f16: true, ..key },
         DType::F16 => key.constant("W_DTYPE", 1),
         DType::BF16 => key.constant("W_DTYPE", 2),
-        DType::F32 | DType::U32 | DType::Quant(_) => key.constant("W_DTYPE", 0),
+        DType::F32 | DType::F8E4M3 | DType::U32 | DType::Quant(_) => key.constant("W_DTYPE", 0),
     }
 }
 

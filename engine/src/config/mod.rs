@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::ops::Activation;
 
@@ -109,6 +110,9 @@ pub struct ModelConfig {
     pub mla: Option<MlaConfig>,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
+    /// What the KV cache holds (not from the checkpoint: f32 unless the
+    /// caller chooses f16, bf16 or fp8 before loading).
+    pub kv_cache_dtype: DType,
 }
 
 impl ModelConfig {
@@ -179,6 +183,11 @@ impl ModelConfig {
             }
         }
         (total, active)
+    }
+
+    /// Bytes of KV cache per token, in the cache's dtype.
+    pub fn kv_bytes_per_token(&self) -> usize {
+        self.kv_floats_per_token() * self.kv_cache_dtype.size_bytes()
     }
 
     /// Key and value heads times head_dim times 2 (k and v), in f32
@@ -328,6 +337,7 @@ impl Reader<'_> {
             mla,
             bos_token_id: self.token_ids("bos_token_id")?.first().copied(),
             eos_token_ids: self.token_ids("eos_token_id")?,
+            kv_cache_dtype: DType::F32,
         };
         limits::check(&config).map_err(|m| self.err(m))?;
         Ok(config)

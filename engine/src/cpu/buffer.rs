@@ -7,7 +7,7 @@ use half::{bf16, f16};
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::ops::{FloatSlice, WeightRows};
+use crate::ops::{CacheSliceMut, FloatSlice, WeightRows};
 use crate::quant::QuantizedMatrix;
 use crate::tensor::{Buffer, Tensor};
 
@@ -16,6 +16,8 @@ pub enum CpuData {
     F32(Vec<f32>),
     F16(Vec<f16>),
     BF16(Vec<bf16>),
+    /// float8_e4m3fn codes (a KV cache)
+    F8E4M3(Vec<u8>),
     U32(Vec<u32>),
     Quant(QuantizedMatrix),
 }
@@ -26,6 +28,7 @@ impl CpuData {
             DType::F32 => CpuData::F32(vec![0.0; n]),
             DType::F16 => CpuData::F16(vec![f16::ZERO; n]),
             DType::BF16 => CpuData::BF16(vec![bf16::ZERO; n]),
+            DType::F8E4M3 => CpuData::F8E4M3(vec![0; n]),
             DType::U32 => CpuData::U32(vec![0; n]),
             DType::Quant(f) => return Err(Error::Backend(format!("{f} tensors come only from upload_quantized"))),
         })
@@ -37,6 +40,7 @@ impl CpuData {
             DType::F32 => CpuData::F32(bytemuck::pod_collect_to_vec(bytes)),
             DType::F16 => CpuData::F16(bytemuck::pod_collect_to_vec(bytes)),
             DType::BF16 => CpuData::BF16(bytemuck::pod_collect_to_vec(bytes)),
+            DType::F8E4M3 => CpuData::F8E4M3(bytes.to_vec()),
             DType::U32 => CpuData::U32(bytemuck::pod_collect_to_vec(bytes)),
             DType::Quant(f) => return Err(Error::Backend(format!("{f} tensors come only from upload_quantized"))),
         })
@@ -47,6 +51,7 @@ impl CpuData {
             CpuData::F32(v) => bytemuck::cast_slice(v),
             CpuData::F16(v) => bytemuck::cast_slice(v),
             CpuData::BF16(v) => bytemuck::cast_slice(v),
+            CpuData::F8E4M3(v) => v,
             CpuData::U32(v) => bytemuck::cast_slice(v),
             CpuData::Quant(m) => return Err(Error::Backend(format!("{} weights cannot be read back", m.format()))),
         })
@@ -65,6 +70,7 @@ impl CpuData {
             CpuData::F32(v) => Ok(FloatSlice::F32(v)),
             CpuData::F16(v) => Ok(FloatSlice::F16(v)),
             CpuData::BF16(v) => Ok(FloatSlice::BF16(v)),
+            CpuData::F8E4M3(v) => Ok(FloatSlice::F8E4M3(v)),
             CpuData::U32(_) => Err(Error::Backend("expected a float tensor, got u32".into())),
             CpuData::Quant(m) => Err(Error::Backend(format!("expected a float tensor, got {}", m.format()))),
         }
@@ -81,6 +87,17 @@ impl CpuData {
         match self {
             CpuData::F32(v) => Ok(v),
             _ => Err(Error::Backend("expected an f32 tensor".into())),
+        }
+    }
+
+    /// A KV cache's elements, to write in its dtype.
+    pub fn cache_mut(&mut self) -> Result<CacheSliceMut<'_>> {
+        match self {
+            CpuData::F32(v) => Ok(CacheSliceMut::F32(v)),
+            CpuData::F16(v) => Ok(CacheSliceMut::F16(v)),
+            CpuData::BF16(v) => Ok(CacheSliceMut::BF16(v)),
+            CpuData::F8E4M3(v) => Ok(CacheSliceMut::F8E4M3(v)),
+            _ => Err(Error::Backend("expected a cache tensor".into())),
         }
     }
 

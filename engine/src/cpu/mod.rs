@@ -118,6 +118,8 @@ fn compute(op: &Op, inputs: &[&Tensor], out: &Tensor) -> Result<()> {
             p.reference(ins[0].f32()?, cols, ins[1].f32()?, ins[2].f32()?, out_data.u32_mut()?);
             return Ok(());
         }
+        // the one with a cache output, in any cache dtype
+        Op::KvStore(p) => return p.reference(ins[0].f32()?, ins[1].u32()?, out_data.cache_mut()?),
         _ => {}
     }
     let o = out_data.f32_mut()?;
@@ -133,7 +135,7 @@ fn compute(op: &Op, inputs: &[&Tensor], out: &Tensor) -> Result<()> {
             p.reference(ins[0].f32()?, ins[1].weight_rows()?, bias, dims, o)?
         }
         Op::Rope(p) => p.reference(ins[0].f32()?, ins[1].u32()?, ins[2].f32()?, inputs[0].shape()[2], o),
-        Op::KvStore(p) => p.reference(ins[0].f32()?, ins[1].u32()?, o)?,
+        Op::KvStore(_) => unreachable!("written above"),
         Op::Attention(p) => {
             let dims = AttentionDims {
                 heads: inputs[0].shape()[1],
@@ -143,7 +145,7 @@ fn compute(op: &Op, inputs: &[&Tensor], out: &Tensor) -> Result<()> {
             };
             let [q, k, v, tables, seq, pos] = &ins[..6] else { unreachable!("validated: 6 or 7 inputs") };
             let sinks = ins.get(6).map(|s| s.f32()).transpose()?;
-            p.reference(dims, q.f32()?, k.f32()?, v.f32()?, tables.u32()?, seq.u32()?, pos.u32()?, sinks, o)?
+            p.reference(dims, q.f32()?, k.floats()?, v.floats()?, tables.u32()?, seq.u32()?, pos.u32()?, sinks, o)?
         }
         Op::Glu(p) => p.reference(ins[0].f32()?, ins[1].f32()?, o),
         Op::Add(p) => p.reference(ins[0].f32()?, ins[1].f32()?, o),

@@ -139,6 +139,7 @@ pub fn config(file: &GgufFile) -> Result<ModelConfig> {
         mla: None,
         bos_token_id: file.get_opt::<u32>("tokenizer.ggml.bos_token_id")?,
         eos_token_ids: eos.into_iter().collect(),
+        kv_cache_dtype: crate::dtype::DType::F32,
     };
     limits::check(&config).map_err(|m| bad(file, m))?;
     Ok(config)

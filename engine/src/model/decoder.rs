@@ -300,7 +300,7 @@ impl Decoder<'_> {
         let rope = Op::Rope(Rope { style: RopeStyle::Neox, attention_scale: rope_table.attention_scale });
         let q = b.run(&rope, &[&q, &step.positions, &rope_table.inv_freq])?;
         let k = b.run(&rope, &[&k, &step.positions, &rope_table.inv_freq])?;
-        let store = Op::KvStore(KvStore { num_slots: cache.num_slots() });
+        let store = Op::KvStore(KvStore { num_slots: cache.num_slots(), dtype: cache.dtype });
         b.execute(&store, &[&k, &step.slots], &cache.k[l])?;
         b.execute(&store, &[&v, &step.slots], &cache.v[l])?;
         self.attention(l, &q, step, cache, w.sinks.as_ref())?.reshape(&[t, heads * d])
@@ -333,7 +333,11 @@ impl Decoder<'_> {
         let k_rope = self.linear(h, &w.kv_rope)?.reshape(&[t, 1, m.rope])?;
         let k_rope = b.run(&rope, &[&k_rope, &step.positions, &rope_table.inv_freq])?;
         let kv = b.run(&Op::Concat(Concat), &[&latent, &k_rope])?; // (T, 1, r + rope)
-        b.execute(&Op::KvStore(KvStore { num_slots: cache.num_slots() }), &[&kv, &step.slots], &cache.k[l])?;
+        b.execute(
+            &Op::KvStore(KvStore { num_slots: cache.num_slots(), dtype: cache.dtype }),
+            &[&kv, &step.slots],
+            &cache.k[l],
+        )?;
         let a = self.attention(l, &q, step, cache, None)?.reshape(&[t * heads, r + m.rope])?;
         self.per_route(&per_head, &a, &w.v_absorb, route)?.reshape(&[t, heads * m.v])
     }

@@ -101,7 +101,7 @@ impl Model {
             match weights.embed.dtype() {
                 DType::BF16 => half::bf16::from_f32(s).to_f32(),
                 DType::F16 => half::f16::from_f32(s).to_f32(),
-                DType::F32 | DType::U32 | DType::Quant(_) => s,
+                DType::F32 | DType::F8E4M3 | DType::U32 | DType::Quant(_) => s,
             }
         });
         Ok(Model { config, backend, weights, rope_global, rope_local, embed_scale, recorded: RecordedSteps::new() })

@@ -102,7 +102,7 @@ impl Backend for Trace {
 
     fn execute(&self, op: &Op, inputs: &[&Tensor], out: &Tensor) -> Result<()> {
         validate(op, inputs, out)?;
-        let dtype = op.kind().contract().operand_dtype(inputs);
+        let dtype = op.kind().contract().operand_dtype(inputs, out);
         self.ops.lock().map_err(|_| Error::Backend("trace lock poisoned".into()))?.push((op.kind(), dtype));
         Ok(())
     }

@@ -13,11 +13,12 @@
 //! `w_j = e^score_j / (sum_i e^score_i + e^sinks[h])`. Position j lives in
 //! cache slot `block_tables[s, j / block_size] * block_size + j % block_size`.
 
-use super::{Contract, TensorSpec, dot, expect_dtype, expect_inputs, expect_rank};
+use super::{Contract, FloatSlice, Operand, TensorSpec, dot, expect_dtype, expect_inputs, expect_rank};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 
-/// Inputs: q [T, heads, head_dim] f32, k_cache and v_cache [slots, kv_heads, head_dim] f32,
+/// Inputs: q [T, heads, head_dim] f32, k_cache and v_cache [slots, kv_heads, head_dim]
+/// in one cache dtype (f32, f16, bf16, fp8; widened to f32 as they are read),
 /// block_tables [seqs, max_blocks] u32, token_seq [T] u32, positions [T] u32,
 /// optional sinks [heads] f32. Output: [T, heads, head_dim] f32.
 #[derive(Clone, Debug, PartialEq)]
@@ -39,8 +40,8 @@ pub struct AttentionDims {
 }
 
 impl Attention {
-    /// What every backend honours: f32 activations.
-    pub const CONTRACT: Contract = Contract::F32;
+    /// f32 activations; the cache (k_cache, input 1) in any cache dtype.
+    pub const CONTRACT: Contract = Contract { operand: Operand::Cache { input: Some(1) }, in_place: false };
 
     const NAME: &'static str = "attention";
 
@@ -62,8 +63,12 @@ impl Attention {
         expect_rank(Self::NAME, "block_tables", tables, 2)?;
         expect_rank(Self::NAME, "token_seq", seq, 1)?;
         expect_rank(Self::NAME, "positions", pos, 1)?;
-        for (what, t) in [("q", q), ("k_cache", k), ("v_cache", v)] {
-            expect_dtype(Self::NAME, what, t, &[DType::F32])?;
+        expect_dtype(Self::NAME, "q", q, &[DType::F32])?;
+        for (what, t) in [("k_cache", k), ("v_cache", v)] {
+            expect_dtype(Self::NAME, what, t, &DType::CACHE)?;
+        }
+        if k.dtype != v.dtype {
+            return Err(Error::op(Self::NAME, format!("k_cache is {}, v_cache {}", k.dtype, v.dtype)));
         }
         for (what, t) in [("block_tables", tables), ("token_seq", seq), ("positions", pos)] {
             expect_dtype(Self::NAME, what, t, &[DType::U32])?;
@@ -138,8 +143,8 @@ impl Attention {
         &self,
         dims: AttentionDims,
         q: &[f32],
-        k_cache: &[f32],
-        v_cache: &[f32],
+        k_cache: FloatSlice<'_>,
+        v_cache: FloatSlice<'_>,
         block_tables: &[u32],
         token_seq: &[u32],
         positions: &[u32],
@@ -151,6 +156,7 @@ impl Attention {
         let num_slots = k_cache.len() / (kv_heads * d);
         let seqs = block_tables.len() / max_blocks.max(1);
         let mut scores = Vec::new(); // (visible keys,) for one query head
+        let (mut k_row, mut v_row) = (vec![0.0f32; d], vec![0.0f32; d]); // (d,) a cached row as f32
         for t in 0..positions.len() {
             let (s, p) = (token_seq[t] as usize, positions[t] as usize);
             if s >= seqs {
@@ -181,8 +187,8 @@ impl Attention {
                 let q_row = &q[(t * heads + h) * d..][..d];
                 scores.clear();
                 for &slot in &slots {
-                    let k_row = &k_cache[(slot * kv_heads + kvh) * d..][..d];
-                    let mut score = self.scale * dot(q_row, k_row);
+                    k_cache.widen_into((slot * kv_heads + kvh) * d, &mut k_row);
+                    let mut score = self.scale * dot(q_row, &k_row);
                     if let Some(cap) = self.softcap {
                         score = cap * (score / cap).tanh();
                     }
@@ -201,8 +207,8 @@ impl Attention {
                 let o_row = &mut out[(t * heads + h) * d..][..d];
                 o_row.fill(0.0);
                 for (&slot, &w) in slots.iter().zip(&scores) {
-                    let v_row = &v_cache[(slot * kv_heads + kvh) * d..][..d];
-                    for (o, v) in o_row.iter_mut().zip(v_row) {
+                    v_cache.widen_into((slot * kv_heads + kvh) * d, &mut v_row);
+                    for (o, v) in o_row.iter_mut().zip(&v_row) {
                         *o += w / denom * v;
                     }
                 }

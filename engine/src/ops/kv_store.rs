@@ -7,20 +7,22 @@
 //! Slots must be distinct (GPU backends write them in parallel); the
 //! reference checks it.
 
-use super::{Contract, TensorSpec, expect_dtype, expect_inputs, expect_rank};
+use super::{CacheSliceMut, Contract, Operand, TensorSpec, expect_dtype, expect_inputs, expect_rank};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 
 /// Inputs: src [T, kv_heads, head_dim] f32, slots [T] u32.
-/// Output (updated in place): cache [num_slots, kv_heads, head_dim] f32.
+/// Output (updated in place): cache [num_slots, kv_heads, head_dim] in
+/// `dtype` (f32, f16, bf16 or fp8: the rows are rounded to it).
 #[derive(Clone, Debug, PartialEq)]
 pub struct KvStore {
     pub num_slots: usize,
+    pub dtype: DType,
 }
 
 impl KvStore {
-    /// What every backend honours: f32 activations; its output, the cache, is updated in place.
-    pub const CONTRACT: Contract = Contract::IN_PLACE;
+    /// f32 activations in; its output, the cache, in any cache dtype, updated in place.
+    pub const CONTRACT: Contract = Contract { operand: Operand::Cache { input: None }, in_place: true };
 
     const NAME: &'static str = "kv_store";
 
@@ -34,7 +36,10 @@ impl KvStore {
         if slots.shape[0] != src.shape[0] {
             return Err(Error::op(Self::NAME, format!("{} slots for {} rows", slots.shape[0], src.shape[0])));
         }
-        Ok(TensorSpec::new(&[self.num_slots, src.shape[1], src.shape[2]], DType::F32))
+        if !self.dtype.is_cache() {
+            return Err(Error::op(Self::NAME, format!("a cache cannot hold {}", self.dtype)));
+        }
+        Ok(TensorSpec::new(&[self.num_slots, src.shape[1], src.shape[2]], self.dtype))
     }
 
     /// The index check every backend makes on the host: every slot is in
@@ -53,13 +58,12 @@ impl KvStore {
         Ok(())
     }
 
-    /// src (T, row), slots (T,) -> cache (num_slots, row), in place
-    pub fn reference(&self, src: &[f32], slots: &[u32], cache: &mut [f32]) -> Result<()> {
+    /// src (T, row), slots (T,) -> cache (num_slots, row) in its dtype, in place
+    pub fn reference(&self, src: &[f32], slots: &[u32], mut cache: CacheSliceMut<'_>) -> Result<()> {
         self.check_slots(slots)?;
         let row = src.len() / slots.len().max(1);
         for (t, &slot) in slots.iter().enumerate() {
-            let slot = slot as usize;
-            cache[slot * row..(slot + 1) * row].copy_from_slice(&src[t * row..(t + 1) * row]);
+            cache.store(slot as usize * row, &src[t * row..(t + 1) * row]);
         }
         Ok(())
     }

@@ -148,6 +148,9 @@ pub enum Operand {
     /// A weight (matmul's w, gather_rows' table), the op's input `input`:
     /// any float dtype or any quantized format.
     Weight { input: usize },
+    /// A KV cache ([`DType::CACHE`]): the op's input `input`, or with
+    /// `None` its output.
+    Cache { input: Option<usize> },
 }
 
 impl Contract {
@@ -162,14 +165,17 @@ impl Contract {
         match self.operand {
             Operand::F32 => dtype == DType::F32,
             Operand::Weight { .. } => dtype.is_float() || dtype.is_quantized(),
+            Operand::Cache { .. } => dtype.is_cache(),
         }
     }
 
-    /// The dtype `Backend::supports` is asked about for these inputs.
-    pub fn operand_dtype(self, inputs: &[&Tensor]) -> DType {
+    /// The dtype `Backend::supports` is asked about for these inputs and output.
+    pub fn operand_dtype(self, inputs: &[&Tensor], out: &Tensor) -> DType {
         match self.operand {
             Operand::F32 => DType::F32,
             Operand::Weight { input } => inputs.get(input).map_or(DType::F32, |t| t.dtype()),
+            Operand::Cache { input: Some(input) } => inputs.get(input).map_or(DType::F32, |t| t.dtype()),
+            Operand::Cache { input: None } => out.dtype(),
         }
     }
 }
@@ -310,6 +316,8 @@ pub enum FloatSlice<'a> {
     F32(&'a [f32]),
     F16(&'a [f16]),
     BF16(&'a [bf16]),
+    /// float8_e4m3fn codes
+    F8E4M3(&'a [u8]),
 }
 
 impl FloatSlice<'_> {
@@ -318,6 +326,7 @@ impl FloatSlice<'_> {
             FloatSlice::F32(s) => s.len(),
             FloatSlice::F16(s) => s.len(),
             FloatSlice::BF16(s) => s.len(),
+            FloatSlice::F8E4M3(s) => s.len(),
         }
     }
 
@@ -352,6 +361,36 @@ impl FloatSlice<'_> {
                 for (o, v) in out.iter_mut().zip(&s[start..end]) {
                     *o = v.to_f32();
                 }
+            }
+            FloatSlice::F8E4M3(s) => {
+                for (o, &v) in out.iter_mut().zip(&s[start..end]) {
+                    *o = crate::quant::fp8::decode(v);
+                }
+            }
+        }
+    }
+}
+
+/// A KV cache's elements, written in its dtype.
+#[derive(Debug)]
+pub enum CacheSliceMut<'a> {
+    F32(&'a mut [f32]),
+    F16(&'a mut [f16]),
+    BF16(&'a mut [bf16]),
+    F8E4M3(&'a mut [u8]),
+}
+
+impl CacheSliceMut<'_> {
+    /// Rounds `src` into elements `start..start + src.len()` (f16 and bf16
+    /// round to nearest even; fp8 too, saturating at ±448).
+    pub fn store(&mut self, start: usize, src: &[f32]) {
+        let end = start + src.len();
+        match self {
+            CacheSliceMut::F32(c) => c[start..end].copy_from_slice(src),
+            CacheSliceMut::F16(c) => c[start..end].iter_mut().zip(src).for_each(|(o, &x)| *o = f16::from_f32(x)),
+            CacheSliceMut::BF16(c) => c[start..end].iter_mut().zip(src).for_each(|(o, &x)| *o = bf16::from_f32(x)),
+            CacheSliceMut::F8E4M3(c) => {
+                c[start..end].iter_mut().zip(src).for_each(|(o, &x)| *o = crate::quant::fp8::encode_saturating(x))
             }
         }
     }
