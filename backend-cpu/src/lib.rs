@@ -361,7 +361,7 @@ fn run_op<T: Borrow<Tensor>>(ctx: &Ctx, op: &Op, inputs: &[T], out: &Tensor, che
             let (q, k, v) = (ins(0)?.f32()?, ins(1)?.floats()?, ins(2)?.floats()?);
             let (tables, seq, pos) = (ins(3)?.u32()?, ins(4)?.u32()?, ins(5)?.u32()?);
             let sinks = if inputs.len() > 6 { Some(ins(6)?.f32()?) } else { None };
-            attention::attention(ctx, p, dims, q, [k, v], [tables, seq, pos], sinks, o)?
+            attention::attention(ctx, p, dims, (q, [k, v]), [tables, seq, pos], sinks, o)?
         }
         Op::Glu(p) => {
             let (gate, up) = (ins(0)?.f32()?, ins(1)?.f32()?);
