@@ -4,19 +4,20 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use ferrum_engine::Model;
 use ferrum_engine::generate::GenerateOptions;
 use ferrum_engine::memory::{MemoryNeed, Workload};
 use ferrum_engine::model::QuantPolicy;
+use ferrum_engine::ops::OpKind;
 use ferrum_engine::quant::QuantFormat;
 use ferrum_engine::sampler::SamplingParams;
 use ferrum_engine::source::ModelSource;
 use ferrum_engine::speculative::Speculation;
+use ferrum_engine::{DType, Model, ModelConfig};
 
 use crate::backends::{self, BackendChoice};
 use crate::pull;
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
     /// A Hugging Face model folder (config.json, *.safetensors, tokenizer.json) or a
     /// .gguf file; without it, the default model (pulled on first use).
@@ -34,6 +35,36 @@ pub struct ModelArgs {
     /// Leave weights whose name matches unquantized (repeatable; `lm_head` always is).
     #[arg(long)]
     pub quant_exclude: Vec<String>,
+    /// What the KV cache holds: f32, f16, bf16 or fp8 (E4M3); auto: f16
+    /// where the backend runs it, else f32.
+    #[arg(long, default_value = "auto", value_parser = parse_cache_dtype)]
+    pub kv_cache_dtype: CacheDtype,
+}
+
+/// `--kv-cache-dtype`: a dtype, or the backend's best.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheDtype {
+    Auto,
+    Fixed(DType),
+}
+
+fn parse_cache_dtype(s: &str) -> std::result::Result<CacheDtype, String> {
+    match s {
+        "auto" => Ok(CacheDtype::Auto),
+        other => other.parse().map(CacheDtype::Fixed),
+    }
+}
+
+impl CacheDtype {
+    /// The dtype on `backend`: auto takes f16 where both cache ops run it.
+    pub fn on(self, backend: &dyn ferrum_engine::Backend) -> Result<DType> {
+        let runs = |d: DType| [OpKind::KvStore, OpKind::Attention].iter().all(|&op| backend.supports(op, d));
+        match self {
+            CacheDtype::Auto => Ok(if runs(DType::F16) { DType::F16 } else { DType::F32 }),
+            CacheDtype::Fixed(d) if runs(d) => Ok(d),
+            CacheDtype::Fixed(d) => anyhow::bail!("the {} backend cannot hold a KV cache of {d}", backend.name()),
+        }
+    }
 }
 
 /// A model on its backend with the files around it.
@@ -67,11 +98,10 @@ impl ModelArgs {
 
     /// The model, refused before loading when its weights, KV cache and
     /// activations for the workload `work` gives cannot fit.
-    pub fn load_for(&self, work: impl FnOnce(&ferrum_engine::ModelConfig) -> Workload) -> Result<Loaded> {
+    pub fn load_for(&self, work: impl FnOnce(&ModelConfig) -> Workload) -> Result<Loaded> {
         let quant = self.single_quant()?;
         let path = self.path()?;
         let source = ModelSource::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        let work = work(&source.config);
         let model = self.load_variant(&source, quant, work)?;
         Ok(Loaded { source, model })
     }
@@ -81,20 +111,45 @@ impl ModelArgs {
         QuantPolicy::new(quant, &self.quant_exclude)
     }
 
+    /// `source`'s config as it will run on `backend`: the KV cache dtype chosen.
+    pub fn config_on(&self, source: &ModelSource, backend: &dyn ferrum_engine::Backend) -> Result<ModelConfig> {
+        let mut config = source.config.clone();
+        config.kv_cache_dtype = self.kv_cache_dtype.on(backend)?;
+        Ok(config)
+    }
+
+    /// [`ModelArgs::load_variant`] with the KV cache of `kv` rather than `--kv-cache-dtype`.
+    pub fn load_variant_with_cache(
+        &self,
+        source: &ModelSource,
+        quant: Option<QuantFormat>,
+        kv: CacheDtype,
+        work: impl FnOnce(&ModelConfig) -> Workload,
+    ) -> Result<Model> {
+        ModelArgs { kv_cache_dtype: kv, ..self.clone() }.load_variant(source, quant, work)
+    }
+
     /// The model of `source` on the chosen backend, quantized to `quant`,
-    /// refused first when it cannot fit with `work`.
-    pub fn load_variant(&self, source: &ModelSource, quant: Option<QuantFormat>, work: Workload) -> Result<Model> {
+    /// refused first when it cannot fit with the workload `work` gives.
+    pub fn load_variant(
+        &self,
+        source: &ModelSource,
+        quant: Option<QuantFormat>,
+        work: impl FnOnce(&ModelConfig) -> Workload,
+    ) -> Result<Model> {
         let backend = backends::open(self.backend, self.threads)?;
         let policy = self.policy(quant);
+        let config = self.config_on(source, backend.as_ref())?;
         let not_loading = || format!("not loading {}", source.path.display());
-        let need = MemoryNeed::of(&source.config, &source.weights, &policy, backend.as_ref(), work)
+        let need = MemoryNeed::of(&config, &source.weights, &policy, backend.as_ref(), work(&config))
             .with_context(not_loading)?;
         need.check(backend.memory_available(), &backend.device_description()).with_context(not_loading)?;
         let started = std::time::Instant::now();
-        let model = Model::from_store_quantized(source.config.clone(), &source.weights, backend, &policy)
+        let kv = config.kv_cache_dtype;
+        let model = Model::from_store_quantized(config, &source.weights, backend, &policy)
             .with_context(|| format!("loading {}", source.path.display()))?;
         eprintln!(
-            "[loaded {} ({}{}) on {} in {:.2} s: weights {:.1} MiB]",
+            "[loaded {} ({}{}) on {} in {:.2} s: weights {:.1} MiB, KV cache {kv}]",
             source.path.display(),
             source.config.architecture.hf_name(),
             quant.map_or(String::new(), |q| format!(", {q}")),

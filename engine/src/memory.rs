@@ -36,7 +36,7 @@ impl Workload {
     pub fn one_sequence(config: &ModelConfig) -> Self {
         let context = config.max_position_embeddings;
         Workload {
-            kv_cache_bytes: config.kv_floats_per_token().saturating_mul(4).saturating_mul(context),
+            kv_cache_bytes: config.kv_bytes_per_token().saturating_mul(context),
             step_tokens: context,
             logit_rows: 1,
         }

@@ -13,7 +13,9 @@ use ferrum_engine::eval::compare;
 use ferrum_engine::memory::Workload;
 use ferrum_engine::source::ModelSource;
 
-use crate::model_args::ModelArgs;
+use crate::model_args::{CacheDtype, ModelArgs};
+use ferrum_engine::DType;
+use ferrum_engine::quant::QuantFormat;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -31,6 +33,10 @@ pub struct EvalArgs {
     /// Greedy tokens generated to time decoding.
     #[arg(long, default_value_t = 32)]
     pub decode_tokens: usize,
+    /// KV cache dtypes to compare with an f32 cache (the reference then
+    /// runs with f32): f16, bf16, fp8, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub kv_cache_dtypes: Vec<String>,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -42,14 +48,24 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let text = std::fs::read_to_string(&args.text).with_context(|| format!("reading {}", args.text.display()))?;
     let tokens = source.tokenizer()?.encode(&text, false)?;
     // the unquantized model first: it is the reference for KL and agreement
-    let variants: Vec<Option<_>> = std::iter::once(None).chain(args.model.quant.iter().copied().map(Some)).collect();
+    // (with an f32 cache when cache dtypes are compared)
+    let kvs: Vec<DType> =
+        args.kv_cache_dtypes.iter().map(|d| d.parse().map_err(anyhow::Error::msg)).collect::<Result<_>>()?;
+    let reference_kv = if kvs.is_empty() { args.model.kv_cache_dtype } else { CacheDtype::Fixed(DType::F32) };
+    let variants: Vec<(Option<QuantFormat>, CacheDtype)> = std::iter::once((None, reference_kv))
+        .chain(args.model.quant.iter().map(|&q| (Some(q), reference_kv)))
+        .chain(kvs.iter().map(|&d| (None, CacheDtype::Fixed(d))))
+        .collect();
     // each window: a cache of ctx tokens, one pass, every row's logits
-    let work = Workload {
-        kv_cache_bytes: source.config.kv_floats_per_token() * 4 * args.ctx,
+    let work = |c: &ferrum_engine::ModelConfig| Workload {
+        kv_cache_bytes: c.kv_bytes_per_token() * args.ctx,
         step_tokens: args.ctx,
         logit_rows: args.ctx,
     };
-    let models = variants.iter().map(|q| args.model.load_variant(&source, *q, work)).collect::<Result<Vec<_>>>()?;
+    let models = variants
+        .iter()
+        .map(|&(q, kv)| args.model.load_variant_with_cache(&source, q, kv, work))
+        .collect::<Result<Vec<_>>>()?;
     let bar = indicatif::ProgressBar::new(0).with_message("windows x variants");
     let refs: Vec<_> = models.iter().collect();
     let reports = compare(&refs, &tokens, args.ctx, args.windows, args.decode_tokens, |done, total| {
@@ -57,7 +73,11 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         bar.set_position(done as u64);
     })?;
     bar.finish_and_clear();
-    let name = |q: &Option<ferrum_engine::quant::QuantFormat>| q.map_or("unquantized".to_string(), |q| q.to_string());
+    let name = |(q, kv): &(Option<QuantFormat>, CacheDtype)| match (q, kv) {
+        (Some(q), _) => q.to_string(),
+        (None, CacheDtype::Fixed(d)) if *kv != reference_kv => format!("kv {d}"),
+        (None, _) => "unquantized".to_string(),
+    };
     let windows = args.windows.map_or(tokens.len() / args.ctx, |w| w.min(tokens.len() / args.ctx));
     if args.json {
         let rows: Vec<_> = variants

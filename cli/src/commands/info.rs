@@ -21,7 +21,10 @@ pub struct InfoArgs {
 pub fn run(args: &InfoArgs) -> Result<()> {
     let path = args.model.path()?;
     let source = ModelSource::open(&path)?;
-    let c = &source.config;
+    // the config as it would run on the backend chosen (--kv-cache-dtype)
+    let backend = backends::open(args.model.backend, args.model.threads)?;
+    let config = args.model.config_on(&source, backend.as_ref())?;
+    let c = &config;
     let stored = source.weights.stored();
     let params: usize = stored.iter().map(|t| t.elements).sum();
     let bytes: usize = stored.iter().map(|t| t.bytes).sum();
@@ -29,7 +32,7 @@ pub fn run(args: &InfoArgs) -> Result<()> {
     for t in &stored {
         *by_dtype.entry(t.dtype).or_default() += t.elements;
     }
-    let kv_per_token = c.kv_floats_per_token() * 4;
+    let kv_per_token = c.kv_bytes_per_token();
     let windows: Vec<String> = c.layer_windows.iter().map(|w| w.map_or("full".into(), |w| w.to_string())).collect();
     let attention = if windows.iter().all(|w| *w == windows[0]) {
         format!("{} on all {} layers", windows[0], c.num_layers).replace("full on", "full attention on")
@@ -78,12 +81,13 @@ pub fn run(args: &InfoArgs) -> Result<()> {
     println!("stored as      {}", dtypes.join(", "));
     println!("weights        {} on disk", human_bytes(bytes));
     println!(
-        "kv cache       {} per token (f32), {} at full context",
+        "kv cache       {} per token ({}), {} at full context",
         human_bytes(kv_per_token),
+        c.kv_cache_dtype,
         human_bytes(kv_per_token * c.max_position_embeddings)
     );
     if let Some(m) = &c.mla {
-        let mha = c.mha_kv_floats_per_token() * 4;
+        let mha = c.mha_kv_floats_per_token() * c.kv_cache_dtype.size_bytes();
         println!(
             "latent cache   {} values per token per layer (latent {} + rotary key {}); multi-head attention \
              would cache {} per token, {:.1}x more",
@@ -95,7 +99,6 @@ pub fn run(args: &InfoArgs) -> Result<()> {
         );
     }
     // the estimate `generate` checks before loading, on the backend chosen
-    let backend = backends::open(args.model.backend, args.model.threads)?;
     let quant = args.model.single_quant()?;
     let need =
         MemoryNeed::of(c, &source.weights, &args.model.policy(quant), backend.as_ref(), Workload::one_sequence(c))?;

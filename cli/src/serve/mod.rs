@@ -99,6 +99,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         logit_rows: args.max_running.min(args.max_batch_tokens),
     })?;
     let config = &loaded.model.config;
+    let kv_dtype = config.kv_cache_dtype;
     let block_bytes = KvCache::bytes_per_block(config, args.block_size);
     let num_blocks = (args.kv_cache_mib << 20) / block_bytes.max(1);
     let engine_config = EngineConfig {
@@ -154,11 +155,14 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     runtime.block_on(async {
         let addr = format!("{}:{}", args.host, args.port);
         let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding {addr}"))?;
+        let tokens = engine_config.num_blocks * engine_config.block_size;
         eprintln!(
-            "serving {model_name:?} on http://{} ({} KV blocks of {} tokens)",
+            "serving {model_name:?} on http://{} (KV cache: {} blocks of {} tokens in {kv_dtype}, {tokens} tokens, \
+             {:.1} MiB)",
             listener.local_addr()?,
             engine_config.num_blocks,
-            engine_config.block_size
+            engine_config.block_size,
+            (engine_config.num_blocks * block_bytes) as f64 / (1 << 20) as f64
         );
         listen::serve(listener, app, listen_limits, metrics, ending_tx, shutdown_signal()).await.context("server error")
     })

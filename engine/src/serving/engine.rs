@@ -233,6 +233,9 @@ pub fn spawn(model: Model, tokenizer: Option<Arc<Tokenizer>>, config: EngineConf
         }),
     };
     Metrics::set(&handle.metrics.healthy, 1);
+    let cache_bytes = KvCache::bytes_per_block(&model.config, config.block_size) * config.num_blocks;
+    Metrics::set(&handle.metrics.kv_cache_bytes, cache_bytes as u64);
+    let _ = handle.metrics.kv_cache_dtype.set(model.config.kv_cache_dtype.name());
     let mut state = EngineState {
         blocks: BlockManager::new(config.num_blocks, config.block_size),
         model,

@@ -55,6 +55,9 @@ pub struct Metrics {
     pub prefix_cache_query_blocks: AtomicU64,
     pub preemptions: AtomicU64,
     pub failed_steps: AtomicU64,
+    /// The KV cache's size, and the dtype it holds.
+    pub kv_cache_bytes: AtomicU64,
+    pub kv_cache_dtype: std::sync::OnceLock<String>,
     /// Speculative decoding: tokens guessed, guesses the model kept, and
     /// the steps that verified guesses.
     pub spec_guessed_tokens: AtomicU64,
@@ -155,6 +158,13 @@ impl Metrics {
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", get(v));
         }
+        let dtype = self.kv_cache_dtype.get().map_or("f32", String::as_str);
+        let _ = writeln!(
+            out,
+            "# HELP ferrum_kv_cache_bytes The KV cache's size, by the dtype it holds.\n# TYPE ferrum_kv_cache_bytes gauge\n\
+             ferrum_kv_cache_bytes{{dtype=\"{dtype}\"}} {}",
+            get(&self.kv_cache_bytes)
+        );
         self.ttft.render(&mut out, "ferrum_time_to_first_token_seconds", "Time from arrival to the first token.");
         self.inter_token.render(&mut out, "ferrum_inter_token_latency_seconds", "Time between tokens of a sequence.");
         self.e2e.render(&mut out, "ferrum_e2e_request_latency_seconds", "Time from arrival to the last token.");
