@@ -17,6 +17,12 @@
 // into a per-(token, head) `state` row, in dispatch order; the last window
 // writes out. The sink starts the softmax state (max sinks[h], sum 1, acc 0)
 // of `main` and of the first window only, so it is counted once.
+//
+// The caches are bound as u32 words whatever their dtype (CACHE_DTYPE): f32
+// bits, two f16 or bf16 halves (element i in the low half of word i / 2 when
+// i is even) or four fp8 E4M3 bytes (element i in byte i % 4), widened to f32
+// with integer arithmetic as they are read (exact, and no f16 capability
+// needed). Offsets (cache_base, rows) count elements, not words.
 
 struct Params {      // AttentionParams in backend-wgpu/src/ops/attention.rs
     tokens: u32,     // tokens in this window
@@ -33,7 +39,7 @@ struct Params {      // AttentionParams in backend-wgpu/src/ops/attention.rs
     softcap: f32,    // 0: no soft-capping
     slot0: u32,      // first slot of the cache window (0 for `main`)
     slots: u32,      // slots in the cache window
-    cache_base: u32, // where slot0 starts in the k/v bindings
+    cache_base: u32, // where slot0 starts in the k/v bindings, in elements
     merge: u32,      // `windowed`: bit 0 set: merge with state; bit 1: last window, write out
     has_sinks: u32,  // 1: sinks holds a logit per head; 0: a stand-in, never read
     _pad0: u32,
@@ -43,8 +49,8 @@ struct Params {      // AttentionParams in backend-wgpu/src/ops/attention.rs
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> k_cache: array<f32>;
-@group(0) @binding(3) var<storage, read> v_cache: array<f32>;
+@group(0) @binding(2) var<storage, read> k_cache: array<u32>;
+@group(0) @binding(3) var<storage, read> v_cache: array<u32>;
 @group(0) @binding(4) var<storage, read> block_tables: array<u32>;
 @group(0) @binding(5) var<storage, read> token_seq: array<u32>;
 @group(0) @binding(6) var<storage, read> positions: array<u32>;
@@ -52,6 +58,9 @@ struct Params {      // AttentionParams in backend-wgpu/src/ops/attention.rs
 @group(0) @binding(8) var<storage, read> sinks: array<f32>; // [heads]
 // `windowed` only: [tokens, heads, head_dim + 2]: acc, then max, then sum
 @group(0) @binding(9) var<storage, read_write> state: array<f32>;
+
+// 0: f32, 1: f16, 2: bf16, 3: fp8 E4M3
+override CACHE_DTYPE: u32 = 0u;
 
 const WG: u32 = 64u;
 const MAX_D: u32 = 256u;
@@ -67,6 +76,69 @@ var<workgroup> span_s: vec2<u32>;
 
 fn tanh_safe(v: f32) -> f32 {
     return tanh(clamp(v, -15.0, 15.0));
+}
+
+// half's `f16::to_f32`, subnormals included
+fn f16_value(h: u32) -> f32 {
+    let sign = (h & 0x8000u) << 16u;
+    let e = (h >> 10u) & 0x1fu;
+    let m = h & 0x3ffu;
+    if (e == 0u) {
+        let v = f32(m) * (1.0 / 16777216.0); // m * 2^-24, exact
+        return select(v, -v, sign != 0u);
+    }
+    let fe = select(e + 112u, 0xffu, e == 31u); // inf and NaN stay so
+    return bitcast<f32>(sign | (fe << 23u) | (m << 13u));
+}
+
+// engine/src/quant/fp8.rs `decode`
+fn e4m3_value(b: u32) -> f32 {
+    let sign = (b >> 7u) << 31u;
+    let e = (b >> 3u) & 0xfu;
+    let m = b & 7u;
+    if (e == 15u && m == 7u) {
+        return bitcast<f32>(sign | 0x7fc00000u);
+    }
+    if (e == 0u) {
+        let v = f32(m) * (1.0 / 512.0); // m * 2^-9, exact
+        return select(v, -v, sign != 0u);
+    }
+    return bitcast<f32>(sign | ((e + 120u) << 23u) | (m << 20u));
+}
+
+// element i of a cache, given the word that holds it
+fn widen(word: u32, i: u32) -> f32 {
+    switch CACHE_DTYPE {
+        case 0u: {
+            return bitcast<f32>(word);
+        }
+        case 1u: {
+            return f16_value((word >> ((i & 1u) * 16u)) & 0xffffu);
+        }
+        case 2u: {
+            return bitcast<f32>(select(word << 16u, word & 0xffff0000u, (i & 1u) == 1u));
+        }
+        default: {
+            return e4m3_value((word >> ((i & 3u) * 8u)) & 0xffu);
+        }
+    }
+}
+
+// cache elements per u32 word
+fn per_word() -> u32 {
+    switch CACHE_DTYPE {
+        case 0u: { return 1u; }
+        case 3u: { return 4u; }
+        default: { return 2u; }
+    }
+}
+
+fn k_at(i: u32) -> f32 {
+    return widen(k_cache[i / per_word()], i);
+}
+
+fn v_at(i: u32) -> f32 {
+    return widen(v_cache[i / per_word()], i);
 }
 
 fn slot_at(seq: u32, j: u32) -> u32 {
@@ -123,8 +195,20 @@ fn attend(tl: u32, h: u32, lid: u32, sink: bool) -> Partial {
                 valid = true;
                 row = p.cache_base + ((slot - p.slot0) * p.kv_heads + kvh) * d;
                 var dot = 0.0;
-                for (var e = 0u; e < d; e++) {
-                    dot += q_s[e] * k_cache[row + e];
+                let per = per_word();
+                if (d % per == 0u) {
+                    // rows of whole words: row is a multiple of per (the host starts
+                    // windows on rows at aligned offsets), one load per word
+                    for (var w = 0u; w < d / per; w++) {
+                        let word = k_cache[row / per + w];
+                        for (var j = 0u; j < per; j++) {
+                            dot += q_s[w * per + j] * widen(word, j);
+                        }
+                    }
+                } else {
+                    for (var e = 0u; e < d; e++) {
+                        dot += q_s[e] * k_at(row + e);
+                    }
                 }
                 s = p.scale * dot;
                 if (p.softcap > 0.0) {
@@ -156,7 +240,7 @@ fn attend(tl: u32, h: u32, lid: u32, sink: bool) -> Partial {
                 var a = r.acc[k] * correction;
                 for (var i = 0u; i < count; i++) {
                     let w = weight_s[i];
-                    a += select(0.0, w * v_cache[row_s[i] + e], w > 0.0);
+                    a += select(0.0, w * v_at(row_s[i] + e), w > 0.0);
                 }
                 r.acc[k] = a;
             }

@@ -77,6 +77,12 @@ fn windowed_paths_of_every_op() {
     list.push(cases::attention_with(&mut rng, att, [2, 1, 32], &[(20, 4), (1, 1), (7, 7)], true, DType::F32));
     let att = Attention { block_size: 4, scale: 0.25, softcap: Some(3.0), window: None };
     list.push(cases::attention_with(&mut rng, att, [4, 2, 16], &[(9, 9), (5, 2)], true, DType::F32));
+    // caches of 16 and 8 bits: packed words, rows of 64..256 bytes in 3..10 windows
+    for dtype in [DType::F16, DType::BF16, DType::F8E4M3] {
+        list.push(cases::kv_store(&mut rng, dtype, 4, 4, 16, &[(9, 9), (5, 2)]));
+        let att = Attention { block_size: 4, scale: 0.25, softcap: Some(3.0), window: None };
+        list.push(cases::attention_with(&mut rng, att, [4, 2, 32], &[(9, 9), (5, 2)], dtype == DType::BF16, dtype));
+    }
     list.push(cases::glu(&mut rng, Activation::Silu, &[3, 300]));
     list.push(cases::add(&mut rng, &[1000]));
     list.push(cases::scale(&mut rng, 3.0, &[1000]));

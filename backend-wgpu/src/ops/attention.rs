@@ -11,7 +11,7 @@
 use ferrum_engine::ops::Attention;
 use ferrum_engine::{Error, Result, Tensor};
 
-use super::{Ctx, bytes, u32_of};
+use super::{Ctx, bytes, cache_dtype, u32_of};
 use crate::buffer::gpu_buffer;
 use crate::encoder::Dispatch;
 use crate::pipelines::Access::{Read, ReadWrite};
@@ -92,7 +92,10 @@ pub(super) fn plan(p: &Attention, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -
     } else {
         ("main", &[Read, Read, Read, Read, Read, Read, ReadWrite, Read])
     };
-    let key = PipelineKey::new("attention", entry, storage);
+    // k and v share a dtype (the op's shape rule); any head_dim works, the
+    // shader reads a word per element when rows are not whole words
+    let (code, _) = cache_dtype("attention", k_cache.dtype())?;
+    let key = PipelineKey::new("attention", entry, storage).constant("CACHE_DTYPE", code);
     let mut dispatches = Vec::new();
     for (first, tokens) in ranges(qr.rows, per_tokens) {
         let (qw, ow) = (qr.window(first, tokens, l), or.window(first, tokens, l));

@@ -83,13 +83,14 @@ pub(crate) fn plan(op: &Op, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -> Resu
 /// `f16_in_f32` too (shaders/quant/read_ggml.wgsl unpacks their f16 scales).
 /// Every quantized format is decoded in registers by shaders/quant/.
 /// moe_matmul has no native-f16 variant: its f16 stacks need `f16_in_f32`.
+/// KV caches of every cache dtype are u32 words converted with integer
+/// arithmetic (shaders/kv_store.wgsl, attention.wgsl), on any adapter.
 pub(crate) fn supports(op: OpKind, dtype: DType, native_f16: bool, f16_in_f32: bool) -> bool {
     let native_f16 = native_f16 && op != OpKind::MoeMatmul;
     let cache_op = matches!(op, OpKind::KvStore | OpKind::Attention);
     op.takes(dtype)
         && match dtype {
-            // caches of f32 only, for now
-            DType::F16 | DType::BF16 | DType::F8E4M3 if cache_op => false,
+            DType::F16 | DType::F8E4M3 if cache_op => true,
             DType::F16 => native_f16 || f16_in_f32,
             DType::Quant(QuantFormat::Ggml(ty)) => f16_in_f32 && DeviceFormat::of_ggml(ty).is_some(),
             DType::Quant(_) | DType::F32 | DType::BF16 | DType::U32 => true,
@@ -112,6 +113,18 @@ fn weight_pipeline(
         DType::F16 => key.constant("W_DTYPE", 1),
         DType::BF16 => key.constant("W_DTYPE", 2),
         DType::F32 | DType::F8E4M3 | DType::U32 | DType::Quant(_) => key.constant("W_DTYPE", 0),
+    }
+}
+
+/// A KV cache's `CACHE_DTYPE` override (shaders/kv_store.wgsl,
+/// attention.wgsl) and its elements per u32 word.
+fn cache_dtype(op: &'static str, dtype: DType) -> Result<(u32, usize)> {
+    match dtype {
+        DType::F32 => Ok((0, 1)),
+        DType::F16 => Ok((1, 2)),
+        DType::BF16 => Ok((2, 2)),
+        DType::F8E4M3 => Ok((3, 4)),
+        DType::U32 | DType::Quant(_) => Err(ferrum_engine::Error::op(op, format!("a cache cannot hold {dtype}"))),
     }
 }
 
