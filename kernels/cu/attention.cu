@@ -8,6 +8,10 @@
 // shared memory. head_dim <= MAX_D (the host refuses larger). Block tables,
 // sequences and positions were checked on the host; the slot test is a belt.
 //
+// The caches (both of one dtype) are widened to f32 as read (common.cuh's
+// load_cache): one kernel per cache dtype, attention_f32, _f16, _bf16 and
+// _fp8 (E4M3).
+//
 // Sinks (gpt-oss): with has_sinks, head h's logit sinks[h] joins the
 // softmax's denominator (and its max) once, in the merge, as a state of one
 // more warp with m = sinks[h], l = 1 and no output row. Without, sinks may
@@ -33,9 +37,10 @@ struct AttentionParams {
     u32 has_sinks;  // 0: sinks is not read
 };
 
-extern "C" __global__ void attention(AttentionParams p, const float* q, const float* k_cache, const float* v_cache,
-                                     const u32* block_tables, const u32* token_seq, const u32* positions,
-                                     const float* sinks, float* out) {
+template <int DT>
+__device__ void attention(AttentionParams p, const float* q, const void* k_cache, const void* v_cache,
+                          const u32* block_tables, const u32* token_seq, const u32* positions, const float* sinks,
+                          float* out) {
     __shared__ float s_m[ATTN_WARPS], s_l[ATTN_WARPS];
     __shared__ float s_acc[ATTN_WARPS][MAX_D];
     const u32 lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -63,7 +68,7 @@ extern "C" __global__ void attention(AttentionParams p, const float* q, const fl
 #pragma unroll
         for (int i = 0; i < PER_LANE; i++) {
             const u32 e = lane + 32 * i;
-            if (e < d) dot += qr[i] * k_cache[row + e];
+            if (e < d) dot += qr[i] * load_cache<DT>(k_cache, row + e);
         }
         float score = warp_sum(dot) * p.scale;
         if (p.softcap > 0.0f) score = p.softcap * tanhf(score / p.softcap);
@@ -74,7 +79,7 @@ extern "C" __global__ void attention(AttentionParams p, const float* q, const fl
 #pragma unroll
         for (int i = 0; i < PER_LANE; i++) {
             const u32 e = lane + 32 * i;
-            if (e < d) acc[i] = acc[i] * corr + wgt * v_cache[row + e];
+            if (e < d) acc[i] = acc[i] * corr + wgt * load_cache<DT>(v_cache, row + e);
         }
         m = m_new;
     }
@@ -108,3 +113,16 @@ extern "C" __global__ void attention(AttentionParams p, const float* q, const fl
         orow[e] = denom == 0.0f ? 0.0f : o / denom;  // NaN stays NaN, as in the reference
     }
 }
+
+#define ATTENTION(NAME, DT)                                                                                   \
+    extern "C" __global__ void attention_##NAME(AttentionParams p, const float* q, const void* k_cache,      \
+                                                const void* v_cache, const u32* block_tables,                \
+                                                const u32* token_seq, const u32* positions, const float* sinks, \
+                                                float* out) {                                                \
+        attention<DT>(p, q, k_cache, v_cache, block_tables, token_seq, positions, sinks, out);               \
+    }
+
+ATTENTION(f32, DT_F32)
+ATTENTION(f16, DT_F16)
+ATTENTION(bf16, DT_BF16)
+ATTENTION(fp8, DT_F8E4M3)

@@ -10,10 +10,14 @@ typedef unsigned int u32;
 typedef unsigned short u16;
 typedef unsigned long long u64;
 
+typedef unsigned char u8;
+
 // Weight dtype codes (template arguments; `by_dtype` in backend-cuda/src/ops/mod.rs picks the kernel).
 #define DT_F32 0
 #define DT_F16 1
 #define DT_BF16 2
+// A KV cache may also hold fp8 E4M3 (kv_store.cu, attention.cu; `by_cache_dtype` picks the kernel).
+#define DT_F8E4M3 3
 
 #define FULL_MASK 0xffffffffu
 // -inf without math.h (NVRTC has no INFINITY macro without headers)
@@ -25,6 +29,108 @@ __device__ __forceinline__ float f16_to_f32(u16 h) {
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
     return f;
+}
+
+// KV cache elements, rounded and widened as engine/src/ops/mod.rs
+// `CacheSliceMut::store` and `FloatSlice::widen_into` do (the half crate,
+// engine/src/quant/fp8.rs), bit for bit. f16 goes through PTX on the device
+// (cvt.rn.f16.f32 is cuda_fp16.h's __float2half_rn; cvt.f32.f16 is exact),
+// where only a NaN's payload may differ (it stays NaN); the host harness,
+// which has no PTX, takes the same conversions written out (`_soft`).
+
+// f32 -> bf16 bits, round to nearest even (__float2bfloat16_rn); NaN stays
+// NaN with its top bits, quiet.
+__device__ __forceinline__ u16 round_bf16(float x) {
+    const u32 b = __float_as_uint(x);
+    if ((b & 0x7fffffffu) > 0x7f800000u) return (u16)((b >> 16) | 0x0040u);
+    return (u16)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+}
+
+// f32 -> f16 bits, round to nearest even, overflow to inf, NaN quiet with
+// its top bits: the half crate's f32_to_f16_fallback, step for step.
+__device__ __forceinline__ u16 round_f16_soft(float x) {
+    const u32 b = __float_as_uint(x);
+    const u32 sign = (b >> 16) & 0x8000u, man = b & 0x7fffffu;
+    const int e = (int)((b >> 23) & 0xffu) - 127 + 15;
+    if (e == 128 + 15) return (u16)(sign | 0x7c00u | (man ? 0x0200u | (man >> 13) : 0u));  // inf, NaN
+    if (e >= 31) return (u16)(sign | 0x7c00u);                                             // overflow
+    if (e <= 0) {                                                                          // subnormal or 0
+        if (14 - e > 24) return (u16)sign;
+        const u32 m = man | 0x800000u, round = 1u << (13 - e);
+        const u32 h = m >> (14 - e);
+        return (u16)(sign | (h + ((m & round) && (m & (3u * round - 1u)) ? 1u : 0u)));
+    }
+    const u32 h = sign | ((u32)e << 10) | (man >> 13);
+    return (u16)(h + ((man & 0x1000u) && (man & 0x2fffu) ? 1u : 0u));
+}
+
+// f16 bits -> f32, exactly (as cvt.f32.f16 and the half crate).
+__device__ __forceinline__ float f16_to_f32_soft(u16 h) {
+    const u32 sign = ((u32)h & 0x8000u) << 16, e = ((u32)h >> 10) & 0x1fu, m = (u32)h & 0x3ffu;
+    if (e == 31u) return __uint_as_float(sign | 0x7f800000u | (m << 13) | (m ? 0x400000u : 0u));
+    if (e == 0u) return __uint_as_float(sign | __float_as_uint((float)m * (1.0f / 16777216.0f)));  // m * 2^-24
+    return __uint_as_float(sign | ((e + 112u) << 23) | (m << 13));
+}
+
+// f32 -> f16 bits, round to nearest even, overflow to inf (__float2half_rn).
+__device__ __forceinline__ u16 round_f16(float x) {
+#ifdef __CUDA_ARCH__
+    u16 h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x));
+    return h;
+#else
+    return round_f16_soft(x);
+#endif
+}
+
+// f32 -> E4M3 (float8_e4m3fn) as fp8.rs `encode_saturating`: clamp to
+// +-448 (inf included), round to nearest even; NaN is 0x7f or 0xff, -0 0x80.
+// (__nv_cvt_float_to_fp8(x, __NV_SATFINITE, __NV_E4M3), without cuda_fp8.h.)
+__device__ __forceinline__ u8 round_e4m3(float x) {
+    const u32 b = __float_as_uint(x);
+    const u32 sign = (b >> 31) << 7;
+    u32 a = b & 0x7fffffffu;
+    if (a > 0x7f800000u) return (u8)(sign | 0x7fu);
+    if (a > 0x43e00000u) a = 0x43e00000u;  // 448
+    if (a >= 0x3c800000u) {                // 2^-6: normal in E4M3
+        u32 r = a >> 20;                   // exponent and 3 mantissa bits
+        const u32 rest = a & 0xfffffu;
+        if (rest > 0x80000u || (rest == 0x80000u && (r & 1u))) r++;
+        r -= 120u << 3;  // f32 bias 127 -> E4M3 bias 7
+        return (u8)(sign | (r < 0x7eu ? r : 0x7eu));
+    }
+    // subnormal: multiples of 2^-9, RNE (q = 8 is the smallest normal)
+    return (u8)(sign | (u32)rintf(__uint_as_float(a) * 512.0f));
+}
+
+// E4M3 -> f32 as fp8.rs `decode` (0x7f and 0xff are NaN).
+__device__ __forceinline__ float e4m3_to_f32(u32 c) {
+    const u32 sign = (c >> 7) << 31, e = (c >> 3) & 0xfu, m = c & 7u;
+    if ((c & 0x7fu) == 0x7fu) return __uint_as_float(sign | 0x7fc00000u);
+    if (e == 0u) return __uint_as_float(sign | __float_as_uint((float)m * (1.0f / 512.0f)));
+    return __uint_as_float(sign | ((e + 120u) << 23) | (m << 20));
+}
+
+// Element i of a KV cache of DT (DT_F32 .. DT_F8E4M3), widened to f32.
+template <int DT>
+__device__ __forceinline__ float load_cache(const void* c, size_t i) {
+    if (DT == DT_F32) return ((const float*)c)[i];
+    if (DT == DT_BF16) return bf16_to_f32(((const u16*)c)[i]);
+    if (DT == DT_F8E4M3) return e4m3_to_f32(((const u8*)c)[i]);
+#ifdef __CUDA_ARCH__
+    return f16_to_f32(((const u16*)c)[i]);
+#else
+    return f16_to_f32_soft(((const u16*)c)[i]);
+#endif
+}
+
+// Element i of a KV cache of DT = v, rounded to DT.
+template <int DT>
+__device__ __forceinline__ void store_cache(void* c, size_t i, float v) {
+    if (DT == DT_F32) ((float*)c)[i] = v;
+    if (DT == DT_F16) ((u16*)c)[i] = round_f16(v);
+    if (DT == DT_BF16) ((u16*)c)[i] = round_bf16(v);
+    if (DT == DT_F8E4M3) ((u8*)c)[i] = round_e4m3(v);
 }
 
 // Element i of a weight stored as DT, widened to f32.

@@ -12,11 +12,13 @@
 //!   GEMV loop of matmul and moe_matmul).
 //! - [`program`]: a kernel's source with its headers pasted in, ready for
 //!   NVRTC without any include path (the kernels use no CUDA header: bf16 is
-//!   widened with a shift, f16 with the PTX `cvt.f32.f16` instruction).
+//!   widened with a shift, f16 with the PTX `cvt.f32.f16` instruction, and
+//!   KV cache elements are rounded and widened by common.cuh's own f16, bf16
+//!   and fp8 E4M3 conversions).
 //! - [`ENTRY_POINTS`]: the `extern "C"` kernels each file defines, so the
 //!   backend and the compile test agree on what must exist.
 
-/// `common.cuh`: dtype widening, warp and block reductions.
+/// `common.cuh`: dtype widening (and rounding into a KV cache), warp and block reductions.
 pub const COMMON: &str = include_str!("../cu/common.cuh");
 
 /// `quant.cuh`: the decoders of engine/src/quant/device_layout.rs.
@@ -56,7 +58,7 @@ pub const KERNELS: &[(&str, &str)] = &[
 pub const ENTRY_POINTS: &[(&str, &[&str])] = &[
     ("add", &["add"]),
     ("argmax", &["argmax"]),
-    ("attention", &["attention"]),
+    ("attention", &["attention_f32", "attention_f16", "attention_bf16", "attention_fp8"]),
     ("concat", &["concat"]),
     (
         "gather_rows",
@@ -83,7 +85,7 @@ pub const ENTRY_POINTS: &[(&str, &[&str])] = &[
         ],
     ),
     ("glu", &["glu"]),
-    ("kv_store", &["kv_store"]),
+    ("kv_store", &["kv_store_f32", "kv_store_f16", "kv_store_bf16", "kv_store_fp8"]),
     (
         "matmul",
         &[

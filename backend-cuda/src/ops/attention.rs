@@ -1,33 +1,40 @@
 //! attention: host checks of the paged KV indices (as the reference makes),
 //! then one block per (token, query head) of kernels/cu/attention.cu, with
-//! gpt-oss's sinks when given as a 7th input.
+//! gpt-oss's sinks when given as a 7th input; the kernel of the caches'
+//! dtype (f32, f16, bf16 or fp8 E4M3) widens them as it reads.
 
 use ferrum_engine::ops::Attention;
 use ferrum_engine::{Error, Result, Tensor};
 
-use super::{AttentionParams, Launcher, u32_of};
+use super::{AttentionParams, Launcher, by_cache_dtype, u32_of};
 use crate::buffer::cuda_buffer;
 
 /// `MAX_D` in attention.cu.
 const MAX_HEAD_DIM: usize = 256;
 /// `ATTN_WARPS` in attention.cu.
 pub(super) const ATTN_WARPS: u32 = 4;
+/// attention.cu's kernels, by cache dtype (f32, f16, bf16, fp8).
+pub(super) const KERNELS: [&str; 4] = ["attention_f32", "attention_f16", "attention_bf16", "attention_fp8"];
 
 pub(super) fn run(l: &Launcher, p: &Attention, inputs: &[&Tensor], ptrs: &[u64], out: u64) -> Result<()> {
     let (six, sinks) = match inputs {
         [six @ .., _sinks] if six.len() == 6 => (six, Some(ptrs[6])),
         six => (six, None),
     };
-    let &[q, k_cache, _v, tables, token_seq, positions] = six else {
+    let &[q, k_cache, v_cache, tables, token_seq, positions] = six else {
         return Err(Error::op("attention", format!("expects 6 or 7 inputs, got {}", inputs.len())));
     };
+    if k_cache.dtype() != v_cache.dtype() {
+        return Err(Error::op("attention", format!("k_cache is {}, v_cache {}", k_cache.dtype(), v_cache.dtype())));
+    }
+    let name = by_cache_dtype(k_cache.dtype(), KERNELS)?;
     let max_blocks = tables.shape()[1];
     let params = params(p, q.shape(), k_cache.shape(), max_blocks, sinks.is_some())?;
     let host = |t: &Tensor| cuda_buffer(t)?.host_u32(l.stream);
     p.check_pages(&host(tables)?, max_blocks, k_cache.shape()[0], &host(token_seq)?, &host(positions)?)?;
     // without sinks the kernel never reads its sinks pointer: null
     let args = [ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], sinks.unwrap_or(0), out];
-    l.launch("attention", grid(&params), 32 * ATTN_WARPS, &params, &args)
+    l.launch(name, grid(&params), 32 * ATTN_WARPS, &params, &args)
 }
 
 /// The kernel's params for q [tokens, heads, head_dim] and a cache

@@ -278,8 +278,9 @@ pub(crate) fn run(l: &Launcher, op: &Op, inputs: &[&Tensor], out: &Tensor) -> Re
                 num_slots: u32_of(p.num_slots, "num_slots")?,
                 _pad: 0,
             };
+            let name = by_cache_dtype(out.dtype(), KV_STORE_KERNELS)?;
             let blocks = (src.elem_count() as u64).div_ceil(BLOCK as u64).min(MAX_BLOCKS) as u32;
-            l.launch("kv_store", (blocks, 1, 1), BLOCK, &params, &[ptrs[0], ptrs[1], o])
+            l.launch(name, (blocks, 1, 1), BLOCK, &params, &[ptrs[0], ptrs[1], o])
         }
         Op::Attention(p) => attention::run(l, p, inputs, &ptrs, o),
         Op::Glu(p) => {
@@ -361,16 +362,31 @@ fn moe_combine_grid(p: &MoeCombineParams) -> (u32, u32, u32) {
 
 /// What the op's contract allows: every weight op (matmul, gather_rows,
 /// moe_matmul) reads every float and quantized format, GGUF block formats
-/// kept packed included (those with a decoder: `DeviceFormat::of_ggml`).
+/// kept packed included (those with a decoder: `DeviceFormat::of_ggml`);
+/// kv_store and attention take a KV cache of every cache dtype (f32, f16,
+/// bf16, fp8 E4M3), which no other op takes.
 pub(crate) fn supports(op: OpKind, dtype: DType) -> bool {
     op.takes(dtype)
         && match dtype {
             DType::Quant(QuantFormat::Ggml(ty)) => DeviceFormat::of_ggml(ty).is_some(),
-            // caches of f32 only, for now
-            DType::F16 | DType::BF16 => !matches!(op, OpKind::KvStore | OpKind::Attention),
-            DType::F8E4M3 => false,
-            DType::Quant(_) | DType::F32 | DType::U32 => true,
+            DType::F8E4M3 => matches!(op, OpKind::KvStore | OpKind::Attention),
+            DType::Quant(_) | DType::F32 | DType::F16 | DType::BF16 | DType::U32 => true,
         }
+}
+
+/// kv_store.cu's kernels, by cache dtype (f32, f16, bf16, fp8).
+const KV_STORE_KERNELS: [&str; 4] = ["kv_store_f32", "kv_store_f16", "kv_store_bf16", "kv_store_fp8"];
+
+/// The kernel variant for a KV cache of `dtype`, of `kernels` (its f32,
+/// f16, bf16 and fp8 E4M3 variants, in that order).
+fn by_cache_dtype(dtype: DType, kernels: [&'static str; 4]) -> Result<&'static str> {
+    match dtype {
+        DType::F32 => Ok(kernels[0]),
+        DType::F16 => Ok(kernels[1]),
+        DType::BF16 => Ok(kernels[2]),
+        DType::F8E4M3 => Ok(kernels[3]),
+        other => Err(Error::Backend(format!("cuda has no kernel for a KV cache of {other}"))),
+    }
 }
 
 /// The kernel variant for a weight of `dtype`.
@@ -432,6 +448,28 @@ mod tests {
         // GGUF types without a packed decoder stay unsupported
         assert!(!supports(OpKind::Matmul, DType::Quant(QuantFormat::Ggml(ferrum_engine::quant::GgmlType::F16))));
         assert!(!supports(OpKind::Matmul, DType::U32));
+    }
+
+    #[test]
+    fn kv_caches_of_every_cache_dtype_and_fp8_nowhere_else() {
+        for d in DType::CACHE {
+            for op in [OpKind::KvStore, OpKind::Attention] {
+                assert!(supports(op, d), "{} {d}", op.name());
+            }
+        }
+        for op in OpKind::ALL.into_iter().filter(|op| !matches!(op, OpKind::KvStore | OpKind::Attention)) {
+            assert!(!supports(op, DType::F8E4M3), "{}", op.name());
+        }
+        assert!(!supports(OpKind::KvStore, DType::U32) && !supports(OpKind::Attention, DType::U32));
+        // every cache dtype names a kernel the backend loads
+        let entries: Vec<&str> = ferrum_kernels::ENTRY_POINTS.iter().flat_map(|(_, e)| e.iter().copied()).collect();
+        for d in DType::CACHE {
+            for kernels in [KV_STORE_KERNELS, attention::KERNELS] {
+                let name = by_cache_dtype(d, kernels).unwrap();
+                assert!(entries.contains(&name), "{name} is not in ferrum_kernels::ENTRY_POINTS");
+            }
+        }
+        assert!(by_cache_dtype(DType::U32, KV_STORE_KERNELS).is_err());
     }
 
     /// Every kernel name a dispatch can form is an entry point the backend loads.

@@ -5,9 +5,15 @@
 //! moe_combine bit for bit, moe_matmul in every weight format but f16
 //! (widened by PTX), with an expert chosen by more rows than a block gathers
 //! at once and ids that name no expert; attention with and without gpt-oss's
-//! sinks (GQA, windows, soft-capping, partial lanes); glu in every activation,
+//! sinks (GQA, windows, soft-capping, partial lanes), over caches of every
+//! cache dtype (f32, f16, bf16, fp8 E4M3), widened exactly (every f16, bf16
+//! and fp8 code read back as the reference reads it); kv_store rounding into
+//! every cache dtype bit for bit (ties, overflow, saturation, subnormals, NaN
+//! and an f32 bit-pattern sweep); glu in every activation,
 //! the clamped SwiGLU's both clamps and NaN included. Only the GPU's own
-//! behaviour (fused multiply-adds, real warps, its expf) is left to a GPU run.
+//! behaviour (fused multiply-adds, real warps, its expf, and PTX's f16
+//! conversions, for which the host runs common.cuh's written-out twins) is
+//! left to a GPU run.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,21 +21,25 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cudarc::driver::DeviceRepr;
+use ferrum_engine::DType;
 use ferrum_engine::ops::attention::AttentionDims;
 use ferrum_engine::ops::{
-    Activation, Attention, ExpertGroups, FloatSlice, Glu, MoeCombine, MoeDims, MoeMatmul, MoeRoute, RouterScoring,
-    WeightRows,
+    Activation, Attention, CacheSliceMut, ExpertGroups, FloatSlice, Glu, KvStore, MoeCombine, MoeDims, MoeMatmul,
+    MoeRoute, RouterScoring, WeightRows,
 };
 use ferrum_engine::quant::device_layout::pack;
 use ferrum_engine::quant::ggml::PACKED_TYPES;
 use ferrum_engine::quant::{QuantFormat, QuantizedMatrix};
-use half::bf16;
+use half::{bf16, f16};
 use sha2::{Digest, Sha256};
 
 use super::matmul::quant_suffix;
 use super::matmul::tests::random_blocks;
 use super::moe_matmul::{BLOCK_THREADS, float_params, quant_params};
-use super::{BLOCK, attention, elementwise_grid, glu_params, moe_combine_grid, moe_combine_params, moe_route_params};
+use super::{
+    BLOCK, KV_STORE_KERNELS, KvStoreParams, MAX_BLOCKS, attention, by_cache_dtype, elementwise_grid, glu_params,
+    moe_combine_grid, moe_combine_params, moe_route_params,
+};
 use crate::quant::ALIGN_WORDS;
 
 /// What a test says when it cannot build the harness.
@@ -50,7 +60,7 @@ fn harness() -> Option<&'static Path> {
             ferrum_kernels::HEADERS.iter().map(|(name, text)| (name.to_string(), text.replacen("#pragma once", "", 1)));
         let kernels = ferrum_kernels::KERNELS
             .iter()
-            .filter(|(stem, _)| stem.starts_with("moe_") || ["attention", "glu"].contains(stem))
+            .filter(|(stem, _)| stem.starts_with("moe_") || ["attention", "kv_store", "glu"].contains(stem))
             .map(|(stem, src)| (format!("{stem}.cu"), strip(src)));
         let pasted = headers
             .chain(kernels)
@@ -432,11 +442,69 @@ fn moe_matmul_matches_the_reference_in_every_format_on_the_host() {
     check_moe_matmul(exe, &mut rng, &w, experts, d, &r, false, "300 rows of expert 1");
 }
 
+/// A KV cache's elements in their dtype: what the reference ops read and
+/// write, and the bytes the kernels do.
+enum Cache {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+    BF16(Vec<bf16>),
+    F8E4M3(Vec<u8>),
+}
+
+impl Cache {
+    /// `bytes` (whole elements of `dtype`) as a cache.
+    fn from_bytes(dtype: DType, bytes: &[u8]) -> Cache {
+        match dtype {
+            DType::F32 => Cache::F32(bytemuck::pod_collect_to_vec(bytes)),
+            DType::F16 => Cache::F16(bytemuck::pod_collect_to_vec(bytes)),
+            DType::BF16 => Cache::BF16(bytemuck::pod_collect_to_vec(bytes)),
+            DType::F8E4M3 => Cache::F8E4M3(bytes.to_vec()),
+            other => panic!("no cache of {other}"),
+        }
+    }
+
+    /// `v` rounded into a cache of `dtype` as kv_store's reference rounds it.
+    fn rounded(dtype: DType, v: &[f32]) -> Cache {
+        let mut c = Cache::from_bytes(dtype, &vec![0; v.len() * dtype.size_bytes()]);
+        c.slice_mut().store(0, v);
+        c
+    }
+
+    fn slice_mut(&mut self) -> CacheSliceMut<'_> {
+        match self {
+            Cache::F32(c) => CacheSliceMut::F32(c),
+            Cache::F16(c) => CacheSliceMut::F16(c),
+            Cache::BF16(c) => CacheSliceMut::BF16(c),
+            Cache::F8E4M3(c) => CacheSliceMut::F8E4M3(c),
+        }
+    }
+
+    fn slice(&self) -> FloatSlice<'_> {
+        match self {
+            Cache::F32(c) => FloatSlice::F32(c),
+            Cache::F16(c) => FloatSlice::F16(c),
+            Cache::BF16(c) => FloatSlice::BF16(c),
+            Cache::F8E4M3(c) => FloatSlice::F8E4M3(c),
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Cache::F32(c) => bytemuck::cast_slice(c),
+            Cache::F16(c) => bytemuck::cast_slice(c),
+            Cache::BF16(c) => bytemuck::cast_slice(c),
+            Cache::F8E4M3(c) => c,
+        }
+    }
+}
+
 /// One attention on the host, with the backend's params and grid, against
 /// the reference: `seqs` are (context length, new tokens) per sequence, as
 /// the conformance cases page them (blocks shuffled, spare blocks of
 /// garbage, tables padded with block 0); sinks, when asked for, are random
-/// but for one that outweighs every score and one of -inf (no weight).
+/// but for one that outweighs every score and one of -inf (no weight);
+/// keys and values are rounded into a cache of `dtype`. Returns the largest
+/// error.
 fn check_attention(
     exe: &Path,
     rng: &mut Rng,
@@ -444,7 +512,8 @@ fn check_attention(
     [heads, kv_heads, d]: [usize; 3],
     seqs: &[(usize, usize)],
     sinks: bool,
-) {
+    dtype: DType,
+) -> f32 {
     let bs = op.block_size;
     let needed: Vec<usize> = seqs.iter().map(|&(ctx, _)| ctx.div_ceil(bs)).collect();
     let num_blocks = needed.iter().sum::<usize>() + 2;
@@ -462,8 +531,8 @@ fn check_attention(
     }
     let (t, num_slots) = (positions.len(), num_blocks * bs);
     let q = rng.vec(t * heads * d, 1.0, false);
-    let k = rng.vec(num_slots * kv_heads * d, 1.0, false);
-    let v = rng.vec(num_slots * kv_heads * d, 1.0, false);
+    let k = Cache::rounded(dtype, &rng.vec(num_slots * kv_heads * d, 1.0, false));
+    let v = Cache::rounded(dtype, &rng.vec(num_slots * kv_heads * d, 1.0, false));
     let sinks = sinks.then(|| {
         let mut s = rng.vec(heads, 2.0, false);
         s[0] = 8.0;
@@ -473,41 +542,34 @@ fn check_attention(
     op.check_pages(&tables, max_blocks, num_slots, &token_seq, &positions).unwrap();
     let mut want = vec![0.0; t * heads * d];
     let dims = AttentionDims { heads, kv_heads, head_dim: d, max_blocks };
-    op.reference(
-        dims,
-        &q,
-        FloatSlice::F32(&k),
-        FloatSlice::F32(&v),
-        &tables,
-        &token_seq,
-        &positions,
-        sinks.as_deref(),
-        &mut want,
-    )
-    .unwrap();
+    op.reference(dims, &q, k.slice(), v.slice(), &tables, &token_seq, &positions, sinks.as_deref(), &mut want).unwrap();
     let p = attention::params(&op, &[t, heads, d], &[num_slots, kv_heads, d], max_blocks, sinks.is_some()).unwrap();
     let u32s = |v: &[u32]| bytemuck::cast_slice::<u32, u8>(v).to_vec();
     let (tables, token_seq, positions) = (u32s(&tables), u32s(&token_seq), u32s(&positions));
     let inputs = [
         f32_bytes(&q),
-        f32_bytes(&k),
-        f32_bytes(&v),
+        k.bytes(),
+        v.bytes(),
         &tables,
         &token_seq,
         &positions,
         sinks.as_deref().map_or(&[][..], f32_bytes),
     ];
-    let got = run_on_host(exe, "attention", attention::grid(&p), 32 * attention::ATTN_WARPS, &p, &inputs, want.len());
+    let name = by_cache_dtype(dtype, attention::KERNELS).unwrap();
+    let got = run_on_host(exe, name, attention::grid(&p), 32 * attention::ATTN_WARPS, &p, &inputs, want.len());
+    let mut max_err = 0.0f32;
     for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
         // a weighted mean of values in [-1, 1), summed in another order
         assert!(
             (g - w).abs() <= 2e-6 + 1e-5 * w.abs(),
-            "{op:?} heads={heads} kv_heads={kv_heads} d={d} seqs={seqs:?} sinks={sinks:?}: \
+            "{dtype} cache, {op:?} heads={heads} kv_heads={kv_heads} d={d} seqs={seqs:?} sinks={sinks:?}: \
              element {i} (token {}, head {}): {g} vs {w}",
             i / (heads * d),
             i / d % heads
         );
+        max_err = max_err.max((g - w).abs());
     }
+    max_err
 }
 
 #[test]
@@ -522,18 +584,189 @@ fn attention_with_and_without_sinks_matches_the_reference_on_the_host() {
     let mixed: &[(usize, usize)] = &[(21, 21), (20, 1), (50, 5)];
     let mut rng = Rng(5);
     // gpt-oss: GQA 4:1, a window of 5 (shorter than most contexts), and none
-    check_attention(exe, &mut rng, op(16, inv(32), None, Some(5)), [8, 2, 32], mixed, true);
-    check_attention(exe, &mut rng, op(16, inv(32), None, None), [8, 2, 32], mixed, true);
+    check_attention(exe, &mut rng, op(16, inv(32), None, Some(5)), [8, 2, 32], mixed, true, DType::F32);
+    check_attention(exe, &mut rng, op(16, inv(32), None, None), [8, 2, 32], mixed, true, DType::F32);
     // no GQA, blocks of 3, a window longer than some contexts, soft-capping
-    check_attention(exe, &mut rng, op(3, 0.5, Some(1.5), Some(7)), [4, 4, 16], &[(1, 1), (9, 2), (4, 4)], true);
+    check_attention(
+        exe,
+        &mut rng,
+        op(3, 0.5, Some(1.5), Some(7)),
+        [4, 4, 16],
+        &[(1, 1), (9, 2), (4, 4)],
+        true,
+        DType::F32,
+    );
     // GQA 6:1, a head_dim that leaves lanes idle (72 = 2 * 32 + 8), keys
     // past a warp's stride, sinks outweighing few keys (one-token contexts)
-    check_attention(exe, &mut rng, op(16, 0.3, Some(2.0), None), [6, 1, 72], &[(70, 2), (1, 1)], true);
+    check_attention(exe, &mut rng, op(16, 0.3, Some(2.0), None), [6, 1, 72], &[(70, 2), (1, 1)], true, DType::F32);
     // the path without sinks (a null pointer, never read)
-    check_attention(exe, &mut rng, op(3, 0.5, Some(1.5), Some(7)), [8, 2, 32], mixed, false);
-    check_attention(exe, &mut rng, op(16, inv(16), None, None), [4, 4, 16], &[(1, 1), (9, 2)], false);
+    check_attention(exe, &mut rng, op(3, 0.5, Some(1.5), Some(7)), [8, 2, 32], mixed, false, DType::F32);
+    check_attention(exe, &mut rng, op(16, inv(16), None, None), [4, 4, 16], &[(1, 1), (9, 2)], false, DType::F32);
     // a head_dim past the kernel's registers is refused on the host
     assert!(attention::params(&op(16, 1.0, None, None), &[1, 1, 264], &[16, 1, 264], 1, false).is_err());
+}
+
+/// Caches of f16, bf16 and fp8: the cases above (GQA, windows, soft-capping,
+/// sinks, idle lanes) with keys and values rounded into the cache's dtype,
+/// against the reference reading the same elements.
+#[test]
+fn attention_over_every_cache_dtype_matches_the_reference_on_the_host() {
+    let Some(exe) = harness() else {
+        eprintln!("{NO_CXX}");
+        return;
+    };
+    let op = |block_size, scale, softcap, window| Attention { block_size, scale, softcap, window };
+    let inv = |d: usize| 1.0 / (d as f32).sqrt();
+    let mixed: &[(usize, usize)] = &[(21, 21), (20, 1), (50, 5)];
+    let mut rng = Rng(17);
+    for dtype in DType::CACHE {
+        let errs = [
+            check_attention(exe, &mut rng, op(16, inv(32), None, Some(5)), [8, 2, 32], mixed, true, dtype),
+            check_attention(exe, &mut rng, op(3, 0.5, Some(1.5), Some(7)), [4, 4, 16], &[(9, 2), (4, 4)], true, dtype),
+            check_attention(exe, &mut rng, op(16, 0.3, Some(2.0), None), [6, 1, 72], &[(70, 2), (1, 1)], true, dtype),
+            check_attention(exe, &mut rng, op(16, inv(16), None, None), [4, 4, 16], &[(1, 1), (9, 2)], false, dtype),
+        ];
+        let max = errs.into_iter().fold(0.0f32, f32::max);
+        eprintln!("attention over a {dtype} cache: max |error| {max:e} against the reference");
+    }
+}
+
+/// Every code of every cache dtype, read back exactly: each token is alone
+/// in its sequence (one key, weight 1), so its output is its value row,
+/// widened; the reference reads the same rows. Values equal (+0 and -0
+/// alike: the weighted sum starts at +0), NaN where the reference's is.
+#[test]
+fn attention_widens_every_cache_code_exactly_on_the_host() {
+    let Some(exe) = harness() else {
+        eprintln!("{NO_CXX}");
+        return;
+    };
+    let d = 256;
+    for dtype in [DType::F16, DType::BF16, DType::F8E4M3] {
+        let codes: Vec<u8> = match dtype.size_bytes() {
+            1 => (0..=255u8).collect(),
+            _ => (0..=u16::MAX).flat_map(u16::to_le_bytes).collect(),
+        };
+        let tokens = codes.len() / dtype.size_bytes() / d;
+        let v = Cache::from_bytes(dtype, &codes);
+        let k = Cache::from_bytes(dtype, &vec![0; codes.len()]);
+        let op = Attention { block_size: 1, scale: 1.0, softcap: None, window: None };
+        // sequence t: one block, block t, its token at position 0
+        let tables: Vec<u32> = (0..tokens as u32).collect();
+        let (token_seq, positions) = (tables.clone(), vec![0u32; tokens]);
+        let q = Rng(19).vec(tokens * d, 1.0, false);
+        let dims = AttentionDims { heads: 1, kv_heads: 1, head_dim: d, max_blocks: 1 };
+        let mut want = vec![0.0; tokens * d];
+        op.reference(dims, &q, k.slice(), v.slice(), &tables, &token_seq, &positions, None, &mut want).unwrap();
+        let p = attention::params(&op, &[tokens, 1, d], &[tokens, 1, d], 1, false).unwrap();
+        let u32s = |v: &[u32]| bytemuck::cast_slice::<u32, u8>(v).to_vec();
+        let inputs =
+            [f32_bytes(&q), k.bytes(), v.bytes(), &u32s(&tables), &u32s(&token_seq), &u32s(&positions), &[][..]];
+        let name = by_cache_dtype(dtype, attention::KERNELS).unwrap();
+        let got = run_on_host(exe, name, attention::grid(&p), 32 * attention::ATTN_WARPS, &p, &inputs, want.len());
+        let mut widened = vec![0.0; tokens * d];
+        v.slice().widen_into(0, &mut widened);
+        for (i, ((&g, &w), &x)) in got.iter().zip(&want).zip(&widened).enumerate() {
+            let same = |a: f32, b: f32| a == b || (a.is_nan() && b.is_nan());
+            assert!(same(w, x), "{dtype} code {i}: the reference reads {w}, widens {x}");
+            assert!(same(g, w), "{dtype} code {i}: {g} vs {w}");
+        }
+        eprintln!("attention over a {dtype} cache: all {} codes widened exactly", tokens * d);
+    }
+}
+
+/// f32 values whose rounding into f16, bf16 and fp8 is worth checking:
+/// ties and the values beside them, each format's overflow and saturation,
+/// subnormals (f32's and the formats'), infinities, NaN, -0; then two
+/// patterns of low bits under every 16-bit top (every sign and exponent),
+/// then random values of many scales.
+fn rounding_cases(rng: &mut Rng, n: usize) -> Vec<f32> {
+    let ulp = |x: f32, k: i32| f32::from_bits((x.to_bits() as i32 + k) as u32);
+    let mut v = vec![0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, -f32::NAN, f32::from_bits(0x7f80_0001)];
+    let edges = [
+        1.0 + 1.0 / 2048.0,     // f16 tie, to even (down)
+        1.0 + 3.0 / 2048.0,     // f16 tie, to even (up)
+        65504.0,                // f16 max
+        65520.0,                // f16 tie between max and inf: inf
+        2.0f32.powi(-24),       // f16's smallest subnormal
+        2.0f32.powi(-25),       // its tie with 0: 0
+        3.0 * 2.0f32.powi(-25), // tie between 1 and 2 x 2^-24: 2
+        2.0f32.powi(-14),       // f16's smallest normal
+        1.0 + 1.0 / 256.0,      // bf16 tie, down
+        1.0 + 3.0 / 256.0,      // bf16 tie, up
+        f32::MAX,               // bf16 rounds it to inf
+        1e-40,                  // f32 subnormal
+        1.0625,                 // fp8 tie, down
+        1.1875,                 // fp8 tie, up
+        448.0,                  // fp8 max
+        464.0,                  // fp8 tie past the max: saturates
+        1000.0,                 // saturates
+        1.0 / 1024.0,           // fp8 subnormal tie with 0
+        3.0 / 1024.0,           // fp8 subnormal tie, up to 2
+        1.0 / 64.0,             // fp8's smallest normal
+        15.5 / 1024.0,          // just under it: rounds up to it
+        1.0 / 512.0,            // fp8's smallest subnormal
+    ];
+    for e in edges {
+        for x in [e, ulp(e, -1), ulp(e, 1)] {
+            v.extend([x, -x]);
+        }
+    }
+    let lows = [0x0000, 0x8000, 0x1000, 0x3000, 0x7fff, 0x8001, 0x0fff, 0x1001];
+    for top in 0..=u16::MAX as u32 {
+        for low in [lows[top as usize % 8], (rng.next() & 0xffff) as u32] {
+            v.push(f32::from_bits(top << 16 | low));
+        }
+    }
+    while v.len() < n {
+        let scale = 10.0f32.powi((rng.next() % 16) as i32 - 10);
+        v.push(rng.unit() * scale);
+    }
+    v.truncate(n);
+    v
+}
+
+/// kv_store's kernel of every cache dtype, bit for bit against the
+/// reference: `rounding_cases` into a cache of old random contents, with
+/// the backend's grid and with two blocks striding over it all; a row of 5
+/// (byte rows that straddle words) and rows of 256.
+#[test]
+fn kv_store_rounds_into_every_cache_dtype_bit_for_bit_on_the_host() {
+    let Some(exe) = harness() else {
+        eprintln!("{NO_CXX}");
+        return;
+    };
+    let mut rng = Rng(23);
+    // (tokens, kv_heads, head_dim, num_slots)
+    for (tokens, kv_heads, head_dim, num_slots) in [(600, 2, 128, 640), (3, 1, 5, 8)] {
+        let row = kv_heads * head_dim;
+        let src = rounding_cases(&mut rng, tokens * row);
+        let slots: Vec<u32> = rng.experts(num_slots, tokens).into_iter().map(|s| s as u32).collect();
+        for dtype in DType::CACHE {
+            let bytes = num_slots * row * dtype.size_bytes();
+            // old contents: random bytes (whole words, as the harness copies them)
+            let old: Vec<u8> = (0..bytes.div_ceil(4) * 4).map(|_| rng.next() as u8).collect();
+            let mut want = Cache::from_bytes(dtype, &old[..bytes]);
+            let op = KvStore { num_slots, dtype };
+            op.reference(&src, &slots, want.slice_mut()).unwrap();
+            let p = KvStoreParams { tokens: tokens as u32, row: row as u32, num_slots: num_slots as u32, _pad: 0 };
+            let name = by_cache_dtype(dtype, KV_STORE_KERNELS).unwrap();
+            let backend_grid = ((tokens * row) as u64).div_ceil(BLOCK as u64).min(MAX_BLOCKS) as u32;
+            for grid in [(backend_grid, 1, 1), (2, 1, 1)] {
+                let inputs = [f32_bytes(&src), bytemuck::cast_slice(&slots), &old[..]];
+                let got = run_on_host(exe, name, grid, BLOCK, &p, &inputs, old.len() / 4);
+                let got: &[u8] = bytemuck::cast_slice(&got);
+                assert_eq!(got[bytes..], old[bytes..], "{dtype}: past the cache");
+                let size = dtype.size_bytes();
+                for (i, (g, w)) in got[..bytes].chunks(size).zip(want.bytes().chunks(size)).enumerate() {
+                    let (slot, e) = (i / row, i % row);
+                    let from = slots.iter().position(|&s| s as usize == slot).map(|t| src[t * row + e]);
+                    assert_eq!(g, w, "{dtype}, grid {grid:?}: slot {slot} element {e} (from {from:?})");
+                }
+            }
+            eprintln!("kv_store into a {dtype} cache: {} values rounded bit for bit", tokens * row);
+        }
+    }
 }
 
 #[test]

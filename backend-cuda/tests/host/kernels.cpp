@@ -1,22 +1,25 @@
 // kernels.cpp: kernels/cu/moe_route.cu, moe_matmul.cu, moe_combine.cu,
-// attention.cu and glu.cu (with common.cuh, quant.cuh, quant_ggml.cuh and
-// gemv.cuh) run on the host, so their indexing, scans and reductions are
-// checked against the CPU reference without a GPU (by the tests in
-// backend-cuda/src/ops/on_host.rs, which paste the files in place of their
-// include lines).
+// attention.cu, kv_store.cu and glu.cu (with common.cuh, quant.cuh,
+// quant_ggml.cuh and gemv.cuh) run on the host, so their indexing, scans,
+// reductions and conversions are checked against the CPU reference without
+// a GPU (by the tests in backend-cuda/src/ops/on_host.rs, which paste the
+// files in place of their include lines).
 //
 // A small CUDA shim: each thread of a block is a std::thread, blocks run one
 // after another (so `__shared__` can be `static`; a block's threads must
 // all reach the same barriers, as on the GPU), __syncthreads and
 // __syncwarp are barriers, shuffles and ballots go through a shared slot per
 // thread between two warp barriers. f16 weights are not run: common.cuh
-// widens them with a PTX instruction.
+// widens them with a PTX instruction (f16 KV caches are: without
+// __CUDA_ARCH__, common.cuh's cache conversions take their `_soft` twins).
 //
 // Usage: kernels <kernel> <grid x> <grid y> <block> <out floats> <params.bin>
 //        <input.bin>... <out.bin>
 // The inputs are the kernel's pointer arguments in order (an unused one may
 // be any non-empty file); out.bin gets the output buffer, as f32, which
 // starts as the NaN 0x7fc0dead in every element so a missed write shows.
+// kv_store_<dtype> updates its output in place: it starts as the input after
+// src and slots, the cache's old contents (out floats * 4 bytes of it).
 #include <cmath>
 #include <condition_variable>
 #include <cstdio>
@@ -125,6 +128,7 @@ static T min(T a, T b) { return a < b ? a : b; }
 #include "moe_matmul.cu"
 #include "moe_combine.cu"
 #include "attention.cu"
+#include "kv_store.cu"
 #include "glu.cu"
 
 // Runs `body` as every thread of every block of the grid: a std::thread per
@@ -189,11 +193,23 @@ int main(int argc, char** argv) {
         const MoeCombineParams p = PARAMS(MoeCombineParams);
         run([&] { moe_combine(p, f(0), f(1), o); });
     }
-    if (name == "attention") {
-        // without sinks the backend passes null: so does the harness, so a read shows
-        const AttentionParams p = PARAMS(AttentionParams);
-        run([&] { attention(p, f(0), f(1), f(2), u(3), u(4), u(5), p.has_sinks ? f(6) : nullptr, o); });
+    // without sinks the backend passes null: so does the harness, so a read shows
+#define CACHE_CASE(NAME)                                                                                   \
+    if (name == "attention_" #NAME) {                                                                      \
+        const AttentionParams p = PARAMS(AttentionParams);                                                 \
+        const float* sinks = p.has_sinks ? f(6) : nullptr;                                                 \
+        run([&] { attention_##NAME(p, f(0), u(1), u(2), u(3), u(4), u(5), sinks, o); });                   \
+    }                                                                                                      \
+    if (name == "kv_store_" #NAME) {                                                                       \
+        const KvStoreParams p = PARAMS(KvStoreParams);                                                     \
+        if (in.at(2).size() < out.size()) { std::fprintf(stderr, "kv_store: short cache\n"); return 2; }   \
+        std::memcpy(o, in.at(2).data(), out.size() * 4);                                                   \
+        run([&] { kv_store_##NAME(p, f(0), u(1), o); });                                                   \
     }
+    CACHE_CASE(f32)
+    CACHE_CASE(f16)
+    CACHE_CASE(bf16)
+    CACHE_CASE(fp8)
     if (name == "glu") {
         const GluParams p = PARAMS(GluParams);
         run([&] { glu(p, f(0), f(1), o); });
