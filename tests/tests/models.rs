@@ -423,3 +423,45 @@ fn the_memory_estimate_is_what_loading_takes() {
         }
     }
 }
+
+/// A KV cache of 16 or 8 bits on the CPU reference: each dense fixture's
+/// logits stay within a bound set by the cache's rounding, against
+/// transformers' f32 run. The keys and values are rounded to about 2^-11
+/// relative (f16), 2^-8 (bf16) or 2^-4 (fp8 E4M3), and these tiny random
+/// models carry that into their logits ~20x (measured worst: gemma, 1.3e-2,
+/// 4.4e-2 and 1.2 of the logits' std); the bounds leave ~2.5x. Mixtures of
+/// experts are left out: their fixtures' routers sit at near-ties (gaps ~2e-4
+/// in meta.json) that any rounding may flip. The other backends run the
+/// same caches op by op in the conformance table, and on wgpu whole models
+/// too (backend-wgpu/tests/kv_cache_dtypes.rs).
+#[test]
+fn logits_with_smaller_kv_caches_stay_within_their_rounding() {
+    use ferrum_engine::DType;
+    use ferrum_engine::source::ModelSource;
+    let bound = |d: DType| match d {
+        DType::F16 => 3e-2,
+        DType::BF16 => 0.12,
+        _ => 3.0,
+    };
+    let mut failures = Vec::new();
+    for name in FIXTURES {
+        let dir = fixture_dir(name);
+        let reference = Reference::load(&dir).unwrap();
+        let source = ModelSource::open(&dir).unwrap();
+        if source.config.moe.is_some() {
+            continue;
+        }
+        for dtype in [DType::F16, DType::BF16, DType::F8E4M3] {
+            let mut config = source.config.clone();
+            config.kv_cache_dtype = dtype;
+            let model = Model::from_store(config, &source.weights, cpu()).unwrap();
+            let got = sequence_logits(&model, &reference.input_ids, LogitsMode::Decode).unwrap();
+            let err = max_err_over_std(&got.data, &reference.logits);
+            println!("model {name} kv={dtype} cpu-ref: max_err/std={err:.2e} (bound {:.0e})", bound(dtype));
+            if err > bound(dtype) {
+                failures.push(format!("{name} kv={dtype}: {err:.2e} > {:.0e}", bound(dtype)));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "over the bound: {failures:?}");
+}

@@ -8,7 +8,8 @@ use clap::Args;
 use ferrum_engine::loader::{StDtype, TensorToWrite, write_safetensors};
 use ferrum_engine::logits::{LogitsMode, sequence_logits};
 
-use crate::model_args::{ModelArgs, TokenIds, parse_ids};
+use crate::model_args::{CacheDtype, ModelArgs, TokenIds, parse_ids};
+use ferrum_engine::DType;
 
 #[derive(Args, Debug)]
 pub struct LogitsArgs {
@@ -26,7 +27,12 @@ pub struct LogitsArgs {
 }
 
 pub fn run(args: &LogitsArgs) -> Result<()> {
-    let loaded = args.model.load()?;
+    // logits are for checking against a reference: an f32 cache unless asked
+    let mut model = args.model.clone();
+    if model.kv_cache_dtype == CacheDtype::Auto {
+        model.kv_cache_dtype = CacheDtype::Fixed(DType::F32);
+    }
+    let loaded = model.load()?;
     let logits = sequence_logits(&loaded.model, &args.tokens.0, args.mode)?;
     write_safetensors(
         &args.out,
