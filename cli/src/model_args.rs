@@ -1,6 +1,7 @@
 //! Flags shared by the commands that load a model, and what they load.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -11,7 +12,7 @@ use ferrum_engine::ops::OpKind;
 use ferrum_engine::quant::QuantFormat;
 use ferrum_engine::sampler::SamplingParams;
 use ferrum_engine::source::ModelSource;
-use ferrum_engine::speculative::Speculation;
+use ferrum_engine::speculative::{Drafter, Speculation};
 use ferrum_engine::{DType, Model, ModelConfig};
 
 use crate::backends::{self, BackendChoice};
@@ -204,9 +205,27 @@ pub struct SpeculationArgs {
     /// Longest run of last tokens looked up in the earlier text.
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub ngram_max: usize,
+    /// Guess with this smaller model (same tokenizer) instead of by lookup:
+    /// a Hugging Face folder or a .gguf file, run on the same backend.
+    #[arg(long, value_name = "MODEL")]
+    pub draft_model: Option<PathBuf>,
 }
 
 impl SpeculationArgs {
+    /// The draft model for `target`, loaded as `model` says (backend,
+    /// threads, KV cache dtype), when `--draft-model` is given.
+    pub fn drafter(&self, model: &ModelArgs, target: &Model) -> Result<Option<Drafter>> {
+        let Some(path) = &self.draft_model else { return Ok(None) };
+        if self.speculate == 0 {
+            anyhow::bail!("--draft-model needs --speculate K (the tokens it guesses per step)");
+        }
+        let args =
+            ModelArgs { model: Some(path.clone()), quant: Vec::new(), quant_exclude: Vec::new(), ..model.clone() };
+        let source = ModelSource::open(path).with_context(|| format!("opening the draft model {}", path.display()))?;
+        let draft = args.load_variant(&source, None, Workload::one_sequence)?;
+        Ok(Some(Drafter::new(Arc::new(draft), target)?))
+    }
+
     pub fn speculation(&self) -> Result<Option<Speculation>> {
         if self.speculate == 0 {
             return Ok(None);
@@ -218,7 +237,7 @@ impl SpeculationArgs {
 }
 
 impl SamplingArgs {
-    pub fn options(&self, loaded: &Loaded) -> Result<GenerateOptions> {
+    pub fn options(&self, model_args: &ModelArgs, loaded: &Loaded) -> Result<GenerateOptions> {
         let mut p: SamplingParams = loaded.source.generation.sampling();
         if let Some(t) = self.temperature {
             p.temperature = t;
@@ -240,6 +259,7 @@ impl SamplingArgs {
             eos_token_ids: loaded.source.eos_token_ids(),
             stop_strings: self.stop.clone(),
             speculation: self.speculation.speculation()?,
+            draft: self.speculation.drafter(model_args, &loaded.model)?,
         })
     }
 }

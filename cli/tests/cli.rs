@@ -316,3 +316,41 @@ fn gguf_files_work_and_malformed_ones_are_clear_errors() {
     assert_clean_error(&ferrum(&["generate", "--model", bad, "--prompt-ids", "1"]), "malformed GGUF");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--draft-model` guesses with a model of the same vocabulary: the same
+/// greedy output, every guess kept when it is the model itself; one of
+/// another vocabulary (SmolLM2's 49152) is refused with both sizes.
+#[test]
+fn a_draft_model_speeds_generation_without_changing_it() {
+    let model = fixture("qwen3");
+    let model = model.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut args =
+            vec!["generate", "--model", model, "--prompt-ids", "5,6,7,5,6,7,5,6", "--max-tokens", "20", "--greedy"];
+        args.extend_from_slice(extra);
+        let out = ferrum(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    };
+    let (plain, _) = run(&[]);
+    let (drafted, report) = run(&["--speculate", "4", "--draft-model", model]);
+    assert_eq!(drafted, plain);
+    let line = report.lines().find(|l| l.starts_with("[speculation:")).unwrap_or_else(|| panic!("{report}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(words[1], words[3], "every guess kept: {line}");
+    let smollm2 = ferrum(&["pull"]);
+    assert!(smollm2.status.success(), "{}", String::from_utf8_lossy(&smollm2.stderr));
+    let smollm2 = String::from_utf8(smollm2.stdout).unwrap();
+    let out = ferrum(&[
+        "generate",
+        "--model",
+        model,
+        "--prompt-ids",
+        "5,6",
+        "--speculate",
+        "2",
+        "--draft-model",
+        smollm2.trim(),
+    ]);
+    assert_clean_error(&out, "the draft model's vocabulary has 49152 tokens, the model's 384");
+}

@@ -146,6 +146,7 @@ pub fn compare(
                     eos_token_ids: Vec::new(),
                     stop_strings: Vec::new(),
                     speculation: None,
+                    draft: None,
                 },
                 None,
                 |_| {},

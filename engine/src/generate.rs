@@ -9,10 +9,10 @@ use std::time::Instant;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::kv_cache::{BlockTable, PagedKv};
+use crate::kv_cache::{BlockTable, KvCache, PagedKv};
 use crate::model::{LogitsWanted, Model, SeqChunk};
 use crate::sampler::{DevicePick, Sampler, SamplingParams};
-use crate::speculative::{self, NgramProposer, Proposer, Speculation};
+use crate::speculative::{self, DraftSeq, Drafter, NgramProposer, Proposer, Speculation};
 use crate::tokenizer::{IncrementalDecoder, Tokenizer};
 
 pub const DEFAULT_BLOCK_SIZE: usize = 16;
@@ -74,6 +74,8 @@ pub struct GenerateOptions {
     pub stop_strings: Vec<String>,
     /// Guess tokens by prompt lookup and verify them in one pass each step.
     pub speculation: Option<Speculation>,
+    /// With `speculation`, guess with this smaller model instead of by lookup.
+    pub draft: Option<Drafter>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,6 +162,15 @@ pub fn generate(
     }
     let proposer = opts.speculation.as_ref().map(NgramProposer::new);
     let guesses_per_step = opts.speculation.map_or(0, |s| s.tokens);
+    // a draft model's cache, laid out like the target's: one block table for both
+    let drafter = opts.draft.as_ref().filter(|_| opts.speculation.is_some());
+    let draft_cache = match drafter {
+        Some(d) => {
+            Some(KvCache::new(d.model.backend().as_ref(), &d.model.config, kv.cache.num_blocks, kv.cache.block_size)?)
+        }
+        None => None,
+    };
+    let mut draft_cached = 0;
     // the token is picked on the device and only its id comes back when
     // sampling is plain greedy or plain temperature (with guesses: greedy)
     let on_device = opts.sampling.is_device_pickable();
@@ -172,8 +183,14 @@ pub fn generate(
     while out.tokens.len() < opts.max_tokens {
         let start_pos = context.len() - fed;
         let room = opts.max_tokens - out.tokens.len() - 1; // guesses must fit the budget
-        let guesses = match &proposer {
-            Some(p) if decode_started.is_some() => p.propose(&context, guesses_per_step.min(room)),
+        let want = guesses_per_step.min(room);
+        let guesses = match (&proposer, drafter, &draft_cache) {
+            (Some(_), Some(d), Some(cache)) if decode_started.is_some() && want > 0 => {
+                let seq =
+                    DraftSeq { tokens: &context, cached: draft_cached, block_table: table.blocks(), guesses: want };
+                d.draft(cache, &[seq])?.pop().unwrap_or_default()
+            }
+            (Some(p), None, _) if decode_started.is_some() => p.propose(&context, want),
             _ => Vec::new(),
         };
         let mut tokens = context[start_pos..].to_vec();
@@ -203,6 +220,9 @@ pub fn generate(
         }
         out.guessed += guesses.len();
         out.accepted += picked.len() - 1;
+        if !guesses.is_empty() {
+            draft_cached = Drafter::kept(context.len(), guesses.len(), picked.len() - 1);
+        }
         // the cache now holds every fed token but the last picked one's
         fed = 1;
         for token in picked {

@@ -17,6 +17,11 @@
 //! the probability the model gives it, else the token is drawn from the
 //! model's distribution without it).
 
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::kv_cache::KvCache;
+use crate::model::{LogitsWanted, Model, SeqChunk};
 use crate::sampler::Sampler;
 
 /// Speculation settings.
@@ -86,6 +91,137 @@ impl Proposer for NgramProposer {
         }
         Vec::new()
     }
+}
+
+/// A smaller model of the same vocabulary that guesses by greedy decoding.
+/// Its KV cache is laid out like the target's (same block size and count),
+/// so a sequence's block table serves both and the drafter keeps no block
+/// bookkeeping: each sequence only says how many of its tokens the draft
+/// cache holds.
+#[derive(Clone)]
+pub struct Drafter {
+    pub model: Arc<Model>,
+}
+
+impl std::fmt::Debug for Drafter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Drafter({})", self.model.config.architecture.hf_name())
+    }
+}
+
+/// One sequence to draft for.
+#[derive(Clone, Copy, Debug)]
+pub struct DraftSeq<'a> {
+    /// Prompt and output so far; the last token is not in either cache yet.
+    pub tokens: &'a [u32],
+    /// How many of `tokens` the draft cache holds (a prefix).
+    pub cached: usize,
+    /// Its block table, covering `tokens.len() + guesses - 1` positions.
+    pub block_table: &'a [u32],
+    /// Tokens to guess (at least 1).
+    pub guesses: usize,
+}
+
+impl Drafter {
+    /// Checks the draft model can guess for `target`: the same vocabulary.
+    pub fn new(model: Arc<Model>, target: &Model) -> Result<Self> {
+        if model.config.vocab_size != target.config.vocab_size {
+            return Err(Error::Request(format!(
+                "the draft model's vocabulary has {} tokens, the model's {}: they must share a tokenizer",
+                model.config.vocab_size, target.config.vocab_size
+            )));
+        }
+        Ok(Drafter { model })
+    }
+
+    /// Each sequence's guesses, batched: one pass catches each draft cache up
+    /// and gives the first guess, then one pass per further guess. After it,
+    /// the draft cache holds the tokens and every guess but the last:
+    /// `tokens.len() + guesses - 1` (see [`Drafter::kept`]).
+    pub fn draft(&self, cache: &KvCache, seqs: &[DraftSeq<'_>]) -> Result<Vec<Vec<u32>>> {
+        let mut guesses: Vec<Vec<u32>> = vec![Vec::new(); seqs.len()];
+        let rounds = seqs.iter().map(|s| s.guesses).max().unwrap_or(0);
+        for round in 0..rounds {
+            let active: Vec<usize> = (0..seqs.len()).filter(|&i| seqs[i].guesses > round).collect();
+            if round == 0 {
+                // catching up may rewrite prefix blocks sequences share: a
+                // slot is written once per pass, so those go in later passes
+                for batch in disjoint_writes(seqs, &active, cache.block_size) {
+                    self.pass(cache, seqs, &batch, 0, &mut guesses)?;
+                }
+            } else {
+                self.pass(cache, seqs, &active, round, &mut guesses)?;
+            }
+        }
+        Ok(guesses)
+    }
+
+    /// One batched pass of drafting round `round` for sequences `active`.
+    fn pass(
+        &self,
+        cache: &KvCache,
+        seqs: &[DraftSeq<'_>],
+        active: &[usize],
+        round: usize,
+        guesses: &mut [Vec<u32>],
+    ) -> Result<()> {
+        {
+            let chunks: Vec<SeqChunk<'_>> = active
+                .iter()
+                .map(|&i| {
+                    let s = &seqs[i];
+                    match round {
+                        // the tokens the draft cache lacks, up to the last
+                        0 => SeqChunk {
+                            tokens: &s.tokens[s.cached..],
+                            start_pos: s.cached,
+                            block_table: s.block_table,
+                            logits: LogitsWanted::Last,
+                        },
+                        _ => SeqChunk {
+                            tokens: &guesses[i][round - 1..round],
+                            start_pos: s.tokens.len() + round - 1,
+                            block_table: s.block_table,
+                            logits: LogitsWanted::Last,
+                        },
+                    }
+                })
+                .collect();
+            let picked = self.model.forward_greedy(&chunks, cache)?;
+            drop(chunks);
+            for (&i, token) in active.iter().zip(picked) {
+                guesses[i].push(token);
+            }
+        }
+        Ok(())
+    }
+
+    /// How many tokens the draft cache still holds correctly after a step
+    /// that drafted `guesses` after `len` tokens and kept `kept` of them.
+    pub fn kept(len: usize, guesses: usize, kept: usize) -> usize {
+        len + kept.min(guesses.saturating_sub(1))
+    }
+}
+
+/// `active` split into batches in which no two sequences write a block in
+/// common while catching up (positions `cached..tokens.len()`).
+fn disjoint_writes(seqs: &[DraftSeq<'_>], active: &[usize], block_size: usize) -> Vec<Vec<usize>> {
+    let written = |s: &DraftSeq<'_>| -> Vec<u32> {
+        let blocks = s.cached / block_size..s.tokens.len().div_ceil(block_size);
+        blocks.filter_map(|b| s.block_table.get(b).copied()).collect()
+    };
+    let mut batches: Vec<(Vec<usize>, std::collections::HashSet<u32>)> = Vec::new();
+    for &i in active {
+        let mine = written(&seqs[i]);
+        match batches.iter_mut().find(|(_, taken)| mine.iter().all(|b| !taken.contains(b))) {
+            Some((batch, taken)) => {
+                batch.push(i);
+                taken.extend(mine);
+            }
+            None => batches.push((vec![i], mine.into_iter().collect())),
+        }
+    }
+    batches.into_iter().map(|(batch, _)| batch).collect()
 }
 
 /// The tokens one verification step yields: for each guess, the model's

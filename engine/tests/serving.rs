@@ -208,6 +208,7 @@ fn generate_picks_plain_greedy_tokens_on_the_device() {
         eos_token_ids: vec![],
         stop_strings: vec![],
         speculation: None,
+        draft: None,
     };
     let top_k = SamplingParams { top_k: 3, ..SamplingParams::default() };
     assert_eq!(generate(&model, &p, &opts(top_k), None, |_| {}).unwrap().tokens, device);

@@ -156,3 +156,59 @@ fn the_engine_batches_verification_steps_and_greedy_stays_exact() {
         }
     }
 }
+
+/// A draft model guessing instead of the lookup, in generate and in the
+/// engine (with preemption): greedy output stays token-identical. With the
+/// target as its own draft every guess is kept; with another model of the
+/// same vocabulary, few are.
+#[test]
+fn a_draft_model_keeps_greedy_output_exact() {
+    use common::{alone, run_all, wait_for_idle};
+    use ferrum_engine::serving::{EngineConfig, spawn};
+    use ferrum_engine::speculative::Drafter;
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    let target = model_of("qwen3");
+    let prompts: Vec<Vec<u32>> = (0..6).map(|i| repetitive(10 + 7 * i)).collect();
+    let want: Vec<Vec<u32>> = prompts.iter().map(|p| alone(&target, p, 24)).collect();
+    for (draft_name, all_kept) in [("qwen3", true), ("llama-notok", false)] {
+        let drafter = Drafter::new(Arc::new(model_of(draft_name)), &target).unwrap();
+        // generate
+        for (prompt, want) in prompts.iter().zip(&want) {
+            let opts = GenerateOptions {
+                max_tokens: 24,
+                speculation: Some(Speculation::default()),
+                draft: Some(drafter.clone()),
+                ..Default::default()
+            };
+            let got = generate(&target, prompt, &opts, None, |_| {}).unwrap();
+            assert_eq!(&got.tokens, want, "generate, draft {draft_name}");
+            assert!(got.guessed > 0);
+            if all_kept {
+                assert_eq!(got.accepted, got.guessed, "the target guessing for itself");
+            }
+        }
+        // the engine, with room and with preemption
+        for num_blocks in [512, 30] {
+            let config = EngineConfig {
+                max_batch_tokens: 32,
+                block_size: 4,
+                num_blocks,
+                speculation: Some(Speculation::default()),
+                draft: Some(drafter.clone()),
+                ..Default::default()
+            };
+            let engine = spawn(model_of("qwen3"), None, config).unwrap();
+            assert_eq!(run_all(&engine, &prompts, 24), want, "engine, draft {draft_name}, {num_blocks} blocks");
+            let m = &engine.metrics;
+            let (guessed, kept) =
+                (m.spec_guessed_tokens.load(Ordering::Relaxed), m.spec_accepted_tokens.load(Ordering::Relaxed));
+            println!("draft {draft_name}, {num_blocks} blocks: {guessed} guessed, {kept} kept");
+            assert!(guessed > 0);
+            if all_kept {
+                assert_eq!(kept, guessed, "the target guessing for itself");
+            }
+            wait_for_idle(&engine);
+        }
+    }
+}

@@ -77,6 +77,7 @@ fn greedy_ids_match_transformers() {
                 eos_token_ids: Vec::new(),
                 stop_strings: Vec::new(),
                 speculation: None,
+                draft: None,
             };
             let out = generate(&model, &reference.input_ids, &opts, None, |_| {}).unwrap();
             // the cpu's ids are transformers' ids, so on wgpu this is also "equals the cpu's"
@@ -156,6 +157,7 @@ fn greedy_on_the_device_matches_the_host_sampler() {
                 eos_token_ids: Vec::new(),
                 stop_strings: Vec::new(),
                 speculation: None,
+                draft: None,
             };
             let device = generate(&model, ids, &opts, None, |_| {}).unwrap().tokens;
             assert_eq!(device, host_greedy(&model, ids, n), "fixture {name} on {}, generation", backend.name());
@@ -359,6 +361,7 @@ fn temperature_sampling_on_the_device_matches_the_host_sampler() {
                 eos_token_ids: Vec::new(),
                 stop_strings: Vec::new(),
                 speculation: None,
+                draft: None,
             };
             let device = generate(&model, prompt, &opts, None, |_| {}).unwrap().tokens;
             // the host: logits back every step, Sampler::sample

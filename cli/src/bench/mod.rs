@@ -142,6 +142,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 max_running: 256,
                 max_queue: args.num_prompts.max(1),
                 speculation: args.speculation.speculation()?,
+                draft: args.speculation.drafter(&args.model, &loaded.model)?,
             };
             let label = format!("in-process {} on {}", loaded.source.path.display(), loaded.model.backend().name());
             let tokenizer = loaded.source.tokenizer.clone();

@@ -27,7 +27,7 @@ pub fn run(args: &ChatArgs) -> Result<()> {
     let loaded = args.model.load()?;
     let template = loaded.source.chat_template()?;
     let tokenizer = loaded.source.tokenizer()?;
-    let opts = args.sampling.options(&loaded)?;
+    let opts = args.sampling.options(&args.model, &loaded)?;
     let mut history: Vec<Message> = args.system.iter().map(|s| Message::new("system", s)).collect();
 
     let turn = |history: &mut Vec<Message>, user: &str| -> Result<()> {

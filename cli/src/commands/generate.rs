@@ -29,7 +29,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         (None, Some(ids)) => ids.0.clone(),
         (None, None) => bail!("give --prompt or --prompt-ids"),
     };
-    let opts = args.sampling.options(&loaded)?;
+    let opts = args.sampling.options(&args.model, &loaded)?;
     let out = stream(&loaded, &prompt, opts)?;
     println!();
     report(&out);

@@ -109,6 +109,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         max_running: args.max_running,
         max_queue: args.max_queue,
         speculation: args.speculation.speculation()?,
+        draft: args.speculation.drafter(&args.model, &loaded.model)?,
     };
     let source = loaded.source;
     let model_name = match &args.served_model_name {

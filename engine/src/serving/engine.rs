@@ -34,7 +34,7 @@ use crate::sampler::DevicePick;
 use crate::serving::blocks::BlockManager;
 use crate::serving::metrics::Metrics;
 use crate::serving::sequence::{Event, GenerationRequest, Sequence, TokenLogprobs};
-use crate::speculative::{self, NgramProposer, Proposer, Speculation};
+use crate::speculative::{self, DraftSeq, Drafter, NgramProposer, Proposer, Speculation};
 use crate::tokenizer::Tokenizer;
 
 #[derive(Clone, Debug)]
@@ -49,6 +49,8 @@ pub struct EngineConfig {
     pub max_queue: usize,
     /// Guess and verify tokens of decoding sequences (prompt lookup).
     pub speculation: Option<Speculation>,
+    /// With `speculation`, guess with this smaller model instead.
+    pub draft: Option<Drafter>,
 }
 
 impl Default for EngineConfig {
@@ -60,6 +62,7 @@ impl Default for EngineConfig {
             max_running: 64,
             max_queue: 256,
             speculation: None,
+            draft: None,
         }
     }
 }
@@ -236,7 +239,16 @@ pub fn spawn(model: Model, tokenizer: Option<Arc<Tokenizer>>, config: EngineConf
     let cache_bytes = KvCache::bytes_per_block(&model.config, config.block_size) * config.num_blocks;
     Metrics::set(&handle.metrics.kv_cache_bytes, cache_bytes as u64);
     let _ = handle.metrics.kv_cache_dtype.set(model.config.kv_cache_dtype.name());
+    let draft_cache = match config.draft.as_ref().filter(|_| config.speculation.is_some()) {
+        Some(d) => {
+            Drafter::new(d.model.clone(), &model)?;
+            let backend = d.model.backend().clone();
+            Some(KvCache::new(backend.as_ref(), &d.model.config, config.num_blocks, config.block_size)?)
+        }
+        None => None,
+    };
     let mut state = EngineState {
+        draft_cache,
         blocks: BlockManager::new(config.num_blocks, config.block_size),
         model,
         cache,
@@ -270,6 +282,8 @@ struct EngineState {
     broken: Arc<OnceLock<String>>,
     /// whether every sequence of the last step failed, even alone
     all_failed: bool,
+    /// the draft model's cache, laid out like `cache` (one block table for both)
+    draft_cache: Option<KvCache>,
 }
 
 /// One sequence's share of a step: `take` tokens from position `computed`.
@@ -452,10 +466,48 @@ impl EngineState {
         if room == 0 {
             return;
         }
-        let guesses = NgramProposer::new(spec).propose(&seq.tokens, room);
+        // a draft model guesses `room` tokens in `draft_guesses`, before the forward pass
+        let guesses = match self.draft_cache {
+            Some(_) => vec![seq.tokens[seq.computed]; room],
+            None => NgramProposer::new(spec).propose(&seq.tokens, room),
+        };
         if !guesses.is_empty() {
             seq.speculated.push(seq.tokens[seq.computed]);
             seq.speculated.extend(guesses);
+        }
+    }
+
+    /// The draft model's guesses for the sequences of `plan` that verify
+    /// some this step, written into their `speculated` (on a failure of the
+    /// draft model the placeholders stay: guesses that are merely unlikely).
+    fn draft_guesses(&mut self, plan: &[Planned]) {
+        let (Some(drafter), Some(cache)) = (&self.config.draft, &self.draft_cache) else { return };
+        let drafting: Vec<usize> =
+            plan.iter().map(|p| p.index).filter(|&i| !self.running[i].speculated.is_empty()).collect();
+        if drafting.is_empty() {
+            return;
+        }
+        let seqs: Vec<DraftSeq<'_>> = drafting
+            .iter()
+            .map(|&i| {
+                let s = &self.running[i];
+                DraftSeq {
+                    tokens: &s.tokens,
+                    cached: s.draft_cached,
+                    block_table: &s.blocks,
+                    guesses: s.speculated.len() - 1,
+                }
+            })
+            .collect();
+        let drafted = catch_unwind(AssertUnwindSafe(|| drafter.draft(cache, &seqs)));
+        drop(seqs);
+        if let Ok(Ok(guesses)) = drafted {
+            for (i, g) in drafting.into_iter().zip(guesses) {
+                let s = &mut self.running[i];
+                s.speculated.truncate(1);
+                s.speculated.extend(g);
+                s.drafted = true;
+            }
         }
     }
 
@@ -504,6 +556,7 @@ impl EngineState {
             })
             .collect();
         let mut outcome = Outcome::default();
+        self.draft_guesses(&plan);
         // the grammars' masks are computed on another thread while the
         // forward pass runs
         let mut constrained: Vec<(usize, Constraint)> = plan
@@ -615,7 +668,10 @@ impl EngineState {
                 Metrics::add(&self.metrics.spec_guessed_tokens, guesses.len() as u64);
                 Metrics::add(&self.metrics.spec_accepted_tokens, tokens.len() as u64 - 1);
                 Metrics::add(&self.metrics.spec_steps, 1);
-                let computed = seq.computed;
+                let (computed, len) = (seq.computed, seq.tokens.len());
+                if std::mem::take(&mut seq.drafted) {
+                    seq.draft_cached = Drafter::kept(len, guesses.len(), tokens.len() - 1);
+                }
                 for &token in &tokens {
                     if self.emit(p.index, token, None, outcome) {
                         break;

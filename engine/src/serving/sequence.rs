@@ -77,6 +77,10 @@ pub(crate) struct Sequence {
     pub constraint: Option<Constraint>,
     /// this step's input when it verifies guesses: the pending token, then the guesses
     pub speculated: Vec<u32>,
+    /// how many of `tokens` the draft model's cache holds (a prefix)
+    pub draft_cached: usize,
+    /// this step's guesses came from the draft model (which then cached them)
+    pub drafted: bool,
 }
 
 impl Sequence {
@@ -103,6 +107,8 @@ impl Sequence {
             prompt_counted: false,
             constraint,
             speculated: Vec::new(),
+            draft_cached: 0,
+            drafted: false,
         }
     }
 
@@ -161,6 +167,7 @@ impl Sequence {
         self.blocks.clear();
         self.block_hashes.clear();
         self.computed = 0;
+        self.draft_cached = 0;
     }
 
     /// Records a sampled token; returns the events to send and whether the

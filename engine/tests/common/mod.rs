@@ -44,6 +44,7 @@ pub fn alone(model: &Model, prompt: &[u32], max_tokens: usize) -> Vec<u32> {
         eos_token_ids: Vec::new(),
         stop_strings: Vec::new(),
         speculation: None,
+        draft: None,
     };
     generate(model, prompt, &opts, None, |_| {}).unwrap().tokens
 }
