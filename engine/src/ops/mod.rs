@@ -347,24 +347,20 @@ impl FloatSlice<'_> {
         }
     }
 
-    /// Widen `out.len()` elements starting at `start` into `out`.
+    /// Widen `out.len()` elements starting at `start` into `out`: f16
+    /// with the CPU's conversion instructions where it has them (F16C),
+    /// bf16 by shifting, fp8 through a 256-entry table.
     pub fn widen_into(&self, start: usize, out: &mut [f32]) {
+        use half::slice::HalfFloatSliceExt;
         let end = start + out.len();
         match self {
             FloatSlice::F32(s) => out.copy_from_slice(&s[start..end]),
-            FloatSlice::F16(s) => {
-                for (o, v) in out.iter_mut().zip(&s[start..end]) {
-                    *o = v.to_f32();
-                }
-            }
-            FloatSlice::BF16(s) => {
-                for (o, v) in out.iter_mut().zip(&s[start..end]) {
-                    *o = v.to_f32();
-                }
-            }
+            FloatSlice::F16(s) => s[start..end].convert_to_f32_slice(out),
+            FloatSlice::BF16(s) => s[start..end].convert_to_f32_slice(out),
             FloatSlice::F8E4M3(s) => {
+                let table = crate::quant::fp8::decode_table();
                 for (o, &v) in out.iter_mut().zip(&s[start..end]) {
-                    *o = crate::quant::fp8::decode(v);
+                    *o = table[v as usize];
                 }
             }
         }

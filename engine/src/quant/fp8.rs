@@ -35,6 +35,12 @@ pub fn decode(b: u8) -> f32 {
     f32::from_bits(sign | ((e + 120) << 23) | (m << 20))
 }
 
+/// [`decode`] of every byte, computed once.
+pub fn decode_table() -> &'static [f32; 256] {
+    static TABLE: std::sync::OnceLock<[f32; 256]> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| std::array::from_fn(|b| decode(b as u8)))
+}
+
 /// The E4M3 byte nearest to `x` (see the module doc for the rules).
 pub fn encode(x: f32) -> u8 {
     let bits = x.to_bits();
