@@ -242,6 +242,14 @@ mod tests {
         let shape: Vec<(Vec<u32>, u64)> = requests.iter().map(|r| (r.prompt.clone(), r.sampling.seed)).collect();
         assert_eq!(shape, [(vec![5, 6], 10), (vec![5, 6], 11), (vec![7], 10), (vec![7], 11)]);
         assert!(requests.iter().all(|r| r.max_tokens == 3 && r.stop_token_ids == [2]));
+        // best_of samples more choices than it returns, each with its chosen tokens' logprobs
+        let best = served().completion_job(br#"{"prompt": [[5], [6]], "n": 2, "best_of": 3, "seed": 1}"#).unwrap();
+        let requests = best.requests();
+        assert_eq!((best.n, best.best_of, requests.len()), (2, 3, 6));
+        assert!(requests.iter().all(|r| r.logprobs == Some(0)));
+        for bad in [&br#"{"prompt": [5], "n": 3, "best_of": 2}"#[..], br#"{"prompt": [5], "best_of": 3, "stream": true}"#] {
+            assert!(served().completion_job(bad).is_err());
+        }
         let ignoring = served().completion_job(br#"{"prompt": [5], "ignore_eos": true}"#).unwrap();
         assert!(ignoring.request.stop_token_ids.is_empty());
     }

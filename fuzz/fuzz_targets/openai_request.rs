@@ -35,8 +35,10 @@ fuzz_target!(|data: &[u8]| {
     for job in [served.completion_job(data), served.chat_job(data)] {
         match job {
             Ok(job) => {
+                // best_of choices are sampled per prompt, the n likeliest returned
                 let requests = job.requests();
-                assert_eq!(requests.len(), job.prompts.len() * job.n);
+                assert!(job.n >= 1 && job.best_of >= job.n, "n {} best_of {}", job.n, job.best_of);
+                assert_eq!(requests.len(), job.prompts.len() * job.best_of);
             }
             Err(e) => assert!(e.status.is_client_error(), "{e}"),
         }
