@@ -247,7 +247,9 @@ mod tests {
         let requests = best.requests();
         assert_eq!((best.n, best.best_of, requests.len()), (2, 3, 6));
         assert!(requests.iter().all(|r| r.logprobs == Some(0)));
-        for bad in [&br#"{"prompt": [5], "n": 3, "best_of": 2}"#[..], br#"{"prompt": [5], "best_of": 3, "stream": true}"#] {
+        for bad in
+            [&br#"{"prompt": [5], "n": 3, "best_of": 2}"#[..], br#"{"prompt": [5], "best_of": 3, "stream": true}"#]
+        {
             assert!(served().completion_job(bad).is_err());
         }
         let ignoring = served().completion_job(br#"{"prompt": [5], "ignore_eos": true}"#).unwrap();

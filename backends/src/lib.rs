@@ -1,4 +1,7 @@
-//! Choosing a backend at run time. The only place that names backend crates.
+//! # ferrum-backends
+//!
+//! Choosing a backend at run time: the only place that names the backend
+//! crates, shared by the `ferrum` command and the desktop app.
 
 use std::sync::Arc;
 
@@ -27,6 +30,11 @@ pub fn probe_all(threads: Option<usize>) -> Vec<(&'static str, Result<Arc<dyn Ba
         ("cpu", ferrum_backend_cpu::open(threads).map_err(|e| e.to_string())),
         ("cpu-ref", Ok(Arc::new(CpuBackend::new()) as Arc<dyn Backend>)),
     ]
+}
+
+/// Every WebGPU adapter with its type and limits, or why there are none.
+pub fn wgpu_adapters() -> std::result::Result<Vec<String>, String> {
+    ferrum_backend_wgpu::describe_adapters()
 }
 
 /// What `--backend auto` takes: CUDA, then a WebGPU adapter that is real

@@ -1,10 +1,9 @@
 //! `ferrum`: run open-weight LLMs on CUDA, WebGPU or the CPU.
 //!
-//! Each subcommand lives in `commands/`; `backends.rs` is the only place that
+//! Each subcommand lives in `commands/`; the `ferrum-backends` crate is the only place that
 //! names backend crates; `model_args.rs` holds the flags shared by commands
 //! that load a model.
 
-mod backends;
 mod bench;
 mod commands;
 mod model_args;

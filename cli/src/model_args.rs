@@ -15,8 +15,8 @@ use ferrum_engine::source::ModelSource;
 use ferrum_engine::speculative::{Drafter, Speculation};
 use ferrum_engine::{DType, Model, ModelConfig};
 
-use crate::backends::{self, BackendChoice};
 use crate::pull;
+use ferrum_backends::{self as backends, BackendChoice};
 
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {

@@ -76,18 +76,22 @@ pub struct VariantReport {
     pub top1_agreement: f64,
     pub prefill_tokens_per_sec: f64,
     pub decode_tokens_per_sec: f64,
+    /// KL of each scored token, in text order: window w's position i
+    /// predicts token `w * ctx + i + 1` (the desktop app colours the text by it).
+    pub kl_per_token: Vec<f64>,
 }
 
 /// Scores every model on the same windows; model 0 is the reference (its
 /// KL is 0 and its agreement 1). `decode_tokens` greedy tokens measure
-/// decode speed. `on_progress(done, total)` counts (window, model) passes.
+/// decode speed. `on_progress(done, total)` counts (window, model) passes
+/// and says whether to go on (false: stop with an error, "cancelled").
 pub fn compare(
     models: &[&Model],
     tokens: &[u32],
     ctx: usize,
     max_windows: Option<usize>,
     decode_tokens: usize,
-    mut on_progress: impl FnMut(usize, usize),
+    mut on_progress: impl FnMut(usize, usize) -> bool,
 ) -> Result<Vec<VariantReport>> {
     if ctx < 2 {
         return Err(Error::Request(format!("a window of {ctx} tokens scores nothing; use --ctx 2 or more")));
@@ -128,7 +132,9 @@ pub fn compare(
                     }
                 }
             }
-            on_progress(w * n + m + 1, windows * n);
+            if !on_progress(w * n + m + 1, windows * n) {
+                return Err(Error::Request("cancelled".into()));
+            }
         }
     }
     let scored = windows * (ctx - 1);
@@ -151,7 +157,8 @@ pub fn compare(
                 None,
                 |_| {},
             )?;
-            let mut k = if m == 0 { vec![0.0; scored] } else { std::mem::take(&mut kl[m]) };
+            let kl_per_token = if m == 0 { vec![0.0; scored] } else { std::mem::take(&mut kl[m]) };
+            let mut k = kl_per_token.clone();
             k.sort_by(f64::total_cmp);
             let at = |q: f64| k[((q * (k.len() - 1) as f64).round() as usize).min(k.len() - 1)];
             Ok(VariantReport {
@@ -163,6 +170,7 @@ pub fn compare(
                 top1_agreement: if m == 0 { 1.0 } else { agree[m] as f64 / scored as f64 },
                 prefill_tokens_per_sec: (windows * ctx) as f64 / prefill_secs[m],
                 decode_tokens_per_sec: decode.decode_tokens_per_sec(),
+                kl_per_token,
             })
         })
         .collect()
@@ -195,7 +203,7 @@ mod tests {
         let a = Model::load(&dir, Arc::new(crate::CpuBackend::new())).unwrap();
         let b = Model::load(&dir, Arc::new(crate::CpuBackend::new())).unwrap();
         let tokens: Vec<u32> = (0..64).map(|i| (i * 7 % 300) as u32 + 4).collect();
-        let r = compare(&[&a, &b], &tokens, 32, None, 4, |_, _| {}).unwrap();
+        let r = compare(&[&a, &b], &tokens, 32, None, 4, |_, _| true).unwrap();
         assert_eq!(r[1].top1_agreement, 1.0);
         assert!(r[1].kl_max < 1e-9, "{:?}", r[1]);
         assert!((r[0].perplexity - r[1].perplexity).abs() < 1e-9);

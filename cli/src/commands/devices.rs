@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 
-use crate::backends::{auto, probe_all};
+use ferrum_backends::{auto, probe_all};
 
 pub fn run() -> Result<()> {
     for (name, backend) in probe_all(None) {
@@ -12,7 +12,7 @@ pub fn run() -> Result<()> {
         }
         // every adapter with its type and limits (the line above says why none)
         if name == "wgpu"
-            && let Ok(adapters) = ferrum_backend_wgpu::describe_adapters()
+            && let Ok(adapters) = ferrum_backends::wgpu_adapters()
         {
             adapters.iter().for_each(|a| println!("        adapter      {a}"));
         }

@@ -71,6 +71,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let reports = compare(&refs, &tokens, args.ctx, args.windows, args.decode_tokens, |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
+        true
     })?;
     bar.finish_and_clear();
     let name = |(q, kv): &(Option<QuantFormat>, CacheDtype)| match (q, kv) {

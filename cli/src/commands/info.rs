@@ -9,8 +9,8 @@ use ferrum_engine::config::RopeScaling;
 use ferrum_engine::memory::{MemoryNeed, Workload};
 use ferrum_engine::source::ModelSource;
 
-use crate::backends;
 use crate::model_args::ModelArgs;
+use ferrum_backends as backends;
 
 #[derive(Args, Debug)]
 pub struct InfoArgs {
