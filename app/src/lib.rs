@@ -6,6 +6,7 @@
 //! - [`worker`]: the thread that owns the model and the serving engine; the
 //!   UI sends commands and drains events once per frame.
 //! - [`panels`]: one file per panel: model, chat, dashboard, compare, remote.
+//! - [`files`]: the native file dialog, behind a trait tests replace.
 //! - [`remote`]: a `ferrum serve` (or any OpenAI-compatible server) watched
 //!   and chatted with over HTTP.
 //! - [`FerrumApp`]: the one state struct the panels share, and the frame
@@ -13,6 +14,7 @@
 //!
 //! The UI thread never runs a model: everything slow is a command.
 
+pub mod files;
 pub mod panels;
 pub mod remote;
 pub mod worker;
@@ -21,6 +23,7 @@ use std::sync::Arc;
 
 use eframe::egui;
 
+use files::{FilePicker, NativeDialog};
 use panels::{chat::ChatPanel, compare::ComparePanel, dashboard::Dashboard, model::ModelPanel, remote::RemotePanel};
 use worker::{Command, Event, Repaint, WorkerHandle};
 
@@ -53,6 +56,8 @@ pub struct FerrumApp {
     pub dashboard: Dashboard,
     pub compare: ComparePanel,
     pub remote: RemotePanel,
+    /// where "Open..." asks (tests put their own answer here)
+    pub picker: Box<dyn FilePicker>,
 }
 
 impl FerrumApp {
@@ -69,6 +74,7 @@ impl FerrumApp {
             dashboard: Dashboard::default(),
             compare: ComparePanel::default(),
             remote: RemotePanel::new(repaint),
+            picker: Box::new(NativeDialog),
         }
     }
 
@@ -117,12 +123,12 @@ impl FerrumApp {
             ui.label(self.model.status());
         });
         ui.separator();
-        let worker = &self.worker;
+        let (worker, picker) = (&self.worker, self.picker.as_ref());
         egui::ScrollArea::vertical().auto_shrink([false, false]).show(ui, |ui| match self.tab {
-            Tab::Model => self.model.ui(ui, worker),
+            Tab::Model => self.model.ui(ui, worker, picker),
             Tab::Chat => self.chat.ui(ui, worker, self.model.loaded.as_ref()),
             Tab::Dashboard => self.dashboard.ui(ui, worker, self.model.loaded.is_some()),
-            Tab::Compare => self.compare.ui(ui, worker, self.model.loaded.is_some()),
+            Tab::Compare => self.compare.ui(ui, worker, picker, self.model.loaded.is_some()),
             Tab::Remote => self.remote.ui(ui),
         });
     }

@@ -3,6 +3,7 @@
 //! ```sh
 //! ferrum-app [--model PATH] [--backend auto|cpu|cpu-ref|wgpu|cuda]
 //! ferrum-app --model PATH --smoke PROMPT --screenshot shot.png   # load, chat, screenshot, exit
+//! ferrum-app --model PATH --smoke PROMPT --compare TEXT --screenshot shot.png   # ... then compare formats
 //! ```
 //! The smoke run is how CI checks a real window (under Xvfb): it prints the
 //! answer on stdout and writes what the window showed as a PNG.
@@ -19,11 +20,12 @@ struct Args {
     model: Option<String>,
     backend: BackendChoice,
     smoke: Option<String>,
+    compare: Option<String>,
     screenshot: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { model: None, backend: BackendChoice::Auto, smoke: None, screenshot: None };
+    let mut args = Args { model: None, backend: BackendChoice::Auto, smoke: None, compare: None, screenshot: None };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or(format!("{a} needs a value"));
@@ -40,10 +42,12 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--smoke" => args.smoke = Some(value()?),
+            "--compare" => args.compare = Some(value()?),
             "--screenshot" => args.screenshot = Some(value()?.into()),
             "--help" | "-h" => {
                 return Err(
-                    "usage: ferrum-app [--model PATH] [--backend B] [--smoke PROMPT --screenshot FILE.png]".into()
+                    "usage: ferrum-app [--model PATH] [--backend B] [--smoke PROMPT [--compare TEXT] --screenshot FILE.png]"
+                        .into()
                 );
             }
             other => return Err(format!("unknown argument {other:?}")),
@@ -57,6 +61,7 @@ fn parse_args() -> Result<Args, String> {
 enum Smoke {
     Loading,
     Answering,
+    Comparing,
     Shooting,
     Done,
 }
@@ -64,6 +69,7 @@ enum Smoke {
 struct App {
     app: FerrumApp,
     smoke: Option<(String, Smoke)>,
+    compare: Option<String>,
     screenshot: Option<PathBuf>,
     shot: Arc<Mutex<Option<Result<(), String>>>>,
 }
@@ -91,15 +97,24 @@ impl eframe::App for App {
             {
                 let answer = self.app.chat.turns.last().map(|t| t.text.clone()).unwrap_or_default();
                 println!("{answer}");
-                let (path, shot) = (self.screenshot.clone(), self.shot.clone());
-                ctx.request_screenshot(move |image| {
-                    let saved = match &path {
-                        Some(p) => write_png(p, &image),
-                        None => Ok(()),
-                    };
-                    *shot.lock().unwrap_or_else(|e| e.into_inner()) = Some(saved);
-                });
+                if let Some(text) = &self.compare {
+                    self.app.tab = Tab::Compare;
+                    self.app.compare.text = text.clone();
+                    self.app.compare.ctx = 128;
+                    self.app.compare.run(&self.app.worker);
+                    *step = Smoke::Comparing;
+                } else {
+                    *step = Smoke::Shooting;
+                    self.shoot(&ctx);
+                }
+            }
+            Smoke::Comparing if self.app.compare.result.is_some() => {
+                if let Some(Err(e)) = &self.app.compare.result {
+                    eprintln!("ferrum-app: compare: {e}");
+                    std::process::exit(1);
+                }
                 *step = Smoke::Shooting;
+                self.shoot(&ctx);
             }
             Smoke::Shooting => {
                 if let Some(saved) = self.shot.lock().unwrap_or_else(|e| e.into_inner()).take() {
@@ -113,6 +128,20 @@ impl eframe::App for App {
             }
             _ => {}
         }
+    }
+}
+
+impl App {
+    /// Asks for a screenshot of the next frame; `Shooting` waits for it.
+    fn shoot(&self, ctx: &egui::Context) {
+        let (path, shot) = (self.screenshot.clone(), self.shot.clone());
+        ctx.request_screenshot(move |image| {
+            let saved = match &path {
+                Some(p) => write_png(p, &image),
+                None => Ok(()),
+            };
+            *shot.lock().unwrap_or_else(|e| e.into_inner()) = Some(saved);
+        });
     }
 }
 
@@ -159,7 +188,7 @@ fn main() -> ExitCode {
                 }
             }
             let smoke = args.smoke.map(|p| (p, Smoke::Loading));
-            Ok(Box::new(App { app, smoke, screenshot: args.screenshot, shot: Arc::default() }))
+            Ok(Box::new(App { app, smoke, compare: args.compare, screenshot: args.screenshot, shot: Arc::default() }))
         }),
     );
     match result {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use eframe::egui;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
+use ferrum_app::files::{FileKind, FilePicker};
 use ferrum_app::panels::model::QUANTS;
 use ferrum_app::{FerrumApp, Tab};
 
@@ -263,4 +264,28 @@ fn two_formats_compared_give_points_and_a_table() {
     }
     assert_eq!(h.state().tab, Tab::Compare);
     let _ = std::fs::remove_file(text);
+}
+
+/// A dialog that answers with a fixed folder and remembers what it was asked.
+struct Answers(PathBuf, std::sync::Arc<std::sync::Mutex<Vec<FileKind>>>);
+
+impl FilePicker for Answers {
+    fn pick(&self, kind: FileKind) -> Option<PathBuf> {
+        self.1.lock().unwrap().push(kind);
+        Some(self.0.clone())
+    }
+}
+
+#[test]
+fn the_file_dialog_fills_the_path_and_the_model_card_follows() {
+    let mut h = harness();
+    let asked = std::sync::Arc::default();
+    h.state_mut().picker = Box::new(Answers(fixture("qwen3"), std::sync::Arc::clone(&asked)));
+    h.state_mut().model.backend = ferrum_backends::BackendChoice::CpuRef;
+    h.get_by_label("Open folder...").click_accesskit();
+    h.step();
+    assert_eq!(*asked.lock().unwrap(), [FileKind::ModelFolder]);
+    assert_eq!(h.state().model.path, fixture("qwen3").display().to_string());
+    wait(&mut h, "the model card", |a| matches!(a.model.estimate, Some(Ok(_))));
+    assert!(h.query_by_label_contains("Qwen3ForCausalLM |").is_some());
 }

@@ -8,6 +8,7 @@
 use eframe::egui;
 use egui_plot::{Legend, Plot, PlotPoints, Points};
 
+use crate::files::{FileKind, FilePicker};
 use crate::human_bytes;
 use crate::panels::model::QUANTS;
 use crate::worker::{Command, CompareSpec, Comparison, WorkerHandle};
@@ -66,11 +67,29 @@ impl ComparePanel {
             .collect()
     }
 
-    pub fn ui(&mut self, ui: &mut egui::Ui, worker: &WorkerHandle, loaded: bool) {
+    /// Starts the comparison the controls describe (the Run compare button).
+    pub fn run(&mut self, worker: &WorkerHandle) {
+        match self.formats() {
+            Ok(formats) => {
+                self.progress = Some(0.0);
+                self.result = None;
+                let text = self.text.trim().into();
+                worker.send(Command::Compare(CompareSpec { text, formats, ctx: self.ctx, windows: self.windows }));
+            }
+            Err(e) => self.result = Some(Err(e)),
+        }
+    }
+
+    pub fn ui(&mut self, ui: &mut egui::Ui, worker: &WorkerHandle, picker: &dyn FilePicker, loaded: bool) {
         ui.heading("Compare formats on your text");
         ui.horizontal(|ui| {
             let label = ui.label("Text file");
             ui.add(egui::TextEdit::singleline(&mut self.text).desired_width(360.0)).labelled_by(label.id);
+            if ui.button("Choose...").clicked()
+                && let Some(p) = picker.pick(FileKind::Text)
+            {
+                self.text = p.display().to_string();
+            }
             ui.add(egui::DragValue::new(&mut self.ctx).range(8..=4096).prefix("window "));
             ui.add(egui::DragValue::new(&mut self.windows).range(1..=64).prefix("windows "));
         });
@@ -84,19 +103,7 @@ impl ComparePanel {
         ui.horizontal(|ui| {
             let running = self.progress.is_some();
             if ui.add_enabled(loaded && !running, egui::Button::new("Run compare")).clicked() {
-                match self.formats() {
-                    Ok(formats) => {
-                        self.progress = Some(0.0);
-                        self.result = None;
-                        worker.send(Command::Compare(CompareSpec {
-                            text: self.text.trim().into(),
-                            formats,
-                            ctx: self.ctx,
-                            windows: self.windows,
-                        }));
-                    }
-                    Err(e) => self.result = Some(Err(e)),
-                }
+                self.run(worker);
             }
             if let Some(p) = self.progress {
                 ui.add(egui::ProgressBar::new(p).desired_width(200.0).show_percentage());
@@ -109,13 +116,14 @@ impl ComparePanel {
                 ui.label("Load a model first: it is the reference.");
             }
         });
-        match &self.result {
+        match self.result.take() {
             Some(Err(e)) => {
                 ui.colored_label(egui::Color32::from_rgb(220, 60, 60), format!("Error: {e}"));
+                self.result = Some(Err(e));
             }
             Some(Ok(c)) => {
-                let c = c.clone();
                 self.results_ui(ui, &c);
+                self.result = Some(Ok(c));
             }
             None => {}
         }

@@ -11,6 +11,7 @@ use ferrum_backends::BackendChoice;
 use ferrum_engine::DType;
 use ferrum_engine::quant::QuantFormat;
 
+use crate::files::{FileKind, FilePicker};
 use crate::worker::{Command, Estimate, LoadSpec, Loaded, WorkerHandle};
 use crate::{human_bytes, human_count};
 
@@ -120,7 +121,7 @@ impl ModelPanel {
         }
     }
 
-    pub fn ui(&mut self, ui: &mut egui::Ui, worker: &WorkerHandle) {
+    pub fn ui(&mut self, ui: &mut egui::Ui, worker: &WorkerHandle, picker: &dyn FilePicker) {
         ui.heading("Model");
         ui.horizontal(|ui| {
             let label = ui.label("Model path");
@@ -128,6 +129,13 @@ impl ModelPanel {
                 egui::TextEdit::singleline(&mut self.path).desired_width(420.0).hint_text("a folder or a .gguf file"),
             )
             .labelled_by(label.id);
+            for (button, kind) in [("Open file...", FileKind::ModelFile), ("Open folder...", FileKind::ModelFolder)] {
+                if ui.button(button).clicked()
+                    && let Some(p) = picker.pick(kind)
+                {
+                    self.path = p.display().to_string();
+                }
+            }
         });
         if !self.recent.is_empty() {
             ui.horizontal_wrapped(|ui| {
