@@ -88,6 +88,7 @@ impl FerrumApp {
         while let Ok(e) = self.worker.events.try_recv() {
             match e {
                 Event::Devices(d) => self.model.devices = d,
+                Event::Pulled(p) => self.model.on_pulled(p),
                 Event::Estimate(e) => self.model.on_estimate(e),
                 Event::Loaded(l) => {
                     if let Ok(loaded) = &l {

@@ -160,6 +160,8 @@ pub struct Sample {
 
 pub enum Command {
     Devices,
+    /// fetch the default model into the cache (or find it there)
+    PullDefault,
     Estimate(LoadSpec),
     Load(LoadSpec),
     CancelLoad,
@@ -174,6 +176,7 @@ pub enum Command {
 
 pub enum Event {
     Devices(Vec<(String, Result<String, String>)>),
+    Pulled(Result<PathBuf, String>),
     Estimate(Result<Estimate, String>),
     Loaded(Result<Loaded, String>),
     Token(String),
@@ -279,6 +282,15 @@ impl Worker {
     fn apply(&mut self, c: Command) {
         match c {
             Command::Devices => self.emit(Event::Devices(devices())),
+            Command::PullDefault => {
+                let (events, repaint) = (self.events.clone(), self.repaint.clone());
+                std::thread::spawn(move || {
+                    let pulled =
+                        caught(|| ferrum_hub::resolve(ferrum_hub::DEFAULT_MODEL).map_err(|e| format!("{e:#}")));
+                    let _ = events.send(Event::Pulled(pulled));
+                    repaint();
+                });
+            }
             Command::Estimate(spec) => {
                 let e = self.backend(spec.backend).and_then(|b| estimate(&spec, b));
                 self.emit(Event::Estimate(e));

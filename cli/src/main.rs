@@ -7,7 +7,6 @@
 mod bench;
 mod commands;
 mod model_args;
-mod pull;
 mod serve;
 
 use std::process::ExitCode;
@@ -43,7 +42,7 @@ enum Command {
     Devices,
     /// Fetch a known model into the cache (default: smollm2-135m-instruct) and print its path.
     Pull {
-        #[arg(default_value = pull::DEFAULT_MODEL)]
+        #[arg(default_value = ferrum_hub::DEFAULT_MODEL)]
         name: String,
     },
 }
@@ -60,7 +59,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => bench::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Devices => commands::devices::run(),
-        Command::Pull { name } => pull::resolve(name).map(|path| println!("{}", path.display())),
+        Command::Pull { name } => ferrum_hub::resolve(name).map(|path| println!("{}", path.display())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,7 +15,6 @@ use ferrum_engine::source::ModelSource;
 use ferrum_engine::speculative::{Drafter, Speculation};
 use ferrum_engine::{DType, Model, ModelConfig};
 
-use crate::pull;
 use ferrum_backends::{self as backends, BackendChoice};
 
 #[derive(Args, Debug, Clone)]
@@ -79,7 +78,7 @@ impl ModelArgs {
     pub fn path(&self) -> Result<PathBuf> {
         match &self.model {
             Some(path) => Ok(path.clone()),
-            None => pull::resolve(pull::DEFAULT_MODEL),
+            None => ferrum_hub::resolve(ferrum_hub::DEFAULT_MODEL),
         }
     }
 

@@ -50,6 +50,8 @@ pub struct ModelPanel {
     /// the spec the estimate was asked for (asked again when it changes)
     asked: Option<LoadSpec>,
     pub loading: Option<Instant>,
+    /// since when the default model is being pulled
+    pub pulling: Option<Instant>,
     pub loaded: Option<Loaded>,
     pub error: Option<String>,
     pub recent: Vec<PathBuf>,
@@ -68,6 +70,7 @@ impl Default for ModelPanel {
             estimate: None,
             asked: None,
             loading: None,
+            pulling: None,
             loaded: None,
             error: None,
             recent: Vec::new(),
@@ -106,6 +109,14 @@ impl ModelPanel {
         self.estimate = Some(e);
     }
 
+    pub fn on_pulled(&mut self, p: Result<PathBuf, String>) {
+        self.pulling = None;
+        match p {
+            Ok(path) => self.path = path.display().to_string(),
+            Err(e) => self.error = Some(e),
+        }
+    }
+
     pub fn on_loaded(&mut self, l: Result<Loaded, String>) {
         self.loading = None;
         match l {
@@ -135,6 +146,20 @@ impl ModelPanel {
                 {
                     self.path = p.display().to_string();
                 }
+            }
+        });
+        ui.horizontal(|ui| {
+            let pulling = self.pulling.is_some();
+            let button = format!("Pull the default model ({})", ferrum_hub::DEFAULT_MODEL);
+            if ui.add_enabled(!pulling, egui::Button::new(button)).clicked() {
+                self.error = None;
+                self.pulling = Some(Instant::now());
+                worker.send(Command::PullDefault);
+            }
+            if let Some(t) = self.pulling {
+                ui.add(egui::Spinner::new());
+                ui.label(format!("pulling... {:.0} s (progress on the terminal)", t.elapsed().as_secs_f64()));
+                ui.ctx().request_repaint_after(std::time::Duration::from_millis(250));
             }
         });
         if !self.recent.is_empty() {

