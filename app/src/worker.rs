@@ -133,7 +133,7 @@ pub struct CompareSpec {
 /// One variant of a comparison.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CompareRow {
-    /// "unquantized" or the format
+    /// "as stored" (the reference) or the format
     pub name: String,
     pub weight_bytes: usize,
     pub report: VariantReport,
@@ -725,7 +725,7 @@ fn run_compare(
         .zip(models.iter())
         .zip(reports)
         .map(|((q, m), report)| CompareRow {
-            name: q.map_or("unquantized".to_string(), |q| q.to_string()),
+            name: q.map_or("as stored".to_string(), |q| q.to_string()),
             weight_bytes: m.weight_bytes(),
             report,
         })

@@ -262,7 +262,7 @@ fn two_formats_compared_give_points_and_a_table() {
         Some(Err(e)) => panic!("{e}"),
         None => unreachable!(),
     };
-    assert_eq!(rows, ["unquantized", "int8", "nvfp4"]); // the panel's order
+    assert_eq!(rows, ["as stored", "int8", "nvfp4"]); // the panel's order
     for name in rows {
         assert!(!h.query_all_by_label(&name).collect::<Vec<_>>().is_empty(), "{name} missing");
     }
@@ -309,4 +309,33 @@ fn the_default_model_is_pulled_into_the_path() {
     );
     wait(&mut h, "the model card", |a| matches!(a.model.estimate, Some(Ok(_))));
     assert!(h.query_by_label_contains("LlamaForCausalLM |").is_some());
+}
+
+#[test]
+fn a_benchmark_from_the_dashboard_fills_its_table_and_exports() {
+    let mut h = harness();
+    load(&mut h, &fixture("qwen3"));
+    h.get_by_label("Dashboard").click_accesskit();
+    h.step();
+    h.state_mut().dashboard.bench =
+        ferrum_app::worker::BenchSpec { input_len: 16, output_len: 8, requests: 6, concurrency: 3 };
+    h.get_by_label("Run benchmark").click_accesskit();
+    wait(&mut h, "the benchmark", |a| a.dashboard.report.is_some());
+    let report = match &h.state().dashboard.report {
+        Some(Ok(r)) => r.clone(),
+        other => panic!("{:?}", other.as_ref().map(|r| r.as_ref().err())),
+    };
+    assert_eq!(report.requests.len(), 6);
+    assert!(report.requests.iter().all(|&(ttft, _)| ttft > 0.0), "{report:?}");
+    assert!(report.output_tokens > 0 && report.output_tokens <= 6 * 8, "{report:?}");
+    assert!(h.query_by_label_contains("TTFT p50 / p95 / p99").is_some());
+    let out = std::env::temp_dir().join(format!("ferrum-app-dash-{}", std::process::id()));
+    h.state_mut().dashboard.export_path = out.display().to_string();
+    h.get_by_label("Export JSON").click_accesskit();
+    h.step();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.with_extension("json")).unwrap()).unwrap();
+    assert_eq!(json["bench"]["requests"].as_array().map(Vec::len), Some(6), "{json}");
+    assert_eq!(json["ttft_seconds"].as_array().map(Vec::len), Some(6));
+    let _ = std::fs::remove_file(out.with_extension("json"));
 }

@@ -119,13 +119,14 @@ impl Dashboard {
                 ui.ctx().request_repaint();
             }
         });
-        match &self.report {
+        // a scope: the export row keeps its ids when the table arrives
+        ui.scope(|ui| match &self.report {
             Some(Ok(r)) => bench_table(ui, r),
             Some(Err(e)) => {
                 ui.colored_label(egui::Color32::from_rgb(220, 60, 60), format!("Error: {e}"));
             }
             None => {}
-        }
+        });
         ui.horizontal(|ui| {
             let label = ui.label("Export to");
             ui.add(egui::TextEdit::singleline(&mut self.export_path).desired_width(240.0)).labelled_by(label.id);
