@@ -32,14 +32,8 @@ fn parse_args() -> Result<Args, String> {
         match a.as_str() {
             "--model" => args.model = Some(value()?),
             "--backend" => {
-                args.backend = match value()?.as_str() {
-                    "auto" => BackendChoice::Auto,
-                    "cpu" => BackendChoice::Cpu,
-                    "cpu-ref" => BackendChoice::CpuRef,
-                    "wgpu" => BackendChoice::Wgpu,
-                    "cuda" => BackendChoice::Cuda,
-                    other => return Err(format!("unknown backend {other:?}")),
-                }
+                let name = value()?;
+                args.backend = BackendChoice::parse(&name).ok_or(format!("unknown backend {name:?}"))?;
             }
             "--smoke" => args.smoke = Some(value()?),
             "--compare" => args.compare = Some(value()?),

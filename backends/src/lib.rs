@@ -21,6 +21,29 @@ pub enum BackendChoice {
     Cuda,
 }
 
+impl BackendChoice {
+    /// Every choice, in the order menus list them.
+    pub fn all() -> &'static [BackendChoice] {
+        <Self as clap::ValueEnum>::value_variants()
+    }
+
+    /// The name `--backend` takes ("cpu-ref").
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendChoice::Auto => "auto",
+            BackendChoice::Cpu => "cpu",
+            BackendChoice::CpuRef => "cpu-ref",
+            BackendChoice::Wgpu => "wgpu",
+            BackendChoice::Cuda => "cuda",
+        }
+    }
+
+    /// The choice `name` names, as `--backend` reads it.
+    pub fn parse(name: &str) -> Option<BackendChoice> {
+        <Self as clap::ValueEnum>::from_str(name, true).ok()
+    }
+}
+
 /// Every backend this build knows, opened or with the reason it cannot be.
 /// `threads`: the CPU backend's pool (None: the physical cores).
 pub fn probe_all(threads: Option<usize>) -> Vec<(&'static str, Result<Arc<dyn Backend>, String>)> {
@@ -88,5 +111,13 @@ mod tests {
         }
         let explicit = open(BackendChoice::Wgpu, None);
         assert_eq!(explicit.is_ok(), ferrum_backend_wgpu::shared().is_ok());
+    }
+
+    #[test]
+    fn names_are_what_clap_accepts() {
+        for &c in BackendChoice::all() {
+            assert_eq!(BackendChoice::parse(c.name()), Some(c));
+        }
+        assert_eq!(BackendChoice::parse("tpu"), None);
     }
 }

@@ -29,14 +29,6 @@ pub const QUANTS: [(&str, Option<&str>); 10] = [
     ("INT4 (groups of 64)", Some("int4:g64")),
 ];
 
-const BACKENDS: [(BackendChoice, &str); 5] = [
-    (BackendChoice::Auto, "auto"),
-    (BackendChoice::Cpu, "cpu"),
-    (BackendChoice::CpuRef, "cpu-ref"),
-    (BackendChoice::Wgpu, "wgpu"),
-    (BackendChoice::Cuda, "cuda"),
-];
-
 pub struct ModelPanel {
     pub path: String,
     pub backend: BackendChoice,
@@ -173,13 +165,11 @@ impl ModelPanel {
             });
         }
         ui.horizontal(|ui| {
-            egui::ComboBox::from_label("Backend")
-                .selected_text(BACKENDS.iter().find(|b| b.0 == self.backend).map_or("?", |b| b.1))
-                .show_ui(ui, |ui| {
-                    for (b, name) in BACKENDS {
-                        ui.selectable_value(&mut self.backend, b, name);
-                    }
-                });
+            egui::ComboBox::from_label("Backend").selected_text(self.backend.name()).show_ui(ui, |ui| {
+                for &b in BackendChoice::all() {
+                    ui.selectable_value(&mut self.backend, b, b.name());
+                }
+            });
             egui::ComboBox::from_label("Quantization").selected_text(QUANTS[self.quant].0).show_ui(ui, |ui| {
                 for (i, (name, _)) in QUANTS.iter().enumerate() {
                     ui.selectable_value(&mut self.quant, i, *name);
