@@ -548,7 +548,13 @@ fn caught<T>(job: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
 fn devices() -> Vec<(String, Result<String, String>)> {
     ferrum_backends::probe_all(None)
         .into_iter()
-        .map(|(name, b)| (name.to_string(), b.map(|b| b.device_description())))
+        .map(|(name, b)| {
+            let described = b.map(|b| match b.memory_available() {
+                Some(free) => format!("{}, {} free", b.device_description(), crate::human_bytes(free as f64)),
+                None => b.device_description(),
+            });
+            (name.to_string(), described)
+        })
         .collect()
 }
 

@@ -292,6 +292,13 @@ fn the_file_dialog_fills_the_path_and_the_model_card_follows() {
     assert_eq!(h.state().model.path, fixture("qwen3").display().to_string());
     wait(&mut h, "the model card", |a| matches!(a.model.estimate, Some(Ok(_))));
     assert!(h.query_by_label_contains("Qwen3ForCausalLM |").is_some());
+    // the devices found, each with its free memory or why it cannot run
+    wait(&mut h, "the devices", |a| a.model.devices.iter().any(|(n, _)| n == "cpu-ref"));
+    let devices = h.state().model.devices.clone();
+    let cpu = devices.iter().find(|(n, _)| n == "cpu").unwrap().1.clone().unwrap();
+    assert!(cpu.contains("free"), "{cpu}");
+    assert!(h.query_by_label_contains(&cpu).is_some());
+    assert!(devices.iter().all(|(_, d)| !d.as_ref().unwrap_or_else(|why| why).is_empty()), "{devices:?}");
 }
 
 #[test]
