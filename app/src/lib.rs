@@ -89,6 +89,7 @@ impl FerrumApp {
             match e {
                 Event::Devices(d) => self.model.devices = d,
                 Event::Pulled(p) => self.model.on_pulled(p),
+                Event::LoadProgress(f) => self.model.load_progress = self.model.loading.map(|_| f),
                 Event::Estimate(e) => self.model.on_estimate(e),
                 Event::Loaded(l) => {
                     if let Ok(loaded) = &l {

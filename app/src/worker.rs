@@ -177,6 +177,8 @@ pub enum Command {
 pub enum Event {
     Devices(Vec<(String, Result<String, String>)>),
     Pulled(Result<PathBuf, String>),
+    /// the share of layers loaded so far
+    LoadProgress(f32),
     Estimate(Result<Estimate, String>),
     Loaded(Result<Loaded, String>),
     Token(String),
@@ -209,6 +211,7 @@ pub fn start(repaint: Repaint) -> WorkerHandle {
         events: events_tx,
         repaint,
         load_generation: 0,
+        load_cancel: Arc::new(AtomicBool::new(false)),
         model: None,
         chat: None,
         compare_cancel: Arc::new(AtomicBool::new(false)),
@@ -249,6 +252,8 @@ struct Worker {
     repaint: Repaint,
     /// bumped by every load and cancel: an older load's result is dropped
     load_generation: u64,
+    /// set by `CancelLoad`: the running load stops at its next layer
+    load_cancel: Arc<AtomicBool>,
     model: Option<Active>,
     chat: Option<Streaming>,
     compare_cancel: Arc<AtomicBool>,
@@ -298,6 +303,7 @@ impl Worker {
             Command::Load(spec) => self.load(spec),
             Command::CancelLoad => {
                 self.load_generation += 1;
+                self.load_cancel.store(true, Ordering::Relaxed);
                 self.emit(Event::Loaded(Err("loading cancelled".into())));
             }
             Command::LoadDone(generation, result, spec, seconds) => {
@@ -337,12 +343,19 @@ impl Worker {
     /// Loads on a thread of its own; the result comes back as `LoadDone`.
     fn load(&mut self, spec: LoadSpec) {
         self.load_generation += 1;
-        let generation = self.load_generation;
-        let own = self.own.clone();
+        self.load_cancel.store(true, Ordering::Relaxed); // a load still running is superseded
+        self.load_cancel = Arc::new(AtomicBool::new(false));
+        let (generation, cancel) = (self.load_generation, self.load_cancel.clone());
+        let (own, events, repaint) = (self.own.clone(), self.events.clone(), self.repaint.clone());
         let backend = self.backend(spec.backend);
         std::thread::spawn(move || {
             let started = Instant::now();
-            let result = backend.and_then(|b| caught(|| load_model(&spec, b))).map(Box::new);
+            let progress = |done: usize, total: usize| {
+                let _ = events.send(Event::LoadProgress(done as f32 / total.max(1) as f32));
+                repaint();
+                !cancel.load(Ordering::Relaxed)
+            };
+            let result = backend.and_then(|b| caught(|| load_model(&spec, b, &progress))).map(Box::new);
             let _ = own.send(Command::LoadDone(generation, result, spec, started.elapsed().as_secs_f64()));
         });
     }
@@ -610,7 +623,11 @@ pub fn estimate(spec: &LoadSpec, backend: Arc<dyn Backend>) -> Result<Estimate, 
 }
 
 /// Loads as `ferrum` does: refused first when it cannot fit.
-fn load_model(spec: &LoadSpec, backend: Arc<dyn Backend>) -> Result<(Model, ModelSource), String> {
+fn load_model(
+    spec: &LoadSpec,
+    backend: Arc<dyn Backend>,
+    progress: &dyn Fn(usize, usize) -> bool,
+) -> Result<(Model, ModelSource), String> {
     let (source, config) = open(spec)?;
     let runs = [ferrum_engine::ops::OpKind::KvStore, ferrum_engine::ops::OpKind::Attention]
         .iter()
@@ -622,7 +639,8 @@ fn load_model(spec: &LoadSpec, backend: Arc<dyn Backend>) -> Result<(Model, Mode
     let need = MemoryNeed::of(&config, &source.weights, &policy, backend.as_ref(), workload(spec, &config))
         .map_err(|e| e.to_string())?;
     need.check(backend.memory_available(), &backend.device_description()).map_err(|e| e.to_string())?;
-    let model = Model::from_store_quantized(config, &source.weights, backend, &policy).map_err(|e| e.to_string())?;
+    let model = Model::from_store_with_progress(config, &source.weights, backend, &policy, progress)
+        .map_err(|e| e.to_string())?;
     Ok((model, source))
 }
 

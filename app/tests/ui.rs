@@ -198,13 +198,9 @@ fn a_load_can_be_cancelled() {
     h.state_mut().model.quant = QUANTS.iter().position(|q| q.1 == Some("nvfp4")).unwrap();
     type_into(&mut h, "Model path", model.to_str().unwrap());
     h.get_by_label("Load").click_accesskit();
-    h.step();
-    h.step();
-    assert!(
-        h.state().model.loading.is_some(),
-        "the load ended before it could be cancelled: {:?}",
-        h.state().model.error
-    );
+    wait(&mut h, "the first layer", |a| a.model.load_progress.is_some() || a.model.loading.is_none());
+    let progress = h.state().model.load_progress;
+    assert!(progress.is_some_and(|p| p > 0.0 && p < 1.0), "{progress:?}, {:?}", h.state().model.error);
     h.get_by_label("Cancel").click_accesskit();
     wait(&mut h, "the cancel", |a| a.model.loading.is_none() && a.model.error.is_some());
     assert!(h.state().model.loaded.is_none());

@@ -34,6 +34,9 @@ pub enum Error {
     /// A model refused before loading: what it needs against what is free.
     #[error("not enough memory: {0}")]
     Memory(String),
+    /// Stopped because the caller asked (a load's progress callback said no).
+    #[error("cancelled")]
+    Cancelled,
 }
 
 impl Error {

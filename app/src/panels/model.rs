@@ -42,6 +42,8 @@ pub struct ModelPanel {
     /// the spec the estimate was asked for (asked again when it changes)
     asked: Option<LoadSpec>,
     pub loading: Option<Instant>,
+    /// the share of layers loaded, while loading
+    pub load_progress: Option<f32>,
     /// since when the default model is being pulled
     pub pulling: Option<Instant>,
     pub loaded: Option<Loaded>,
@@ -62,6 +64,7 @@ impl Default for ModelPanel {
             estimate: None,
             asked: None,
             loading: None,
+            load_progress: None,
             pulling: None,
             loaded: None,
             error: None,
@@ -111,6 +114,7 @@ impl ModelPanel {
 
     pub fn on_loaded(&mut self, l: Result<Loaded, String>) {
         self.loading = None;
+        self.load_progress = None;
         match l {
             Ok(l) => {
                 self.error = None;
@@ -215,10 +219,14 @@ impl ModelPanel {
                 }
             }
             if busy {
-                ui.add(egui::Spinner::new());
+                match self.load_progress {
+                    Some(p) => ui.add(egui::ProgressBar::new(p).desired_width(200.0).show_percentage()),
+                    None => ui.add(egui::Spinner::new()),
+                };
                 if ui.button("Cancel").clicked() {
                     worker.send(Command::CancelLoad);
                     self.loading = None;
+                    self.load_progress = None;
                 }
                 ui.ctx().request_repaint();
             }

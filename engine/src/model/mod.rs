@@ -78,6 +78,19 @@ impl Model {
         backend: Arc<dyn Backend>,
         policy: &QuantPolicy,
     ) -> Result<Self> {
+        Self::from_store_with_progress(config, store, backend, policy, &|_, _| true)
+    }
+
+    /// [`Model::from_store_quantized`], telling `progress` (layers loaded,
+    /// layers) after each layer; when it answers false the load stops with
+    /// [`Error::Cancelled`] and what was loaded is freed.
+    pub fn from_store_with_progress(
+        config: ModelConfig,
+        store: &WeightStore,
+        backend: Arc<dyn Backend>,
+        policy: &QuantPolicy,
+        progress: &dyn Fn(usize, usize) -> bool,
+    ) -> Result<Self> {
         let missing: Vec<String> = trace::plan(&config, store, policy, backend.as_ref())?
             .ops
             .into_iter()
@@ -88,7 +101,7 @@ impl Model {
             return Err(Error::Unsupported { backend: backend.name().to_string(), missing });
         }
         let b = backend.as_ref();
-        let weights = WeightLoader { store, backend: b, holder: b, policy, dry: false }.load(&config)?;
+        let weights = WeightLoader { store, backend: b, holder: b, policy, dry: false, progress }.load(&config)?;
         let rope_global = RopeTable::new(backend.as_ref(), &config.rope, config.rotary_head_dim())?;
         let rope_local = config
             .rope_local

@@ -35,7 +35,8 @@ pub struct Plan {
 /// weights as `holder` would hold them under `policy`.
 pub fn plan(config: &ModelConfig, store: &WeightStore, policy: &QuantPolicy, holder: &dyn Backend) -> Result<Plan> {
     let trace = Trace::default();
-    let weights = WeightLoader { store, backend: &trace, holder, policy, dry: true }.load(config)?;
+    let weights =
+        WeightLoader { store, backend: &trace, holder, policy, dry: true, progress: &|_, _| true }.load(config)?;
     let rope_global = RopeTable::new(&trace, &config.rope, config.rotary_head_dim())?;
     let rope_local =
         config.rope_local.as_ref().map(|r| RopeTable::new(&trace, r, config.rotary_head_dim())).transpose()?;

@@ -232,6 +232,9 @@ pub struct WeightLoader<'a> {
     /// Makes each weight in its held dtype and shape without reading the
     /// checkpoint (the op trace, `model/trace.rs`).
     pub dry: bool,
+    /// Told (layers loaded, layers) after each layer; false stops the load
+    /// with [`crate::Error::Cancelled`].
+    pub progress: &'a dyn Fn(usize, usize) -> bool,
 }
 
 impl WeightLoader<'_> {
@@ -268,6 +271,9 @@ impl WeightLoader<'_> {
                 mlp_out_norm,
                 mlp: self.mlp(config, l)?,
             });
+            if !(self.progress)(l + 1, config.num_layers) {
+                return Err(crate::Error::Cancelled);
+            }
         }
         let lm_head = if tied_lm_head(config, self.store) {
             None
