@@ -4,6 +4,7 @@
 //! ferrum-app [--model PATH] [--backend auto|cpu|cpu-ref|wgpu|cuda]
 //! ferrum-app --model PATH --smoke PROMPT --screenshot shot.png   # load, chat, screenshot, exit
 //! ferrum-app --model PATH --smoke PROMPT --compare TEXT --screenshot shot.png   # ... then compare formats
+//! ferrum-app --remote URL --smoke PROMPT --screenshot shot.png   # chat with a server, chart its metrics
 //! ```
 //! The smoke run is how CI checks a real window (under Xvfb): it prints the
 //! answer on stdout and writes what the window showed as a PNG.
@@ -21,11 +22,13 @@ struct Args {
     backend: BackendChoice,
     smoke: Option<String>,
     compare: Option<String>,
+    remote: Option<String>,
     screenshot: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { model: None, backend: BackendChoice::Auto, smoke: None, compare: None, screenshot: None };
+    let mut args =
+        Args { model: None, backend: BackendChoice::Auto, smoke: None, compare: None, remote: None, screenshot: None };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or(format!("{a} needs a value"));
@@ -37,12 +40,12 @@ fn parse_args() -> Result<Args, String> {
             }
             "--smoke" => args.smoke = Some(value()?),
             "--compare" => args.compare = Some(value()?),
+            "--remote" => args.remote = Some(value()?),
             "--screenshot" => args.screenshot = Some(value()?.into()),
             "--help" | "-h" => {
-                return Err(
-                    "usage: ferrum-app [--model PATH] [--backend B] [--smoke PROMPT [--compare TEXT] --screenshot FILE.png]"
-                        .into()
-                );
+                return Err("usage: ferrum-app [--model PATH] [--backend B] \
+                     [--smoke PROMPT [--compare TEXT | --remote URL] --screenshot FILE.png]"
+                    .into());
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -50,12 +53,14 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-/// The smoke run's steps: load, ask, answer, screenshot, close.
+/// The smoke run's steps: load (or connect), ask, answer, screenshot, close.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Smoke {
     Loading,
     Answering,
     Comparing,
+    Connecting,
+    RemoteAnswering,
     Shooting,
     Done,
 }
@@ -107,6 +112,27 @@ impl eframe::App for App {
                     eprintln!("ferrum-app: compare: {e}");
                     std::process::exit(1);
                 }
+                *step = Smoke::Shooting;
+                self.shoot(&ctx);
+            }
+            Smoke::Connecting if !self.app.remote.models.is_empty() => {
+                self.app.tab = Tab::Remote;
+                self.app.remote.input = prompt.clone();
+                self.app.remote.send();
+                *step = Smoke::RemoteAnswering;
+            }
+            Smoke::Connecting | Smoke::RemoteAnswering if self.app.remote.status.is_some() => {
+                eprintln!("ferrum-app: remote: {}", self.app.remote.status.as_deref().unwrap_or_default());
+                std::process::exit(1);
+            }
+            // the answer, and two scrapes of /metrics after it to chart
+            Smoke::RemoteAnswering
+                if !self.app.remote.chatting
+                    && self.app.remote.samples.iter().filter(|s| s.tokens_per_sec > 0.0).count() >= 1 =>
+            {
+                let answer = self.app.remote.chat.last().map(|(_, t)| t.clone()).unwrap_or_default();
+                println!("{answer}");
+                println!("metrics samples: {}", self.app.remote.samples.len());
                 *step = Smoke::Shooting;
                 self.shoot(&ctx);
             }
@@ -181,7 +207,12 @@ fn main() -> ExitCode {
                     }
                 }
             }
-            let smoke = args.smoke.map(|p| (p, Smoke::Loading));
+            if let Some(url) = &args.remote {
+                app.remote.url = url.clone();
+                app.remote.connect();
+            }
+            let first = if args.remote.is_some() { Smoke::Connecting } else { Smoke::Loading };
+            let smoke = args.smoke.map(|p| (p, first));
             Ok(Box::new(App { app, smoke, compare: args.compare, screenshot: args.screenshot, shot: Arc::default() }))
         }),
     );

@@ -96,10 +96,18 @@ fn run(rx: Receiver<RemoteCommand>, tx: Sender<RemoteEvent>, repaint: Repaint) {
             }
             Ok(RemoteCommand::Unwatch) => watching = None,
             Ok(RemoteCommand::Chat { url, key, model, messages }) => {
-                match chat(&agent, &url, &key, &model, &messages, |t| send(RemoteEvent::Token(t))) {
-                    Ok(()) => send(RemoteEvent::ChatDone),
-                    Err(e) => send(RemoteEvent::ChatError(e)),
-                }
+                // on a thread of its own, so the scrapes go on while it streams
+                let (agent, tx, repaint) = (agent.clone(), tx.clone(), repaint.clone());
+                std::thread::spawn(move || {
+                    let send = |e: RemoteEvent| {
+                        let _ = tx.send(e);
+                        repaint();
+                    };
+                    match chat(&agent, &url, &key, &model, &messages, |t| send(RemoteEvent::Token(t))) {
+                        Ok(()) => send(RemoteEvent::ChatDone),
+                        Err(e) => send(RemoteEvent::ChatError(e)),
+                    }
+                });
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
@@ -156,7 +164,7 @@ fn chat(
     if !key.is_empty() {
         req = req.set("Authorization", &format!("Bearer {key}"));
     }
-    let body = serde_json::json!({"model": model, "messages": messages, "stream": true, "max_tokens": 512});
+    let body = serde_json::json!({"model": model, "messages": messages, "stream": true});
     let response = req.set("Content-Type", "application/json").send_string(&body.to_string()).map_err(|e| match e {
         ureq::Error::Status(code, r) => format!("{code}: {}", r.into_string().unwrap_or_default()),
         other => other.to_string(),

@@ -67,6 +67,31 @@ impl RemotePanel {
         }
     }
 
+    /// Starts watching the server the URL names (the Connect button).
+    pub fn connect(&mut self) {
+        self.samples.clear();
+        self.models.clear();
+        let _ = self.remote.commands.send(RemoteCommand::Watch { url: self.url.clone(), key: self.key.clone() });
+    }
+
+    /// Sends the typed message with the conversation so far (Send to server).
+    pub fn send(&mut self) {
+        if self.input.trim().is_empty() {
+            return;
+        }
+        self.chat.push(("user".into(), std::mem::take(&mut self.input)));
+        let messages = self.chat.clone();
+        self.chat.push(("assistant".into(), String::new()));
+        self.chatting = true;
+        let model = self.models.first().cloned().unwrap_or_default();
+        let _ = self.remote.commands.send(RemoteCommand::Chat {
+            url: self.url.clone(),
+            key: self.key.clone(),
+            model,
+            messages,
+        });
+    }
+
     pub fn ui(&mut self, ui: &mut egui::Ui) {
         ui.heading("Remote server");
         ui.horizontal(|ui| {
@@ -75,9 +100,7 @@ impl RemotePanel {
             let label = ui.label("API key");
             ui.add(egui::TextEdit::singleline(&mut self.key).password(true).desired_width(160.0)).labelled_by(label.id);
             if ui.button("Connect").clicked() {
-                self.samples.clear();
-                let _ =
-                    self.remote.commands.send(RemoteCommand::Watch { url: self.url.clone(), key: self.key.clone() });
+                self.connect();
             }
             if ui.button("Disconnect").clicked() {
                 let _ = self.remote.commands.send(RemoteCommand::Unwatch);
@@ -107,20 +130,8 @@ impl RemotePanel {
         ui.horizontal(|ui| {
             let label = ui.label("Remote message");
             ui.add(egui::TextEdit::singleline(&mut self.input).desired_width(380.0)).labelled_by(label.id);
-            if ui.add_enabled(!self.chatting, egui::Button::new("Send to server")).clicked()
-                && !self.input.trim().is_empty()
-            {
-                self.chat.push(("user".into(), std::mem::take(&mut self.input)));
-                let messages = self.chat.clone();
-                self.chat.push(("assistant".into(), String::new()));
-                self.chatting = true;
-                let model = self.models.first().cloned().unwrap_or_default();
-                let _ = self.remote.commands.send(RemoteCommand::Chat {
-                    url: self.url.clone(),
-                    key: self.key.clone(),
-                    model,
-                    messages,
-                });
+            if ui.add_enabled(!self.chatting, egui::Button::new("Send to server")).clicked() {
+                self.send();
             }
             if self.chatting {
                 ui.add(egui::Spinner::new());
