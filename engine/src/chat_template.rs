@@ -168,7 +168,13 @@ mod tests {
     #[test]
     fn fuzzed_slow_templates_stay_bounded() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz");
-        for name in ["chat_template-slow-1", "chat_template-slow-2", "chat_template-slow-3", "chat_template-slow-4"] {
+        for name in [
+            "chat_template-slow-1",
+            "chat_template-slow-2",
+            "chat_template-slow-3",
+            "chat_template-slow-4",
+            "chat_template-slow-5",
+        ] {
             let data = std::fs::read(dir.join(name)).unwrap();
             // the fuzz target's reading of its input: a template, NUL, then
             // `role \x01 content` records split by \x02
