@@ -4,6 +4,9 @@
 // score_j = scale * q . k_j, soft-capped when asked; out = softmax(score) . v.
 // With sinks, head h's logit sinks[h] joins the softmax's max and denominator
 // only: w_j = e^score_j / (sum_i e^score_i + e^sinks[h]).
+// With n_selected > 0 (DeepSeek-V3.2's index_topk), token t sees only the
+// visible positions listed in selected[t, :]; entries past p (u32 max pads a
+// row) are skipped.
 // Position j lives in slot block_tables[s, j / block_size] * block_size + j % block_size.
 //
 // One workgroup per (token, head) of a window of tokens. Keys go in chunks of
@@ -18,11 +21,9 @@
 // writes out. The sink starts the softmax state (max sinks[h], sum 1, acc 0)
 // of `main` and of the first window only, so it is counted once.
 //
-// The caches are bound as u32 words whatever their dtype (CACHE_DTYPE): f32
-// bits, two f16 or bf16 halves (element i in the low half of word i / 2 when
-// i is even) or four fp8 E4M3 bytes (element i in byte i % 4), widened to f32
-// with integer arithmetic as they are read (exact, and no f16 capability
-// needed). Offsets (cache_base, rows) count elements, not words.
+// The caches are bound as u32 words whatever their dtype, widened as they
+// are read (cache_read.wgsl, joined in front of this file). Offsets
+// (cache_base, rows) count elements, not words.
 
 struct Params {      // AttentionParams in backend-wgpu/src/ops/attention.rs
     tokens: u32,     // tokens in this window
@@ -42,7 +43,7 @@ struct Params {      // AttentionParams in backend-wgpu/src/ops/attention.rs
     cache_base: u32, // where slot0 starts in the k/v bindings, in elements
     merge: u32,      // `windowed`: bit 0 set: merge with state; bit 1: last window, write out
     has_sinks: u32,  // 1: sinks holds a logit per head; 0: a stand-in, never read
-    _pad0: u32,
+    n_selected: u32, // positions per token in selected; 0: a stand-in, never read
     _pad1: u32,
     _pad2: u32,
 }
@@ -56,11 +57,10 @@ struct Params {      // AttentionParams in backend-wgpu/src/ops/attention.rs
 @group(0) @binding(6) var<storage, read> positions: array<u32>;
 @group(0) @binding(7) var<storage, read_write> out: array<f32>;
 @group(0) @binding(8) var<storage, read> sinks: array<f32>; // [heads]
+@group(0) @binding(9) var<storage, read> selected: array<u32>; // [T, n_selected]
 // `windowed` only: [tokens, heads, head_dim + 2]: acc, then max, then sum
-@group(0) @binding(9) var<storage, read_write> state: array<f32>;
+@group(0) @binding(10) var<storage, read_write> state: array<f32>;
 
-// 0: f32, 1: f16, 2: bf16, 3: fp8 E4M3
-override CACHE_DTYPE: u32 = 0u;
 
 const WG: u32 = 64u;
 const MAX_D: u32 = 256u;
@@ -71,66 +71,12 @@ var<workgroup> q_s: array<f32, MAX_D>;
 var<workgroup> score_s: array<f32, WG>;
 var<workgroup> weight_s: array<f32, WG>;
 var<workgroup> row_s: array<u32, WG>; // where each key's k/v row starts in the bindings
-// first and last visible position, made workgroup-uniform for the loop
-var<workgroup> span_s: vec2<u32>;
+// the loop's first and last index (positions, or entries of selected), then
+// the first and last visible position, made workgroup-uniform for the loop
+var<workgroup> span_s: vec4<u32>;
 
 fn tanh_safe(v: f32) -> f32 {
     return tanh(clamp(v, -15.0, 15.0));
-}
-
-// half's `f16::to_f32`, subnormals included
-fn f16_value(h: u32) -> f32 {
-    let sign = (h & 0x8000u) << 16u;
-    let e = (h >> 10u) & 0x1fu;
-    let m = h & 0x3ffu;
-    if (e == 0u) {
-        let v = f32(m) * (1.0 / 16777216.0); // m * 2^-24, exact
-        return select(v, -v, sign != 0u);
-    }
-    let fe = select(e + 112u, 0xffu, e == 31u); // inf and NaN stay so
-    return bitcast<f32>(sign | (fe << 23u) | (m << 13u));
-}
-
-// engine/src/quant/fp8.rs `decode`
-fn e4m3_value(b: u32) -> f32 {
-    let sign = (b >> 7u) << 31u;
-    let e = (b >> 3u) & 0xfu;
-    let m = b & 7u;
-    if (e == 15u && m == 7u) {
-        return bitcast<f32>(sign | 0x7fc00000u);
-    }
-    if (e == 0u) {
-        let v = f32(m) * (1.0 / 512.0); // m * 2^-9, exact
-        return select(v, -v, sign != 0u);
-    }
-    return bitcast<f32>(sign | ((e + 120u) << 23u) | (m << 20u));
-}
-
-// element i of a cache, given the word that holds it
-fn widen(word: u32, i: u32) -> f32 {
-    switch CACHE_DTYPE {
-        case 0u: {
-            return bitcast<f32>(word);
-        }
-        case 1u: {
-            return f16_value((word >> ((i & 1u) * 16u)) & 0xffffu);
-        }
-        case 2u: {
-            return bitcast<f32>(select(word << 16u, word & 0xffff0000u, (i & 1u) == 1u));
-        }
-        default: {
-            return e4m3_value((word >> ((i & 3u) * 8u)) & 0xffu);
-        }
-    }
-}
-
-// cache elements per u32 word
-fn per_word() -> u32 {
-    switch CACHE_DTYPE {
-        case 0u: { return 1u; }
-        case 3u: { return 4u; }
-        default: { return 2u; }
-    }
 }
 
 fn k_at(i: u32) -> f32 {
@@ -171,7 +117,10 @@ fn attend(tl: u32, h: u32, lid: u32, sink: bool) -> Partial {
         if (p.window > 0u && pos + 1u > p.window) {
             first = pos + 1u - p.window;
         }
-        span_s = vec2<u32>(first, pos);
+        span_s = vec4<u32>(first, pos, first, pos);
+        if (p.n_selected > 0u) {
+            span_s = vec4<u32>(0u, p.n_selected - 1u, first, pos);
+        }
     }
     let span = workgroupUniformLoad(&span_s); // also publishes q_s
 
@@ -189,8 +138,12 @@ fn attend(tl: u32, h: u32, lid: u32, sink: bool) -> Partial {
         var s = LOWEST;
         var row = p.cache_base; // a cache row in this window, for skipped keys too
         var valid = false;
-        if (lid < count) {
-            let slot = slot_at(seq, c0 + lid);
+        var key_pos = c0 + lid; // the position, or its entry in selected
+        if (lid < count && p.n_selected > 0u) {
+            key_pos = selected[t * p.n_selected + key_pos];
+        }
+        if (lid < count && key_pos >= span.z && key_pos <= span.w) {
+            let slot = slot_at(seq, key_pos);
             if (slot >= p.slot0 && slot - p.slot0 < p.slots) {
                 valid = true;
                 row = p.cache_base + ((slot - p.slot0) * p.kv_heads + kvh) * d;

@@ -1,5 +1,5 @@
 // rms_norm: out[r, c] = x[r, c] / sqrt(mean_c(x[r, :]^2) + eps) * g[c], with
-// g = w or 1 + w (engine/src/ops/rms_norm.rs). One workgroup per row of a
+// g = w or 1 + w, then + b[c] with a bias (engine/src/ops/rms_norm.rs). One workgroup per row of a
 // window of rows; x_base/out_base are where the window starts in its binding.
 
 struct Params {      // RmsNormParams in backend-wgpu/src/ops/rms_norm.rs
@@ -9,14 +9,15 @@ struct Params {      // RmsNormParams in backend-wgpu/src/ops/rms_norm.rs
     out_base: u32,
     eps: f32,
     unit_offset: u32,
+    has_bias: u32,   // 0: b is a stand-in, never read
     _pad0: u32,
-    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read> b: array<f32>;
 
 const WG: u32 = 64u;
 var<workgroup> partial: array<f32, WG>;
@@ -52,6 +53,10 @@ fn main(
         if (p.unit_offset == 1u) {
             g = 1.0 + g;
         }
-        out[out_row + c] = x[x_row + c] * inv_rms * g;
+        var bias = 0.0;
+        if (p.has_bias == 1u) {
+            bias = b[c];
+        }
+        out[out_row + c] = x[x_row + c] * inv_rms * g + bias;
     }
 }

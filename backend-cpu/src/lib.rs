@@ -35,7 +35,7 @@ use ferrum_engine::cpu::{
     CpuData, OpRecorder, RecordedOp, quantized_tensor, read_lock, tensor_from_bytes, write_lock, zeroed_tensor,
 };
 use ferrum_engine::ops::attention::AttentionDims;
-use ferrum_engine::ops::{Op, OpKind};
+use ferrum_engine::ops::{Attention, Op, OpKind};
 use ferrum_engine::quant::QuantizedMatrix;
 use ferrum_engine::{Backend, DType, Error, Result, Tensor};
 
@@ -257,8 +257,8 @@ fn compute<T: Borrow<Tensor>>(ctx: &Ctx, op: &Op, inputs: &[T], out: &Tensor, ch
 }
 
 fn run_op<T: Borrow<Tensor>>(ctx: &Ctx, op: &Op, inputs: &[T], out: &Tensor, checks: Checks) -> Result<()> {
-    let mut guards: [Option<RwLockReadGuard<'_, CpuData>>; 7] = Default::default();
-    let mut repacked: [Option<&repack::Repacked>; 7] = Default::default();
+    let mut guards: [Option<RwLockReadGuard<'_, CpuData>>; 8] = Default::default();
+    let mut repacked: [Option<&repack::Repacked>; 8] = Default::default();
     for ((g, rp), t) in guards.iter_mut().zip(&mut repacked).zip(inputs) {
         match t.borrow().buffer().as_any().downcast_ref::<repack::Repacked>() {
             Some(r) => *rp = Some(r),
@@ -297,6 +297,11 @@ fn run_op<T: Borrow<Tensor>>(ctx: &Ctx, op: &Op, inputs: &[T], out: &Tensor, che
             p.reference(ins(0)?.f32()?, cols, ins(1)?.f32()?, ins(2)?.f32()?, out_data.u32_mut()?);
             return Ok(());
         }
+        Op::IndexTopk(p) => {
+            let (q, w, k) = (ins(0)?.f32()?, ins(1)?.f32()?, ins(2)?.floats()?);
+            let (tables, seq, pos) = (ins(3)?.u32()?, ins(4)?.u32()?, ins(5)?.u32()?);
+            return p.reference(q, w, k, shape(3)[1], tables, seq, pos, out_data.u32_mut()?);
+        }
         Op::KvStore(p) => {
             let (src, slots) = (ins(0)?.f32()?, ins(1)?.u32()?);
             if checks == Checks::All {
@@ -332,7 +337,8 @@ fn run_op<T: Borrow<Tensor>>(ctx: &Ctx, op: &Op, inputs: &[T], out: &Tensor, che
         }
         Op::RmsNorm(p) => {
             let (x, w) = (ins(0)?.f32()?, ins(1)?.f32()?);
-            rows(ctx, w.len(), w.len(), o, |r, o| p.reference(&x[r.start * w.len()..r.end * w.len()], w, o))?
+            let b = if inputs.len() > 2 { Some(ins(2)?.f32()?) } else { None };
+            rows(ctx, w.len(), w.len(), o, |r, o| p.reference(&x[r.start * w.len()..r.end * w.len()], w, b, o))?
         }
         Op::Matmul(p) => {
             let _ = p;
@@ -360,8 +366,14 @@ fn run_op<T: Borrow<Tensor>>(ctx: &Ctx, op: &Op, inputs: &[T], out: &Tensor, che
             };
             let (q, k, v) = (ins(0)?.f32()?, ins(1)?.floats()?, ins(2)?.floats()?);
             let (tables, seq, pos) = (ins(3)?.u32()?, ins(4)?.u32()?, ins(5)?.u32()?);
-            let sinks = if inputs.len() > 6 { Some(ins(6)?.f32()?) } else { None };
-            attention::attention(ctx, p, dims, (q, [k, v]), [tables, seq, pos], sinks, o)?
+            let dtypes: Vec<DType> = inputs.iter().map(|t| t.borrow().dtype()).collect();
+            let (sinks, selected) = Attention::optional_inputs(&dtypes)?;
+            let sinks = sinks.map(|i| ins(i)?.f32()).transpose()?;
+            match selected {
+                // sparse attention (DeepSeek-V3.2) runs the reference loops until it has a kernel
+                Some(i) => p.reference(dims, q, k, v, tables, seq, pos, sinks, Some(ins(i)?.u32()?), o)?,
+                None => attention::attention(ctx, p, dims, (q, [k, v]), [tables, seq, pos], sinks, o)?,
+            }
         }
         Op::Glu(p) => {
             let (gate, up) = (ins(0)?.f32()?, ins(1)?.f32()?);
@@ -409,7 +421,7 @@ fn run_op<T: Borrow<Tensor>>(ctx: &Ctx, op: &Op, inputs: &[T], out: &Tensor, che
                 )
             })?
         }
-        Op::Argmax(_) | Op::Sample(_) => {} // ran above, on the u32 view
+        Op::Argmax(_) | Op::Sample(_) | Op::IndexTopk(_) => {} // ran above, on the u32 view
     }
     Ok(())
 }

@@ -17,6 +17,7 @@ pub enum Architecture {
     Qwen3Moe,
     GptOss,
     DeepseekV3,
+    DeepseekV32,
 }
 
 /// Which layers attend through a sliding window, when the config does not
@@ -74,6 +75,9 @@ pub struct ArchSpec {
     pub expert_biases: bool,
     /// Multi-head latent attention (DeepSeek V2/V3): a compressed KV cache.
     pub mla: bool,
+    /// DeepSeek-V3.2's lightning indexer: each token attends to the
+    /// `index_topk` cached positions it scores best (sparse attention).
+    pub indexer: bool,
 }
 
 const fn dense(arch: Architecture, hf_class: &'static str, model_type: &'static str, gguf: &'static str) -> ArchSpec {
@@ -91,11 +95,12 @@ const fn dense(arch: Architecture, hf_class: &'static str, model_type: &'static 
         attention_sinks: false,
         expert_biases: false,
         mla: false,
+        indexer: false,
     }
 }
 
 /// Every architecture, in the order errors list them.
-pub const ARCHITECTURES: [ArchSpec; 11] = {
+pub const ARCHITECTURES: [ArchSpec; 12] = {
     use Architecture::*;
     let gemma = ArchSpec { gemma: true, ..dense(Gemma, "GemmaForCausalLM", "gemma", "gemma") };
     [
@@ -153,6 +158,12 @@ pub const ARCHITECTURES: [ArchSpec; 11] = {
             routing: Some(Routing::SigmoidGrouped),
             mla: true,
             ..dense(DeepseekV3, "DeepseekV3ForCausalLM", "deepseek_v3", "deepseek2")
+        },
+        ArchSpec {
+            routing: Some(Routing::SigmoidGrouped),
+            mla: true,
+            indexer: true,
+            ..dense(DeepseekV32, "DeepseekV32ForCausalLM", "deepseek_v32", "deepseek32")
         },
     ]
 };

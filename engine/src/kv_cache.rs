@@ -13,13 +13,16 @@ use crate::tensor::Tensor;
 /// The device tensors: for each layer, keys and values of every slot,
 /// [num_blocks * block_size, kv_heads, head_dim] in the config's
 /// `kv_cache_dtype`. With MLA, `v[l]` is `k[l]` (the latent and rotary key,
-/// [slots, 1, kv_lora_rank + rope]).
+/// [slots, 1, kv_lora_rank + rope]); with DeepSeek-V3.2's indexer,
+/// `index_k[l]` holds its keys, [slots, 1, index_head_dim], in the same slots.
 pub struct KvCache {
     pub block_size: usize,
     pub num_blocks: usize,
     pub dtype: DType,
     pub k: Vec<Tensor>,
     pub v: Vec<Tensor>,
+    /// Empty without an indexer.
+    pub index_k: Vec<Tensor>,
 }
 
 impl KvCache {
@@ -40,14 +43,21 @@ impl KvCache {
         } else {
             (0..config.num_layers).map(|_| layer()).collect::<Result<_>>()?
         };
-        Ok(KvCache { block_size, num_blocks, dtype, k, v })
+        let index_k = match config.mla.as_ref().and_then(|m| m.indexer.as_ref()) {
+            Some(i) => (0..config.num_layers)
+                .map(|_| backend.alloc(&[num_blocks * block_size, 1, i.head_dim], dtype))
+                .collect::<Result<_>>()?,
+            None => Vec::new(),
+        };
+        Ok(KvCache { block_size, num_blocks, dtype, k, v, index_k })
     }
 
     pub fn num_slots(&self) -> usize {
         self.num_blocks * self.block_size
     }
 
-    /// Bytes one block takes across all layers (k and v, in the cache dtype).
+    /// Bytes one block takes across all layers (k and v, and the indexer's
+    /// keys, in the cache dtype).
     pub fn bytes_per_block(config: &ModelConfig, block_size: usize) -> usize {
         config.kv_bytes_per_token() * block_size
     }

@@ -24,7 +24,7 @@ fn model() -> Model {
 
 /// The batching tests run a dense model, a mixture of experts and latent
 /// attention (whose prefix cache holds latents).
-const BATCHED: [&str; 3] = ["llama-notok", "qwen3-moe", "deepseek-v3"];
+const BATCHED: [&str; 4] = ["llama-notok", "qwen3-moe", "deepseek-v3", "deepseek-v32"];
 
 #[test]
 fn concurrent_requests_match_each_alone() {

@@ -16,6 +16,11 @@
 // softmax's denominator (and its max) once, in the merge, as a state of one
 // more warp with m = sinks[h], l = 1 and no output row. Without, sinks may
 // be null and is never read.
+//
+// Selected positions (DeepSeek-V3.2's index_topk): with n_selected > 0, token
+// t sees only the visible positions listed in selected[t, :]; entries past
+// its position (u32::MAX pads a row) are skipped. Without, selected may be
+// null and is never read.
 #include "common.cuh"
 
 #define ATTN_WARPS 4
@@ -35,12 +40,13 @@ struct AttentionParams {
     float scale;
     float softcap;  // 0: none
     u32 has_sinks;  // 0: sinks is not read
+    u32 n_selected;  // 0: every visible position; selected is not read
 };
 
 template <int DT>
 __device__ void attention(AttentionParams p, const float* q, const void* k_cache, const void* v_cache,
                           const u32* block_tables, const u32* token_seq, const u32* positions, const float* sinks,
-                          float* out) {
+                          const u32* selected, float* out) {
     __shared__ float s_m[ATTN_WARPS], s_l[ATTN_WARPS];
     __shared__ float s_acc[ATTN_WARPS][MAX_D];
     const u32 lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -60,7 +66,10 @@ __device__ void attention(AttentionParams p, const float* q, const void* k_cache
         acc[i] = 0.0f;
     }
     float m = NEG_INF, l = 0.0f;
-    for (u32 j = first + warp; j <= pos; j += ATTN_WARPS) {
+    const u32 count = p.n_selected ? p.n_selected : pos + 1 - first;
+    for (u32 i = warp; i < count; i += ATTN_WARPS) {
+        const u32 j = p.n_selected ? selected[(size_t)t * p.n_selected + i] : first + i;
+        if (j < first || j > pos) continue;
         const u32 slot = block_tables[(size_t)s * p.max_blocks + j / p.block_size] * p.block_size + j % p.block_size;
         if (slot >= p.num_slots) continue;
         const size_t row = ((size_t)slot * p.kv_heads + kvh) * d;
@@ -118,8 +127,8 @@ __device__ void attention(AttentionParams p, const float* q, const void* k_cache
     extern "C" __global__ void attention_##NAME(AttentionParams p, const float* q, const void* k_cache,      \
                                                 const void* v_cache, const u32* block_tables,                \
                                                 const u32* token_seq, const u32* positions, const float* sinks, \
-                                                float* out) {                                                \
-        attention<DT>(p, q, k_cache, v_cache, block_tables, token_seq, positions, sinks, out);               \
+                                                const u32* selected, float* out) {                           \
+        attention<DT>(p, q, k_cache, v_cache, block_tables, token_seq, positions, sinks, selected, out);     \
     }
 
 ATTENTION(f32, DT_F32)

@@ -1,5 +1,5 @@
 // rms_norm: out[r, c] = x[r, c] / sqrt(mean(x[r, :]^2) + eps) * g[c],
-// g = w or 1 + w. See engine/src/ops/rms_norm.rs.
+// g = w or 1 + w, then + b[c] with a bias. See engine/src/ops/rms_norm.rs.
 // Grid: (rows); block: 256 threads striding over the row.
 #include "common.cuh"
 
@@ -9,9 +9,10 @@ struct RmsNormParams {
     u32 cols;
     float eps;
     u32 unit_offset;  // 1: Gemma's gain = 1 + w
+    u32 has_bias;     // 0: b is not read
 };
 
-extern "C" __global__ void rms_norm(RmsNormParams p, const float* x, const float* w, float* out) {
+extern "C" __global__ void rms_norm(RmsNormParams p, const float* x, const float* w, const float* b, float* out) {
     __shared__ float scratch[32];
     const u32 r = blockIdx.x;
     if (r >= p.rows) return;
@@ -23,6 +24,6 @@ extern "C" __global__ void rms_norm(RmsNormParams p, const float* x, const float
     const float inv_rms = 1.0f / sqrtf(ss / (float)p.cols + p.eps);
     for (u32 c = threadIdx.x; c < p.cols; c += blockDim.x) {
         const float g = p.unit_offset ? 1.0f + w[c] : w[c];
-        orow[c] = xr[c] * inv_rms * g;
+        orow[c] = xr[c] * inv_rms * g + (p.has_bias ? b[c] : 0.0f);
     }
 }

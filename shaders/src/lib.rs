@@ -28,7 +28,14 @@
 
 pub const ADD: &str = include_str!("../add.wgsl");
 pub const ARGMAX: &str = include_str!("../argmax.wgsl");
-pub const ATTENTION: &str = include_str!("../attention.wgsl");
+/// Shaders that read a KV cache have its reader joined in front.
+macro_rules! reads_cache {
+    ($body:literal) => {
+        concat!(include_str!("../cache_read.wgsl"), "\n", include_str!(concat!("../", $body)))
+    };
+}
+pub const ATTENTION: &str = reads_cache!("attention.wgsl");
+pub const INDEX_TOPK: &str = reads_cache!("index_topk.wgsl");
 pub const GATHER_ROWS: &str = include_str!("../gather_rows.wgsl");
 pub const GLU: &str = include_str!("../glu.wgsl");
 pub const KV_STORE: &str = include_str!("../kv_store.wgsl");
@@ -68,6 +75,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("concat", CONCAT),
     ("gather_rows", GATHER_ROWS),
     ("glu", GLU),
+    ("index_topk", INDEX_TOPK),
     ("kv_store", KV_STORE),
     ("matmul", MATMUL),
     ("moe_combine", MOE_COMBINE),

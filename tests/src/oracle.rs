@@ -17,7 +17,14 @@ pub fn eval(op: &Op, inputs: &[HostTensor], init_out: Option<&HostTensor>) -> Re
     let shape = |i: usize| inputs[i].shape.clone();
     match op {
         Op::GatherRows(_) => gather_rows(&f(0), shape(0)[1], inputs[1].u32s()),
-        Op::RmsNorm(p) => Ok(rms_norm(&f(0), &f(1), p.eps as f64, p.unit_offset)),
+        Op::RmsNorm(p) => {
+            let out = rms_norm(&f(0), &f(1), p.eps as f64, p.unit_offset);
+            let cols = shape(1)[0];
+            Ok(match inputs.get(2).map(|b| b.f64s()) {
+                Some(b) => out.iter().enumerate().map(|(i, o)| o + b[i % cols]).collect(),
+                None => out,
+            })
+        }
         Op::Matmul(_) => {
             let bias = inputs.get(2).map(|b| b.f64s());
             Ok(matmul(&f(0), &f(1), bias.as_deref(), [shape(0)[0], shape(1)[1], shape(1)[0]]))
@@ -32,9 +39,22 @@ pub fn eval(op: &Op, inputs: &[HostTensor], init_out: Option<&HostTensor>) -> Re
                 return Err("attention takes 6 or 7 inputs".into());
             };
             let dims = Dims { heads: q.shape[1], kv_heads: k.shape[1], d: q.shape[2], max_blocks: tables.shape[1] };
-            let sinks = inputs.get(6).map(|s| s.f64s());
+            let dtypes: Vec<_> = inputs.iter().map(|t| t.dtype).collect();
+            let (sinks, selected) = Attention::optional_inputs(&dtypes).map_err(|e| e.to_string())?;
+            let sinks = sinks.map(|i| inputs[i].f64s());
+            let selected = selected.map(|i| (inputs[i].u32s(), inputs[i].shape[1]));
             let (q, k, v) = (q.f64s(), k.f64s(), v.f64s());
-            attention(p, dims, &q, &k, &v, tables.u32s(), seq.u32s(), pos.u32s(), sinks.as_deref())
+            let keys = (tables.u32s(), seq.u32s(), pos.u32s());
+            attention(p, dims, &q, &k, &v, keys, sinks.as_deref(), selected)
+        }
+        Op::IndexTopk(p) => {
+            let [q, w, k, tables, seq, pos] = inputs else { return Err("index_topk takes 6 inputs".into()) };
+            let (heads, d) = (q.shape[1], q.shape[2]);
+            let page = |s: usize, j: usize| -> Option<usize> {
+                let block = *tables.u32s().get(s * tables.shape[1] + j / p.block_size)?;
+                Some(block as usize * p.block_size + j % p.block_size)
+            };
+            Ok(index_topk(p.top_k, heads, d, &q.f64s(), &w.f64s(), &k.f64s(), seq.u32s(), pos.u32s(), page)?)
         }
         Op::Glu(p) => Ok(f(0).iter().zip(f(1)).map(|(&g, u)| glu(p.activation, g, u)).collect()),
         Op::Add(_) => Ok(f(0).iter().zip(f(1)).map(|(a, b)| a + b).collect()),
@@ -292,10 +312,9 @@ fn attention(
     q: &[f64],
     k_cache: &[f64],
     v_cache: &[f64],
-    tables: &[u32],
-    token_seq: &[u32],
-    positions: &[u32],
+    (tables, token_seq, positions): (&[u32], &[u32], &[u32]),
     sinks: Option<&[f64]>,
+    selected: Option<(&[u32], usize)>,
 ) -> Result<Vec<f64>, String> {
     let bs = p.block_size;
     let row = kv_heads * d;
@@ -319,7 +338,8 @@ fn attention(
         }
         for &t in &tokens {
             let pos = positions[t] as usize;
-            let visible = |j: usize| j <= pos && p.window.is_none_or(|w| pos - j < w);
+            let listed = |j: usize| selected.is_none_or(|(sel, n)| sel[t * n..][..n].contains(&(j as u32)));
+            let visible = |j: usize| j <= pos && p.window.is_none_or(|w| pos - j < w) && listed(j);
             for h in 0..heads {
                 let kvh = h * kv_heads / heads; // the group query head h belongs to
                 let qv = &q[(t * heads + h) * d..][..d];
@@ -380,4 +400,42 @@ pub fn glu(act: Activation, x: f64, up: f64) -> f64 {
 /// exact at both tails (e^(2y) -> inf gives 1, -> 0 gives -1).
 pub fn softcap(cap: f64, x: f64) -> f64 {
     cap * (1.0 - 2.0 / ((2.0 * x / cap).exp() + 1.0))
+}
+
+/// Per token: every position's score in f64, then each position ranked by
+/// how many score higher (or as high and come earlier); those ranked under
+/// k are kept, in position order, and u32::MAX pads the row.
+#[allow(clippy::too_many_arguments)]
+fn index_topk(
+    k: usize,
+    heads: usize,
+    d: usize,
+    q: &[f64],
+    w: &[f64],
+    keys: &[f64],
+    token_seq: &[u32],
+    positions: &[u32],
+    page: impl Fn(usize, usize) -> Option<usize>,
+) -> Result<Vec<f64>, String> {
+    let mut out = Vec::new();
+    for (t, (&s, &pos)) in token_seq.iter().zip(positions).enumerate() {
+        let scores = (0..=pos as usize)
+            .map(|j| {
+                let slot = page(s as usize, j).ok_or("position past block table")?;
+                let key = keys.get(slot * d..(slot + 1) * d).ok_or("slot out of range")?;
+                Ok((0..heads)
+                    .map(|h| {
+                        let dot: f64 = q[(t * heads + h) * d..][..d].iter().zip(key).map(|(a, b)| a * b).sum();
+                        w[t * heads + h] * dot.max(0.0)
+                    })
+                    .sum::<f64>())
+            })
+            .collect::<Result<Vec<f64>, String>>()?;
+        let rank = |j: usize| {
+            (0..scores.len()).filter(|&i| scores[i] > scores[j] || (scores[i] == scores[j] && i < j)).count()
+        };
+        let kept: Vec<f64> = (0..scores.len()).filter(|&j| rank(j) < k).map(|j| j as f64).collect();
+        out.extend(kept.iter().copied().chain(std::iter::repeat(u32::MAX as f64)).take(k));
+    }
+    Ok(out)
 }

@@ -218,7 +218,7 @@ fn a_wgpu_decode_step_is_one_submit_and_one_read_back() {
 #[test]
 fn a_batch_of_different_sequences_matches_each_run_alone() {
     // a dense model and a mixture of experts, whose tokens route by row
-    for name in ["mistral", "mixtral", "qwen3-moe", "deepseek-v3"] {
+    for name in ["mistral", "mixtral", "qwen3-moe", "deepseek-v3", "deepseek-v32"] {
         batch_matches_each_run_alone(name);
     }
 }
@@ -264,7 +264,7 @@ fn recorded_decode_steps_match_steps_run_op_by_op() {
     let backends: Vec<Arc<dyn Backend>> =
         backends().into_iter().map(|(b, _)| b).chain(ferrum_backend_cuda::open().ok()).collect();
     for backend in backends {
-        for name in ["llama", "gemma2", "qwen3", "qwen3-moe", "deepseek-v3"] {
+        for name in ["llama", "gemma2", "qwen3", "qwen3-moe", "deepseek-v3", "deepseek-v32"] {
             let dir = fixture_dir(name);
             let recorded = Model::load(&dir, backend.clone()).unwrap();
             let plain = Model::load(&dir, backend.clone()).unwrap();

@@ -1,7 +1,8 @@
 //! attention: host checks of the paged KV indices (as the reference makes),
 //! then one block per (token, query head) of kernels/cu/attention.cu, with
-//! gpt-oss's sinks when given as a 7th input; the kernel of the caches'
-//! dtype (f32, f16, bf16 or fp8 E4M3) widens them as it reads.
+//! gpt-oss's sinks and DeepSeek-V3.2's selected positions when given; the
+//! kernel of the caches' dtype (f32, f16, bf16 or fp8 E4M3) widens them as
+//! it reads.
 
 use ferrum_engine::ops::Attention;
 use ferrum_engine::{Error, Result, Tensor};
@@ -17,23 +18,24 @@ pub(super) const ATTN_WARPS: u32 = 4;
 pub(super) const KERNELS: [&str; 4] = ["attention_f32", "attention_f16", "attention_bf16", "attention_fp8"];
 
 pub(super) fn run(l: &Launcher, p: &Attention, inputs: &[&Tensor], ptrs: &[u64], out: u64) -> Result<()> {
-    let (six, sinks) = match inputs {
-        [six @ .., _sinks] if six.len() == 6 => (six, Some(ptrs[6])),
-        six => (six, None),
+    let dtypes: Vec<_> = inputs.iter().map(|t| t.dtype()).collect();
+    let (sinks, selected) = Attention::optional_inputs(&dtypes)?;
+    let &[q, k_cache, v_cache, tables, token_seq, positions] = &inputs[..inputs.len().min(6)] else {
+        return Err(Error::op("attention", format!("expects 6 to 8 inputs, got {}", inputs.len())));
     };
-    let &[q, k_cache, v_cache, tables, token_seq, positions] = six else {
-        return Err(Error::op("attention", format!("expects 6 or 7 inputs, got {}", inputs.len())));
-    };
+    let n_selected = selected.map_or(0, |i| inputs[i].shape()[1]);
     if k_cache.dtype() != v_cache.dtype() {
         return Err(Error::op("attention", format!("k_cache is {}, v_cache {}", k_cache.dtype(), v_cache.dtype())));
     }
     let name = by_cache_dtype(k_cache.dtype(), KERNELS)?;
     let max_blocks = tables.shape()[1];
-    let params = params(p, q.shape(), k_cache.shape(), max_blocks, sinks.is_some())?;
+    let mut params = params(p, q.shape(), k_cache.shape(), max_blocks, sinks.is_some())?;
+    params.n_selected = u32_of(n_selected, "selected positions")?;
     let host = |t: &Tensor| cuda_buffer(t)?.host_u32(l.stream);
     p.check_pages(&host(tables)?, max_blocks, k_cache.shape()[0], &host(token_seq)?, &host(positions)?)?;
-    // without sinks the kernel never reads its sinks pointer: null
-    let args = [ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], sinks.unwrap_or(0), out];
+    // without sinks or a selection the kernel never reads that pointer: null
+    let (sinks, selected) = (sinks.map_or(0, |i| ptrs[i]), selected.map_or(0, |i| ptrs[i]));
+    let args = [ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], sinks, selected, out];
     l.launch(name, grid(&params), 32 * ATTN_WARPS, &params, &args)
 }
 
@@ -64,6 +66,7 @@ pub(super) fn params(
         scale: p.scale,
         softcap: p.softcap.unwrap_or(0.0),
         has_sinks: has_sinks as u32,
+        n_selected: 0,
     })
 }
 

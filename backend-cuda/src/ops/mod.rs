@@ -35,6 +35,7 @@ pub(crate) struct RmsNormParams {
     pub cols: u32,
     pub eps: f32,
     pub unit_offset: u32,
+    pub has_bias: u32,
 }
 
 /// Mirrors `RopeParams` in kernels/cu/rope.cu.
@@ -74,6 +75,7 @@ pub(crate) struct AttentionParams {
     pub scale: f32,
     pub softcap: f32,
     pub has_sinks: u32,
+    pub n_selected: u32,
 }
 
 /// Mirrors `ArgmaxParams` in kernels/cu/argmax.cu.
@@ -250,8 +252,11 @@ pub(crate) fn run(l: &Launcher, op: &Op, inputs: &[&Tensor], out: &Tensor) -> Re
                 cols: u32_of(cols, "cols")?,
                 eps: p.eps,
                 unit_offset: p.unit_offset as u32,
+                has_bias: (inputs.len() > 2) as u32,
             };
-            l.launch("rms_norm", (params.rows, 1, 1), BLOCK, &params, &[ptrs[0], ptrs[1], o])
+            // without a bias the kernel never reads its pointer: null
+            let bias = ptrs.get(2).copied().unwrap_or(0);
+            l.launch("rms_norm", (params.rows, 1, 1), BLOCK, &params, &[ptrs[0], ptrs[1], bias, o])
         }
         Op::Matmul(_) => matmul::run(l, inputs, out),
         Op::Rope(p) => {
@@ -313,6 +318,7 @@ pub(crate) fn run(l: &Launcher, op: &Op, inputs: &[&Tensor], out: &Tensor) -> Re
             let p = moe_combine_params(inputs[1].shape()[0], inputs[1].shape()[1] / 2, inputs[0].shape()[1])?;
             l.launch("moe_combine", moe_combine_grid(&p), BLOCK, &p, &[ptrs[0], ptrs[1], o])
         }
+        Op::IndexTopk(_) => Err(Error::Backend("cuda: index_topk (DeepSeek-V3.2's indexer) is not ported yet".into())),
         Op::Concat(_) => {
             let last = |t: &Tensor| t.shape().last().copied().unwrap_or(1);
             let (m, n) = (last(inputs[0]), last(inputs[1]));
@@ -364,9 +370,10 @@ fn moe_combine_grid(p: &MoeCombineParams) -> (u32, u32, u32) {
 /// moe_matmul) reads every float and quantized format, GGUF block formats
 /// kept packed included (those with a decoder: `DeviceFormat::of_ggml`);
 /// kv_store and attention take a KV cache of every cache dtype (f32, f16,
-/// bf16, fp8 E4M3), which no other op takes.
+/// bf16, fp8 E4M3), which no other op takes. index_topk is not ported yet.
 pub(crate) fn supports(op: OpKind, dtype: DType) -> bool {
-    op.takes(dtype)
+    op != OpKind::IndexTopk
+        && op.takes(dtype)
         && match dtype {
             DType::Quant(QuantFormat::Ggml(ty)) => DeviceFormat::of_ggml(ty).is_some(),
             DType::F8E4M3 => matches!(op, OpKind::KvStore | OpKind::Attention),

@@ -542,7 +542,8 @@ fn check_attention(
     op.check_pages(&tables, max_blocks, num_slots, &token_seq, &positions).unwrap();
     let mut want = vec![0.0; t * heads * d];
     let dims = AttentionDims { heads, kv_heads, head_dim: d, max_blocks };
-    op.reference(dims, &q, k.slice(), v.slice(), &tables, &token_seq, &positions, sinks.as_deref(), &mut want).unwrap();
+    let (k_s, v_s) = (k.slice(), v.slice());
+    op.reference(dims, &q, k_s, v_s, &tables, &token_seq, &positions, sinks.as_deref(), None, &mut want).unwrap();
     let p = attention::params(&op, &[t, heads, d], &[num_slots, kv_heads, d], max_blocks, sinks.is_some()).unwrap();
     let u32s = |v: &[u32]| bytemuck::cast_slice::<u32, u8>(v).to_vec();
     let (tables, token_seq, positions) = (u32s(&tables), u32s(&token_seq), u32s(&positions));
@@ -657,7 +658,7 @@ fn attention_widens_every_cache_code_exactly_on_the_host() {
         let q = Rng(19).vec(tokens * d, 1.0, false);
         let dims = AttentionDims { heads: 1, kv_heads: 1, head_dim: d, max_blocks: 1 };
         let mut want = vec![0.0; tokens * d];
-        op.reference(dims, &q, k.slice(), v.slice(), &tables, &token_seq, &positions, None, &mut want).unwrap();
+        op.reference(dims, &q, k.slice(), v.slice(), &tables, &token_seq, &positions, None, None, &mut want).unwrap();
         let p = attention::params(&op, &[tokens, 1, d], &[tokens, 1, d], 1, false).unwrap();
         let u32s = |v: &[u32]| bytemuck::cast_slice::<u32, u8>(v).to_vec();
         let inputs =

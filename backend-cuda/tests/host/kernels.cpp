@@ -198,7 +198,8 @@ int main(int argc, char** argv) {
     if (name == "attention_" #NAME) {                                                                      \
         const AttentionParams p = PARAMS(AttentionParams);                                                 \
         const float* sinks = p.has_sinks ? f(6) : nullptr;                                                 \
-        run([&] { attention_##NAME(p, f(0), u(1), u(2), u(3), u(4), u(5), sinks, o); });                   \
+        const u32* selected = p.n_selected ? u(7) : nullptr;                                               \
+        run([&] { attention_##NAME(p, f(0), u(1), u(2), u(3), u(4), u(5), sinks, selected, o); });         \
     }                                                                                                      \
     if (name == "kv_store_" #NAME) {                                                                       \
         const KvStoreParams p = PARAMS(KvStoreParams);                                                     \

@@ -6,7 +6,7 @@
 //! window's softmax state into a scratch row per (token, head), flash-decoding
 //! style; the last window writes the output. Sinks (the optional 7th input)
 //! are bound whole and counted once: they start the state of `main`, or of
-//! the first window.
+//! the first window. Selected positions (DeepSeek-V3.2) are bound whole.
 
 use ferrum_engine::ops::Attention;
 use ferrum_engine::{Error, Result, Tensor};
@@ -39,7 +39,8 @@ pub(super) struct AttentionParams {
     cache_base: u32,
     merge: u32,
     has_sinks: u32,
-    _pad: [u32; 3],
+    n_selected: u32,
+    _pad: [u32; 2],
 }
 
 /// `MAX_D` in the shader: head dims one workgroup holds.
@@ -49,12 +50,11 @@ const MERGE_STATE: u32 = 1;
 const LAST_WINDOW: u32 = 2;
 
 pub(super) fn plan(p: &Attention, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -> Result<Vec<Dispatch>> {
-    let (six, sinks) = match inputs {
-        [six @ .., sinks] if six.len() == 6 => (six, Some(*sinks)),
-        six => (six, None),
-    };
-    let [q, k_cache, v_cache, tables, token_seq, positions] = six else {
-        return Err(Error::op("attention", format!("expects 6 or 7 inputs, got {}", inputs.len())));
+    let dtypes: Vec<_> = inputs.iter().map(|t| t.dtype()).collect();
+    let (sinks, selected) = Attention::optional_inputs(&dtypes)?;
+    let (sinks, selected) = (sinks.map(|i| inputs[i]), selected.map(|i| inputs[i]));
+    let [q, k_cache, v_cache, tables, token_seq, positions] = &inputs[..inputs.len().min(6)] else {
+        return Err(Error::op("attention", format!("expects 6 to 8 inputs, got {}", inputs.len())));
     };
     let (heads, head_dim) = (q.shape()[1], q.shape()[2]);
     let (num_slots, kv_heads) = (k_cache.shape()[0], k_cache.shape()[1]);
@@ -72,6 +72,8 @@ pub(super) fn plan(p: &Attention, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -
         whole(positions, "attention positions", l)?,
     ];
     let sinks = sinks.map(|s| whole(s, "attention sinks", l)).transpose()?;
+    let n_selected = selected.map_or(0, |s| s.shape()[1]);
+    let selected = selected.map(|s| whole(s, "attention selected", l)).transpose()?;
     let (qr, or, kr, vr) = (Rows::of(q)?, Rows::of(out)?, Rows::of(k_cache)?, Rows::of(v_cache)?);
     // whole caches, or windows of slots (k and v have one shape, so one plan)
     let cache_windows: Vec<(Window, Window)> = if k_cache.size_bytes() as u64 <= l.max_binding {
@@ -88,9 +90,9 @@ pub(super) fn plan(p: &Attention, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -
         per_tokens = per_tokens.min(state_row.per_window(l)?);
     }
     let (entry, storage): (_, &'static [_]) = if windowed {
-        ("windowed", &[Read, Read, Read, Read, Read, Read, ReadWrite, Read, ReadWrite])
+        ("windowed", &[Read, Read, Read, Read, Read, Read, ReadWrite, Read, Read, ReadWrite])
     } else {
-        ("main", &[Read, Read, Read, Read, Read, Read, ReadWrite, Read])
+        ("main", &[Read, Read, Read, Read, Read, Read, ReadWrite, Read, Read])
     };
     // k and v share a dtype (the op's shape rule); any head_dim works, the
     // shader reads a word per element when rows are not whole words
@@ -123,13 +125,16 @@ pub(super) fn plan(p: &Attention, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -
                 cache_base: kw.base,
                 merge,
                 has_sinks: sinks.is_some() as u32,
-                _pad: [0; 3],
+                n_selected: u32_of(n_selected, "selected positions")?,
+                _pad: [0; 2],
             };
             let mut bindings = vec![qw.binding.clone(), kw.binding.clone(), vw.binding.clone()];
             bindings.extend(small.iter().cloned());
             bindings.push(ow.binding.clone());
             // without sinks, q stands in for them (read-only, never read)
             bindings.push(sinks.clone().unwrap_or_else(|| qw.binding.clone()));
+            // without a selection, the block tables stand in (u32, never read)
+            bindings.push(selected.clone().unwrap_or_else(|| small[0].clone()));
             bindings.extend(state.clone());
             let groups = if head_dim == 0 { 0 } else { (tokens * heads) as u64 };
             dispatches.push(Dispatch {

@@ -8,6 +8,7 @@ mod attention;
 mod concat;
 mod elementwise;
 mod gather_rows;
+mod index_topk;
 mod kv_store;
 mod matmul;
 mod moe_combine;
@@ -74,6 +75,7 @@ pub(crate) fn plan(op: &Op, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -> Resu
         Op::MoeMatmul(p) => moe_matmul::plan(p, inputs, out, ctx),
         Op::MoeCombine(_) => moe_combine::plan(inputs, out, ctx),
         Op::Concat(_) => concat::plan(inputs, out, ctx),
+        Op::IndexTopk(p) => index_topk::plan(p, inputs, out, ctx),
     }
 }
 
@@ -87,7 +89,7 @@ pub(crate) fn plan(op: &Op, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -> Resu
 /// arithmetic (shaders/kv_store.wgsl, attention.wgsl), on any adapter.
 pub(crate) fn supports(op: OpKind, dtype: DType, native_f16: bool, f16_in_f32: bool) -> bool {
     let native_f16 = native_f16 && op != OpKind::MoeMatmul;
-    let cache_op = matches!(op, OpKind::KvStore | OpKind::Attention);
+    let cache_op = matches!(op, OpKind::KvStore | OpKind::Attention | OpKind::IndexTopk);
     op.takes(dtype)
         && match dtype {
             DType::F16 | DType::F8E4M3 if cache_op => true,
@@ -142,8 +144,8 @@ mod tests {
     use std::mem::size_of;
 
     use super::{
-        argmax, attention, concat, elementwise, gather_rows, kv_store, matmul, moe_combine, moe_route, rms_norm, rope,
-        sample,
+        argmax, attention, concat, elementwise, gather_rows, index_topk, kv_store, matmul, moe_combine, moe_route,
+        rms_norm, rope, sample,
     };
 
     /// Each `#[repr(C)]` params struct has the size of the WGSL `Params` it
@@ -157,6 +159,7 @@ mod tests {
             ("gather_rows", size_of::<gather_rows::GatherRowsParams>()),
             ("glu", size_of::<elementwise::GluParams>()),
             ("kv_store", size_of::<kv_store::KvStoreParams>()),
+            ("index_topk", size_of::<index_topk::IndexTopkParams>()),
             ("matmul", size_of::<matmul::MatmulParams>()),
             ("concat", size_of::<concat::ConcatParams>()),
             ("moe_combine", size_of::<moe_combine::MoeCombineParams>()),

@@ -19,7 +19,8 @@ pub(super) struct RmsNormParams {
     out_base: u32,
     eps: f32,
     unit_offset: u32,
-    _pad: [u32; 2],
+    has_bias: u32,
+    _pad: u32,
 }
 
 pub(super) fn plan(p: &RmsNorm, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -> Result<Vec<Dispatch>> {
@@ -27,7 +28,9 @@ pub(super) fn plan(p: &RmsNorm, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -> 
     let l = &ctx.limits;
     let (xr, or) = (Rows::of(x)?, Rows::of(out)?);
     let w_binding = whole(w, "rms_norm weight", l)?;
-    let key = PipelineKey::new("rms_norm", "main", &[Read, Read, ReadWrite]);
+    // without a bias, w stands in for it (never read)
+    let b_binding = inputs.get(2).map(|b| whole(b, "rms_norm bias", l)).transpose()?.unwrap_or(w_binding.clone());
+    let key = PipelineKey::new("rms_norm", "main", &[Read, Read, ReadWrite, Read]);
     let mut dispatches = Vec::new();
     for (first, rows) in ranges(xr.rows, xr.per_window(l)?.min(or.per_window(l)?)) {
         let (xw, ow) = (xr.window(first, rows, l), or.window(first, rows, l));
@@ -38,12 +41,13 @@ pub(super) fn plan(p: &RmsNorm, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -> 
             out_base: ow.base,
             eps: p.eps,
             unit_offset: p.unit_offset as u32,
-            _pad: [0; 2],
+            has_bias: (inputs.len() > 2) as u32,
+            _pad: 0,
         };
         dispatches.push(Dispatch {
             pipeline: key.clone(),
             params: bytes(&params),
-            bindings: vec![xw.binding, w_binding.clone(), ow.binding],
+            bindings: vec![xw.binding, w_binding.clone(), ow.binding, b_binding.clone()],
             groups: groups_2d(if xr.row_elems == 0 { 0 } else { rows as u64 }, l)?,
         });
     }

@@ -21,6 +21,9 @@ pub struct MlaConfig {
     pub nope: usize,
     pub rope: usize,
     pub v: usize,
+    /// DeepSeek-V3.2's lightning indexer, which picks the positions each
+    /// token attends to.
+    pub indexer: Option<IndexerConfig>,
 }
 
 impl MlaConfig {
@@ -28,6 +31,21 @@ impl MlaConfig {
     pub fn cache_width(&self) -> usize {
         self.kv_lora_rank + self.rope
     }
+
+    /// Values a token keeps per layer beside the latent: the indexer's key.
+    pub fn index_cache_width(&self) -> usize {
+        self.indexer.as_ref().map_or(0, |i| i.head_dim)
+    }
+}
+
+/// DeepSeek-V3.2's lightning indexer (DeepSeek Sparse Attention): its own
+/// `heads` queries of `head_dim` from the query's low-rank input, one
+/// cached key of `head_dim` per token, and the `top_k` positions kept.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IndexerConfig {
+    pub heads: usize,
+    pub head_dim: usize,
+    pub top_k: usize,
 }
 
 /// A mixture-of-experts block's shape and router.
@@ -67,6 +85,7 @@ impl Reader<'_> {
             nope: self.usize("qk_nope_head_dim")?,
             rope: self.usize("qk_rope_head_dim")?,
             v: self.usize("v_head_dim")?,
+            indexer: None,
         };
         if m.kv_lora_rank == 0 || m.rope == 0 || !m.rope.is_multiple_of(2) || m.v == 0 || m.q_lora_rank == Some(0) {
             return Err(self.err(format!("multi-head latent attention sizes must be positive (rope even): {m:?}")));
@@ -75,6 +94,24 @@ impl Reader<'_> {
             return Err(self.err("rope_interleave false (rotate-half rope in MLA) is not supported yet"));
         }
         Ok(m)
+    }
+
+    /// The lightning indexer's sizes (`index_n_heads`, `index_head_dim`,
+    /// `index_topk`). Its queries come from the low-rank query input, and
+    /// its rope covers the first `rope` dims of each head.
+    pub(super) fn indexer(&self, m: &MlaConfig) -> Result<IndexerConfig> {
+        let i = IndexerConfig {
+            heads: self.usize("index_n_heads")?,
+            head_dim: self.usize("index_head_dim")?,
+            top_k: self.usize("index_topk")?,
+        };
+        if i.heads == 0 || i.top_k == 0 || i.head_dim < m.rope || !i.head_dim.is_multiple_of(2) {
+            return Err(self.err(format!("indexer sizes must be positive, head_dim even and >= the rope dims: {i:?}")));
+        }
+        if m.q_lora_rank.is_none() {
+            return Err(self.err("the lightning indexer needs `q_lora_rank` (its queries come from it)"));
+        }
+        Ok(i)
     }
 
     /// DeepSeek's softmax scale factor: yarn's `0.1 * mscale_all_dim * ln(factor) + 1`, squared.

@@ -14,7 +14,7 @@ mod experts;
 pub mod limits;
 
 pub use crate::arch::{ArchSpec, Architecture, Routing, WindowRule};
-pub use experts::{MlaConfig, MoeConfig};
+pub use experts::{IndexerConfig, MlaConfig, MoeConfig};
 
 fn architecture_of(root: &Map<String, Value>) -> Result<Architecture> {
     let class = root.get("architectures").and_then(|a| a.as_array()).and_then(|a| a.first()).and_then(|a| a.as_str());
@@ -155,7 +155,15 @@ impl ModelConfig {
                     Some(r) => h * r + r + r * heads * (nope + rope),
                     None => h * heads * (nope + rope),
                 };
-                q + h * (rank + rope) + rank + rank * heads * (nope + v) + heads * v * h
+                // the indexer: wq_b, wk, k_norm's gain and bias, weights_proj
+                let indexer = match (&m.indexer, m.q_lora_rank.map(n)) {
+                    (Some(i), Some(r)) => {
+                        let (ih, id) = (n(i.heads), n(i.head_dim));
+                        r * ih * id + h * id + 2 * id + h * ih
+                    }
+                    _ => 0,
+                };
+                q + h * (rank + rope) + rank + rank * heads * (nope + v) + heads * v * h + indexer
             }
             None => h * (q + 2 * kv) + q * h + bias(self.qkv_bias, q + 2 * kv) + bias(self.o_bias, h),
         };
@@ -192,10 +200,11 @@ impl ModelConfig {
 
     /// Key and value heads times head_dim times 2 (k and v), in f32
     /// elements; with MLA the latent and rotary key once (values are a
-    /// slice of it).
+    /// slice of it), and the indexer's key when there is one.
     pub fn kv_floats_per_token(&self) -> usize {
         let kv = if self.mla.is_some() { 1 } else { 2 };
-        kv * self.num_layers * self.num_kv_heads * self.head_dim
+        let index = self.mla.as_ref().map_or(0, MlaConfig::index_cache_width);
+        self.num_layers * (kv * self.num_kv_heads * self.head_dim + index)
     }
 
     /// What full multi-head attention would cache per token, in f32
@@ -287,7 +296,14 @@ impl Reader<'_> {
             None => return Err(self.err("no `head_dim` and hidden_size is not a multiple of num_attention_heads")),
         };
         let activation = self.activation(spec)?;
-        let mla = if spec.mla { Some(self.mla()?) } else { None };
+        let mla = match spec.mla {
+            true => {
+                let mut m = self.mla()?;
+                m.indexer = if spec.indexer { Some(self.indexer(&m)?) } else { None };
+                Some(m)
+            }
+            false => None,
+        };
         let (rope, rope_local) = self.ropes()?;
         let attention_scale = match (self.opt_f64("query_pre_attn_scalar")?, &mla) {
             (Some(s), _) if s > 0.0 => (1.0 / s.sqrt()) as f32,
@@ -459,6 +475,8 @@ impl Reader<'_> {
                 .iter()
                 .map(|t| match t.as_str() {
                     Some("full_attention") => Ok(None),
+                    // DeepSeek-V3.2: full attention narrowed by the indexer
+                    Some("indexed_attention") if spec.indexer => Ok(None),
                     Some("sliding_attention") => {
                         window.map(Some).ok_or_else(|| self.err("a sliding_attention layer but no `sliding_window`"))
                     }

@@ -13,7 +13,7 @@ mod recorder;
 use crate::backend::{Backend, Recording, validate};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::ops::{Op, OpKind, attention::AttentionDims};
+use crate::ops::{Attention, Op, OpKind, attention::AttentionDims};
 use crate::tensor::Tensor;
 pub use buffer::{CpuBuffer, CpuData, quantized_tensor, read_lock, tensor_from_bytes, write_lock, zeroed_tensor};
 pub use recorder::{OpRecorder, RecordedOp};
@@ -118,6 +118,12 @@ fn compute(op: &Op, inputs: &[&Tensor], out: &Tensor) -> Result<()> {
             p.reference(ins[0].f32()?, cols, ins[1].f32()?, ins[2].f32()?, out_data.u32_mut()?);
             return Ok(());
         }
+        Op::IndexTopk(p) => {
+            let [q, w, k, tables, seq, pos] = &ins[..] else { unreachable!("validated: 6 inputs") };
+            let max_blocks = inputs[3].shape()[1];
+            let (tables, seq, pos) = (tables.u32()?, seq.u32()?, pos.u32()?);
+            return p.reference(q.f32()?, w.f32()?, k.floats()?, max_blocks, tables, seq, pos, out_data.u32_mut()?);
+        }
         // the one with a cache output, in any cache dtype
         Op::KvStore(p) => return p.reference(ins[0].f32()?, ins[1].u32()?, out_data.cache_mut()?),
         _ => {}
@@ -128,7 +134,7 @@ fn compute(op: &Op, inputs: &[&Tensor], out: &Tensor) -> Result<()> {
             let table = inputs[0].shape();
             p.reference(ins[0].weight_rows()?, [table[0], table[1]], ins[1].u32()?, o)?
         }
-        Op::RmsNorm(p) => p.reference(ins[0].f32()?, ins[1].f32()?, o),
+        Op::RmsNorm(p) => p.reference(ins[0].f32()?, ins[1].f32()?, ins.get(2).map(|b| b.f32()).transpose()?, o),
         Op::Matmul(p) => {
             let bias = ins.get(2).map(|b| b.f32()).transpose()?;
             let dims = [inputs[0].shape()[0], inputs[0].shape()[1], inputs[1].shape()[0]];
@@ -143,9 +149,13 @@ fn compute(op: &Op, inputs: &[&Tensor], out: &Tensor) -> Result<()> {
                 head_dim: inputs[0].shape()[2],
                 max_blocks: inputs[3].shape()[1],
             };
-            let [q, k, v, tables, seq, pos] = &ins[..6] else { unreachable!("validated: 6 or 7 inputs") };
-            let sinks = ins.get(6).map(|s| s.f32()).transpose()?;
-            p.reference(dims, q.f32()?, k.floats()?, v.floats()?, tables.u32()?, seq.u32()?, pos.u32()?, sinks, o)?
+            let [q, k, v, tables, seq, pos] = &ins[..6] else { unreachable!("validated: 6 to 8 inputs") };
+            let dtypes: Vec<_> = inputs.iter().map(|t| t.dtype()).collect();
+            let (sinks, selected) = Attention::optional_inputs(&dtypes)?;
+            let sinks = sinks.map(|i| ins[i].f32()).transpose()?;
+            let selected = selected.map(|i| ins[i].u32()).transpose()?;
+            let (k, v) = (k.floats()?, v.floats()?);
+            p.reference(dims, q.f32()?, k, v, tables.u32()?, seq.u32()?, pos.u32()?, sinks, selected, o)?
         }
         Op::Glu(p) => p.reference(ins[0].f32()?, ins[1].f32()?, o),
         Op::Add(p) => p.reference(ins[0].f32()?, ins[1].f32()?, o),
@@ -165,7 +175,7 @@ fn compute(op: &Op, inputs: &[&Tensor], out: &Tensor) -> Result<()> {
             let last = |i: usize| inputs[i].shape().last().copied().unwrap_or(1);
             p.reference(ins[0].f32()?, ins[1].f32()?, [last(0), last(1)], o)
         }
-        Op::Argmax(_) | Op::Sample(_) => {} // ran above, on the u32 view
+        Op::Argmax(_) | Op::Sample(_) | Op::IndexTopk(_) => {} // ran above, on the u32 view
     }
     Ok(())
 }

@@ -14,10 +14,10 @@ use crate::error::Result;
 use crate::kv_cache::KvCache;
 use crate::model::batch::BatchLayout;
 use crate::model::rope::RopeTable;
-use crate::model::weights::{Attn, DecoderWeights, LayerWeights, Linear, MlaWeights, Mlp};
+use crate::model::weights::{Attn, DecoderWeights, IndexerWeights, LayerWeights, Linear, MlaWeights, Mlp};
 use crate::ops::{
-    Add, Argmax, Attention, Concat, GatherRows, Glu, KvStore, Matmul, MoeCombine, MoeMatmul, Op, RmsNorm, Rope,
-    RopeStyle, Sample, Scale, Softcap,
+    Add, Argmax, Attention, Concat, GatherRows, Glu, IndexTopk, KvStore, Matmul, MoeCombine, MoeMatmul, Op, RmsNorm,
+    Rope, RopeStyle, Sample, Scale, Softcap,
 };
 use crate::sampler::DevicePick;
 use crate::tensor::Tensor;
@@ -117,6 +117,10 @@ impl PickInputs {
         picks.iter().map(|p| (p.temperature, p.uniform)).unzip()
     }
 }
+
+/// The indexer key's LayerNorm epsilon (fixed in DeepSeek's and
+/// transformers' code, not in the config).
+const INDEXER_NORM_EPS: f32 = 1e-6;
 
 pub(crate) struct Decoder<'a> {
     pub config: &'a ModelConfig,
@@ -273,6 +277,7 @@ impl Decoder<'_> {
         step: &StepTensors,
         cache: &KvCache,
         sinks: Option<&Tensor>,
+        selected: Option<&Tensor>,
     ) -> Result<Tensor> {
         let c = self.config;
         let attention = Op::Attention(Attention {
@@ -283,6 +288,7 @@ impl Decoder<'_> {
         });
         let mut inputs = vec![q, &cache.k[l], &cache.v[l], &step.block_tables, &step.token_seq, &step.positions];
         inputs.extend(sinks);
+        inputs.extend(selected);
         self.backend.run(&attention, &inputs)
     }
 
@@ -303,7 +309,7 @@ impl Decoder<'_> {
         let store = Op::KvStore(KvStore { num_slots: cache.num_slots(), dtype: cache.dtype });
         b.execute(&store, &[&k, &step.slots], &cache.k[l])?;
         b.execute(&store, &[&v, &step.slots], &cache.v[l])?;
-        self.attention(l, &q, step, cache, w.sinks.as_ref())?.reshape(&[t, heads * d])
+        self.attention(l, &q, step, cache, w.sinks.as_ref(), None)?.reshape(&[t, heads * d])
     }
 
     /// Multi-head latent attention, absorbed: each head's query meets the
@@ -338,8 +344,43 @@ impl Decoder<'_> {
             &[&kv, &step.slots],
             &cache.k[l],
         )?;
-        let a = self.attention(l, &q, step, cache, None)?.reshape(&[t * heads, r + m.rope])?;
+        let selected = match &w.indexer {
+            Some(indexer) => Some(self.index(l, indexer, &q_in, h, step, cache)?),
+            None => None,
+        };
+        let a = self.attention(l, &q, step, cache, None, selected.as_ref())?.reshape(&[t * heads, r + m.rope])?;
         self.per_route(&per_head, &a, &w.v_absorb, route)?.reshape(&[t, heads * m.v])
+    }
+
+    /// DeepSeek-V3.2's lightning indexer: caches this step's index keys
+    /// and picks the positions [T, top_k] each token attends to. Its rope
+    /// is rotate-half over the first `rope` dims of each head.
+    fn index(
+        &self,
+        l: usize,
+        w: &IndexerWeights,
+        q_in: &Tensor,
+        h: &Tensor,
+        step: &StepTensors,
+        cache: &KvCache,
+    ) -> Result<Tensor> {
+        let b = self.backend;
+        let i =
+            self.config.mla.as_ref().and_then(|m| m.indexer.as_ref()).expect("indexer weights come from its config");
+        let t = h.shape()[0];
+        let rope_table = self.rope_table(l);
+        let rope = Op::Rope(Rope { style: RopeStyle::Neox, attention_scale: rope_table.attention_scale });
+        let q = self.linear(q_in, &w.wq_b)?.reshape(&[t, i.heads, i.head_dim])?;
+        let q = b.run(&rope, &[&q, &step.positions, &rope_table.inv_freq])?;
+        // LayerNorm: wk's output is centred, so an RMS norm with a bias is it
+        let layer_norm = Op::RmsNorm(RmsNorm { eps: INDEXER_NORM_EPS, unit_offset: false });
+        let k = b.run(&layer_norm, &[&self.linear(h, &w.wk)?, &w.k_norm.0, &w.k_norm.1])?;
+        let k = b.run(&rope, &[&k.reshape(&[t, 1, i.head_dim])?, &step.positions, &rope_table.inv_freq])?;
+        let store = Op::KvStore(KvStore { num_slots: cache.num_slots(), dtype: cache.dtype });
+        b.execute(&store, &[&k, &step.slots], &cache.index_k[l])?;
+        let weights = self.linear(h, &w.weights_proj)?; // (T, heads)
+        let pick = Op::IndexTopk(IndexTopk { block_size: cache.block_size, top_k: i.top_k });
+        b.run(&pick, &[&q, &weights, &cache.index_k[l], &step.block_tables, &step.token_seq, &step.positions])
     }
 
     fn maybe_norm(&self, x: Tensor, w: Option<&Tensor>) -> Result<Tensor> {

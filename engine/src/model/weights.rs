@@ -2,7 +2,7 @@
 //! checked against the config, and uploaded to the backend.
 
 use crate::backend::{Backend, BackendExt};
-use crate::config::{MlaConfig, ModelConfig};
+use crate::config::{IndexerConfig, MlaConfig, ModelConfig};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::loader::{RawTensor, StDtype, WeightStore};
@@ -119,6 +119,22 @@ pub struct MlaWeights {
     /// [heads * kv_lora_rank, nope] and [heads * v, kv_lora_rank + rope]
     pub k_absorb: Linear,
     pub v_absorb: Linear,
+    /// DeepSeek-V3.2's lightning indexer
+    pub indexer: Option<IndexerWeights>,
+}
+
+/// The lightning indexer's projections. Its key's LayerNorm is `k_norm`
+/// with a bias after `wk`, whose rows were made to sum to zero at load:
+/// that subtracts each key's mean, the part of LayerNorm an RMS norm lacks.
+pub struct IndexerWeights {
+    /// [heads * head_dim, q_lora_rank], from the query's low-rank input
+    pub wq_b: Linear,
+    /// [head_dim, hidden], centred
+    pub wk: Linear,
+    /// the LayerNorm's gain and bias [head_dim]
+    pub k_norm: (Tensor, Tensor),
+    /// [heads, hidden]: each head's weight in a token's score
+    pub weights_proj: Linear,
 }
 
 impl Attn {
@@ -127,8 +143,10 @@ impl Attn {
             Attn::Mha { q, k, v, .. } => vec![q, k, v],
             Attn::Mla(m) => {
                 let q_a = m.q_a.as_ref().map(|(l, _)| l);
+                let indexer = m.indexer.iter().flat_map(|i| [&i.wq_b, &i.wk, &i.weights_proj]);
                 q_a.into_iter()
                     .chain([&m.q_nope, &m.q_rope, &m.kv_latent, &m.kv_rope, &m.k_absorb, &m.v_absorb])
+                    .chain(indexer)
                     .collect()
             }
         }
@@ -137,7 +155,10 @@ impl Attn {
     fn norms(&self) -> Vec<&Tensor> {
         match self {
             Attn::Mha { q_norm, k_norm, .. } => q_norm.iter().chain(k_norm).collect(),
-            Attn::Mla(m) => m.q_a.iter().map(|(_, n)| n).chain([&m.kv_norm]).collect(),
+            Attn::Mla(m) => {
+                let indexer = m.indexer.iter().flat_map(|i| [&i.k_norm.0, &i.k_norm.1]);
+                m.q_a.iter().map(|(_, n)| n).chain([&m.kv_norm]).chain(indexer).collect()
+            }
         }
     }
 }
@@ -398,6 +419,31 @@ impl WeightLoader<'_> {
             kv_norm: self.vector(&format!("{a}.kv_a_layernorm.weight"), r)?,
             k_absorb: self.f32_linear(heads * r, m.nope, k_absorb)?,
             v_absorb: self.f32_linear(heads * m.v, r + m.rope, v_absorb)?,
+            indexer: match (&m.indexer, m.q_lora_rank) {
+                (Some(i), Some(qr)) => Some(self.indexer(h, qr, i, &format!("{a}.indexer"))?),
+                _ => None,
+            },
+        })
+    }
+
+    /// The lightning indexer's weights; `wk`'s rows are centred (each
+    /// column less its mean over the rows), so its output has mean zero.
+    fn indexer(&self, h: usize, q_lora_rank: usize, i: &IndexerConfig, p: &str) -> Result<IndexerWeights> {
+        let mut wk = self.host_f32(&format!("{p}.wk.weight"), i.head_dim, h)?;
+        if !wk.is_empty() {
+            for c in 0..h {
+                let mean = (0..i.head_dim).map(|r| wk[r * h + c] as f64).sum::<f64>() / i.head_dim as f64;
+                (0..i.head_dim).for_each(|r| wk[r * h + c] = (wk[r * h + c] as f64 - mean) as f32);
+            }
+        }
+        Ok(IndexerWeights {
+            wq_b: self.linear(&format!("{p}.wq_b"), i.heads * i.head_dim, q_lora_rank, false)?,
+            wk: self.f32_linear(i.head_dim, h, wk)?,
+            k_norm: (
+                self.vector(&format!("{p}.k_norm.weight"), i.head_dim)?,
+                self.vector(&format!("{p}.k_norm.bias"), i.head_dim)?,
+            ),
+            weights_proj: self.linear(&format!("{p}.weights_proj"), i.heads, h, false)?,
         })
     }
 

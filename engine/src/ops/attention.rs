@@ -10,8 +10,11 @@
 //! `score_j = scale * q·k_j`, then `score_j = cap * tanh(score_j / cap)` when
 //! soft-capping, `out = sum_j softmax(score)_j * v_j`. With sinks (gpt-oss),
 //! head h's learned logit `sinks[h]` joins the softmax's denominator only:
-//! `w_j = e^score_j / (sum_i e^score_i + e^sinks[h])`. Position j lives in
-//! cache slot `block_tables[s, j / block_size] * block_size + j % block_size`.
+//! `w_j = e^score_j / (sum_i e^score_i + e^sinks[h])`. Given a list of
+//! selected positions per token (`index_topk`'s, DeepSeek-V3.2), only the
+//! visible positions on the list are seen; entries past p are skipped.
+//! Position j lives in cache slot
+//! `block_tables[s, j / block_size] * block_size + j % block_size`.
 
 use super::{Contract, FloatSlice, Operand, TensorSpec, dot, expect_dtype, expect_inputs, expect_rank};
 use crate::dtype::DType;
@@ -20,7 +23,8 @@ use crate::error::{Error, Result};
 /// Inputs: q [T, heads, head_dim] f32, k_cache and v_cache [slots, kv_heads, head_dim]
 /// in one cache dtype (f32, f16, bf16, fp8; widened to f32 as they are read),
 /// block_tables [seqs, max_blocks] u32, token_seq [T] u32, positions [T] u32,
-/// optional sinks [heads] f32. Output: [T, heads, head_dim] f32.
+/// then optionally sinks [heads] f32 and optionally selected [T, n] u32
+/// positions (told apart by dtype). Output: [T, heads, head_dim] f32.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Attention {
     pub block_size: usize,
@@ -45,13 +49,34 @@ impl Attention {
 
     const NAME: &'static str = "attention";
 
+    /// Which of the optional inputs (past the first six) are there: the
+    /// index of sinks and of selected, told apart by dtype.
+    pub fn optional_inputs(dtypes: &[DType]) -> Result<(Option<usize>, Option<usize>)> {
+        match dtypes.get(6..).unwrap_or_default() {
+            [] => Ok((None, None)),
+            [DType::F32] => Ok((Some(6), None)),
+            [DType::U32] => Ok((None, Some(6))),
+            [DType::F32, DType::U32] => Ok((Some(6), Some(7))),
+            other => Err(Error::op(
+                Self::NAME,
+                format!("after six inputs take sinks (f32) then selected (u32), got {other:?}"),
+            )),
+        }
+    }
+
     pub fn output_spec(&self, inputs: &[TensorSpec]) -> Result<TensorSpec> {
-        let (inputs, sinks) = match inputs {
-            [six @ .., sinks] if six.len() == 6 => (six, Some(sinks)),
-            six => (six, None),
-        };
+        let dtypes: Vec<DType> = inputs.iter().map(|t| t.dtype).collect();
+        let (sinks, selected) = Self::optional_inputs(&dtypes)?;
+        let (sinks, selected) = (sinks.map(|i| &inputs[i]), selected.map(|i| &inputs[i]));
+        let inputs = &inputs[..inputs.len().min(6)];
         expect_inputs(Self::NAME, inputs, 6)?;
         let [q, k, v, tables, seq, pos] = inputs else { unreachable!() };
+        if let Some(selected) = selected {
+            expect_rank(Self::NAME, "selected", selected, 2)?;
+            if selected.shape[0] != q.shape[0] {
+                return Err(Error::op(Self::NAME, format!("selected {:?} for {} tokens", selected.shape, q.shape[0])));
+            }
+        }
         if let Some(sinks) = sinks {
             expect_dtype(Self::NAME, "sinks", sinks, &[DType::F32])?;
             if sinks.shape != [q.shape[1]] {
@@ -113,31 +138,12 @@ impl Attention {
         token_seq: &[u32],
         positions: &[u32],
     ) -> Result<()> {
-        let err = |msg: String| Err(Error::op(Self::NAME, msg));
-        let seqs = block_tables.len() / max_blocks.max(1);
-        let num_blocks = num_slots / self.block_size.max(1);
-        for (t, (&s, &pos)) in token_seq.iter().zip(positions).enumerate() {
-            let (s, pos) = (s as usize, pos as usize);
-            if s >= seqs {
-                return err(format!("token {t} names sequence {s} of {seqs}"));
-            }
-            if pos / self.block_size >= max_blocks {
-                return err(format!("position {pos} past the block table of sequence {s}"));
-            }
-            let first = self.window.map_or(0, |w| (pos + 1).saturating_sub(w));
-            for b in first / self.block_size..=pos / self.block_size {
-                let block = block_tables[s * max_blocks + b] as usize;
-                if block >= num_blocks {
-                    let slot = block * self.block_size;
-                    return err(format!("slot {slot} past {num_slots} cache slots"));
-                }
-            }
-        }
-        Ok(())
+        let (size, window) = (self.block_size, self.window);
+        check_visible_pages(Self::NAME, size, window, block_tables, max_blocks, num_slots, token_seq, positions)
     }
 
     /// q (T, heads, d), k_cache/v_cache (slots, kv_heads, d), block_tables (seqs, max_blocks),
-    /// token_seq (T,), positions (T,), sinks (heads,) -> out (T, heads, d)
+    /// token_seq (T,), positions (T,), sinks (heads,), selected (T, n) -> out (T, heads, d)
     #[allow(clippy::too_many_arguments)]
     pub fn reference(
         &self,
@@ -149,6 +155,7 @@ impl Attention {
         token_seq: &[u32],
         positions: &[u32],
         sinks: Option<&[f32]>,
+        selected: Option<&[u32]>,
         out: &mut [f32],
     ) -> Result<()> {
         let AttentionDims { heads, kv_heads, head_dim: d, max_blocks } = dims;
@@ -171,7 +178,14 @@ impl Attention {
             }
             // slot of every visible position, checked once per token
             let mut slots = Vec::with_capacity(p + 1 - first);
-            for j in first..=p {
+            let visible: Box<dyn Iterator<Item = usize>> = match selected {
+                Some(sel) => {
+                    let n = sel.len() / positions.len();
+                    Box::new(sel[t * n..][..n].iter().map(|&j| j as usize).filter(|&j| (first..=p).contains(&j)))
+                }
+                None => Box::new(first..=p),
+            };
+            for j in visible {
                 let b = j / self.block_size;
                 if b >= max_blocks {
                     return Err(Error::op(Self::NAME, format!("position {j} past the block table of sequence {s}")));
@@ -216,4 +230,42 @@ impl Attention {
         }
         Ok(())
     }
+}
+
+/// The index checks of an op reading a paged cache: every token's sequence
+/// has a block table, and every block its visible positions (within
+/// `window` of it, or all before it) live in is inside the cache. Errors
+/// name the op and the bad index.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn check_visible_pages(
+    op: &'static str,
+    block_size: usize,
+    window: Option<usize>,
+    block_tables: &[u32],
+    max_blocks: usize,
+    num_slots: usize,
+    token_seq: &[u32],
+    positions: &[u32],
+) -> Result<()> {
+    let err = |msg: String| Err(Error::op(op, msg));
+    let seqs = block_tables.len() / max_blocks.max(1);
+    let num_blocks = num_slots / block_size.max(1);
+    for (t, (&s, &pos)) in token_seq.iter().zip(positions).enumerate() {
+        let (s, pos) = (s as usize, pos as usize);
+        if s >= seqs {
+            return err(format!("token {t} names sequence {s} of {seqs}"));
+        }
+        if pos / block_size >= max_blocks {
+            return err(format!("position {pos} past the block table of sequence {s}"));
+        }
+        let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        for b in first / block_size..=pos / block_size {
+            let block = block_tables[s * max_blocks + b] as usize;
+            if block >= num_blocks {
+                let slot = block * block_size;
+                return err(format!("slot {slot} past {num_slots} cache slots"));
+            }
+        }
+    }
+    Ok(())
 }

@@ -8,6 +8,7 @@ pub mod attention;
 mod concat;
 mod gather_rows;
 mod glu;
+mod index_topk;
 mod kv_store;
 mod matmul;
 mod moe_combine;
@@ -25,6 +26,7 @@ pub use attention::Attention;
 pub use concat::Concat;
 pub use gather_rows::GatherRows;
 pub use glu::{Activation, Glu};
+pub use index_topk::{IndexTopk, NO_POSITION};
 pub use kv_store::KvStore;
 pub use matmul::Matmul;
 pub use moe_combine::MoeCombine;
@@ -62,6 +64,7 @@ pub enum Op {
     MoeMatmul(MoeMatmul),
     MoeCombine(MoeCombine),
     Concat(Concat),
+    IndexTopk(IndexTopk),
 }
 
 /// The op without its parameters: what `Backend::supports` is asked about.
@@ -83,10 +86,11 @@ pub enum OpKind {
     MoeMatmul,
     MoeCombine,
     Concat,
+    IndexTopk,
 }
 
 impl OpKind {
-    pub const ALL: [OpKind; 16] = [
+    pub const ALL: [OpKind; 17] = [
         OpKind::GatherRows,
         OpKind::RmsNorm,
         OpKind::Matmul,
@@ -103,6 +107,7 @@ impl OpKind {
         OpKind::MoeMatmul,
         OpKind::MoeCombine,
         OpKind::Concat,
+        OpKind::IndexTopk,
     ];
 
     pub fn name(self) -> &'static str {
@@ -123,6 +128,7 @@ impl OpKind {
             OpKind::MoeMatmul => "moe_matmul",
             OpKind::MoeCombine => "moe_combine",
             OpKind::Concat => "concat",
+            OpKind::IndexTopk => "index_topk",
         }
     }
 }
@@ -199,6 +205,7 @@ impl OpKind {
             OpKind::MoeMatmul => MoeMatmul::CONTRACT,
             OpKind::MoeCombine => MoeCombine::CONTRACT,
             OpKind::Concat => Concat::CONTRACT,
+            OpKind::IndexTopk => IndexTopk::CONTRACT,
         }
     }
 
@@ -227,6 +234,7 @@ impl Op {
             Op::MoeMatmul(_) => OpKind::MoeMatmul,
             Op::MoeCombine(_) => OpKind::MoeCombine,
             Op::Concat(_) => OpKind::Concat,
+            Op::IndexTopk(_) => OpKind::IndexTopk,
         }
     }
 
@@ -250,6 +258,7 @@ impl Op {
             Op::MoeMatmul(p) => p.output_spec(inputs),
             Op::MoeCombine(p) => p.output_spec(inputs),
             Op::Concat(p) => p.output_spec(inputs),
+            Op::IndexTopk(p) => p.output_spec(inputs),
         }
     }
 }
