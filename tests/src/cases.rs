@@ -7,6 +7,8 @@
 //! cases; "layout" variety lives in the paged KV cache instead (shuffled,
 //! non-contiguous block tables, odd block sizes).
 
+mod sparse;
+
 use ferrum_engine::DType;
 use ferrum_engine::ops::{
     Activation, Add, Argmax, Attention, Concat, ExpertGroups, GatherRows, Glu, KvStore, Matmul, MoeCombine, MoeMatmul,
@@ -291,6 +293,8 @@ pub fn all_cases() -> Vec<Case> {
         cases.push(attention_with(&mut rng(), op, [8, 2, 32], mixed, false, dtype));
         cases.push(attention_with(&mut rng(), sinked.clone(), [4, 1, 64], &[(70, 3), (9, 9)], true, dtype));
     }
+    // DeepSeek-V3.2: the indexer, attention over its choice, its LayerNorm
+    cases.extend(sparse::cases(&mut rng));
     // gpt-oss's clamp (7.0) and one inside the inputs' range, so both sides clamp
     let clamped = |limit| Activation::SwigluClamped { alpha: 1.702, limit };
     for act in [Activation::Silu, Activation::GeluTanh, clamped(7.0), clamped(1.5)] {

@@ -139,8 +139,13 @@ fn run_case_inner(backend: &dyn Backend, case: &Case) -> Result<Vec<f32>, String
     backend.execute(&case.op, &refs, &out).map_err(|e| e.to_string())?;
     backend.sync().map_err(|e| e.to_string())?;
     match spec.dtype {
-        // indices (argmax), exact in f32 below 2^24
-        DType::U32 => Ok(backend.read_u32(&out).map_err(|e| e.to_string())?.into_iter().map(|v| v as f32).collect()),
+        // indices (argmax, index_topk), exact in f32 below 2^24; u32::MAX (no index) reads as -1
+        DType::U32 => Ok(backend
+            .read_u32(&out)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|v| if v == u32::MAX { -1.0 } else { v as f32 })
+            .collect()),
         _ => backend.read_f32(&out).map_err(|e| e.to_string()),
     }
 }

@@ -404,7 +404,8 @@ pub fn softcap(cap: f64, x: f64) -> f64 {
 
 /// Per token: every position's score in f64, then each position ranked by
 /// how many score higher (or as high and come earlier); those ranked under
-/// k are kept, in position order, and u32::MAX pads the row.
+/// k are kept, in position order, and -1 (the harness's reading of
+/// u32::MAX) pads the row.
 #[allow(clippy::too_many_arguments)]
 fn index_topk(
     k: usize,
@@ -435,7 +436,7 @@ fn index_topk(
             (0..scores.len()).filter(|&i| scores[i] > scores[j] || (scores[i] == scores[j] && i < j)).count()
         };
         let kept: Vec<f64> = (0..scores.len()).filter(|&j| rank(j) < k).map(|j| j as f64).collect();
-        out.extend(kept.iter().copied().chain(std::iter::repeat(u32::MAX as f64)).take(k));
+        out.extend(kept.iter().copied().chain(std::iter::repeat(-1.0)).take(k));
     }
     Ok(out)
 }
