@@ -366,8 +366,10 @@ fn run_op<T: Borrow<Tensor>>(ctx: &Ctx, op: &Op, inputs: &[T], out: &Tensor, che
             };
             let (q, k, v) = (ins(0)?.f32()?, ins(1)?.floats()?, ins(2)?.floats()?);
             let (tables, seq, pos) = (ins(3)?.u32()?, ins(4)?.u32()?, ins(5)?.u32()?);
-            let dtypes: Vec<DType> = inputs.iter().map(|t| t.borrow().dtype()).collect();
-            let (sinks, selected) = Attention::optional_inputs(&dtypes)?;
+            // on the stack: a replayed decode step allocates nothing
+            let mut dtypes = [DType::F32; 8];
+            dtypes.iter_mut().zip(inputs).for_each(|(d, t)| *d = t.borrow().dtype());
+            let (sinks, selected) = Attention::optional_inputs(&dtypes[..inputs.len().min(8)])?;
             let sinks = sinks.map(|i| ins(i)?.f32()).transpose()?;
             match selected {
                 // sparse attention (DeepSeek-V3.2) runs the reference loops until it has a kernel

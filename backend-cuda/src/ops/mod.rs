@@ -424,10 +424,10 @@ mod tests {
     /// u64 8 bytes aligned to 8, struct padded to its alignment).
     #[test]
     fn params_structs_have_their_c_sizes() {
-        assert_eq!(size_of::<RmsNormParams>(), 16);
+        assert_eq!(size_of::<RmsNormParams>(), 20);
         assert_eq!(size_of::<RopeParams>(), 24);
         assert_eq!(size_of::<KvStoreParams>(), 16);
-        assert_eq!(size_of::<AttentionParams>(), 44);
+        assert_eq!(size_of::<AttentionParams>(), 48);
         assert_eq!(size_of::<ElementwiseParams>(), 16);
         assert_eq!(size_of::<GluParams>(), 24);
         assert_eq!(size_of::<ArgmaxParams>(), 8);

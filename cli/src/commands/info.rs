@@ -97,6 +97,13 @@ pub fn run(args: &InfoArgs) -> Result<()> {
             human_bytes(mha),
             mha as f64 / kv_per_token.max(1) as f64
         );
+        if let Some(i) = &m.indexer {
+            println!(
+                "sparse         each token attends to its {} best positions (lightning indexer: {} heads of {}, \
+                 {} more values per token per layer, counted above)",
+                i.top_k, i.heads, i.head_dim, i.head_dim
+            );
+        }
     }
     // the estimate `generate` checks before loading, on the backend chosen
     let quant = args.model.single_quant()?;

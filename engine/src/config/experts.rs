@@ -257,6 +257,29 @@ mod tests {
         assert!((c.attention_scale - mscale * mscale / 192f32.sqrt()).abs() < 1e-6);
     }
 
+    /// DeepSeek-V3.2-Exp is V3 plus the lightning indexer (64 heads of 128,
+    /// top 2048): each token caches 128 more values per layer, 704 in all.
+    /// An indexer without a query low rank is refused.
+    #[test]
+    fn deepseek_v32_adds_the_indexer_key_to_the_cache() {
+        let v32 = r#"{"architectures": ["DeepseekV32ForCausalLM"], "hidden_size": 7168, "intermediate_size": 18432,
+            "moe_intermediate_size": 2048, "num_hidden_layers": 61, "num_attention_heads": 128,
+            "num_key_value_heads": 128, "n_routed_experts": 256, "num_experts_per_tok": 8, "n_group": 8,
+            "topk_group": 4, "n_shared_experts": 1, "first_k_dense_replace": 3, "q_lora_rank": 1536,
+            "kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128,
+            "vocab_size": 129280, "index_n_heads": 64, "index_head_dim": 128, "index_topk": 2048}"#;
+        let c = parse(v32).unwrap();
+        let indexer = c.mla.as_ref().and_then(|m| m.indexer.clone()).unwrap();
+        assert_eq!((indexer.heads, indexer.head_dim, indexer.top_k), (64, 128, 2048));
+        assert_eq!(c.kv_floats_per_token(), 61 * 704);
+        // wq_b, wk, the key's LayerNorm and weights_proj, on each of 61 layers
+        let v3 = parse(&v32.replace("DeepseekV32", "DeepseekV3")).unwrap();
+        let per_layer = 1536 * 64 * 128 + 7168 * 128 + 2 * 128 + 7168 * 64;
+        assert_eq!(c.parameter_counts().total - v3.parameter_counts().total, 61 * per_layer);
+        let plain_q = parse(&v32.replace(r#""q_lora_rank": 1536,"#, ""));
+        assert!(plain_q.unwrap_err().to_string().contains("q_lora_rank"));
+    }
+
     #[test]
     fn qwen3_moe_dense_layers_follow_mlp_only_layers_and_the_sparse_step() {
         let c = parse(&format!(

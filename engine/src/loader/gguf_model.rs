@@ -5,10 +5,12 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::{Architecture, ModelConfig, MoeConfig, RopeConfig, RopeScaling, WindowRule, limits};
+use crate::config::{
+    Architecture, MlaConfig, ModelConfig, MoeConfig, RopeConfig, RopeScaling, Routing, WindowRule, limits,
+};
 use crate::error::{Error, Result};
 use crate::loader::gguf::GgufFile;
-use crate::ops::Activation;
+use crate::ops::{Activation, ExpertGroups, MoeRoute, RouterScoring};
 use crate::tokenizer_gguf::GgufVocab;
 
 /// What to do to a GGUF tensor to get the Hugging Face one.
@@ -70,6 +72,8 @@ pub fn config(file: &GgufFile) -> Result<ModelConfig> {
         Some(v) => v,
         None => file.get_str_array("tokenizer.ggml.tokens")?.len(),
     };
+    let spec = arch.spec();
+    let mla = if spec.mla { Some(mla(file, &prefix)?) } else { None };
     let rotary_dim = opt("rope.dimension_count")?.unwrap_or(head_dim);
     let theta = optf("rope.freq_base")?.unwrap_or(10_000.0);
     let scaling = match file.get_opt::<&str>(&key("rope.scaling.type"))? {
@@ -77,12 +81,41 @@ pub fn config(file: &GgufFile) -> Result<ModelConfig> {
         Some("linear") => RopeScaling::Linear {
             factor: optf("rope.scaling.factor")?.ok_or_else(|| bad(file, "linear rope without a factor".into()))?,
         },
+        Some("yarn") => {
+            let factor = optf("rope.scaling.factor")?.ok_or_else(|| bad(file, "yarn rope without a factor".into()))?;
+            RopeScaling::Yarn {
+                factor,
+                original_max_position_embeddings: need("rope.scaling.original_context_length")? as f64,
+                beta_fast: optf("rope.scaling.yarn_beta_fast")?.unwrap_or(32.0),
+                beta_slow: optf("rope.scaling.yarn_beta_slow")?.unwrap_or(1.0),
+                truncate: true,
+                // DeepSeek's yarn scales the softmax (mscale^2 below), not the rotation
+                attention_factor: match (&mla, optf("rope.scaling.yarn_attn_factor")?) {
+                    (Some(_), _) => 1.0,
+                    (None, Some(a)) => a,
+                    (None, None) => 0.1 * factor.ln() + 1.0,
+                },
+            }
+        }
         Some(other) => return Err(bad(file, format!("rope scaling {other:?} is not supported yet"))),
     };
     if file.tensor("rope_freqs.weight").is_some() {
         return Err(bad(file, "per-frequency rope factors (rope_freqs.weight) are not supported yet".into()));
     }
-    let rope = RopeConfig { theta, scaling, partial_rotary_factor: rotary_dim as f64 / head_dim as f64 };
+    // MLA: the rope table covers the rotary key; the cache holds one "head",
+    // the latent and the rotary key; the softmax scale gains yarn's mscale^2
+    let (num_kv_heads, head_dim, rotary_fraction, mla_scale) = match &mla {
+        Some(m) => {
+            let mscale = match (&scaling, optf("rope.scaling.yarn_log_multiplier")?) {
+                (RopeScaling::Yarn { factor, .. }, Some(log_mul)) if *factor > 1.0 => 1.0 + log_mul * factor.ln(),
+                _ => 1.0,
+            };
+            let scale = ((m.nope + m.rope) as f64).powf(-0.5) * mscale * mscale;
+            (1, m.cache_width(), 1.0, Some(scale as f32))
+        }
+        None => (num_kv_heads, head_dim, rotary_dim as f64 / head_dim as f64, None),
+    };
+    let rope = RopeConfig { theta, scaling, partial_rotary_factor: rotary_fraction };
     let window = opt("attention.sliding_window")?;
     let layer_windows = layer_windows(file, &key("attention.sliding_window_pattern"), arch, num_layers, window)?;
     let rope_local = match (arch, optf("rope.freq_base_swa")?) {
@@ -92,8 +125,7 @@ pub fn config(file: &GgufFile) -> Result<ModelConfig> {
         _ => None,
     }
     .map(|theta| RopeConfig { theta, scaling: RopeScaling::None, partial_rotary_factor: 1.0 });
-    let spec = arch.spec();
-    if spec.attention_sinks || spec.mla {
+    if spec.attention_sinks || spec.indexer {
         return Err(bad(
             file,
             format!("{} GGUF files are not supported yet (its Hugging Face folder is)", spec.hf_class),
@@ -102,7 +134,7 @@ pub fn config(file: &GgufFile) -> Result<ModelConfig> {
     let gemma = spec.gemma;
     let qkv_bias = file.tensor("blk.0.attn_q.bias").is_some();
     let moe = match spec.routing {
-        Some(_) => Some(moe(file, &prefix, num_layers)?),
+        Some(routing) => Some(moe(file, &prefix, num_layers, routing)?),
         None => None,
     };
     let eos = file.get_opt::<u32>("tokenizer.ggml.eos_token_id")?;
@@ -130,13 +162,16 @@ pub fn config(file: &GgufFile) -> Result<ModelConfig> {
         scale_embeddings: gemma,
         sandwich_norms: spec.sandwich_norms,
         // `attention.scale` is the q·k multiplier (Gemma's query_pre_attn_scalar^-1/2)
-        attention_scale: optf("attention.scale")?.map_or(1.0 / (head_dim as f32).sqrt(), |s| s as f32),
+        attention_scale: match mla_scale {
+            Some(scale) => scale,
+            None => optf("attention.scale")?.map_or(1.0 / (head_dim as f32).sqrt(), |s| s as f32),
+        },
         attention_softcap: optf("attn_logit_softcapping")?.map(|c| c as f32),
         final_logit_softcap: optf("final_logit_softcapping")?.map(|c| c as f32),
         dtype: None,
         moe,
         attention_sinks: false,
-        mla: None,
+        mla,
         bos_token_id: file.get_opt::<u32>("tokenizer.ggml.bos_token_id")?,
         eos_token_ids: eos.into_iter().collect(),
         kv_cache_dtype: crate::dtype::DType::F32,
@@ -185,8 +220,10 @@ fn layer_windows(
 
 /// The experts from `{arch}.expert_*` metadata: llama.cpp renormalizes the
 /// top-k weights unless `expert_weights_norm` says otherwise, and a layer
-/// has experts when it has a router (`ffn_gate_inp`).
-fn moe(file: &GgufFile, prefix: &str, num_layers: usize) -> Result<MoeConfig> {
+/// has experts when it has a router (`ffn_gate_inp`). DeepSeek's router
+/// (`expert_gating_func` 2: sigmoid) adds groups, a choice bias
+/// (`exp_probs_b`), a scale and shared experts.
+fn moe(file: &GgufFile, prefix: &str, num_layers: usize, routing: Routing) -> Result<MoeConfig> {
     let key = |k: &str| format!("{prefix}.{k}");
     let size = |k: &str| -> Result<usize> {
         bounded(file, &key(k), Some(file.get::<usize>(&key(k))?)).map(|v| v.unwrap_or(0))
@@ -200,13 +237,13 @@ fn moe(file: &GgufFile, prefix: &str, num_layers: usize) -> Result<MoeConfig> {
         Some(_) => size("expert_feed_forward_length")?,
         None => size("feed_forward_length")?,
     };
-    if let Some(scale) = file.get_opt::<f64>(&key("expert_weights_scale"))?
-        && scale != 1.0
-        && scale != 0.0
-    {
+    let scale = file.get_opt::<f64>(&key("expert_weights_scale"))?.filter(|&s| s != 0.0).unwrap_or(1.0);
+    let deepseek = routing == Routing::SigmoidGrouped;
+    if scale != 1.0 && !deepseek {
         return Err(bad(file, format!("expert_weights_scale {scale} is not supported for this architecture")));
     }
-    let renormalize = file.get_opt::<bool>(&key("expert_weights_norm"))?.unwrap_or(true);
+    // llama.cpp's deepseek2 renormalizes only when told to
+    let renormalize = file.get_opt::<bool>(&key("expert_weights_norm"))?.unwrap_or(!deepseek);
     let layers: Vec<bool> =
         (0..num_layers).map(|l| file.tensor(&format!("blk.{l}.ffn_gate_inp.weight")).is_some()).collect();
     if file.tensor("blk.0.ffn_gate.0.weight").is_some() {
@@ -215,15 +252,75 @@ fn moe(file: &GgufFile, prefix: &str, num_layers: usize) -> Result<MoeConfig> {
             "experts stored one tensor each (an old Mixtral GGUF); re-convert with a current llama.cpp".into(),
         ));
     }
+    if !deepseek {
+        return Ok(MoeConfig {
+            experts,
+            expert_intermediate,
+            route: MoeConfig::softmax_route(top_k, renormalize),
+            layers,
+            biases: false,
+            choice_bias: false,
+            shared_intermediate: None,
+        });
+    }
+    let scoring = match file.get_opt::<u32>(&key("expert_gating_func"))? {
+        None | Some(1) => RouterScoring::Softmax,
+        Some(2) => RouterScoring::Sigmoid,
+        Some(other) => return Err(bad(file, format!("expert_gating_func {other} is not supported"))),
+    };
+    let groups = match file.get_opt::<usize>(&key("expert_group_count"))? {
+        Some(g) if g > 1 => {
+            let top_groups = size("expert_group_used_count")?;
+            Some(ExpertGroups { groups: size("expert_group_count")?, top_groups })
+        }
+        _ => None,
+    };
+    let route = MoeRoute { top_k, scoring, renormalize, groups, scale: scale as f32 };
+    route
+        .output_spec(&[crate::ops::TensorSpec::new(&[1, experts], crate::dtype::DType::F32)])
+        .map_err(|e| bad(file, e.to_string()))?;
+    let shared = match file.get_opt::<usize>(&key("expert_shared_count"))? {
+        Some(n) if n > 0 => Some(n * expert_intermediate),
+        _ => None,
+    };
+    let first_moe = layers.iter().position(|&l| l).unwrap_or(0);
     Ok(MoeConfig {
         experts,
         expert_intermediate,
-        route: MoeConfig::softmax_route(top_k, renormalize),
+        route,
         layers,
         biases: false,
-        choice_bias: false,
-        shared_intermediate: None,
+        choice_bias: file.tensor(&format!("blk.{first_moe}.exp_probs_b.bias")).is_some(),
+        shared_intermediate: shared,
     })
+}
+
+/// DeepSeek's latent attention sizes, as llama.cpp writes them: the latent
+/// (`kv_lora_rank`), the query's low rank, the rotary key
+/// (`rope.dimension_count`) and each head's key and value widths
+/// (`key_length_mla`, `value_length_mla`; older files have them as
+/// `key_length` and `value_length`, with `kv_b` unsplit).
+fn mla(file: &GgufFile, prefix: &str) -> Result<MlaConfig> {
+    let key = |k: &str| format!("{prefix}.{k}");
+    let get = |k: &str| -> Result<Option<usize>> { bounded(file, &key(k), file.get_opt::<usize>(&key(k))?) };
+    let need = |k: &str| -> Result<usize> { get(k)?.ok_or_else(|| bad(file, format!("no {}", key(k)))) };
+    let rope = need("rope.dimension_count")?;
+    let (qk, v) = match get("attention.key_length_mla")? {
+        Some(qk) => (qk, need("attention.value_length_mla")?),
+        None => (need("attention.key_length")?, need("attention.value_length")?),
+    };
+    let m = MlaConfig {
+        q_lora_rank: get("attention.q_lora_rank")?.filter(|&r| r > 0),
+        kv_lora_rank: need("attention.kv_lora_rank")?,
+        nope: qk.saturating_sub(rope),
+        rope,
+        v,
+        indexer: None,
+    };
+    if m.kv_lora_rank == 0 || m.nope == 0 || m.rope == 0 || !m.rope.is_multiple_of(2) || m.v == 0 {
+        return Err(bad(file, format!("latent attention sizes must be positive (rope even): {m:?}")));
+    }
+    Ok(m)
 }
 
 /// Hugging Face name -> where it comes from, for every tensor the decoder reads.
@@ -269,6 +366,20 @@ pub fn tensor_map(file: &GgufFile, config: &ModelConfig) -> Result<BTreeMap<Stri
                 ("ffn_up.weight", _) => ("mlp.up_proj.weight", Transform::None),
                 ("ffn_down.weight", _) => ("mlp.down_proj.weight", Transform::None),
                 ("ffn_gate_inp.weight", _) => ("mlp.gate.weight", Transform::None),
+                ("exp_probs_b.bias", _) => ("mlp.gate.e_score_correction_bias", Transform::None),
+                ("ffn_gate_shexp.weight", _) => ("mlp.shared_experts.gate_proj.weight", Transform::None),
+                ("ffn_up_shexp.weight", _) => ("mlp.shared_experts.up_proj.weight", Transform::None),
+                ("ffn_down_shexp.weight", _) => ("mlp.shared_experts.down_proj.weight", Transform::None),
+                // DeepSeek's latent attention; kv_b as one matrix (older files)
+                // or as llama.cpp splits it, k_b per head already transposed
+                ("attn_q_a.weight", _) => ("self_attn.q_a_proj.weight", Transform::None),
+                ("attn_q_a_norm.weight", _) => ("self_attn.q_a_layernorm.weight", Transform::None),
+                ("attn_q_b.weight", _) => ("self_attn.q_b_proj.weight", Transform::None),
+                ("attn_kv_a_mqa.weight", _) => ("self_attn.kv_a_proj_with_mqa.weight", Transform::None),
+                ("attn_kv_a_norm.weight", _) => ("self_attn.kv_a_layernorm.weight", Transform::None),
+                ("attn_kv_b.weight", _) => ("self_attn.kv_b_proj.weight", Transform::None),
+                ("attn_k_b.weight", _) => ("self_attn.k_b_proj.weight", Transform::None),
+                ("attn_v_b.weight", _) => ("self_attn.v_b_proj.weight", Transform::None),
                 ("ffn_gate_exps.weight", _) => ("mlp.experts.gate_proj.weight", Transform::None),
                 ("ffn_up_exps.weight", _) => ("mlp.experts.up_proj.weight", Transform::None),
                 ("ffn_down_exps.weight", _) => ("mlp.experts.down_proj.weight", Transform::None),

@@ -394,22 +394,7 @@ impl WeightLoader<'_> {
         let q_nope = cut(&q, q_in, &mut (0..heads).flat_map(|hd| hd * qk..hd * qk + m.nope));
         let q_rope = cut(&q, q_in, &mut (0..heads).flat_map(|hd| hd * qk + m.nope..(hd + 1) * qk));
         let kv_a = self.host_f32(&format!("{a}.kv_a_proj_with_mqa.weight"), r + m.rope, h)?;
-        let kvb = m.nope + m.v;
-        let kv_b = self.host_f32(&format!("{a}.kv_b_proj.weight"), heads * kvb, r)?;
-        let (mut k_absorb, mut v_absorb) = (Vec::new(), Vec::new());
-        if !self.dry {
-            k_absorb.reserve(heads * r * m.nope);
-            for hd in 0..heads {
-                // kv_b's key rows of head hd, [nope, r], transposed to [r, nope]
-                for c in 0..r {
-                    k_absorb.extend((0..m.nope).map(|d| kv_b[(hd * kvb + d) * r + c]));
-                }
-                for d in 0..m.v {
-                    v_absorb.extend_from_slice(&kv_b[(hd * kvb + m.nope + d) * r..][..r]);
-                    v_absorb.extend(std::iter::repeat_n(0.0, m.rope));
-                }
-            }
-        }
+        let (k_absorb, v_absorb) = self.absorbed(m, heads, &a)?;
         Ok(MlaWeights {
             q_a,
             q_nope: self.f32_linear(heads * m.nope, q_in, q_nope)?,
@@ -424,6 +409,40 @@ impl WeightLoader<'_> {
                 _ => None,
             },
         })
+    }
+
+    /// `k_absorb` [heads * r, nope] and `v_absorb` [heads * v, r + rope]
+    /// (empty in a dry run): cut from `kv_b_proj` [heads * (nope + v), r],
+    /// or as GGUF files store them, `k_b_proj` (already per head [r, nope])
+    /// and `v_b_proj` [heads * v, r].
+    fn absorbed(&self, m: &MlaConfig, heads: usize, a: &str) -> Result<(Vec<f32>, Vec<f32>)> {
+        let r = m.kv_lora_rank;
+        let (mut k_absorb, mut v_absorb) = (Vec::new(), Vec::new());
+        let kv_b_name = format!("{a}.kv_b_proj.weight");
+        if !self.store.contains(&kv_b_name) {
+            let k_b = self.host_f32(&format!("{a}.k_b_proj.weight"), heads * r, m.nope)?;
+            let v_b = self.host_f32(&format!("{a}.v_b_proj.weight"), heads * m.v, r)?;
+            for row in v_b.chunks_exact(r) {
+                v_absorb.extend(row.iter().copied().chain(std::iter::repeat_n(0.0, m.rope)));
+            }
+            return Ok((k_b, v_absorb));
+        }
+        let kvb = m.nope + m.v;
+        let kv_b = self.host_f32(&kv_b_name, heads * kvb, r)?;
+        if !self.dry {
+            k_absorb.reserve(heads * r * m.nope);
+            for hd in 0..heads {
+                // kv_b's key rows of head hd, [nope, r], transposed to [r, nope]
+                for c in 0..r {
+                    k_absorb.extend((0..m.nope).map(|d| kv_b[(hd * kvb + d) * r + c]));
+                }
+                for d in 0..m.v {
+                    v_absorb.extend_from_slice(&kv_b[(hd * kvb + m.nope + d) * r..][..r]);
+                    v_absorb.extend(std::iter::repeat_n(0.0, m.rope));
+                }
+            }
+        }
+        Ok((k_absorb, v_absorb))
     }
 
     /// The lightning indexer's weights; `wk`'s rows are centred (each
