@@ -57,9 +57,12 @@ fn k_at(i: u32) -> f32 {
     return widen(k_cache[i / per_word()], i);
 }
 
-// orders like the f32 it is made from
+// orders like the f32 it is made from; -0 is +0
 fn key_of(v: f32) -> u32 {
-    let b = bitcast<u32>(v);
+    var b = bitcast<u32>(v);
+    if (b == 0x80000000u) {
+        b = 0u;
+    }
     return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
 }
 

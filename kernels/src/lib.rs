@@ -42,6 +42,7 @@ pub const KERNELS: &[(&str, &str)] = &[
     ("concat", include_str!("../cu/concat.cu")),
     ("gather_rows", include_str!("../cu/gather_rows.cu")),
     ("glu", include_str!("../cu/glu.cu")),
+    ("index_topk", include_str!("../cu/index_topk.cu")),
     ("kv_store", include_str!("../cu/kv_store.cu")),
     ("matmul", include_str!("../cu/matmul.cu")),
     ("moe_combine", include_str!("../cu/moe_combine.cu")),
@@ -85,6 +86,7 @@ pub const ENTRY_POINTS: &[(&str, &[&str])] = &[
         ],
     ),
     ("glu", &["glu"]),
+    ("index_topk", &["index_topk_f32", "index_topk_f16", "index_topk_bf16", "index_topk_fp8"]),
     ("kv_store", &["kv_store_f32", "kv_store_f16", "kv_store_bf16", "kv_store_fp8"]),
     (
         "matmul",
@@ -227,6 +229,7 @@ mod tests {
             "concat",
             "gather_rows",
             "glu",
+            "index_topk",
             "kv_store",
             "matmul",
             "moe_combine",

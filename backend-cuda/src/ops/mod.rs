@@ -10,6 +10,7 @@
 
 mod attention;
 mod gather_rows;
+mod index_topk;
 mod matmul;
 mod moe_matmul;
 #[cfg(test)]
@@ -76,6 +77,20 @@ pub(crate) struct AttentionParams {
     pub softcap: f32,
     pub has_sinks: u32,
     pub n_selected: u32,
+}
+
+/// Mirrors `IndexTopkParams` in kernels/cu/index_topk.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct IndexTopkParams {
+    pub tokens: u32,
+    pub heads: u32,
+    pub head_dim: u32,
+    pub block_size: u32,
+    pub max_blocks: u32,
+    pub top_k: u32,
+    pub score_stride: u32,
+    pub num_slots: u32,
 }
 
 /// Mirrors `ArgmaxParams` in kernels/cu/argmax.cu.
@@ -157,6 +172,7 @@ unsafe impl DeviceRepr for RopeParams {}
 unsafe impl DeviceRepr for KvStoreParams {}
 unsafe impl DeviceRepr for ConcatParams {}
 unsafe impl DeviceRepr for AttentionParams {}
+unsafe impl DeviceRepr for IndexTopkParams {}
 unsafe impl DeviceRepr for ArgmaxParams {}
 unsafe impl DeviceRepr for SampleParams {}
 unsafe impl DeviceRepr for ElementwiseParams {}
@@ -318,7 +334,7 @@ pub(crate) fn run(l: &Launcher, op: &Op, inputs: &[&Tensor], out: &Tensor) -> Re
             let p = moe_combine_params(inputs[1].shape()[0], inputs[1].shape()[1] / 2, inputs[0].shape()[1])?;
             l.launch("moe_combine", moe_combine_grid(&p), BLOCK, &p, &[ptrs[0], ptrs[1], o])
         }
-        Op::IndexTopk(_) => Err(Error::Backend("cuda: index_topk (DeepSeek-V3.2's indexer) is not ported yet".into())),
+        Op::IndexTopk(p) => index_topk::run(l, p, inputs, out),
         Op::Concat(_) => {
             let last = |t: &Tensor| t.shape().last().copied().unwrap_or(1);
             let (m, n) = (last(inputs[0]), last(inputs[1]));
@@ -370,13 +386,12 @@ fn moe_combine_grid(p: &MoeCombineParams) -> (u32, u32, u32) {
 /// moe_matmul) reads every float and quantized format, GGUF block formats
 /// kept packed included (those with a decoder: `DeviceFormat::of_ggml`);
 /// kv_store and attention take a KV cache of every cache dtype (f32, f16,
-/// bf16, fp8 E4M3), which no other op takes. index_topk is not ported yet.
+/// bf16, fp8 E4M3), as index_topk's key cache does.
 pub(crate) fn supports(op: OpKind, dtype: DType) -> bool {
-    op != OpKind::IndexTopk
-        && op.takes(dtype)
+    op.takes(dtype)
         && match dtype {
             DType::Quant(QuantFormat::Ggml(ty)) => DeviceFormat::of_ggml(ty).is_some(),
-            DType::F8E4M3 => matches!(op, OpKind::KvStore | OpKind::Attention),
+            DType::F8E4M3 => matches!(op, OpKind::KvStore | OpKind::Attention | OpKind::IndexTopk),
             DType::Quant(_) | DType::F32 | DType::F16 | DType::BF16 | DType::U32 => true,
         }
 }
@@ -435,6 +450,7 @@ mod tests {
         assert_eq!(size_of::<MoeRouteParams>(), 36);
         assert_eq!(size_of::<MoeCombineParams>(), 16);
         assert_eq!(size_of::<ConcatParams>(), 16);
+        assert_eq!(size_of::<IndexTopkParams>(), 32);
     }
 
     #[test]
@@ -459,19 +475,20 @@ mod tests {
 
     #[test]
     fn kv_caches_of_every_cache_dtype_and_fp8_nowhere_else() {
+        let cache_ops = [OpKind::KvStore, OpKind::Attention, OpKind::IndexTopk];
         for d in DType::CACHE {
-            for op in [OpKind::KvStore, OpKind::Attention] {
+            for op in cache_ops {
                 assert!(supports(op, d), "{} {d}", op.name());
             }
         }
-        for op in OpKind::ALL.into_iter().filter(|op| !matches!(op, OpKind::KvStore | OpKind::Attention)) {
+        for op in OpKind::ALL.into_iter().filter(|op| !cache_ops.contains(op)) {
             assert!(!supports(op, DType::F8E4M3), "{}", op.name());
         }
         assert!(!supports(OpKind::KvStore, DType::U32) && !supports(OpKind::Attention, DType::U32));
         // every cache dtype names a kernel the backend loads
         let entries: Vec<&str> = ferrum_kernels::ENTRY_POINTS.iter().flat_map(|(_, e)| e.iter().copied()).collect();
         for d in DType::CACHE {
-            for kernels in [KV_STORE_KERNELS, attention::KERNELS] {
+            for kernels in [KV_STORE_KERNELS, attention::KERNELS, index_topk::KERNELS] {
                 let name = by_cache_dtype(d, kernels).unwrap();
                 assert!(entries.contains(&name), "{name} is not in ferrum_kernels::ENTRY_POINTS");
             }

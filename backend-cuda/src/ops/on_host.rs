@@ -60,7 +60,9 @@ fn harness() -> Option<&'static Path> {
             ferrum_kernels::HEADERS.iter().map(|(name, text)| (name.to_string(), text.replacen("#pragma once", "", 1)));
         let kernels = ferrum_kernels::KERNELS
             .iter()
-            .filter(|(stem, _)| stem.starts_with("moe_") || ["attention", "kv_store", "glu"].contains(stem))
+            .filter(|(stem, _)| {
+                stem.starts_with("moe_") || ["attention", "index_topk", "kv_store", "glu"].contains(stem)
+            })
             .map(|(stem, src)| (format!("{stem}.cu"), strip(src)));
         let pasted = headers
             .chain(kernels)
@@ -810,3 +812,5 @@ fn glu_in_every_activation_matches_the_reference_on_the_host() {
         }
     }
 }
+
+mod sparse;

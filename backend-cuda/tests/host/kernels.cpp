@@ -1,5 +1,5 @@
 // kernels.cpp: kernels/cu/moe_route.cu, moe_matmul.cu, moe_combine.cu,
-// attention.cu, kv_store.cu and glu.cu (with common.cuh, quant.cuh,
+// attention.cu, index_topk.cu, kv_store.cu and glu.cu (with common.cuh, quant.cuh,
 // quant_ggml.cuh and gemv.cuh) run on the host, so their indexing, scans,
 // reductions and conversions are checked against the CPU reference without
 // a GPU (by the tests in backend-cuda/src/ops/on_host.rs, which paste the
@@ -128,6 +128,7 @@ static T min(T a, T b) { return a < b ? a : b; }
 #include "moe_matmul.cu"
 #include "moe_combine.cu"
 #include "attention.cu"
+#include "index_topk.cu"
 #include "kv_store.cu"
 #include "glu.cu"
 
@@ -200,6 +201,12 @@ int main(int argc, char** argv) {
         const float* sinks = p.has_sinks ? f(6) : nullptr;                                                 \
         const u32* selected = p.n_selected ? u(7) : nullptr;                                               \
         run([&] { attention_##NAME(p, f(0), u(1), u(2), u(3), u(4), u(5), sinks, selected, o); });         \
+    }                                                                                                      \
+    /* index_topk's u32 positions come back in the f32 output's bits */                                   \
+    if (name == "index_topk_" #NAME) {                                                                     \
+        const IndexTopkParams p = PARAMS(IndexTopkParams);                                                 \
+        float* scores = (float*)in.at(6).data();                                                           \
+        run([&] { index_topk_##NAME(p, f(0), f(1), u(2), u(3), u(4), u(5), scores, (u32*)o); });          \
     }                                                                                                      \
     if (name == "kv_store_" #NAME) {                                                                       \
         const KvStoreParams p = PARAMS(KvStoreParams);                                                     \

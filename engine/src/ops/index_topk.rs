@@ -7,7 +7,8 @@
 //! factors (its softmax scale, heads^-1/2) multiply every score alike and
 //! cannot change which positions win, so the op takes none. `out[t]` lists
 //! the chosen positions in ascending order: all of 0..=p when p < top_k,
-//! else the top_k best scores, a tie going to the earlier position; the rest
+//! else the top_k best scores (compared as numbers, -0 = +0), a tie going to
+//! the earlier position; the rest
 //! of the row is `u32::MAX`. `attention` given this list attends to those
 //! positions only. Position j lives in cache slot
 //! `block_tables[s, j / block_size] * block_size + j % block_size`.
@@ -130,7 +131,7 @@ impl IndexTopk {
                 let score = (0..heads)
                     .map(|h| w[t * heads + h] * dot(&q[(t * heads + h) * d..][..d], &k_row).max(0.0))
                     .sum::<f32>();
-                scored.push((score, j as u32));
+                scored.push((if score == 0.0 { 0.0 } else { score }, j as u32)); // -0 ties with +0
             }
             // best first, the earlier position first among equals
             scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
