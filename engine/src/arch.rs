@@ -148,7 +148,9 @@ pub const ARCHITECTURES: [ArchSpec; 12] = {
             ..dense(Qwen3Moe, "Qwen3MoeForCausalLM", "qwen3_moe", "qwen3moe")
         },
         // softmax over the top-k logits is the top-k of the softmax, renormalized
+        // sliding and full layers alternate when `layer_types` does not say
         ArchSpec {
+            windows: WindowRule::Period(2),
             routing: Some(Routing::SoftmaxRenormalized),
             attention_sinks: true,
             expert_biases: true,

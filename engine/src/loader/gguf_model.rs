@@ -88,7 +88,8 @@ pub fn config(file: &GgufFile) -> Result<ModelConfig> {
                 original_max_position_embeddings: need("rope.scaling.original_context_length")? as f64,
                 beta_fast: optf("rope.scaling.yarn_beta_fast")?.unwrap_or(32.0),
                 beta_slow: optf("rope.scaling.yarn_beta_slow")?.unwrap_or(1.0),
-                truncate: true,
+                // gpt-oss's published yarn does not round its ramp outwards
+                truncate: arch != Architecture::GptOss,
                 // DeepSeek's yarn scales the softmax (mscale^2 below), not the rotation
                 attention_factor: match (&mla, optf("rope.scaling.yarn_attn_factor")?) {
                     (Some(_), _) => 1.0,
@@ -125,7 +126,7 @@ pub fn config(file: &GgufFile) -> Result<ModelConfig> {
         _ => None,
     }
     .map(|theta| RopeConfig { theta, scaling: RopeScaling::None, partial_rotary_factor: 1.0 });
-    if spec.attention_sinks || spec.indexer {
+    if spec.indexer {
         return Err(bad(
             file,
             format!("{} GGUF files are not supported yet (its Hugging Face folder is)", spec.hf_class),
@@ -134,7 +135,7 @@ pub fn config(file: &GgufFile) -> Result<ModelConfig> {
     let gemma = spec.gemma;
     let qkv_bias = file.tensor("blk.0.attn_q.bias").is_some();
     let moe = match spec.routing {
-        Some(routing) => Some(moe(file, &prefix, num_layers, routing)?),
+        Some(routing) => Some(moe(file, &prefix, num_layers, routing, spec.expert_biases)?),
         None => None,
     };
     let eos = file.get_opt::<u32>("tokenizer.ggml.eos_token_id")?;
@@ -157,7 +158,12 @@ pub fn config(file: &GgufFile) -> Result<ModelConfig> {
         qk_norm: file.tensor("blk.0.attn_q_norm.weight").is_some(),
         layer_windows,
         rope_local,
-        activation: if gemma { Activation::GeluTanh } else { Activation::Silu },
+        activation: match arch {
+            _ if gemma => Activation::GeluTanh,
+            // llama.cpp fixes gpt-oss's clamped SwiGLU at the published values
+            Architecture::GptOss => Activation::SwigluClamped { alpha: 1.702, limit: 7.0 },
+            _ => Activation::Silu,
+        },
         norm_unit_offset: gemma,
         scale_embeddings: gemma,
         sandwich_norms: spec.sandwich_norms,
@@ -170,7 +176,7 @@ pub fn config(file: &GgufFile) -> Result<ModelConfig> {
         final_logit_softcap: optf("final_logit_softcapping")?.map(|c| c as f32),
         dtype: None,
         moe,
-        attention_sinks: false,
+        attention_sinks: spec.attention_sinks,
         mla,
         bos_token_id: file.get_opt::<u32>("tokenizer.ggml.bos_token_id")?,
         eos_token_ids: eos.into_iter().collect(),
@@ -223,7 +229,7 @@ fn layer_windows(
 /// has experts when it has a router (`ffn_gate_inp`). DeepSeek's router
 /// (`expert_gating_func` 2: sigmoid) adds groups, a choice bias
 /// (`exp_probs_b`), a scale and shared experts.
-fn moe(file: &GgufFile, prefix: &str, num_layers: usize, routing: Routing) -> Result<MoeConfig> {
+fn moe(file: &GgufFile, prefix: &str, num_layers: usize, routing: Routing, biases: bool) -> Result<MoeConfig> {
     let key = |k: &str| format!("{prefix}.{k}");
     let size = |k: &str| -> Result<usize> {
         bounded(file, &key(k), Some(file.get::<usize>(&key(k))?)).map(|v| v.unwrap_or(0))
@@ -258,7 +264,7 @@ fn moe(file: &GgufFile, prefix: &str, num_layers: usize, routing: Routing) -> Re
             expert_intermediate,
             route: MoeConfig::softmax_route(top_k, renormalize),
             layers,
-            biases: false,
+            biases,
             choice_bias: false,
             shared_intermediate: None,
         });
@@ -337,6 +343,13 @@ pub fn tensor_map(file: &GgufFile, config: &ModelConfig) -> Result<BTreeMap<Stri
             let (hf, transform) = match (suffix, config.sandwich_norms) {
                 ("attn_norm.weight", _) => ("input_layernorm.weight", Transform::None),
                 ("ffn_norm.weight", false) => ("post_attention_layernorm.weight", Transform::None),
+                // gpt-oss names the same norm for where it sits
+                ("post_attention_norm.weight", false) => ("post_attention_layernorm.weight", Transform::None),
+                ("attn_sinks.weight", _) => ("self_attn.sinks", Transform::None),
+                ("ffn_gate_inp.bias", _) => ("mlp.gate.bias", Transform::None),
+                ("ffn_gate_exps.bias", _) => ("mlp.experts.gate_proj.bias", Transform::None),
+                ("ffn_up_exps.bias", _) => ("mlp.experts.up_proj.bias", Transform::None),
+                ("ffn_down_exps.bias", _) => ("mlp.experts.down_proj.bias", Transform::None),
                 ("post_attention_norm.weight", true) => ("post_attention_layernorm.weight", Transform::None),
                 ("ffn_norm.weight", true) => ("pre_feedforward_layernorm.weight", Transform::None),
                 ("post_ffw_norm.weight", true) => ("post_feedforward_layernorm.weight", Transform::None),
@@ -396,9 +409,11 @@ pub fn tensor_map(file: &GgufFile, config: &ModelConfig) -> Result<BTreeMap<Stri
         };
         let transform =
             if config.norm_unit_offset && hf.ends_with("norm.weight") { Transform::MinusOne } else { transform };
-        // [E, rows, cols] experts read as one [E * rows, cols] matrix
+        // [E, rows, cols] experts read as one [E * rows, cols] matrix, and
+        // their biases [E, rows] as one vector
         let shape = match &info.shape[..] {
             [e, rows, cols] => vec![e * rows, *cols],
+            [e, rows] if name.ends_with("_exps.bias") => vec![e * rows],
             other => other.to_vec(),
         };
         map.insert(hf, GgufTensorRef { gguf_name: name.to_string(), transform, shape });
