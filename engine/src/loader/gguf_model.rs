@@ -73,6 +73,12 @@ pub fn config(file: &GgufFile) -> Result<ModelConfig> {
         None => file.get_str_array("tokenizer.ggml.tokens")?.len(),
     };
     let spec = arch.spec();
+    if spec.indexer {
+        return Err(bad(
+            file,
+            format!("{} GGUF files are not supported yet (its Hugging Face folder is)", spec.hf_class),
+        ));
+    }
     let mla = if spec.mla { Some(mla(file, &prefix)?) } else { None };
     let rotary_dim = opt("rope.dimension_count")?.unwrap_or(head_dim);
     let theta = optf("rope.freq_base")?.unwrap_or(10_000.0);
@@ -126,12 +132,6 @@ pub fn config(file: &GgufFile) -> Result<ModelConfig> {
         _ => None,
     }
     .map(|theta| RopeConfig { theta, scaling: RopeScaling::None, partial_rotary_factor: 1.0 });
-    if spec.indexer {
-        return Err(bad(
-            file,
-            format!("{} GGUF files are not supported yet (its Hugging Face folder is)", spec.hf_class),
-        ));
-    }
     let gemma = spec.gemma;
     let qkv_bias = file.tensor("blk.0.attn_q.bias").is_some();
     let moe = match spec.routing {
