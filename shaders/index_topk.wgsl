@@ -11,7 +11,7 @@
 // `select`: the top_k-th best score is found bit by bit on an
 //   order-preserving u32 key (32 counting passes over the row), then the
 //   positions above it, and the earliest of those equal to it, are written
-//   in order, a chunk of WG positions at a time (prefix sums).
+//   in order, a chunk of WG positions at a time (`rank`).
 // q, w and out are windows of the token window's rows (q_base, w_base,
 // out_base elements in); the key cache is read through cache_read.wgsl,
 // joined in front.
@@ -66,8 +66,12 @@ fn key_of(v: f32) -> u32 {
     return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
 }
 
-// scan_s becomes its inclusive prefix sums (Hillis-Steele)
-fn scan(lid: u32) {
+// (how many invocations before this one have `flag`, how many have it),
+// by an inclusive prefix sum over scan_s (Hillis-Steele); every invocation
+// must call it
+fn rank(flag: bool, lid: u32) -> vec2<u32> {
+    workgroupBarrier(); // scan_s may still be read by the previous call
+    scan_s[lid] = u32(flag);
     workgroupBarrier();
     for (var off = 1u; off < WG; off <<= 1u) {
         var v = scan_s[lid];
@@ -78,6 +82,7 @@ fn scan(lid: u32) {
         scan_s[lid] = v;
         workgroupBarrier();
     }
+    return vec2<u32>(scan_s[lid] - u32(flag), scan_s[WG - 1u]);
 }
 
 // how many of the token's scores have a key >= at_least (every invocation gets it)
@@ -186,19 +191,13 @@ fn select_top(
         }
         let is_above = j <= pos && key > threshold;
         let is_equal = j <= pos && key == threshold;
-        scan_s[lid] = u32(is_equal);
-        scan(lid);
-        let equal_before = equal_seen + scan_s[lid] - u32(is_equal);
-        let equal_here = scan_s[WG - 1u];
-        let take = is_above || (is_equal && equal_before < ties);
-        workgroupBarrier();
-        scan_s[lid] = u32(take);
-        scan(lid);
+        let equal = rank(is_equal, lid);
+        let take = is_above || (is_equal && equal_seen + equal.x < ties);
+        let taken = rank(take, lid);
         if (take) {
-            out[out_row + written + scan_s[lid] - 1u] = j;
+            out[out_row + written + taken.x] = j;
         }
-        written += scan_s[WG - 1u];
-        equal_seen += equal_here;
-        workgroupBarrier();
+        written += taken.y;
+        equal_seen += equal.y;
     }
 }

@@ -10,8 +10,7 @@
 // 2. the top_k-th best score's key (common.cuh's float_key) is found bit by
 //    bit: 32 passes counting the keys at or above a candidate;
 // 3. the positions above it, and the earliest of those equal to it, are
-//    written in order, blockDim positions at a time (ballots and a scan of
-//    the warps' counts).
+//    written in order, blockDim positions at a time (`block_rank`).
 // Block tables, sequences and positions were checked on the host.
 #include "common.cuh"
 
@@ -35,6 +34,27 @@ __device__ u32 count_at_least(const float* row, u32 pos, u32 at_least, float* sc
     float n = 0.0f;  // counts stay exact in f32 below 2^24 positions
     for (u32 j = threadIdx.x; j <= pos; j += blockDim.x) n += float_key(row[j]) >= at_least ? 1.0f : 0.0f;
     return (u32)block_sum(n, scratch);
+}
+
+// Over the block: how many threads before this one have their flag set, and
+// how many have it in all.
+struct Rank {
+    u32 before, total;
+};
+
+// by ballots and the warps' counts; every thread must call it
+__device__ Rank block_rank(bool flag, u32* s_warp) {
+    const u32 lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    const u32 bits = __ballot_sync(FULL_MASK, flag);
+    __syncthreads();  // s_warp may still be read by the previous call
+    if (lane == 0) s_warp[warp] = __popc(bits);
+    __syncthreads();
+    Rank r = {(u32)__popc(bits & ((1u << lane) - 1u)), 0};
+    for (u32 i = 0; i < warps; i++) {
+        if (i < warp) r.before += s_warp[i];
+        r.total += s_warp[i];
+    }
+    return r;
 }
 
 template <int DT>
@@ -82,30 +102,12 @@ __device__ void index_topk(IndexTopkParams p, const float* q, const float* w, co
         const u32 j = c0 + threadIdx.x;
         const u32 key = j <= pos ? float_key(row[j]) : 0;
         const bool is_above = j <= pos && key > threshold, is_equal = j <= pos && key == threshold;
-        // rank among this chunk's equal keys: earlier warps', then earlier lanes'
-        const u32 eq_bits = __ballot_sync(FULL_MASK, is_equal);
-        if (lane == 0) s_warp[warp] = __popc(eq_bits);
-        __syncthreads();
-        u32 eq_before = equal_seen, eq_chunk = 0;
-        for (u32 i = 0; i < warps; i++) {
-            if (i < warp) eq_before += s_warp[i];
-            eq_chunk += s_warp[i];
-        }
-        eq_before += __popc(eq_bits & ((1u << lane) - 1u));
-        const bool take = is_above || (is_equal && eq_before < ties);
-        __syncthreads();
-        const u32 take_bits = __ballot_sync(FULL_MASK, take);
-        if (lane == 0) s_warp[warp] = __popc(take_bits);
-        __syncthreads();
-        u32 at = written, taken = 0;
-        for (u32 i = 0; i < warps; i++) {
-            if (i < warp) at += s_warp[i];
-            taken += s_warp[i];
-        }
-        if (take) orow[at + __popc(take_bits & ((1u << lane) - 1u))] = j;
-        written += taken;
-        equal_seen += eq_chunk;
-        __syncthreads();
+        const Rank equal = block_rank(is_equal, s_warp);
+        const bool take = is_above || (is_equal && equal_seen + equal.before < ties);
+        const Rank taken = block_rank(take, s_warp);
+        if (take) orow[written + taken.before] = j;
+        written += taken.total;
+        equal_seen += equal.total;
     }
 }
 

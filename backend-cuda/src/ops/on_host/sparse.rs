@@ -8,38 +8,8 @@ use ferrum_engine::ops::attention::AttentionDims;
 use ferrum_engine::ops::{Attention, IndexTopk, NO_POSITION};
 
 use super::super::{attention, by_cache_dtype, index_topk};
+use super::attention::{paged, u32_bytes};
 use super::{Cache, NO_CXX, Rng, f32_bytes, harness, run_on_host};
-
-/// Block tables for `seqs` (context length, new tokens) over shuffled
-/// blocks, two spare; the new tokens' sequences and positions.
-struct Paged {
-    tables: Vec<u32>,
-    max_blocks: usize,
-    num_slots: usize,
-    token_seq: Vec<u32>,
-    positions: Vec<u32>,
-}
-
-fn paged(rng: &mut Rng, block_size: usize, seqs: &[(usize, usize)]) -> Paged {
-    let needed: Vec<usize> = seqs.iter().map(|&(ctx, _)| ctx.div_ceil(block_size)).collect();
-    let num_blocks = needed.iter().sum::<usize>() + 2;
-    let max_blocks = needed.iter().copied().max().unwrap_or(1);
-    let mut pool = rng.experts(num_blocks, num_blocks).into_iter();
-    let (mut tables, mut token_seq, mut positions) = (Vec::new(), Vec::new(), Vec::new());
-    for (s, (&(ctx, new), &n)) in seqs.iter().zip(&needed).enumerate() {
-        let table = pool.by_ref().take(n).map(|b| b as u32);
-        tables.extend(table.chain(std::iter::repeat(0)).take(max_blocks));
-        for pos in ctx - new..ctx {
-            token_seq.push(s as u32);
-            positions.push(pos as u32);
-        }
-    }
-    Paged { tables, max_blocks, num_slots: num_blocks * block_size, token_seq, positions }
-}
-
-fn u32_bytes(v: &[u32]) -> Vec<u8> {
-    bytemuck::cast_slice::<u32, u8>(v).to_vec()
-}
 
 /// One index_topk on the host against the reference, exactly. With `ties`,
 /// queries come from 5 levels, so many scores are exactly 0 or equal.
