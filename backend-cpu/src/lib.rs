@@ -300,7 +300,15 @@ fn run_op<T: Borrow<Tensor>>(ctx: &Ctx, op: &Op, inputs: &[T], out: &Tensor, che
         Op::IndexTopk(p) => {
             let (q, w, k) = (ins(0)?.f32()?, ins(1)?.f32()?, ins(2)?.floats()?);
             let (tables, seq, pos) = (ins(3)?.u32()?, ins(4)?.u32()?, ins(5)?.u32()?);
-            return p.reference(q, w, k, shape(3)[1], tables, seq, pos, out_data.u32_mut()?);
+            let (heads, d, max_blocks) = (shape(0)[1], shape(0)[2], shape(3)[1]);
+            let out = SharedIds(out_data.u32_mut()?.as_mut_ptr());
+            // the reference's loops, a chunk of tokens per thread
+            return by_tokens(ctx, pos.len(), |r| {
+                // SAFETY: the chunks are disjoint rows of the output
+                let o = unsafe { std::slice::from_raw_parts_mut(out.at(r.start * p.top_k), r.len() * p.top_k) };
+                let (q, w) = (&q[r.start * heads * d..r.end * heads * d], &w[r.start * heads..r.end * heads]);
+                p.reference(q, w, k, max_blocks, tables, &seq[r.clone()], &pos[r], o)
+            });
         }
         Op::KvStore(p) => {
             let (src, slots) = (ins(0)?.f32()?, ins(1)?.u32()?);
@@ -372,8 +380,19 @@ fn run_op<T: Borrow<Tensor>>(ctx: &Ctx, op: &Op, inputs: &[T], out: &Tensor, che
             let (sinks, selected) = Attention::optional_inputs(&dtypes[..inputs.len().min(8)])?;
             let sinks = sinks.map(|i| ins(i)?.f32()).transpose()?;
             match selected {
-                // sparse attention (DeepSeek-V3.2) runs the reference loops until it has a kernel
-                Some(i) => p.reference(dims, q, k, v, tables, seq, pos, sinks, Some(ins(i)?.u32()?), o)?,
+                // sparse attention (DeepSeek-V3.2): the reference's loops, a chunk of tokens per thread
+                Some(i) => {
+                    let (sel, row) = (ins(i)?.u32()?, dims.heads * dims.head_dim);
+                    let n = sel.len() / pos.len().max(1);
+                    let out = matmul::SharedOut(o.as_mut_ptr());
+                    by_tokens(ctx, pos.len(), |r| {
+                        // SAFETY: the chunks are disjoint rows of the output
+                        let o = unsafe { std::slice::from_raw_parts_mut(out.at(r.start * row), r.len() * row) };
+                        let (q, sel) = (&q[r.start * row..r.end * row], &sel[r.start * n..r.end * n]);
+                        let (seq, pos) = (&seq[r.clone()], &pos[r]);
+                        p.reference(dims, q, k, v, tables, seq, pos, sinks, Some(sel), o)
+                    })?
+                }
                 None => attention::attention(ctx, p, dims, (q, [k, v]), [tables, seq, pos], sinks, o)?,
             }
         }
@@ -426,6 +445,28 @@ fn run_op<T: Borrow<Tensor>>(ctx: &Ctx, op: &Op, inputs: &[T], out: &Tensor, che
         Op::Argmax(_) | Op::Sample(_) | Op::IndexTopk(_) => {} // ran above, on the u32 view
     }
     Ok(())
+}
+
+/// Runs `f` on chunks of the tokens `0..tokens` over the pool (on this thread
+/// when there are too few), and returns the first error any chunk met.
+fn by_tokens(ctx: &Ctx, tokens: usize, f: impl Fn(std::ops::Range<usize>) -> Result<()> + Sync) -> Result<()> {
+    if tokens < 2 || ctx.pool.threads() == 1 {
+        return f(0..tokens);
+    }
+    let chunks = Chunks::new(tokens, tokens.div_ceil(ctx.pool.threads() * 2));
+    let failed = std::sync::Mutex::new(None);
+    let ok = ctx.pool.run(&|_| {
+        while let Some(r) = chunks.next() {
+            if let Err(e) = f(r) {
+                failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+            }
+        }
+    });
+    match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None if ok => Ok(()),
+        None => Err(Error::Backend("cpu: a worker thread panicked".into())),
+    }
 }
 
 /// Runs `f(rows, out_rows)` over `out` split into rows of `out_row` values:
