@@ -213,7 +213,8 @@ fn call_of(v: &Value) -> Option<ParsedCall> {
     let name = v.get("name")?.as_str()?.to_string();
     let args = v.get("arguments").or_else(|| v.get("parameters")).cloned().unwrap_or(json!({}));
     let arguments = match args {
-        Value::String(s) => s, // already JSON text
+        // JSON text already, or a bare string: then the string as JSON
+        Value::String(s) if serde_json::from_str::<Value>(&s).is_ok() => s,
         other => other.to_string(),
     };
     Some(ParsedCall { name, arguments })
@@ -383,6 +384,12 @@ mod tests {
             "ok [TOOL_CALLS] [{\"name\": \"f\", \"arguments\": {}}, {\"name\": \"g\", \"arguments\": {\"b\": true}}]",
         );
         assert_eq!((text.as_str(), calls), ("ok ", vec![call("f", "{}"), call("g", r#"{"b":true}"#)]));
+        // arguments as JSON text stay as they are; a bare string becomes a
+        // JSON string (found by the tool_calls fuzz target)
+        let (_, calls) = parse(ToolSyntax::Llama3Json, r#"{"name": "f", "parameters": "{\"x\": 1}"}"#);
+        assert_eq!(calls, [call("f", r#"{"x": 1}"#)]);
+        let (_, calls) = parse(ToolSyntax::Llama3Json, r#"<|python_tag|>{"name": "f", "parameters":"include_usage"}"#);
+        assert_eq!(calls, [call("f", r#""include_usage""#)]);
     }
 
     #[test]
