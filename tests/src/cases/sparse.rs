@@ -5,7 +5,8 @@
 use ferrum_engine::DType;
 use ferrum_engine::ops::{Attention, IndexTopk, NO_POSITION, Op, RmsNorm};
 
-use super::{Case, HostTensor, Rng, attention_with, case, paging, seqs_desc};
+use super::paged::{attention_with, flat_tables, paging, seqs_desc};
+use super::{Case, HostTensor, Rng, case};
 
 pub(super) fn cases(rng: &mut dyn FnMut() -> Rng) -> Vec<Case> {
     // (context length after this step, new tokens) per sequence: a prefill
@@ -49,7 +50,7 @@ fn index_topk(
         HostTensor::f32(&[t, heads, d], rng.vec(t * heads * d, 1.0)),
         HostTensor::f32(&[t, heads], weights),
         HostTensor::float(&[num_slots, 1, d], cache_dtype, rng.vec(num_slots * d, 1.0)),
-        tables(&p.tables, p.max_blocks),
+        flat_tables(&p.tables, p.max_blocks),
         HostTensor::u32(&[t], p.token_seq),
         HostTensor::u32(&[t], p.positions),
     ];
@@ -100,12 +101,4 @@ fn layer_norm(rng: &mut Rng, rows: usize, cols: usize) -> Case {
     ];
     let op = Op::RmsNorm(RmsNorm { eps: 1e-6, unit_offset: false });
     case(op, inputs, DType::F32, format!("rows={rows}, cols={cols}, eps=1e-6, bias"))
-}
-
-fn tables(tables: &[Vec<u32>], max_blocks: usize) -> HostTensor {
-    let mut flat = Vec::new(); // (seqs, max_blocks), padded with 0 as the engine pads
-    for table in tables {
-        flat.extend(table.iter().copied().chain(std::iter::repeat(0)).take(max_blocks));
-    }
-    HostTensor::u32(&[tables.len(), max_blocks], flat)
 }
