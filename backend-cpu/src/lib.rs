@@ -419,12 +419,13 @@ fn run_op<T: Borrow<Tensor>>(ctx: &Ctx, op: &Op, inputs: &[T], out: &Tensor, che
         }
         Op::MoeMatmul(p) => {
             let d = p.dims_of(shape(0), shape(1), shape(2));
-            let bias = if inputs.len() > 3 { Some(ins(3)?.f32()?) } else { None };
+            let (bias, scale) = p.optional_at(inputs.len());
+            let (bias, scale) = (bias.map(|i| ins(i)?.f32()).transpose()?, scale.map(|i| ins(i)?.f32()).transpose()?);
             let w = match repacked[1] {
                 Some(r) => moe::Stack::Repacked(r),
                 None => moe::Stack::Data(ins(1)?),
             };
-            moe::moe_matmul(ctx, p, ins(0)?.f32()?, w, ins(2)?.f32()?, bias, d, o)?
+            moe::moe_matmul(ctx, p, ins(0)?.f32()?, w, ins(2)?.f32()?, [bias, scale], d, o)?
         }
         Op::Concat(p) => {
             let (m, n) = (shape(0).last().copied().unwrap_or(1), shape(1).last().copied().unwrap_or(1));

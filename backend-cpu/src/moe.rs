@@ -1,7 +1,8 @@
 //! moe_matmul on the CPU: the (token, choice) rows are grouped by expert,
 //! so each chosen expert's weights stream through the matmul kernels once
 //! per step (`matmul_rows` on its rows of the stack), however many tokens
-//! chose it.
+//! chose it. A per-expert scale multiplies an expert's results before its
+//! bias is added.
 
 use ferrum_engine::cpu::CpuData;
 use ferrum_engine::ops::{MoeDims, MoeMatmul};
@@ -39,7 +40,7 @@ pub fn moe_matmul(
     x: &[f32],
     w: Stack,
     route: &[f32],
-    bias: Option<&[f32]>,
+    [bias, scale]: [Option<&[f32]>; 2],
     d: MoeDims,
     out: &mut [f32],
 ) -> Result<()> {
@@ -80,10 +81,20 @@ pub fn moe_matmul(
             s.xs[i * k..(i + 1) * k].copy_from_slice(&x[r * k..(r + 1) * k]);
         }
         let b = bias.map(|b| &b[e * n..(e + 1) * n]);
+        // with a scale, the bias is added after it
+        let fused_bias = if scale.is_some() { None } else { b };
         let (xs, ys) = (&s.xs[..m * k], &mut s.ys[..m * n]);
         match w {
-            Stack::Data(w) => matmul::matmul_rows(ctx, xs, w, e * n, b, [m, k, n], ys)?,
-            Stack::Repacked(w) => matmul::repacked(ctx, xs, w, e * n, b, [m, k, n], ys)?,
+            Stack::Data(w) => matmul::matmul_rows(ctx, xs, w, e * n, fused_bias, [m, k, n], ys)?,
+            Stack::Repacked(w) => matmul::repacked(ctx, xs, w, e * n, fused_bias, [m, k, n], ys)?,
+        }
+        if let Some(scale) = scale {
+            for y in ys.chunks_exact_mut(n) {
+                y.iter_mut().for_each(|v| *v *= scale[e]);
+                if let Some(b) = b {
+                    y.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+                }
+            }
         }
         for (i, &row) in chosen.iter().enumerate() {
             out[row * n..(row + 1) * n].copy_from_slice(&ys[i * n..(i + 1) * n]);

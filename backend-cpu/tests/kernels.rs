@@ -44,8 +44,9 @@ fn model_shaped_cases() -> Vec<Case> {
             DType::Quant(ferrum_engine::quant::QuantFormat::Ggml(t)) => 2 * t.block_size(),
             _ => 128,
         };
-        list.push(cases::moe_matmul(&mut rng, dtype, [8, 24, k], [1, 2], false, false));
-        list.push(cases::moe_matmul(&mut rng, dtype, [6, 20, k], [37, 3], true, true));
+        list.push(cases::moe_matmul(&mut rng, dtype, [8, 24, k], [1, 2], false, [false, false]));
+        list.push(cases::moe_matmul(&mut rng, dtype, [6, 20, k], [37, 3], true, [true, false]));
+        list.push(cases::moe_matmul(&mut rng, dtype, [6, 20, k], [37, 3], true, [true, true]));
     }
     let att = |window| Attention { block_size: 4, scale: 0.125, softcap: None, window };
     list.push(cases::attention(&mut rng, att(None), [9, 3, 64], &[(37, 37)]));

@@ -111,7 +111,7 @@ fn replay_allocations(b: &FastCpuBackend) -> usize {
             }),
             &[&b.run(&Op::Matmul(Matmul), &[&y, &router])?],
         )?;
-        let experts = Op::MoeMatmul(MoeMatmul { experts: 4 });
+        let experts = Op::MoeMatmul(MoeMatmul::new(4));
         let e = b.run(&experts, &[&y, &expert_up, &route])?;
         let e = b.run(&experts, &[&e, &expert_down, &route])?;
         let y = b.run(&Op::MoeCombine(MoeCombine), &[&e, &route])?;

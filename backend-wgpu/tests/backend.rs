@@ -225,7 +225,7 @@ fn moe_matmul_clamps_expert_ids() {
     let w = b.upload_f32(&[6, 2], &w).unwrap();
     let x = b.upload_f32(&[1, 2], &[1.0, 2.0]).unwrap();
     let route = b.upload_f32(&[1, 6], &[1.0, 1.0, 1.0, 99.0, -1.0, 1.0]).unwrap();
-    let out = b.run(&Op::MoeMatmul(MoeMatmul { experts: 3 }), &[&x, &w, &route]).unwrap();
+    let out = b.run(&Op::MoeMatmul(MoeMatmul::new(3)), &[&x, &w, &route]).unwrap();
     assert_eq!(b.read_f32(&out).unwrap(), [3.0, 6.0, 1.0, 2.0, 2.0, 4.0]);
 }
 
@@ -242,7 +242,10 @@ fn moe_matmul_of_a_prefill_matches_the_cpu() {
         for ([experts, n, k], [tokens, top_k], per_choice) in
             [([4, 24, 64], [100, 2], false), ([6, 17, 64], [70, 3], true), ([16, 8, 32], [9, 8], false)]
         {
-            let o = check(&b, &moe_matmul(&mut rng, dtype, [experts, n, k], [tokens, top_k], per_choice, !per_choice));
+            let o = check(
+                &b,
+                &moe_matmul(&mut rng, dtype, [experts, n, k], [tokens, top_k], per_choice, [!per_choice, false]),
+            );
             println!("{}", o.line());
             assert!(o.passed(), "{}", o.line());
         }

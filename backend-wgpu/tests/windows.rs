@@ -98,8 +98,8 @@ fn windowed_paths_of_every_op() {
     // stacks of 3 or 5 rows of 64 bytes (f32): 4 or 2 experts a window; x in
     // windows of 6 tokens (2 rows each) or 12 (1 row each)
     for dtype in [DType::F32, DType::F16, DType::BF16] {
-        list.push(cases::moe_matmul(&mut rng, dtype, [10, 3, 16], [13, 2], true, true));
-        list.push(cases::moe_matmul(&mut rng, dtype, [7, 5, 16], [30, 3], false, false));
+        list.push(cases::moe_matmul(&mut rng, dtype, [10, 3, 16], [13, 2], true, [true, true]));
+        list.push(cases::moe_matmul(&mut rng, dtype, [7, 5, 16], [30, 3], false, [false, false]));
     }
     // y rows of 132 bytes: 2 tokens of 2 choices a window
     list.push(cases::moe_combine(&mut rng, 40, 2, 33));
@@ -125,7 +125,7 @@ fn windowed_paths_of_every_op() {
     assert_eq!(kquants.len(), 15);
     // an expert of 3 rows of 144 bytes (Q4_K), 4 experts a window; x rows of 1 KiB, one token a window
     let q4_k = cases::GGML_FORMATS.into_iter().find(|f| f.to_string() == "q4_k").unwrap();
-    kquants.push(cases::moe_matmul(&mut rng, DType::Quant(q4_k), [10, 3, 256], [5, 2], false, true));
+    kquants.push(cases::moe_matmul(&mut rng, DType::Quant(q4_k), [10, 3, 256], [5, 2], false, [true, false]));
     failures.extend(run(&b, &kquants));
     assert!(failures.is_empty(), "{failures:#?}");
 }

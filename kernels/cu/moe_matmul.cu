@@ -1,4 +1,4 @@
-// moe_matmul: out[t*K + j, :] = x[r, :] . w[e*n .. (e+1)*n, :]^T (+ b[e*n ..])
+// moe_matmul: out[t*K + j, :] = x[r, :] . w[e*n .. (e+1)*n, :]^T (* s[e]) (+ b[e*n ..])
 // with e = route[t, K + j], r = t or t*K + j. See engine/src/ops/moe_matmul.rs.
 // w stacks the experts' [n, k] weights in any weight format, read through
 // matmul.cu's readers (FloatW, QuantW, GgmlW) and GEMV loop (gemv.cuh).
@@ -33,6 +33,7 @@ struct MoeMatmulParams {
     u32 k;
     u32 has_bias;
     u32 vec;  // the reader's chunk path (as MatmulParams / QuantMatmulParams::vec)
+    u32 has_scale;  // a per-expert scale multiplies each expert's results
 };
 
 // Mirrored by `MoeQuantParams` in backend-cuda/src/ops/moe_matmul.rs: a quantized
@@ -51,8 +52,8 @@ __device__ __forceinline__ u32 moe_expert(const MoeMatmulParams& p, const float*
 // Column j of the `count` gathered rows (choice rows, in `rows`), for the warp
 // of column j.
 template <class W>
-__device__ void moe_rows(const MoeMatmulParams& p, const float* x, W w, const float* bias, float* out,
-                         const u32* rows, u32 count, u32 e, u32 j) {
+__device__ void moe_rows(const MoeMatmulParams& p, const float* x, W w, const float* bias, const float* scale,
+                         float* out, const u32* rows, u32 count, u32 e, u32 j) {
     const u32 lane = threadIdx.x & 31;
     if (j >= p.n) return;  // whole warps: shuffles stay full
     if (e == p.experts) {
@@ -61,6 +62,7 @@ __device__ void moe_rows(const MoeMatmulParams& p, const float* x, W w, const fl
     }
     const u32 wrow = e * p.n + j;
     const float b = p.has_bias ? bias[wrow] : 0.0f;
+    const float sc = p.has_scale ? scale[e] : 1.0f;
     for (u32 r0 = 0; r0 < count; r0 += MOE_ROWS) {
         const u32 m = min((u32)MOE_ROWS, count - r0);
         const float* xr[MOE_ROWS];
@@ -74,14 +76,14 @@ __device__ void moe_rows(const MoeMatmulParams& p, const float* x, W w, const fl
 #pragma unroll
         for (int r = 0; r < MOE_ROWS; r++) {
             const float s = warp_sum(acc[r]);
-            if (lane == 0 && (u32)r < m) out[(size_t)rows[r0 + r] * p.n + j] = s + b;
+            if (lane == 0 && (u32)r < m) out[(size_t)rows[r0 + r] * p.n + j] = s * sc + b;
         }
     }
 }
 
 template <class W>
 __device__ void moe_matmul(const MoeMatmulParams& p, const float* x, W w, const float* route, const float* bias,
-                           float* out) {
+                           const float* scale, float* out) {
     __shared__ u32 rows[MOE_LIST];
     __shared__ u32 warp_hits[MOE_WARPS];
     const u32 lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -102,7 +104,7 @@ __device__ void moe_matmul(const MoeMatmulParams& p, const float* x, W w, const 
             step += warp_hits[q];
         }
         if (count + step > MOE_LIST) {  // full: multiply what is gathered first
-            moe_rows(p, x, w, bias, out, rows, count, e, j);
+            moe_rows(p, x, w, bias, scale, out, rows, count, e, j);
             count = 0;
         }
         __syncthreads();  // rows[] and warp_hits[] read before they are rewritten
@@ -110,14 +112,15 @@ __device__ void moe_matmul(const MoeMatmulParams& p, const float* x, W w, const 
         count += step;
     }
     __syncthreads();
-    if (count) moe_rows(p, x, w, bias, out, rows, count, e, j);
+    if (count) moe_rows(p, x, w, bias, scale, out, rows, count, e, j);
 }
 
 #define FLOAT_MOE(NAME, DT)                                                                                    \
     extern "C" __global__ void moe_matmul_##NAME(MoeMatmulParams p, const float* x, const void* w,            \
-                                                 const float* route, const float* bias, float* out) {         \
+                                                 const float* route, const float* bias, const float* scale,    \
+                                                 float* out) {                                                 \
         FloatW<DT> wl = {w, p.k};                                                                              \
-        moe_matmul(p, x, wl, route, bias, out);                                                                \
+        moe_matmul(p, x, wl, route, bias, scale, out);                                                         \
     }
 
 FLOAT_MOE(f32, DT_F32)
@@ -127,9 +130,9 @@ FLOAT_MOE(bf16, DT_BF16)
 #define QUANT_MOE(NAME, W)                                                                                     \
     extern "C" __global__ void moe_matmul_##NAME(MoeQuantParams p, const float* x, const u32* codes,          \
                                                  const u32* scales, const float* route, const float* bias,     \
-                                                 float* out) {                                                 \
+                                                 const float* scale, float* out) {                             \
         W wl = {p.w, codes, scales};                                                                           \
-        moe_matmul(p.moe, x, wl, route, bias, out);                                                            \
+        moe_matmul(p.moe, x, wl, route, bias, scale, out);                                                     \
     }
 
 QUANT_MOE(nvfp4, QuantW<QFMT_NVFP4_MODELOPT>)

@@ -38,7 +38,7 @@ struct Params {      // QuantMatmulParams in backend-wgpu/src/ops/matmul.rs
     route_base: u32,
     experts: u32,    // in the whole stack (ids are clamped to it)
     e0: u32,         // first expert of this weight window
-    _pad0: u32,
+    has_scale: u32,  // 1: out rows of expert e are times escale[e]
     _pad1: u32,
     _pad2: u32,
 }
@@ -50,6 +50,7 @@ struct Params {      // QuantMatmulParams in backend-wgpu/src/ops/matmul.rs
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 @group(0) @binding(6) var<storage, read> route: array<f32>; // `moe` only
+@group(0) @binding(7) var<storage, read> escale: array<f32>; // `moe` only: per-expert scale
 
 // element kk of weight row `row` (window-local), dequantized by the reader
 fn w_at(row: u32, kk: u32) -> f32 {
@@ -84,13 +85,13 @@ fn gemv(
         xo[i] = p.x_base + i * p.k;
         oo[i] = p.out_base + i * p.n + p.n0;
     }
-    gemv_rows(r0, min(GEMV_ROWS, p.nw - r0), p.m, xo, oo, r0, lid);
+    gemv_rows(r0, min(GEMV_ROWS, p.nw - r0), p.m, xo, oo, r0, 1.0, lid);
 }
 
 // The body of `gemv` and `moe`: w rows wr..wr + rows (window-local, rows <=
 // GEMV_ROWS) times m <= GEMV_M rows of x, row i starting at xo[i];
-// out[oo[i] + col + j] = x_i . w_(wr + j) + bias[n0 + wr + j]. It has
-// barriers: call it in uniform control flow.
+// out[oo[i] + col + j] = (x_i . w_(wr + j)) * scale + bias[n0 + wr + j]. It
+// has barriers: call it in uniform control flow.
 fn gemv_rows(
     wr: u32,
     rows: u32,
@@ -98,6 +99,7 @@ fn gemv_rows(
     xo: array<u32, GEMV_M>,
     oo: array<u32, GEMV_M>,
     col: u32,
+    scale: f32,
     lid: u32,
 ) {
     // constant trip counts with guards, so acc stays in registers
@@ -136,7 +138,7 @@ fn gemv_rows(
     let j = lid / GEMV_M;
     let i = lid % GEMV_M;
     if (j < rows && i < m) {
-        out[oo[i] + col + j] = partial[lid][0] + bias_at(p.n0 + wr + j);
+        out[oo[i] + col + j] = partial[lid][0] * scale + bias_at(p.n0 + wr + j);
     }
 }
 
@@ -167,6 +169,10 @@ fn moe(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l
     let expert = p.e0 + wid.y;
     let rows = min(GEMV_ROWS, p.n - col);
     let wr = wid.y * p.n + col; // its first w row (window-local)
+    var scale = 1.0;
+    if (p.has_scale == 1u) {
+        scale = escale[expert];
+    }
     // the route in chunks of GEMV_WG rows, one row per invocation
     for (var r0 = 0u; r0 < p.m; r0 += GEMV_WG) {
         if (lid == 0u) {
@@ -190,7 +196,7 @@ fn moe(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l
                 xo[i] = p.x_base + select(hit / p.top_k, hit, p.per_choice == 1u) * p.k;
                 oo[i] = p.out_base + hit * p.n;
             }
-            gemv_rows(wr, rows, min(GEMV_M, count - h), xo, oo, col, lid);
+            gemv_rows(wr, rows, min(GEMV_M, count - h), xo, oo, col, scale, lid);
             workgroupBarrier(); // the next batch rewrites partial, the next chunk hits
         }
     }

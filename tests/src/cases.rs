@@ -343,9 +343,14 @@ pub fn all_cases() -> Vec<Case> {
             DType::Quant(QuantFormat::Ggml(ty)) => 2 * ty.block_size(),
             _ => 64,
         };
-        cases.push(moe_matmul(&mut rng(), dtype, [4, 24, k], [5, 2], false, true));
-        cases.push(moe_matmul(&mut rng(), dtype, [3, 17, k], [1, 3], true, false));
-        cases.push(moe_matmul(&mut rng(), dtype, [8, 24, k], [13, 2], true, false));
+        cases.push(moe_matmul(&mut rng(), dtype, [4, 24, k], [5, 2], false, [true, false]));
+        cases.push(moe_matmul(&mut rng(), dtype, [3, 17, k], [1, 3], true, [false, false]));
+        cases.push(moe_matmul(&mut rng(), dtype, [8, 24, k], [13, 2], true, [false, false]));
+    }
+    // experts each with their own tensor scale (ModelOpt NVFP4 stacks), with and without a bias
+    for (dtype, bias) in [(DType::F32, true), (DType::Quant("nvfp4".parse().expect("a format")), false)] {
+        cases.push(moe_matmul(&mut rng(), dtype, [4, 24, 64], [5, 2], false, [bias, true]));
+        cases.push(moe_matmul(&mut rng(), dtype, [3, 17, 64], [1, 3], true, [bias, true]));
     }
     cases.push(concat(&mut rng(), &[7, 4], 512, 64)); // MLA: latent and rotary parts of 4 heads
     cases.push(concat(&mut rng(), &[3, 1], 1, 1031));
@@ -385,14 +390,15 @@ fn random_route(rng: &mut Rng, tokens: usize, top_k: usize, experts: usize) -> H
     HostTensor::f32(&[tokens, 2 * top_k], route)
 }
 
-/// moe_matmul over `experts` stacked [n, k] weights in `dtype`.
+/// moe_matmul over `experts` stacked [n, k] weights in `dtype`, with a bias
+/// and a per-expert scale as asked.
 pub fn moe_matmul(
     rng: &mut Rng,
     dtype: DType,
     [experts, n, k]: [usize; 3],
     [tokens, top_k]: [usize; 2],
     per_choice: bool,
-    bias: bool,
+    [bias, scaled]: [bool; 2],
 ) -> Case {
     let rows = if per_choice { tokens * top_k } else { tokens };
     let x = HostTensor::f32(&[rows, k], rng.vec(rows * k, 1.0));
@@ -404,10 +410,16 @@ pub fn moe_matmul(
     if bias {
         inputs.push(HostTensor::f32(&[experts * n], rng.vec(experts * n, 4.0)));
     }
+    if scaled {
+        // NVFP4 experts' tensor scales are small: amax / 2688
+        inputs
+            .push(HostTensor::f32(&[experts], rng.vec(experts, 1.0).iter().map(|s| (s.abs() + 0.1) / 64.0).collect()));
+    }
     let dims = format!(
-        "experts={experts}, n={n}, k={k}, tokens={tokens}, top_k={top_k}, per_choice={per_choice}, bias={bias}"
+        "experts={experts}, n={n}, k={k}, tokens={tokens}, top_k={top_k}, per_choice={per_choice}, bias={bias}, \
+         scaled={scaled}"
     );
-    case(Op::MoeMatmul(MoeMatmul { experts }), inputs, dtype, dims)
+    case(Op::MoeMatmul(MoeMatmul { experts, scaled }), inputs, dtype, dims)
 }
 
 /// concat of a [lead.., m] and b [lead.., n].

@@ -64,8 +64,10 @@ pub fn eval(op: &Op, inputs: &[HostTensor], init_out: Option<&HostTensor>) -> Re
         Op::Sample(_) => Ok(sample(&f(0), shape(0)[1], &f(1), &f(2))),
         Op::MoeRoute(p) => Ok(moe_route(p, &f(0), inputs.get(1).map(|b| b.f64s()).as_deref(), shape(0)[1])),
         Op::MoeMatmul(p) => {
-            let bias = inputs.get(3).map(|b| b.f64s());
-            Ok(moe_matmul(p.experts, &f(0), &f(1), &f(2), bias.as_deref(), [shape(0)[1], shape(2)[1] / 2]))
+            let (bias, scale) = p.optional(inputs);
+            let (bias, scale) = (bias.map(|b| b.f64s()), scale.map(|s| s.f64s()));
+            let (bias, scale) = (bias.as_deref(), scale.as_deref());
+            Ok(moe_matmul(p.experts, &f(0), &f(1), &f(2), [bias, scale], [shape(0)[1], shape(2)[1] / 2]))
         }
         Op::MoeCombine(_) => Ok(moe_combine(&f(0), &f(1), shape(1)[1] / 2)),
         // by columns: out column c is a's c, else b's c - m
@@ -128,13 +130,14 @@ fn moe_route(p: &ferrum_engine::ops::MoeRoute, logits: &[f64], bias: Option<&[f6
 }
 
 /// Each (token, choice) row through its expert's own [n, k] block, cut out
-/// of the stack and multiplied by the transposed-weight matmul above.
+/// of the stack and multiplied by the transposed-weight matmul above, then
+/// scaled by the expert's scale before its bias is added.
 fn moe_matmul(
     experts: usize,
     x: &[f64],
     w: &[f64],
     route: &[f64],
-    bias: Option<&[f64]>,
+    [bias, scale]: [Option<&[f64]>; 2],
     [k, top_k]: [usize; 2],
 ) -> Vec<f64> {
     let n = w.len() / k / experts;
@@ -146,8 +149,9 @@ fn moe_matmul(
             let e = route[t * 2 * top_k + top_k + j] as usize;
             let r = if per_choice { t * top_k + j } else { t };
             let block = &w[e * n * k..(e + 1) * n * k];
-            let b = bias.map(|b| &b[e * n..(e + 1) * n]);
-            out.extend(matmul(&x[r * k..(r + 1) * k], block, b, [1, k, n]));
+            let s = scale.map_or(1.0, |s| s[e]);
+            let y = matmul(&x[r * k..(r + 1) * k], block, None, [1, k, n]);
+            out.extend(y.iter().enumerate().map(|(c, y)| y * s + bias.map_or(0.0, |b| b[e * n + c])));
         }
     }
     out

@@ -320,8 +320,8 @@ impl Stack {
 }
 
 /// One moe_matmul on the host, with `route` as given (ids naming no
-/// expert included), checked against the reference; rows whose id names no
-/// expert must be zeros.
+/// expert included), with a random bias and per-expert scale as asked,
+/// checked against the reference; rows whose id names no expert must be zeros.
 #[allow(clippy::too_many_arguments)]
 fn check_moe_matmul(
     exe: &Path,
@@ -330,13 +330,14 @@ fn check_moe_matmul(
     experts: usize,
     d: MoeDims,
     route: &[f32],
-    bias: bool,
+    [bias, scaled]: [bool; 2],
     what: &str,
 ) {
     let (tokens, kk, k, n) = (d.tokens, d.top_k, d.k, d.n);
     let x = rng.vec(if d.per_choice { tokens * kk } else { tokens } * k, 1.0, false);
     let bias = bias.then(|| rng.vec(experts * n, 2.0, false));
-    let op = MoeMatmul { experts };
+    let scale = scaled.then(|| rng.vec(experts, 1.0, false).into_iter().map(|s| s.abs() + 0.25).collect::<Vec<_>>());
+    let op = MoeMatmul { experts, scaled };
     // the reference on the route with every bad id replaced by expert 0
     let valid = |id: f32| id >= 0.0 && id < experts as f32 && id.fract() == 0.0;
     let mut clean = route.to_vec();
@@ -344,14 +345,16 @@ fn check_moe_matmul(
         ids[kk..].iter_mut().filter(|id| !valid(**id)).for_each(|id| *id = 0.0);
     }
     let mut want = vec![0.0; tokens * kk * n];
-    op.reference(&x, w.rows(), &clean, bias.as_deref(), d, &mut want).unwrap();
+    op.reference(&x, w.rows(), &clean, bias.as_deref(), scale.as_deref(), d, &mut want).unwrap();
     let (route_bytes, bias_bytes) = (f32_bytes(route), bias.as_deref().map_or(&[][..], f32_bytes));
+    let scale_bytes = scale.as_deref().map_or(&[][..], f32_bytes);
+    let has = [bias.is_some(), scale.is_some()];
     let got = match w {
         Stack::Quant(m) => {
             let packed = pack(m, ALIGN_WORDS);
-            let p = quant_params(&packed.layout, d, experts, bias.is_some()).unwrap();
+            let p = quant_params(&packed.layout, d, experts, has).unwrap();
             let name = format!("moe_matmul_{}", quant_suffix(packed.layout.fmt));
-            let inputs = [f32_bytes(&x), &packed.codes, &packed.scales, route_bytes, bias_bytes];
+            let inputs = [f32_bytes(&x), &packed.codes, &packed.scales, route_bytes, bias_bytes, scale_bytes];
             run_on_host(exe, &name, p.moe.grid(), BLOCK_THREADS, &p, &inputs, want.len())
         }
         Stack::F32(_) | Stack::Bf16(_) => {
@@ -360,8 +363,8 @@ fn check_moe_matmul(
                 Stack::Bf16(v) => (ferrum_engine::DType::BF16, "moe_matmul_bf16", bytemuck::cast_slice(v)),
                 Stack::Quant(_) => unreachable!(),
             };
-            let p = float_params(dtype, d, experts, bias.is_some()).unwrap();
-            let inputs = [f32_bytes(&x), data, route_bytes, bias_bytes];
+            let p = float_params(dtype, d, experts, has).unwrap();
+            let inputs = [f32_bytes(&x), data, route_bytes, bias_bytes, scale_bytes];
             run_on_host(exe, name, p.grid(), BLOCK_THREADS, &p, &inputs, want.len())
         }
     };
@@ -379,6 +382,7 @@ fn check_moe_matmul(
             // f32 sums in another order: a bound from the terms' magnitudes
             let terms: f32 =
                 w.rows().row(e * n + c, k, &mut scratch).unwrap().iter().zip(xr).map(|(a, b)| (a * b).abs()).sum();
+            let terms = terms * scale.as_ref().map_or(1.0, |s| s[e]);
             let tol = 1e-5 * (terms + bias.as_ref().map_or(0.0, |b| b[e * n + c].abs())) + 1e-6;
             assert!((g - want).abs() <= tol, "{what}: [{row}, {c}]: {g} vs {want} (tolerance {tol})");
         }
@@ -418,12 +422,12 @@ fn moe_matmul_matches_the_reference_in_every_format_on_the_host() {
     cases.extend(quant.iter().chain(&ggml).map(|&f| (f, f.k())));
     let mut rng = Rng(3);
     for (format, k) in cases {
-        // gate/up: x per token, bias, n = 24 (3 column tiles), 5 tokens of 2 choices
+        // gate/up: x per token, bias and per-expert scale, n = 24 (3 column tiles), 5 tokens of 2 choices
         let (experts, n) = (4, 24);
         let w = Stack::new(&mut rng, format, experts * n, k);
         let d = MoeDims { tokens: 5, top_k: 2, per_choice: false, k, n };
         let r = route(&mut rng, d.tokens, d.top_k, experts, None);
-        check_moe_matmul(exe, &mut rng, &w, experts, d, &r, true, &format!("{format:?} k={k} per token"));
+        check_moe_matmul(exe, &mut rng, &w, experts, d, &r, [true, true], &format!("{format:?} k={k} per token"));
         // down: x per choice, n = 9 (a partial tile), ids naming no expert
         let (experts, n) = (3, 9);
         let w = Stack::new(&mut rng, format, experts * n, k);
@@ -433,14 +437,14 @@ fn moe_matmul_matches_the_reference_in_every_format_on_the_host() {
         for (at, bad) in [(3, -1.0), (4, 0.5), (9, f32::NAN), (10, 3.0), (16, 1e9), (17, -0.0)] {
             r[at] = bad;
         }
-        check_moe_matmul(exe, &mut rng, &w, experts, d, &r, true, &format!("{format:?} k={k} bad ids"));
+        check_moe_matmul(exe, &mut rng, &w, experts, d, &r, [true, false], &format!("{format:?} k={k} bad ids"));
     }
     // one expert chosen by 300 rows: the block gathers 256 at a time
     let (experts, n, k) = (3, 9, 64);
     let w = Stack::new(&mut rng, Format::F32, experts * n, k);
     let d = MoeDims { tokens: 300, top_k: 2, per_choice: true, k, n };
     let r = route(&mut rng, d.tokens, d.top_k, experts, Some(1));
-    check_moe_matmul(exe, &mut rng, &w, experts, d, &r, false, "300 rows of expert 1");
+    check_moe_matmul(exe, &mut rng, &w, experts, d, &r, [false, true], "300 rows of expert 1 (scaled)");
 }
 
 /// A KV cache's elements in their dtype: what the reference ops read and

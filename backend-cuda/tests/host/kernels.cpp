@@ -225,12 +225,12 @@ int main(int argc, char** argv) {
 #define FLOAT_CASE(NAME)                                                                   \
     if (name == "moe_matmul_" #NAME) {                                                     \
         const MoeMatmulParams p = PARAMS(MoeMatmulParams);                                 \
-        run([&] { moe_matmul_##NAME(p, f(0), in.at(1).data(), f(2), f(3), o); });          \
+        run([&] { moe_matmul_##NAME(p, f(0), in.at(1).data(), f(2), f(3), f(4), o); });    \
     }
 #define QUANT_CASE(NAME)                                                                   \
     if (name == "moe_matmul_" #NAME) {                                                     \
         const MoeQuantParams p = PARAMS(MoeQuantParams);                                   \
-        run([&] { moe_matmul_##NAME(p, f(0), u(1), u(2), f(3), f(4), o); });               \
+        run([&] { moe_matmul_##NAME(p, f(0), u(1), u(2), f(3), f(4), f(5), o); });         \
     }
     FLOAT_CASE(f32)
     FLOAT_CASE(bf16)

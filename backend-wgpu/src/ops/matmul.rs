@@ -57,7 +57,8 @@ pub(super) struct QuantMatmulParams {
     pub route_base: u32,
     pub experts: u32,
     pub e0: u32,
-    pub _pad: [u32; 3],
+    pub has_scale: u32,
+    pub _pad: [u32; 2],
 }
 
 /// `GEMV_M` in the shader: rows of x one gemv workgroup handles.

@@ -8,7 +8,8 @@
 //! window holds its expert; a stack whose single expert is wider than a
 //! binding is refused. Rows are grouped by expert on the device: a workgroup
 //! per (4 columns, expert) scans the route for the rows that chose its
-//! expert and reads those weight rows once per 8 of them. The expert ids are
+//! expert and reads those weight rows once per 8 of them, and scales its
+//! results by the expert's scale when there is one. The expert ids are
 //! only on the device (planning never reads back), so the shader clamps them
 //! into range instead of a host check.
 
@@ -23,8 +24,8 @@ use crate::pipelines::{Access, PipelineKey};
 use crate::quant::{QuantOp, quant_buffer};
 use crate::window::{BindLimits, Binding, Rows, ranges, whole};
 
-/// x, codes, scales, bias, out, route.
-const STORAGE: &[Access] = &[Read, Read, Read, Read, ReadWrite, Read];
+/// x, codes, scales, bias, out, route, per-expert scale.
+const STORAGE: &[Access] = &[Read, Read, Read, Read, ReadWrite, Read, Read];
 /// `GEMV_ROWS` in the shader: the columns of one workgroup.
 const GEMV_ROWS: usize = 4;
 
@@ -39,7 +40,8 @@ struct ExpertWindow {
 }
 
 pub(super) fn plan(p: &MoeMatmul, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -> Result<Vec<Dispatch>> {
-    let (x, w, route, bias) = (inputs[0], inputs[1], inputs[2], inputs.get(3));
+    let (x, w, route) = (inputs[0], inputs[1], inputs[2]);
+    let (bias, scale) = p.optional(inputs);
     let d = p.dims_of(x.shape(), w.shape(), route.shape());
     if d.tokens == 0 || d.n == 0 {
         return Ok(Vec::new());
@@ -51,6 +53,7 @@ pub(super) fn plan(p: &MoeMatmul, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -
     let per_t = xr.groups_per_window(x_rows, "a token's rows of x", l)?;
     let per_t = per_t.min(or.groups_per_window(d.top_k, "a token's rows of out", l)?).min(rr.per_window(l)?);
     let bias_binding = bias.map(|b| whole(b, "moe_matmul bias", l)).transpose()?;
+    let scale_binding = scale.map(|s| whole(s, "moe_matmul scale", l)).transpose()?;
     let tiles = d.n.div_ceil(GEMV_ROWS);
     let mut dispatches = Vec::new();
     for (t0, tokens) in ranges(d.tokens, per_t) {
@@ -74,6 +77,7 @@ pub(super) fn plan(p: &MoeMatmul, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -
                 route_base: rw.base,
                 experts: u32_of(p.experts, "experts")?,
                 e0: u32_of(ew.first, "first expert")?,
+                has_scale: scale.is_some() as u32,
                 ..format
             };
             if tiles.max(ew.experts) > l.max_groups as usize {
@@ -82,8 +86,9 @@ pub(super) fn plan(p: &MoeMatmul, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -
                     ew.experts, d.n
                 )));
             }
-            // without a bias, x stands in for it (read-only, never read)
+            // without a bias or a scale, x stands in (read-only, never read)
             let b = bias_binding.clone().unwrap_or_else(|| xw.binding.clone());
+            let s = scale_binding.clone().unwrap_or_else(|| xw.binding.clone());
             dispatches.push(Dispatch {
                 pipeline: key.clone(),
                 params: bytes(&params),
@@ -94,6 +99,7 @@ pub(super) fn plan(p: &MoeMatmul, inputs: &[&Tensor], out: &Tensor, ctx: &Ctx) -
                     b,
                     ow.binding.clone(),
                     rw.binding.clone(),
+                    s,
                 ],
                 groups: [tiles as u32, ew.experts as u32, 1],
             });

@@ -167,8 +167,9 @@ fn compute(op: &Op, inputs: &[&Tensor], out: &Tensor) -> Result<()> {
         }
         Op::MoeMatmul(p) => {
             let d = p.dims_of(inputs[0].shape(), inputs[1].shape(), inputs[2].shape());
-            let bias = ins.get(3).map(|b| b.f32()).transpose()?;
-            p.reference(ins[0].f32()?, ins[1].weight_rows()?, ins[2].f32()?, bias, d, o)?
+            let (bias, scale) = p.optional(&ins);
+            let (bias, scale) = (bias.map(|b| b.f32()).transpose()?, scale.map(|s| s.f32()).transpose()?);
+            p.reference(ins[0].f32()?, ins[1].weight_rows()?, ins[2].f32()?, bias, scale, d, o)?
         }
         Op::MoeCombine(p) => p.reference(ins[0].f32()?, ins[1].f32()?, inputs[1].shape()[1] / 2, o),
         Op::Concat(p) => {

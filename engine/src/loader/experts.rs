@@ -129,9 +129,12 @@ fn split_moe(name: &str) -> Option<(String, &str)> {
     Some((format!("model.layers.{layer}"), rest))
 }
 
-/// `experts.E.gate_proj.weight` / `experts.E.w1.weight` -> (E, "gate_proj", "weight");
-/// an FP8 expert's `weight_scale_inv` blocks stack the same way (DeepSeek's
-/// 128x128 blocks line up when the experts' rows are whole blocks).
+/// `experts.E.gate_proj.weight` / `experts.E.w1.weight` -> (E, "gate_proj", "weight").
+/// A quantized expert's scales stack the same way: FP8's `weight_scale_inv`
+/// blocks (DeepSeek's 128x128 blocks line up when the experts' rows are whole
+/// blocks), NVFP4's block scales (`weight_scale`), and the per-tensor scales
+/// (FP8's `weight_scale`, NVFP4's `weight_scale_2` or `weight_global_scale`)
+/// into one vector [experts].
 fn expert_matrix(rest: &str) -> Option<(usize, &'static str, &'static str)> {
     let rest = rest.strip_prefix("experts.")?;
     let (e, rest) = rest.split_once('.')?;
@@ -144,7 +147,11 @@ fn expert_matrix(rest: &str) -> Option<(usize, &'static str, &'static str)> {
     };
     let part = match part {
         "weight" => "weight",
+        "weight_packed" => "weight_packed",
+        "weight_scale" => "weight_scale",
         "weight_scale_inv" => "weight_scale_inv",
+        "weight_scale_2" => "weight_scale_2",
+        "weight_global_scale" => "weight_global_scale",
         _ => return None,
     };
     Some((e.parse().ok()?, proj, part))
@@ -156,11 +163,14 @@ fn whole(name: &str, entry: &TensorEntry) -> View {
     View { source: Source::Rows(vec![(name.to_string(), 0..rows)]), shape: entry.shape.clone(), dtype: entry.dtype }
 }
 
-/// Experts 0..E, each [rows, cols] of one dtype, stacked.
+/// Experts 0..E, each [rows, cols] of one dtype, stacked into [E * rows,
+/// cols]; or each a scalar ([] or [1]), into [E].
 fn stack(experts: &BTreeMap<usize, (&str, &TensorEntry)>) -> Result<View, String> {
     let (first_name, first) = experts.values().next().expect("at least one expert");
-    let [rows, cols] = first.shape[..] else {
-        return Err(format!("{first_name} has shape {:?}, expected a matrix", first.shape));
+    let (rows, shape) = match first.shape[..] {
+        [rows, cols] => (rows, vec![experts.len() * rows, cols]),
+        [] | [1] => (1, vec![experts.len()]),
+        _ => return Err(format!("{first_name} has shape {:?}, expected a matrix or a scalar", first.shape)),
     };
     let mut parts = Vec::with_capacity(experts.len());
     for (i, (&e, &(name, entry))) in experts.iter().enumerate() {
@@ -178,7 +188,7 @@ fn stack(experts: &BTreeMap<usize, (&str, &TensorEntry)>) -> Result<View, String
         }
         parts.push((name.to_string(), 0..rows));
     }
-    Ok(View { shape: vec![experts.len() * rows, cols], source: Source::Rows(parts), dtype: first.dtype })
+    Ok(View { shape, source: Source::Rows(parts), dtype: first.dtype })
 }
 
 /// [E, 2I, H] -> gate [E * I, H] (rows e*2I .. e*2I + I) and up (the next I rows).
@@ -325,6 +335,20 @@ mod tests {
         assert!(views.is_empty());
         assert!(broken["model.layers.0.mlp.experts.gate_proj.weight"].contains("expert 1 is missing"));
         assert!(broken["model.layers.0.mlp.experts.down_proj.weight"].contains("[8, 5]"));
+    }
+
+    #[test]
+    fn per_expert_scalars_stack_into_a_vector() {
+        let tensors: Vec<(String, TensorEntry)> = (0..3)
+            .flat_map(|e| {
+                let p = format!("model.layers.0.mlp.experts.{e}.down_proj");
+                [(format!("{p}.weight_scale_2"), entry(&[])), (format!("{p}.weight_scale"), entry(&[4, 2]))]
+            })
+            .collect();
+        let (views, broken) = views(tensors.iter().map(|(n, e)| (n.as_str(), e)));
+        assert!(broken.is_empty(), "{broken:?}");
+        assert_eq!(views["model.layers.0.mlp.experts.down_proj.weight_scale_2"].shape, [3]);
+        assert_eq!(views["model.layers.0.mlp.experts.down_proj.weight_scale"].shape, [12, 2]);
     }
 
     #[test]

@@ -232,11 +232,12 @@ impl Decoder<'_> {
                 let mut inputs = vec![&logits];
                 inputs.extend(&e.choice_bias);
                 let route = b.run(&Op::MoeRoute(moe.route.clone()), &inputs)?; // (T, 2K)
-                let experts = Op::MoeMatmul(MoeMatmul { experts: moe.experts });
-                let (gate, up) =
-                    (self.per_route(&experts, &h, &e.gate, &route)?, self.per_route(&experts, &h, &e.up, &route)?); // (T*K, I)
+                let (gate, up) = (
+                    self.per_route(moe.experts, &h, &e.gate, &route)?,
+                    self.per_route(moe.experts, &h, &e.up, &route)?,
+                ); // (T*K, I)
                 let m = b.run(&Op::Glu(Glu { activation: c.activation }), &[&gate, &up])?;
-                let m = self.per_route(&experts, &m, &e.down, &route)?; // (T*K, hidden)
+                let m = self.per_route(moe.experts, &m, &e.down, &route)?; // (T*K, hidden)
                 let m = b.run(&Op::MoeCombine(MoeCombine), &[&m, &route])?; // (T, hidden)
                 match &e.shared {
                     Some([gate, up, down]) => b.run(&Op::Add(Add), &[&m, &self.gated(&h, [gate, up, down])?])?,
@@ -255,12 +256,13 @@ impl Decoder<'_> {
         self.linear(&m, down)
     }
 
-    /// `moe_matmul` of x by the stacked `w` (and its bias), rows chosen by `route`.
-    fn per_route(&self, op: &Op, x: &Tensor, w: &Linear, route: &Tensor) -> Result<Tensor> {
-        match &w.bias {
-            Some(bias) => self.backend.run(op, &[x, &w.weight, route, bias]),
-            None => self.backend.run(op, &[x, &w.weight, route]),
-        }
+    /// `moe_matmul` of x by the stacked `w` (its bias and scales too), rows chosen by `route`.
+    fn per_route(&self, experts: usize, x: &Tensor, w: &Linear, route: &Tensor) -> Result<Tensor> {
+        let op = Op::MoeMatmul(MoeMatmul { experts, scaled: w.expert_scales.is_some() });
+        let mut inputs = vec![x, &w.weight, route];
+        inputs.extend(&w.bias);
+        inputs.extend(&w.expert_scales);
+        self.backend.run(&op, &inputs)
     }
 
     fn rope_table(&self, l: usize) -> &RopeTable {
@@ -322,7 +324,6 @@ impl Decoder<'_> {
         let (b, c) = (self.backend, self.config);
         let m = c.mla.as_ref().expect("MLA weights come from an MLA config");
         let (t, heads, r) = (h.shape()[0], c.num_heads, m.kv_lora_rank);
-        let per_head = Op::MoeMatmul(MoeMatmul { experts: heads });
         let route = step.head_route.as_ref().expect("MLA steps upload the head route");
         let rope_table = self.rope_table(l);
         let rope = Op::Rope(Rope { style: RopeStyle::Interleaved, attention_scale: rope_table.attention_scale });
@@ -331,7 +332,7 @@ impl Decoder<'_> {
             None => h.clone(),
         };
         let q_nope = self.linear(&q_in, &w.q_nope)?.reshape(&[t * heads, m.nope])?;
-        let q_latent = self.per_route(&per_head, &q_nope, &w.k_absorb, route)?.reshape(&[t, heads, r])?;
+        let q_latent = self.per_route(heads, &q_nope, &w.k_absorb, route)?.reshape(&[t, heads, r])?;
         let q_rope = self.linear(&q_in, &w.q_rope)?.reshape(&[t, heads, m.rope])?;
         let q_rope = b.run(&rope, &[&q_rope, &step.positions, &rope_table.inv_freq])?;
         let q = b.run(&Op::Concat(Concat), &[&q_latent, &q_rope])?; // (T, heads, r + rope)
@@ -349,7 +350,7 @@ impl Decoder<'_> {
             None => None,
         };
         let a = self.attention(l, &q, step, cache, None, selected.as_ref())?.reshape(&[t * heads, r + m.rope])?;
-        self.per_route(&per_head, &a, &w.v_absorb, route)?.reshape(&[t, heads * m.v])
+        self.per_route(heads, &a, &w.v_absorb, route)?.reshape(&[t, heads * m.v])
     }
 
     /// DeepSeek-V3.2's lightning indexer: caches this step's index keys

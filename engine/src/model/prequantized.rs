@@ -10,6 +10,12 @@
 //!   per channel ([N] or [N, 1]);
 //! - MXFP4, gpt-oss: `p.blocks` u8 [N, K/2] and `p.scales` u8 E8M0 [N, K/32]
 //!   (its experts' `*_blocks` / `*_scales`, gathered by `loader/experts.rs`).
+//!
+//! A stack of experts stored one matrix each (`loader/experts.rs`) has one
+//! per-tensor scale per expert, a vector [experts]. FP8's become a scale per
+//! row (the same decoding). NVFP4's cannot: its tensor scale is one number,
+//! so the stack is held at tensor scale 1 and each expert's products are
+//! scaled instead ([`Stored::expert_scales`], `moe_matmul`'s scale).
 
 use crate::error::{Error, Result};
 use crate::loader::{StDtype, WeightStore};
@@ -65,18 +71,23 @@ fn fp8_scales(store: &WeightStore, prefix: &str, rows: usize, cols: usize) -> Re
         return Ok(("weight_scale_inv", Fp8Scaling::Block { rows: block(rows, sr), cols: block(cols, sc) }));
     }
     let shape = store.shape_of(&name("weight_scale"))?;
-    let per_channel = shape.iter().product::<usize>() == rows && rows > 1;
-    Ok(("weight_scale", if per_channel { Fp8Scaling::PerChannel } else { Fp8Scaling::PerTensor }))
+    // one per row, or one per group of rows (an expert's, in a stack)
+    let count = shape.iter().product::<usize>();
+    let per_rows = count > 1 && rows.is_multiple_of(count);
+    Ok(("weight_scale", if per_rows { Fp8Scaling::PerChannel } else { Fp8Scaling::PerTensor }))
+}
+
+/// A quantized matrix as read.
+pub struct Stored {
+    pub matrix: QuantizedMatrix,
+    /// For a stack of NVFP4 experts whose tensor scales differ: what each
+    /// expert's products are multiplied by (its `weight_scale_2`, or one over
+    /// its `weight_global_scale`); the matrix then has tensor scale 1.
+    pub expert_scales: Option<Vec<f32>>,
 }
 
 /// Reads linear `prefix` [rows, cols] stored in `format`.
-pub fn load(
-    store: &WeightStore,
-    prefix: &str,
-    format: QuantFormat,
-    rows: usize,
-    cols: usize,
-) -> Result<QuantizedMatrix> {
+pub fn load(store: &WeightStore, prefix: &str, format: QuantFormat, rows: usize, cols: usize) -> Result<Stored> {
     let name = |s: &str| format!("{prefix}.{s}");
     let bad = |what: &str, msg: String| Error::Weight { name: name(what), msg };
     let get = |s: &str, dtype: StDtype, shape: &[&[usize]]| -> Result<Vec<u8>> {
@@ -89,10 +100,9 @@ pub fn load(
         }
         Ok(raw.bytes.into_owned())
     };
-    let scalar = |s: &str| -> Result<f32> {
-        let b = get(s, StDtype::F32, &[&[], &[1]])?;
-        Ok(f32::from_le_bytes(b[..4].try_into().expect("checked 4 bytes")))
-    };
+    let f32s =
+        |b: &[u8]| -> Vec<f32> { b.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4"))).collect() };
+    let mut expert_scales = None;
     let matrix = match format {
         QuantFormat::Nvfp4(convention) => {
             let (packed_name, global) = match convention {
@@ -101,17 +111,38 @@ pub fn load(
             };
             let packed = get(packed_name, StDtype::U8, &[&[rows, cols / 2]])?;
             let scales = get("weight_scale", StDtype::F8E4M3, &[&[rows, cols / 16]])?;
-            QuantizedMatrix::Nvfp4(Nvfp4::from_parts(convention, rows, cols, packed, scales, scalar(global)?)?)
+            // one value, or a vector [experts] for a stack (see the module doc)
+            let stacked = store.shape_of(&name(global)).map(|s| s.to_vec()).unwrap_or_default();
+            let tensor = f32s(&get(global, StDtype::F32, &[&[], &[1], &stacked[..stacked.len().min(1)]])?);
+            let tensor_scale = match tensor[..] {
+                [] => return Err(bad(global, "is empty".into())),
+                [s, ..] if tensor.iter().all(|&t| t == s) => s,
+                _ if rows.is_multiple_of(tensor.len()) => {
+                    let ct = convention == Nvfp4Convention::CompressedTensors;
+                    if let Some(s) = tensor.iter().find(|&&s| !(s.is_finite() && (s > 0.0 || (!ct && s == 0.0)))) {
+                        return Err(bad(global, format!("holds {s}, not a tensor scale")));
+                    }
+                    expert_scales = Some(tensor.iter().map(|&s| if ct { 1.0 / s } else { s }).collect());
+                    1.0
+                }
+                _ => return Err(bad(global, format!("{} values do not split {rows} rows", tensor.len()))),
+            };
+            QuantizedMatrix::Nvfp4(Nvfp4::from_parts(convention, rows, cols, packed, scales, tensor_scale)?)
         }
         QuantFormat::Fp8(_) => {
             let data = get("weight", StDtype::F8E4M3, &[&[rows, cols]])?;
             let (scale_name, scaling) = fp8_scales(store, prefix, rows, cols)?;
             let want = scaling.scale_shape(rows, cols);
             let raw = store.get(&name(scale_name))?;
-            if raw.dtype != StDtype::F32 || raw.shape.iter().product::<usize>() != want[0] * want[1] {
+            let count = raw.shape.iter().product::<usize>();
+            let per_row_group = scaling == Fp8Scaling::PerChannel && count < rows; // a scale per expert
+            if raw.dtype != StDtype::F32 || (count != want[0] * want[1] && !per_row_group) {
                 return Err(bad(scale_name, format!("{} {:?} does not fit {scaling:?}", raw.dtype.name(), raw.shape)));
             }
-            let scales = raw.bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4"))).collect();
+            let mut scales = f32s(&raw.bytes);
+            if per_row_group {
+                scales = scales.iter().flat_map(|&s| std::iter::repeat_n(s, rows / count)).collect();
+            }
             QuantizedMatrix::Fp8(Fp8Weight::from_parts(scaling, rows, cols, data, scales)?)
         }
         QuantFormat::Mxfp4(_) => {
@@ -121,5 +152,5 @@ pub fn load(
         }
         other => return Err(bad("weight", format!("loading stored {other} weights is not supported yet"))),
     };
-    Ok(matrix)
+    Ok(Stored { matrix, expert_scales })
 }

@@ -73,6 +73,9 @@ impl Held {
 pub struct Linear {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
+    /// A stack of experts only: [experts] f32 that multiply each expert's
+    /// products (NVFP4 experts stored each with its own tensor scale).
+    pub expert_scales: Option<Tensor>,
     /// Memory the weight takes on its backend (packed size when quantized).
     pub weight_bytes: usize,
 }
@@ -318,9 +321,16 @@ impl WeightLoader<'_> {
                 let (e, i) = (moe.experts, moe.expert_intermediate);
                 let experts = |proj: &str, out: usize, inp: usize| -> Result<Linear> {
                     let prefix = format!("{p}.experts.{proj}");
+                    let stack = self.weight(&prefix, e * out, inp, &[OpKind::MoeMatmul])?;
+                    if let Some(s) = &stack.expert_scales
+                        && s.shape() != [e]
+                    {
+                        let msg = format!("{} tensor scales for {e} experts", s.shape()[0]);
+                        return Err(Error::Weight { name: format!("{prefix}.weight"), msg });
+                    }
                     Ok(Linear {
                         bias: moe.biases.then(|| self.vector(&format!("{prefix}.bias"), e * out)).transpose()?,
-                        ..self.weight(&prefix, e * out, inp, &[OpKind::MoeMatmul])?
+                        ..stack
                     })
                 };
                 let shared = |i: usize| -> Result<[Linear; 3]> {
@@ -475,7 +485,11 @@ impl WeightLoader<'_> {
         }
         let prefix = name.strip_suffix(".weight").unwrap_or(name);
         if let Some(stored) = prequantized::stored_format(self.store, prefix)? {
-            return Ok(prequantized::load(self.store, prefix, stored, rows, cols)?.dequantize());
+            let stored = prequantized::load(self.store, prefix, stored, rows, cols)?;
+            if stored.expert_scales.is_some() {
+                return Err(Error::Weight { name: name.into(), msg: "has a tensor scale per expert".into() });
+            }
+            return Ok(stored.matrix.dequantize());
         }
         let values = widen_to_f32(name, &self.raw(name, &[rows, cols])?)?;
         self.store.release(name);
@@ -489,7 +503,7 @@ impl WeightLoader<'_> {
         } else {
             self.backend.upload_f32(&[rows, cols], &values)?
         };
-        Ok(Linear { weight_bytes: weight.size_bytes(), weight, bias: None })
+        Ok(Linear { weight_bytes: weight.size_bytes(), weight, bias: None, expert_scales: None })
     }
 
     fn raw(&self, name: &str, shape: &[usize]) -> Result<RawTensor<'_>> {
@@ -550,7 +564,7 @@ impl WeightLoader<'_> {
                 other => other,
             };
             let weight = self.backend.alloc(&[out, inp], held.dtype())?;
-            return Ok(Linear { weight, bias: None, weight_bytes: held.bytes(out, inp) });
+            return Ok(Linear { weight, bias: None, expert_scales: None, weight_bytes: held.bytes(out, inp) });
         }
         let upload = |m: QuantizedMatrix| -> Result<Linear> {
             if [m.rows(), m.cols()] != [out, inp] {
@@ -559,10 +573,24 @@ impl WeightLoader<'_> {
                     msg: format!("shape [{}, {}], the config implies [{out}, {inp}]", m.rows(), m.cols()),
                 });
             }
-            Ok(Linear { weight_bytes: m.storage_bytes(), weight: self.backend.upload_quantized(&m)?, bias: None })
+            let weight = self.backend.upload_quantized(&m)?;
+            Ok(Linear { weight_bytes: m.storage_bytes(), weight, bias: None, expert_scales: None })
         };
         match held {
-            Held::Prequantized(stored) => upload(prequantized::load(self.store, prefix, stored, out, inp)?),
+            Held::Prequantized(stored) => {
+                let stored = prequantized::load(self.store, prefix, stored, out, inp)?;
+                let expert_scales = match stored.expert_scales {
+                    Some(s) if uses == [OpKind::MoeMatmul] => Some(self.backend.upload_f32(&[s.len()], &s)?),
+                    Some(s) => {
+                        return Err(Error::Weight {
+                            name,
+                            msg: format!("has {} tensor scales, but is not a stack of experts", s.len()),
+                        });
+                    }
+                    None => None,
+                };
+                Ok(Linear { expert_scales, ..upload(stored.matrix)? })
+            }
             Held::Packed(_) => {
                 let linear = upload(self.store.quantized(&name)?);
                 // the backend copied the blocks or reads them through the mmap,
@@ -582,7 +610,7 @@ impl WeightLoader<'_> {
             }
             Held::Float(_) => {
                 let weight = self.matrix(&name, out, inp)?;
-                Ok(Linear { weight_bytes: weight.size_bytes(), weight, bias: None })
+                Ok(Linear { weight_bytes: weight.size_bytes(), weight, bias: None, expert_scales: None })
             }
         }
     }

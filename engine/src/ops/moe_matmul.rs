@@ -3,10 +3,15 @@
 //! (any weight dtype a matmul takes, kept as stored); each (token, choice)
 //! row is multiplied by its chosen expert's rows.
 //!
-//! `out[t * K + j, :] = x[r, :] · w[e * n .. (e + 1) * n, :]ᵀ (+ b[e * n ..])`
+//! `out[t * K + j, :] = x[r, :] · w[e * n .. (e + 1) * n, :]ᵀ (· s[e]) (+ b[e * n ..])`
 //! with `e = route[t, K + j]` (see `moe_route`), `K` the route's top-k, and
 //! `r = t` when x has one row per token (the gate and up projections) or
 //! `r = t * K + j` when it has one per choice (the down projection).
+//!
+//! The optional per-expert scale `s` is the tensor scale of experts stored
+//! each with their own (ModelOpt NVFP4's `weight_scale_2`): the stack then
+//! holds every expert at tensor scale 1, and since the product is linear in
+//! the weight, scaling its result is the same product.
 //!
 //! Backends group the rows by expert so each expert's weights are read once
 //! per step; the reference goes row by row.
@@ -16,10 +21,12 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 
 /// Inputs: x [T or T*K, k] f32, w [experts * n, k] (f32|f16|bf16|quantized),
-/// route [T, 2K] f32, optional bias [experts * n] f32. Output: [T*K, n] f32.
+/// route [T, 2K] f32, optional bias [experts * n] f32, and when `scaled` a
+/// last input, the per-expert scale [experts] f32. Output: [T*K, n] f32.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MoeMatmul {
     pub experts: usize,
+    pub scaled: bool,
 }
 
 /// The sizes of one expert-indexed product.
@@ -39,6 +46,27 @@ impl MoeMatmul {
 
     const NAME: &'static str = "moe_matmul";
 
+    /// Over experts with no scale of their own.
+    pub fn new(experts: usize) -> Self {
+        MoeMatmul { experts, scaled: false }
+    }
+
+    /// The optional inputs after x, w and route: (bias, scale).
+    pub fn optional<'a, T>(&self, inputs: &'a [T]) -> (Option<&'a T>, Option<&'a T>) {
+        let (bias, scale) = self.optional_at(inputs.len());
+        (bias.map(|i| &inputs[i]), scale.map(|i| &inputs[i]))
+    }
+
+    /// Where the bias and the scale are among `count` inputs.
+    pub fn optional_at(&self, count: usize) -> (Option<usize>, Option<usize>) {
+        match (self.scaled, count) {
+            (true, 4) => (None, Some(3)),
+            (true, 5) => (Some(3), Some(4)),
+            (_, 4..) => (Some(3), None),
+            _ => (None, None),
+        }
+    }
+
     pub fn output_spec(&self, inputs: &[TensorSpec]) -> Result<TensorSpec> {
         let d = self.dims(inputs)?;
         Ok(TensorSpec::new(&[d.tokens * d.top_k, d.n], DType::F32))
@@ -46,8 +74,10 @@ impl MoeMatmul {
 
     /// The product's sizes, from validated inputs.
     pub fn dims(&self, inputs: &[TensorSpec]) -> Result<MoeDims> {
-        if !(3..=4).contains(&inputs.len()) {
-            return Err(Error::op(Self::NAME, format!("expects 3 or 4 inputs, got {}", inputs.len())));
+        let most = 4 + self.scaled as usize;
+        if !(3 + self.scaled as usize..=most).contains(&inputs.len()) {
+            let want = if self.scaled { "4 or 5 (the last the scale)" } else { "3 or 4" };
+            return Err(Error::op(Self::NAME, format!("expects {want} inputs, got {}", inputs.len())));
         }
         let (x, w, route) = (&inputs[0], &inputs[1], &inputs[2]);
         expect_rank(Self::NAME, "x", x, 2)?;
@@ -76,10 +106,17 @@ impl MoeMatmul {
         if x.shape[1] != w.shape[1] {
             return Err(Error::op(Self::NAME, format!("x {:?} and w {:?} disagree on k", x.shape, w.shape)));
         }
-        if let Some(b) = inputs.get(3) {
+        let (bias, scale) = self.optional(inputs);
+        if let Some(b) = bias {
             expect_dtype(Self::NAME, "bias", b, &[DType::F32])?;
             if b.shape != [w.shape[0]] {
                 return Err(Error::op(Self::NAME, format!("bias {:?} for w {:?}", b.shape, w.shape)));
+            }
+        }
+        if let Some(s) = scale {
+            expect_dtype(Self::NAME, "scale", s, &[DType::F32])?;
+            if s.shape != [self.experts] {
+                return Err(Error::op(Self::NAME, format!("scale {:?} for {} experts", s.shape, self.experts)));
             }
         }
         Ok(MoeDims { tokens, top_k, per_choice, k: x.shape[1], n: w.shape[0] / self.experts })
@@ -107,13 +144,15 @@ impl MoeMatmul {
         Ok(())
     }
 
-    /// x (T or T*K, k), w (E*n, k), route (T, 2K), bias (E*n,) -> out (T*K, n)
+    /// x (T or T*K, k), w (E*n, k), route (T, 2K), bias (E*n,), scale (E,) -> out (T*K, n)
+    #[allow(clippy::too_many_arguments)]
     pub fn reference(
         &self,
         x: &[f32],
         w: WeightRows,
         route: &[f32],
         bias: Option<&[f32]>,
+        scale: Option<&[f32]>,
         d: MoeDims,
         out: &mut [f32],
     ) -> Result<()> {
@@ -128,7 +167,8 @@ impl MoeMatmul {
                 let o = &mut out[(t * kk + j) * n..(t * kk + j + 1) * n];
                 for (c, o) in o.iter_mut().enumerate() {
                     let row = e * n + c;
-                    *o = dot(x_row, w.row(row, k, &mut scratch)?) + bias.map_or(0.0, |b| b[row]);
+                    let y = dot(x_row, w.row(row, k, &mut scratch)?);
+                    *o = scale.map_or(y, |s| y * s[e]) + bias.map_or(0.0, |b| b[row]);
                 }
             }
         }

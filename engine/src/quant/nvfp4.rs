@@ -163,8 +163,6 @@ impl Nvfp4 {
         self.tensor_scale
     }
 
-    /// The f32 factor of block `b` (row-major block index) that multiplies the
-    /// E2M1 values.
     /// The factor block `b` (row-major over [rows, cols / 16]) multiplies its E2M1 values by.
     pub fn block_factor(&self, b: usize) -> f32 {
         let s = fp8::decode(self.scales[b]);
