@@ -104,3 +104,30 @@ fn nvfp4_and_fp8_checkpoints_round_trip_and_corruption_is_named() {
         let _ = std::fs::remove_dir_all(&out);
     }
 }
+
+/// DeepSeek-V3's layout (`nvidia/DeepSeek-R1-FP4`): every expert its own
+/// tensor, with its own tensor scale; quantizing on load does the same.
+#[test]
+fn experts_are_quantized_one_at_a_time_as_modelopt_does() {
+    let moe = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/deepseek-v3");
+    for (format, tensor_scale) in [("nvfp4", "weight_scale_2"), ("fp8", "weight_scale")] {
+        let out = std::env::temp_dir().join(format!("ferrum-quantized-moe-{format}-{}", std::process::id()));
+        let (model, dir) = (moe.to_str().unwrap(), out.to_str().unwrap());
+        let run =
+            ferrum(&["quantize", "--model", model, "--format", format, "--out", dir, "--quant-exclude", "self_attn"]);
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        let st = out.join("model.safetensors");
+        let scale_of = |e: usize| {
+            let name = format!("model.layers.1.mlp.experts.{e}.gate_proj.{tensor_scale}");
+            let h = header(&st);
+            let [start, _] = [0, 1].map(|i| h[&name]["data_offsets"][i].as_u64().unwrap() as usize);
+            let bytes = std::fs::read(&st).unwrap();
+            let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+            f32::from_le_bytes(bytes[8 + n + start..][..4].try_into().unwrap())
+        };
+        assert_ne!(scale_of(0), scale_of(1), "{format}: each expert has its own scale");
+        let on_load = ["--quant", format, "--quant-exclude", "self_attn"];
+        assert_eq!(logits(&out, &[], &format!("moe-{format}")), logits(&moe, &on_load, &format!("moe-{format}-live")));
+        let _ = std::fs::remove_dir_all(&out);
+    }
+}

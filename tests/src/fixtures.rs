@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use ferrum_engine::loader::{SafetensorsFile, StDtype};
 
-pub const FIXTURES: [&str; 18] = [
+pub const FIXTURES: [&str; 19] = [
     "llama",
     "llama3-tied",
     "mistral",
@@ -25,6 +25,7 @@ pub const FIXTURES: [&str; 18] = [
     "deepseek-v3",
     "deepseek-v3-plain-q",
     "deepseek-v3-fp8",
+    "deepseek-v3-nvfp4",
     "deepseek-v32",
 ];
 

@@ -48,7 +48,7 @@ fn logits_match_transformers_in_prefill_and_decode() {
             let dir = fixture_dir(name);
             let reference = Reference::load(&dir).unwrap();
             let model = Model::load(&dir, backend.clone()).unwrap();
-            let quantized = name.ends_with("mxfp4") || name.ends_with("fp8");
+            let quantized = name.ends_with("mxfp4") || name.ends_with("fp8") || name.ends_with("nvfp4");
             let tolerance = if backend.name() == "cpu" && quantized { TOLERANCE_FAST_QUANT } else { tolerance };
             for mode in [LogitsMode::Prefill, LogitsMode::Decode] {
                 let got = sequence_logits(&model, &reference.input_ids, mode).unwrap();

@@ -2,7 +2,10 @@
 //! layout NVIDIA ModelOpt exports (and vLLM / TensorRT-LLM load): per linear
 //! `weight` (packed), `weight_scale`, `weight_scale_2` for NVFP4, or `weight`
 //! (E4M3) + `weight_scale` for FP8; `quantization_config` in config.json and
-//! `hf_quant_config.json`. Everything else is copied as stored.
+//! `hf_quant_config.json`. Everything else is copied as stored. Experts
+//! stored one matrix each are quantized each as its own tensor, as ModelOpt
+//! does (`nvidia/DeepSeek-R1-FP4`); experts fused into one 3-D tensor
+//! (transformers 5, gpt-oss) are copied as stored.
 
 use std::path::PathBuf;
 
@@ -43,7 +46,9 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
     let policy = QuantPolicy::new(Some(args.format), &args.quant_exclude);
     let mut owned: Vec<(String, StDtype, Vec<usize>, Vec<u8>)> = Vec::new();
     let mut quantized = 0;
-    let names: Vec<String> = store.names().map(str::to_string).collect();
+    // the stored tensors, not the stacks the loader makes of them (`loader::experts`)
+    let names: Vec<String> = store.stored().iter().map(|t| t.name.to_string()).collect();
+    let mut fused = 0;
     for name in &names {
         let raw = store.get(name)?;
         let is_linear = name.ends_with("_proj.weight") && raw.shape.len() == 2;
@@ -78,8 +83,14 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
                 }
                 quantized += 1;
             }
-            None => owned.push((name.clone(), raw.dtype, raw.shape.to_vec(), raw.bytes.into_owned())),
+            None => {
+                fused += (name.contains(".experts.") && raw.shape.len() == 3) as usize;
+                owned.push((name.clone(), raw.dtype, raw.shape.to_vec(), raw.bytes.into_owned()))
+            }
         }
+    }
+    if fused > 0 {
+        eprintln!("{fused} fused expert tensors (one 3-D tensor per layer) are copied as stored, not quantized");
     }
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let tensors: Vec<TensorToWrite<'_>> = owned

@@ -1,7 +1,8 @@
 //! Which weights to quantize when a model loads (`--quant FORMAT
 //! --quant-exclude PATTERN`). Only linear layers are candidates; the
-//! embedding table is gathered, not multiplied, and `lm_head` is excluded by
-//! default, as ModelOpt does.
+//! embedding table is gathered, not multiplied, and `lm_head` and the MoE
+//! routers (`mlp.gate`) are excluded by default, as ModelOpt does: a router's
+//! rounding would change which experts a token runs.
 
 use crate::quant::QuantFormat;
 
@@ -12,7 +13,7 @@ pub struct QuantPolicy {
     pub exclude: Vec<String>,
 }
 
-pub const DEFAULT_EXCLUDE: [&str; 1] = ["lm_head"];
+pub const DEFAULT_EXCLUDE: [&str; 2] = ["lm_head", "mlp.gate."];
 
 impl QuantPolicy {
     /// `format` with the default exclusions plus `extra`.
@@ -49,9 +50,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lm_head_and_patterns_are_excluded() {
+    fn lm_head_routers_and_patterns_are_excluded() {
         let p = QuantPolicy::new(Some("int8".parse().unwrap()), &["layers.0.*down".into()]);
         assert!(p.format_for("lm_head.weight").is_none());
+        assert!(p.format_for("model.layers.3.mlp.gate.weight").is_none());
+        assert!(p.format_for("model.layers.3.mlp.gate_proj.weight").is_some());
         assert!(p.format_for("model.layers.0.mlp.down_proj.weight").is_none());
         assert!(p.format_for("model.layers.1.mlp.down_proj.weight").is_some());
         assert!(p.format_for("model.layers.0.mlp.up_proj.weight").is_some());

@@ -9,6 +9,7 @@ use crate::loader::{RawTensor, StDtype, WeightStore};
 use crate::model::prequantized;
 use crate::model::quant_policy::QuantPolicy;
 use crate::ops::OpKind;
+use crate::quant::experts::quantize_experts;
 use crate::quant::{QuantFormat, QuantizedMatrix};
 use crate::tensor::Tensor;
 
@@ -304,7 +305,7 @@ impl WeightLoader<'_> {
         } else {
             Some(self.linear("lm_head", config.vocab_size, h, false)?)
         };
-        let embed = self.weight("model.embed_tokens", config.vocab_size, h, embed_uses(config, self.store))?;
+        let embed = self.weight("model.embed_tokens", config.vocab_size, h, embed_uses(config, self.store), 1)?;
         Ok(DecoderWeights {
             embed: embed.weight,
             embed_bytes: embed.weight_bytes,
@@ -321,7 +322,7 @@ impl WeightLoader<'_> {
                 let (e, i) = (moe.experts, moe.expert_intermediate);
                 let experts = |proj: &str, out: usize, inp: usize| -> Result<Linear> {
                     let prefix = format!("{p}.experts.{proj}");
-                    let stack = self.weight(&prefix, e * out, inp, &[OpKind::MoeMatmul])?;
+                    let stack = self.weight(&prefix, e * out, inp, &[OpKind::MoeMatmul], e)?;
                     if let Some(s) = &stack.expert_scales
                         && s.shape() != [e]
                     {
@@ -536,13 +537,14 @@ impl WeightLoader<'_> {
     fn linear(&self, prefix: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
         Ok(Linear {
             bias: bias.then(|| self.vector(&format!("{prefix}.bias"), out)).transpose()?,
-            ..self.weight(prefix, out, inp, &[OpKind::Matmul])?
+            ..self.weight(prefix, out, inp, &[OpKind::Matmul], 1)?
         })
     }
 
     /// Matrix `prefix.weight` [out, inp] held as [`Held::of`] says (a
     /// linear layer's when `uses` is matmul alone), without its bias.
-    fn weight(&self, prefix: &str, out: usize, inp: usize, uses: &[OpKind]) -> Result<Linear> {
+    /// A stack of `experts` (more than one) is quantized an expert at a time.
+    fn weight(&self, prefix: &str, out: usize, inp: usize, uses: &[OpKind], experts: usize) -> Result<Linear> {
         let name = format!("{prefix}.weight");
         // linear layers (experts included) follow the quantization policy
         let linear = matches!(uses, [OpKind::Matmul] | [OpKind::MoeMatmul]);
@@ -601,12 +603,12 @@ impl WeightLoader<'_> {
             Held::Quantized(format) => {
                 let raw = self.raw(&name, &[out, inp])?;
                 let values = widen_to_f32(&name, &raw)?;
-                let packed = QuantizedMatrix::quantize(format, &values, out, inp).map_err(|e| Error::Weight {
-                    name: name.clone(),
-                    msg: format!("cannot quantize to {format}: {e}"),
+                let (packed, expert_scales) = quantize_experts(format, &values, experts, out, inp).map_err(|e| {
+                    Error::Weight { name: name.clone(), msg: format!("cannot quantize to {format}: {e}") }
                 })?;
                 self.store.release(&name);
-                upload(packed)
+                let expert_scales = expert_scales.map(|s| self.backend.upload_f32(&[s.len()], &s)).transpose()?;
+                Ok(Linear { expert_scales, ..upload(packed)? })
             }
             Held::Float(_) => {
                 let weight = self.matrix(&name, out, inp)?;

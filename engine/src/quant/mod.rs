@@ -13,7 +13,8 @@
 //!   `pack-quantized`);
 //! - [`ggml`]: llama.cpp's block formats (Q4_0 .. Q8_0, Q2_K .. Q6_K) as GGUF
 //!   stores them, read from GGUF files (there is no quantizer for them here);
-//! - [`device_layout`]: how the GPU backends lay out the codes and scales.
+//! - [`device_layout`]: how the GPU backends lay out the codes and scales;
+//! - [`experts`]: a stack of experts quantized an expert at a time.
 //!
 //! A matrix is [rows, cols] = [N, K] as `nn.Linear` stores it (out, in):
 //! blocks and groups run along a row (K). [`QuantizedMatrix`] holds any of
@@ -43,6 +44,7 @@
 
 pub mod device_layout;
 pub mod e2m1;
+pub mod experts;
 pub mod fp8;
 pub mod fp8_weight;
 pub mod ggml;
