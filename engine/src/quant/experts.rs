@@ -11,7 +11,7 @@
 //! `moe_matmul`'s per-expert scale). The other formats' scales are per row
 //! or per block along a row already.
 
-use super::{Fp8Scaling, Fp8Weight, Nvfp4, Nvfp4Convention, QuantFormat, QuantMatrix, QuantizedMatrix};
+use super::{Fp8Scaling, Fp8Weight, Nvfp4, Nvfp4Convention, QuantFormat, QuantizedMatrix};
 use crate::error::Result;
 
 /// A quantized stack, and the per-expert scales of its products when its
