@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use ferrum_engine::loader::{SafetensorsFile, StDtype};
 
-pub const FIXTURES: [&str; 19] = [
+pub const FIXTURES: [&str; 20] = [
     "llama",
     "llama3-tied",
     "mistral",
@@ -26,6 +26,7 @@ pub const FIXTURES: [&str; 19] = [
     "deepseek-v3-plain-q",
     "deepseek-v3-fp8",
     "deepseek-v3-nvfp4",
+    "qwen3-moe-nvfp4-ct",
     "deepseek-v32",
 ];
 

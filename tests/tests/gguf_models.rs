@@ -12,7 +12,7 @@ use ferrum_engine::source::ModelSource;
 use ferrum_engine::{Backend, CpuBackend, Model};
 
 /// (GGUF fixture, the HF fixture it came from)
-const GGUF_FIXTURES: [(&str, &str); 11] = [
+const GGUF_FIXTURES: [(&str, &str); 12] = [
     ("llama-q8_0", "llama"),
     ("llama-f32", "llama"),
     ("qwen2-f32", "qwen2"),
@@ -23,6 +23,7 @@ const GGUF_FIXTURES: [(&str, &str); 11] = [
     ("deepseek-v3-f32", "deepseek-v3"),
     ("deepseek-v3-q8_0", "deepseek-v3"),
     ("deepseek-v3-plain-q-f32", "deepseek-v3-plain-q"),
+    ("deepseek-v32-mtp-f32", "deepseek-v32"),
     ("gpt-oss-mxfp4", "gpt-oss"),
 ];
 

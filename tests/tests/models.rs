@@ -18,11 +18,14 @@ const TOLERANCE_F32: f64 = 1e-4;
 /// wgpu, f32 end to end too, but a GPU's exp/tanh/sin may be a few ulp off
 /// libm's and reductions run in another order: the bar set for GPU backends.
 const TOLERANCE_GPU: f64 = 2e-3;
-/// The fast CPU backend meets quantized weights (the MXFP4 experts) with
-/// activations rounded to i8, as llama.cpp does; each op stays within nmse
-/// 2e-4 of the reference (`ops.rs`), the tiny random model amplifies it
-/// (measured 4.4e-2 on gpt-oss-mxfp4), a wrong expert would cost O(1).
-const TOLERANCE_FAST_QUANT: f64 = 0.1;
+/// The fast CPU backend meets quantized weights with activations rounded to
+/// i8, as llama.cpp does; each op stays within nmse 2e-4 of the reference
+/// (`ops.rs`), the tiny random model amplifies it: measured 4.4e-2
+/// (gpt-oss-mxfp4, its experts), 6.0e-2 (deepseek-v3-nvfp4, its MLPs), 0.13
+/// (qwen3-moe-nvfp4-ct, every linear; the same model quantized on load gives
+/// 0.13 with nvfp4:ct and 0.15 with int8 against the CPU reference). A wrong
+/// expert or scale would cost O(1).
+const TOLERANCE_FAST_QUANT: f64 = 0.2;
 
 fn cpu() -> Arc<dyn Backend> {
     Arc::new(CpuBackend::new())
@@ -48,7 +51,7 @@ fn logits_match_transformers_in_prefill_and_decode() {
             let dir = fixture_dir(name);
             let reference = Reference::load(&dir).unwrap();
             let model = Model::load(&dir, backend.clone()).unwrap();
-            let quantized = name.ends_with("mxfp4") || name.ends_with("fp8") || name.ends_with("nvfp4");
+            let quantized = ["mxfp4", "fp8", "nvfp4"].iter().any(|f| name.contains(f));
             let tolerance = if backend.name() == "cpu" && quantized { TOLERANCE_FAST_QUANT } else { tolerance };
             for mode in [LogitsMode::Prefill, LogitsMode::Decode] {
                 let got = sequence_logits(&model, &reference.input_ids, mode).unwrap();

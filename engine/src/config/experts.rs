@@ -48,6 +48,19 @@ pub struct IndexerConfig {
     pub top_k: usize,
 }
 
+impl IndexerConfig {
+    /// Why these sizes cannot run beside the latent attention `m`, if they cannot.
+    pub fn check(&self, m: &MlaConfig) -> std::result::Result<(), String> {
+        if self.heads == 0 || self.top_k == 0 || self.head_dim < m.rope || !self.head_dim.is_multiple_of(2) {
+            return Err(format!("indexer sizes must be positive, head_dim even and >= the rope dims: {self:?}"));
+        }
+        if m.q_lora_rank.is_none() {
+            return Err("the lightning indexer needs a query low rank (its queries come from it)".into());
+        }
+        Ok(())
+    }
+}
+
 /// A mixture-of-experts block's shape and router.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MoeConfig {
@@ -105,12 +118,7 @@ impl Reader<'_> {
             head_dim: self.usize("index_head_dim")?,
             top_k: self.usize("index_topk")?,
         };
-        if i.heads == 0 || i.top_k == 0 || i.head_dim < m.rope || !i.head_dim.is_multiple_of(2) {
-            return Err(self.err(format!("indexer sizes must be positive, head_dim even and >= the rope dims: {i:?}")));
-        }
-        if m.q_lora_rank.is_none() {
-            return Err(self.err("the lightning indexer needs `q_lora_rank` (its queries come from it)"));
-        }
+        i.check(m).map_err(|e| self.err(e))?;
         Ok(i)
     }
 

@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 
 use crate::config::{
-    Architecture, MlaConfig, ModelConfig, MoeConfig, RopeConfig, RopeScaling, Routing, WindowRule, limits,
+    Architecture, IndexerConfig, MlaConfig, ModelConfig, MoeConfig, RopeConfig, RopeScaling, Routing, WindowRule,
+    limits,
 };
 use crate::error::{Error, Result};
 use crate::loader::gguf::GgufFile;
@@ -64,7 +65,9 @@ pub fn config(file: &GgufFile) -> Result<ModelConfig> {
         return Err(bad(file, format!("{num_heads} heads are not a multiple of {num_kv_heads} kv heads")));
     }
     let head_dim = opt("attention.key_length")?.unwrap_or(hidden_size / num_heads);
-    let num_layers = need("block_count")?;
+    // llama.cpp may count DeepSeek's multi-token-prediction layers as blocks
+    // at the end; the decoder does not run them
+    let num_layers = need("block_count")?.saturating_sub(opt("nextn_predict_layers")?.unwrap_or(0));
     if num_layers > limits::MAX_LAYERS {
         return Err(bad(file, format!("{num_layers} layers; at most {}", limits::MAX_LAYERS)));
     }
@@ -73,13 +76,7 @@ pub fn config(file: &GgufFile) -> Result<ModelConfig> {
         None => file.get_str_array("tokenizer.ggml.tokens")?.len(),
     };
     let spec = arch.spec();
-    if spec.indexer {
-        return Err(bad(
-            file,
-            format!("{} GGUF files are not supported yet (its Hugging Face folder is)", spec.hf_class),
-        ));
-    }
-    let mla = if spec.mla { Some(mla(file, &prefix)?) } else { None };
+    let mla = if spec.mla { Some(mla(file, &prefix, spec.indexer)?) } else { None };
     let rotary_dim = opt("rope.dimension_count")?.unwrap_or(head_dim);
     let theta = optf("rope.freq_base")?.unwrap_or(10_000.0);
     let scaling = match file.get_opt::<&str>(&key("rope.scaling.type"))? {
@@ -305,8 +302,9 @@ fn moe(file: &GgufFile, prefix: &str, num_layers: usize, routing: Routing, biase
 /// (`kv_lora_rank`), the query's low rank, the rotary key
 /// (`rope.dimension_count`) and each head's key and value widths
 /// (`key_length_mla`, `value_length_mla`; older files have them as
-/// `key_length` and `value_length`, with `kv_b` unsplit).
-fn mla(file: &GgufFile, prefix: &str) -> Result<MlaConfig> {
+/// `key_length` and `value_length`, with `kv_b` unsplit); and DeepSeek-V3.2's
+/// lightning indexer (`attention.indexer.{head_count,key_length,top_k}`).
+fn mla(file: &GgufFile, prefix: &str, indexer: bool) -> Result<MlaConfig> {
     let key = |k: &str| format!("{prefix}.{k}");
     let get = |k: &str| -> Result<Option<usize>> { bounded(file, &key(k), file.get_opt::<usize>(&key(k))?) };
     let need = |k: &str| -> Result<usize> { get(k)?.ok_or_else(|| bad(file, format!("no {}", key(k)))) };
@@ -315,7 +313,7 @@ fn mla(file: &GgufFile, prefix: &str) -> Result<MlaConfig> {
         Some(qk) => (qk, need("attention.value_length_mla")?),
         None => (need("attention.key_length")?, need("attention.value_length")?),
     };
-    let m = MlaConfig {
+    let mut m = MlaConfig {
         q_lora_rank: get("attention.q_lora_rank")?.filter(|&r| r > 0),
         kv_lora_rank: need("attention.kv_lora_rank")?,
         nope: qk.saturating_sub(rope),
@@ -325,6 +323,15 @@ fn mla(file: &GgufFile, prefix: &str) -> Result<MlaConfig> {
     };
     if m.kv_lora_rank == 0 || m.nope == 0 || m.rope == 0 || !m.rope.is_multiple_of(2) || m.v == 0 {
         return Err(bad(file, format!("latent attention sizes must be positive (rope even): {m:?}")));
+    }
+    if indexer {
+        let i = IndexerConfig {
+            heads: need("attention.indexer.head_count")?,
+            head_dim: need("attention.indexer.key_length")?,
+            top_k: need("attention.indexer.top_k")?,
+        };
+        i.check(&m).map_err(|e| bad(file, e))?;
+        m.indexer = Some(i);
     }
     Ok(m)
 }
@@ -393,6 +400,14 @@ pub fn tensor_map(file: &GgufFile, config: &ModelConfig) -> Result<BTreeMap<Stri
                 ("attn_kv_b.weight", _) => ("self_attn.kv_b_proj.weight", Transform::None),
                 ("attn_k_b.weight", _) => ("self_attn.k_b_proj.weight", Transform::None),
                 ("attn_v_b.weight", _) => ("self_attn.v_b_proj.weight", Transform::None),
+                // DeepSeek-V3.2's lightning indexer, as llama.cpp's deepseek32 writes it (no
+                // reordering; the Hadamard rotation it applies to q and k is orthonormal, so
+                // it leaves every score as it is and is not stored)
+                ("indexer.attn_q_b.weight", _) => ("self_attn.indexer.wq_b.weight", Transform::None),
+                ("indexer.attn_k.weight", _) => ("self_attn.indexer.wk.weight", Transform::None),
+                ("indexer.k_norm.weight", _) => ("self_attn.indexer.k_norm.weight", Transform::None),
+                ("indexer.k_norm.bias", _) => ("self_attn.indexer.k_norm.bias", Transform::None),
+                ("indexer.proj.weight", _) => ("self_attn.indexer.weights_proj.weight", Transform::None),
                 ("ffn_gate_exps.weight", _) => ("mlp.experts.gate_proj.weight", Transform::None),
                 ("ffn_up_exps.weight", _) => ("mlp.experts.up_proj.weight", Transform::None),
                 ("ffn_down_exps.weight", _) => ("mlp.experts.down_proj.weight", Transform::None),

@@ -133,11 +133,12 @@ impl IndexTopk {
                     .sum::<f32>();
                 scored.push((if score == 0.0 { 0.0 } else { score }, j as u32)); // -0 ties with +0
             }
-            // best first, the earlier position first among equals
-            scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-            let mut chosen: Vec<u32> = scored[..self.top_k].iter().map(|&(_, j)| j).collect();
-            chosen.sort_unstable();
-            row.copy_from_slice(&chosen);
+            // best first, the earlier position first among equals: a total
+            // order, so a partial selection (O(p)) keeps the same top_k
+            let better = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+            scored.select_nth_unstable_by(self.top_k - 1, better);
+            row.iter_mut().zip(&scored[..self.top_k]).for_each(|(o, &(_, j))| *o = j);
+            row.sort_unstable();
         }
         Ok(())
     }
