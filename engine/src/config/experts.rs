@@ -55,7 +55,7 @@ impl IndexerConfig {
             return Err(format!("indexer sizes must be positive, head_dim even and >= the rope dims: {self:?}"));
         }
         if m.q_lora_rank.is_none() {
-            return Err("the lightning indexer needs a query low rank (its queries come from it)".into());
+            return Err("the lightning indexer needs a query low rank (`q_lora_rank`): its queries come from it".into());
         }
         Ok(())
     }
