@@ -69,6 +69,15 @@ fn bytemuck_i64(bytes: &[u8]) -> Vec<i64> {
     bytes.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()
 }
 
+/// Each position's max |got - want| over its `vocab` logits, / std(want).
+pub fn position_errs_over_std(got: &[f32], want: &[f32], vocab: usize) -> Vec<f64> {
+    let n = want.len() as f64;
+    let mean = want.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let std = (want.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
+    let rows = got.chunks(vocab.max(1)).zip(want.chunks(vocab.max(1)));
+    rows.map(|(g, w)| g.iter().zip(w).map(|(&a, &b)| (a as f64 - b as f64).abs()).fold(0.0, f64::max) / std).collect()
+}
+
 /// max |got - want| / std(want): the error measure the issues set limits on.
 pub fn max_err_over_std(got: &[f32], want: &[f32]) -> f64 {
     assert_eq!(got.len(), want.len(), "length mismatch");

@@ -380,8 +380,10 @@ impl WeightLoader<'_> {
         })
     }
 
-    /// MLA's weights, cut as `MlaWeights` says. They are read as f32 and
-    /// stay f32 (the cuts need the values).
+    /// MLA's weights, cut as `MlaWeights` says: the query's and kv_a's parts
+    /// are rows of the stored matrices, held as stored; the absorbed
+    /// products are kv_b transposed per head, in kv_b's float dtype (f32 when
+    /// it is quantized).
     fn mla(&self, config: &ModelConfig, m: &MlaConfig, p: &str) -> Result<MlaWeights> {
         let (h, heads, r) = (config.hidden_size, config.num_heads, m.kv_lora_rank);
         let a = format!("{p}.self_attn");
@@ -394,27 +396,28 @@ impl WeightLoader<'_> {
         };
         let q_name = if m.q_lora_rank.is_some() { "q_b_proj" } else { "q_proj" };
         let qk = m.nope + m.rope;
-        // the rows of `w` [.., cols] that `rows` names, in order (nothing in a dry run)
-        let cut = |w: &[f32], cols: usize, rows: &mut dyn Iterator<Item = usize>| -> Vec<f32> {
-            if w.is_empty() {
-                return Vec::new();
-            }
-            rows.flat_map(|row| w[row * cols..(row + 1) * cols].iter().copied()).collect()
-        };
-        let q = self.host_f32(&format!("{a}.{q_name}.weight"), heads * qk, q_in)?;
-        let q_nope = cut(&q, q_in, &mut (0..heads).flat_map(|hd| hd * qk..hd * qk + m.nope));
-        let q_rope = cut(&q, q_in, &mut (0..heads).flat_map(|hd| hd * qk + m.nope..(hd + 1) * qk));
-        let kv_a = self.host_f32(&format!("{a}.kv_a_proj_with_mqa.weight"), r + m.rope, h)?;
+        let q = format!("{a}.{q_name}");
+        let q_nope: Vec<usize> = (0..heads).flat_map(|hd| hd * qk..hd * qk + m.nope).collect();
+        let q_rope: Vec<usize> = (0..heads).flat_map(|hd| hd * qk + m.nope..(hd + 1) * qk).collect();
+        let kv_a = format!("{a}.kv_a_proj_with_mqa");
+        let latent: Vec<usize> = (0..r).collect();
+        let rope: Vec<usize> = (r..r + m.rope).collect();
         let (k_absorb, v_absorb) = self.absorbed(m, heads, &a)?;
+        // kv_b's (or k_b's) float dtype holds its values exactly, transposed or not
+        let source = if self.store.contains(&format!("{a}.kv_b_proj.weight")) { "kv_b_proj" } else { "k_b_proj" };
+        let absorbed = match Held::of(self.store, self.policy, self.holder, &format!("{a}.{source}"), true, &[])? {
+            Held::Float(dtype) => dtype,
+            _ => DType::F32,
+        };
         Ok(MlaWeights {
             q_a,
-            q_nope: self.f32_linear(heads * m.nope, q_in, q_nope)?,
-            q_rope: self.f32_linear(heads * m.rope, q_in, q_rope)?,
-            kv_latent: self.f32_linear(r, h, kv_a.get(..r * h).map(<[f32]>::to_vec).unwrap_or_default())?,
-            kv_rope: self.f32_linear(m.rope, h, kv_a.get(r * h..).map(<[f32]>::to_vec).unwrap_or_default())?,
+            q_nope: self.weight_rows(&q, heads * qk, q_in, &q_nope)?,
+            q_rope: self.weight_rows(&q, heads * qk, q_in, &q_rope)?,
+            kv_latent: self.weight_rows(&kv_a, r + m.rope, h, &latent)?,
+            kv_rope: self.weight_rows(&kv_a, r + m.rope, h, &rope)?,
             kv_norm: self.vector(&format!("{a}.kv_a_layernorm.weight"), r)?,
-            k_absorb: self.f32_linear(heads * r, m.nope, k_absorb)?,
-            v_absorb: self.f32_linear(heads * m.v, r + m.rope, v_absorb)?,
+            k_absorb: self.float_linear(heads * r, m.nope, k_absorb, absorbed)?,
+            v_absorb: self.float_linear(heads * m.v, r + m.rope, v_absorb, absorbed)?,
             indexer: match (&m.indexer, m.q_lora_rank) {
                 (Some(i), Some(qr)) => Some(self.indexer(h, qr, i, &format!("{a}.indexer"))?),
                 _ => None,
@@ -468,7 +471,7 @@ impl WeightLoader<'_> {
         }
         Ok(IndexerWeights {
             wq_b: self.linear(&format!("{p}.wq_b"), i.heads * i.head_dim, q_lora_rank, false)?,
-            wk: self.f32_linear(i.head_dim, h, wk)?,
+            wk: self.float_linear(i.head_dim, h, wk, DType::F32)?,
             k_norm: (
                 self.vector(&format!("{p}.k_norm.weight"), i.head_dim)?,
                 self.vector(&format!("{p}.k_norm.bias"), i.head_dim)?,
@@ -497,14 +500,76 @@ impl WeightLoader<'_> {
         Ok(values)
     }
 
-    /// An f32 matrix made on the host, as a linear layer without bias.
-    fn f32_linear(&self, rows: usize, cols: usize, values: Vec<f32>) -> Result<Linear> {
-        let weight = if self.dry {
-            self.backend.alloc(&[rows, cols], DType::F32)?
-        } else {
-            self.backend.upload_f32(&[rows, cols], &values)?
+    /// A matrix made on the host, as a linear layer without bias, held in
+    /// `dtype` (f32, or a narrower float the caller knows holds every value).
+    fn float_linear(&self, rows: usize, cols: usize, values: Vec<f32>, dtype: DType) -> Result<Linear> {
+        let weight = match dtype {
+            _ if self.dry => self.backend.alloc(&[rows, cols], dtype)?,
+            DType::F16 => {
+                let bytes: Vec<u8> = values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect();
+                self.backend.upload(&[rows, cols], dtype, &bytes)?
+            }
+            DType::BF16 => {
+                let bytes: Vec<u8> = values.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect();
+                self.backend.upload(&[rows, cols], dtype, &bytes)?
+            }
+            _ => self.backend.upload_f32(&[rows, cols], &values)?,
         };
         Ok(Linear { weight_bytes: weight.size_bytes(), weight, bias: None, expert_scales: None })
+    }
+
+    /// Rows `rows` of linear `prefix`'s matrix [out, inp], held as the whole
+    /// would be (a float as stored, a quantized one still packed: see
+    /// `QuantizedMatrix::select_rows`), so a projection is cut into parts
+    /// without being widened.
+    fn weight_rows(&self, prefix: &str, out: usize, inp: usize, rows: &[usize]) -> Result<Linear> {
+        let (name, n) = (format!("{prefix}.weight"), rows.len());
+        let linear =
+            |weight: Tensor, weight_bytes: usize| Linear { weight, weight_bytes, bias: None, expert_scales: None };
+        if self.dry {
+            // the whole's dry run checks the shapes and says the format
+            let dtype = match self.weight(prefix, out, inp, &[OpKind::Matmul], 1)?.weight.dtype() {
+                DType::Quant(f) => DType::Quant(f.of_selected_rows()),
+                d => d,
+            };
+            let bytes = match dtype {
+                DType::Quant(f) => f.storage_bytes(n, inp),
+                d => n * inp * d.size_bytes(),
+            };
+            return Ok(linear(self.backend.alloc(&[n, inp], dtype)?, bytes));
+        }
+        let whole = match Held::of(self.store, self.policy, self.holder, prefix, true, &[OpKind::Matmul])? {
+            Held::Float(dtype) => {
+                let raw = self.raw(&name, &[out, inp])?;
+                let row = inp * dtype.size_bytes();
+                let bytes: Vec<u8> = rows.iter().flat_map(|&r| &raw.bytes[r * row..(r + 1) * row]).copied().collect();
+                let weight = self.backend.upload(&[n, inp], dtype, &bytes)?;
+                self.store.release(&name);
+                return Ok(linear(weight, n * row));
+            }
+            Held::Prequantized(f) => {
+                let stored = prequantized::load(self.store, prefix, f, out, inp)?;
+                if stored.expert_scales.is_some() {
+                    return Err(Error::Weight { name, msg: "has a tensor scale per expert".into() });
+                }
+                stored.matrix
+            }
+            Held::Packed(_) => self.store.quantized(&name)?,
+            Held::Quantized(format) => {
+                let values = widen_to_f32(&name, &self.raw(&name, &[out, inp])?)?;
+                QuantizedMatrix::quantize(format, &values, out, inp).map_err(|e| Error::Weight {
+                    name: name.clone(),
+                    msg: format!("cannot quantize to {format}: {e}"),
+                })?
+            }
+        };
+        if [whole.rows(), whole.cols()] != [out, inp] {
+            let msg = format!("shape [{}, {}], the config implies [{out}, {inp}]", whole.rows(), whole.cols());
+            return Err(Error::Weight { name, msg });
+        }
+        let part = whole.select_rows(rows)?;
+        self.store.release(&name);
+        Ok(linear(self.backend.upload_quantized(&part)?, part.storage_bytes()))
     }
 
     fn raw(&self, name: &str, shape: &[usize]) -> Result<RawTensor<'_>> {

@@ -14,7 +14,8 @@
 //! - [`ggml`]: llama.cpp's block formats (Q4_0 .. Q8_0, Q2_K .. Q6_K) as GGUF
 //!   stores them, read from GGUF files (there is no quantizer for them here);
 //! - [`device_layout`]: how the GPU backends lay out the codes and scales;
-//! - [`experts`]: a stack of experts quantized an expert at a time.
+//! - [`experts`]: a stack of experts quantized an expert at a time;
+//! - `rows`: some rows of a quantized matrix, as a matrix in the same format.
 //!
 //! A matrix is [rows, cols] = [N, K] as `nn.Linear` stores it (out, in):
 //! blocks and groups run along a row (K). [`QuantizedMatrix`] holds any of
@@ -52,6 +53,7 @@ pub mod int4;
 pub mod int8;
 pub mod mxfp4;
 pub mod nvfp4;
+mod rows;
 
 use std::fmt;
 use std::str::FromStr;
