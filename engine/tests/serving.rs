@@ -22,9 +22,10 @@ fn model() -> Model {
     model_of("llama-notok")
 }
 
-/// The batching tests run a dense model, a mixture of experts and latent
-/// attention (whose prefix cache holds latents).
-const BATCHED: [&str; 4] = ["llama-notok", "qwen3-moe", "deepseek-v3", "deepseek-v32"];
+/// The batching tests run a dense model, a mixture of experts, latent
+/// attention (whose prefix cache holds latents), V3.2's sparse attention and
+/// NVFP4 experts each with its own tensor scale.
+const BATCHED: [&str; 5] = ["llama-notok", "qwen3-moe", "deepseek-v3", "deepseek-v32", "deepseek-v3-nvfp4"];
 
 #[test]
 fn concurrent_requests_match_each_alone() {

@@ -5,9 +5,11 @@
 
 pub mod blocks;
 pub mod engine;
+pub mod handle;
 pub mod metrics;
 pub mod sequence;
 
-pub use engine::{EngineConfig, EngineHandle, SubmitError, spawn};
+pub use engine::spawn;
+pub use handle::{EngineConfig, EngineHandle, SubmitError};
 pub use metrics::Metrics;
 pub use sequence::{Event, GenerationRequest, TokenLogprobs};
