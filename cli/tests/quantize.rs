@@ -106,15 +106,22 @@ fn nvfp4_and_fp8_checkpoints_round_trip_and_corruption_is_named() {
 }
 
 /// DeepSeek-V3's layout (`nvidia/DeepSeek-R1-FP4`): every expert its own
-/// tensor, with its own tensor scale; quantizing on load does the same.
+/// tensor, with its own tensor scale; quantizing on load does the same. With
+/// attention left as it is (as R1-FP4 leaves it) and quantized too (the
+/// latent projections are then cut and transposed as they load).
 #[test]
 fn experts_are_quantized_one_at_a_time_as_modelopt_does() {
     let moe = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/deepseek-v3");
-    for (format, tensor_scale) in [("nvfp4", "weight_scale_2"), ("fp8", "weight_scale")] {
-        let out = std::env::temp_dir().join(format!("ferrum-quantized-moe-{format}-{}", std::process::id()));
+    let cases = [
+        ("nvfp4", "weight_scale_2", "self_attn"),
+        ("fp8", "weight_scale", "self_attn"),
+        ("nvfp4", "weight_scale_2", "none"),
+    ];
+    for (format, tensor_scale, exclude) in cases {
+        let tag = format!("moe-{format}-{exclude}");
+        let out = std::env::temp_dir().join(format!("ferrum-quantized-{tag}-{}", std::process::id()));
         let (model, dir) = (moe.to_str().unwrap(), out.to_str().unwrap());
-        let run =
-            ferrum(&["quantize", "--model", model, "--format", format, "--out", dir, "--quant-exclude", "self_attn"]);
+        let run = ferrum(&["quantize", "--model", model, "--format", format, "--out", dir, "--quant-exclude", exclude]);
         assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
         let st = out.join("model.safetensors");
         let scale_of = |e: usize| {
@@ -126,8 +133,8 @@ fn experts_are_quantized_one_at_a_time_as_modelopt_does() {
             f32::from_le_bytes(bytes[8 + n + start..][..4].try_into().unwrap())
         };
         assert_ne!(scale_of(0), scale_of(1), "{format}: each expert has its own scale");
-        let on_load = ["--quant", format, "--quant-exclude", "self_attn"];
-        assert_eq!(logits(&out, &[], &format!("moe-{format}")), logits(&moe, &on_load, &format!("moe-{format}-live")));
+        let on_load = ["--quant", format, "--quant-exclude", exclude];
+        assert_eq!(logits(&out, &[], &tag), logits(&moe, &on_load, &format!("{tag}-live")), "{tag}");
         let _ = std::fs::remove_dir_all(&out);
     }
 }

@@ -51,7 +51,9 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
     let mut fused = 0;
     for name in &names {
         let raw = store.get(name)?;
-        let is_linear = name.ends_with("_proj.weight") && raw.shape.len() == 2;
+        // every matrix but the embedding table is a linear layer's (`lm_head`
+        // and the routers are excluded by the policy), as the loader sees them
+        let is_linear = name.ends_with(".weight") && raw.shape.len() == 2 && !name.contains("embed_tokens");
         match policy.format_for(name).filter(|_| is_linear) {
             Some(format) => {
                 let (rows, cols) = (raw.shape[0], raw.shape[1]);

@@ -481,7 +481,9 @@ impl WeightLoader<'_> {
     }
 
     /// Matrix `name` [rows, cols] widened (or, stored quantized, dequantized)
-    /// to f32 on the host; empty in a dry run.
+    /// to f32 on the host; empty in a dry run. A linear the policy quantizes
+    /// holds its quantized values, as it would loaded from `ferrum quantize`'s
+    /// output.
     fn host_f32(&self, name: &str, rows: usize, cols: usize) -> Result<Vec<f32>> {
         if self.dry {
             let _ = self.store.dtype_of(name)?; // it must exist
@@ -495,8 +497,13 @@ impl WeightLoader<'_> {
             }
             return Ok(stored.matrix.dequantize());
         }
-        let values = widen_to_f32(name, &self.raw(name, &[rows, cols])?)?;
+        let mut values = widen_to_f32(name, &self.raw(name, &[rows, cols])?)?;
         self.store.release(name);
+        if let Some(format) = self.policy.format_for(name) {
+            let quantized = QuantizedMatrix::quantize(format, &values, rows, cols)
+                .map_err(|e| Error::Weight { name: name.into(), msg: format!("cannot quantize to {format}: {e}") })?;
+            values = quantized.dequantize();
+        }
         Ok(values)
     }
 
