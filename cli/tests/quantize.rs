@@ -138,3 +138,32 @@ fn experts_are_quantized_one_at_a_time_as_modelopt_does() {
         let _ = std::fs::remove_dir_all(&out);
     }
 }
+
+/// Every mixture-of-experts layout quantizes to a checkpoint that loads:
+/// routers stay as they are under any name (Mixtral's `block_sparse_moe.gate`,
+/// gpt-oss's `mlp.router`), fused 3-D experts are copied as stored.
+#[test]
+fn every_moe_layout_quantizes_to_a_checkpoint_that_loads() {
+    for name in ["mixtral", "gpt-oss", "qwen3-moe-norm", "deepseek-v32"] {
+        let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(name);
+        let out = std::env::temp_dir().join(format!("ferrum-quantized-layout-{name}-{}", std::process::id()));
+        let run = ferrum(&[
+            "quantize",
+            "--model",
+            model.to_str().unwrap(),
+            "--format",
+            "nvfp4",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(run.status.success(), "{name}: {}", String::from_utf8_lossy(&run.stderr));
+        let h = header(&out.join("model.safetensors"));
+        let routers =
+            h.as_object().unwrap().keys().filter(|k| k.contains(".gate.weight") || k.contains(".router.weight"));
+        for router in routers.collect::<Vec<_>>() {
+            assert_eq!(h[router]["dtype"], "F32", "{name}: {router} stays as stored");
+        }
+        assert!(!logits(&out, &[], &format!("layout-{name}")).is_empty(), "{name}");
+        let _ = std::fs::remove_dir_all(&out);
+    }
+}

@@ -13,7 +13,9 @@ pub struct QuantPolicy {
     pub exclude: Vec<String>,
 }
 
-pub const DEFAULT_EXCLUDE: [&str; 2] = ["lm_head", "mlp.gate."];
+/// `lm_head`, and the routers under every name a checkpoint gives them
+/// (the loader's `mlp.gate`, Mixtral's `block_sparse_moe.gate`, gpt-oss's `mlp.router`).
+pub const DEFAULT_EXCLUDE: [&str; 4] = ["lm_head", "mlp.gate.", "block_sparse_moe.gate.", "mlp.router."];
 
 impl QuantPolicy {
     /// `format` with the default exclusions plus `extra`.
@@ -54,6 +56,8 @@ mod tests {
         let p = QuantPolicy::new(Some("int8".parse().unwrap()), &["layers.0.*down".into()]);
         assert!(p.format_for("lm_head.weight").is_none());
         assert!(p.format_for("model.layers.3.mlp.gate.weight").is_none());
+        assert!(p.format_for("model.layers.3.block_sparse_moe.gate.weight").is_none());
+        assert!(p.format_for("model.layers.3.mlp.router.weight").is_none());
         assert!(p.format_for("model.layers.3.mlp.gate_proj.weight").is_some());
         assert!(p.format_for("model.layers.0.mlp.down_proj.weight").is_none());
         assert!(p.format_for("model.layers.1.mlp.down_proj.weight").is_some());
