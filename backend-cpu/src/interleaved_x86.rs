@@ -29,6 +29,11 @@ const Q4_0: u8 = 0;
 const Q4_1: u8 = 1;
 const Q8_0: u8 = 2;
 const Q5_0: u8 = 3;
+/// MXFP4 in Q4_0's layout, its codes through `MX4_TABLE` (`repack.rs`)
+const MX4: u8 = 4;
+
+/// E2M1 code -> twice its value plus 12 (0..24): `w = d (t[code] - 12)`.
+const MX4_TABLE: [i8; 16] = [12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0];
 
 /// One thread's share of `job`.
 ///
@@ -47,6 +52,7 @@ pub unsafe fn run(vnni: bool, job: &Job) {
         GgmlType::Q4_1 => go!(Q4_1),
         GgmlType::Q8_0 => go!(Q8_0),
         GgmlType::Q5_0 => go!(Q5_0),
+        GgmlType::MXFP4 => go!(MX4),
         _ => {}
     }
 }
@@ -138,6 +144,7 @@ unsafe fn tile<const T: u8, const VNNI: bool, const MT: usize>(job: &Job, g: usi
     unsafe {
         let base = job.w.data.as_ptr().add((job.group0 + g) * blocks * gbb);
         let nib = _mm256_set1_epi8(0x0F);
+        let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(MX4_TABLE.as_ptr() as *const __m128i));
         let mut acc = [_mm256_setzero_ps(); MT];
         let mut off = [_mm256_setzero_ps(); MT];
         for b in 0..blocks {
@@ -161,6 +168,10 @@ unsafe fn tile<const T: u8, const VNNI: bool, const MT: usize>(job: &Job, g: usi
                     let q = _mm256_loadu_si256(codes.add(32 * j) as *const __m256i);
                     u[j] = _mm256_and_si256(q, nib);
                     u[4 + j] = _mm256_and_si256(_mm256_srli_epi16::<4>(q), nib);
+                    if T == MX4 {
+                        u[j] = _mm256_shuffle_epi8(table, u[j]);
+                        u[4 + j] = _mm256_shuffle_epi8(table, u[4 + j]);
+                    }
                 }
                 if T == Q5_0 {
                     // each lane's 32 high bits: elements 4j..4j+4 for u[j], 16+4j.. for u[4+j]
@@ -200,6 +211,8 @@ unsafe fn tile<const T: u8, const VNNI: bool, const MT: usize>(job: &Job, g: usi
                     Q4_0 => off[t] = _mm256_fmadd_ps(d, _mm256_set1_ps(-8.0 * sum), off[t]),
                     // w = d q - 16 d
                     Q5_0 => off[t] = _mm256_fmadd_ps(d, _mm256_set1_ps(-16.0 * sum), off[t]),
+                    // w = d t[code] - 12 d
+                    MX4 => off[t] = _mm256_fmadd_ps(d, _mm256_set1_ps(-12.0 * sum), off[t]),
                     // biased Q8_0: the codes are q + 128
                     Q8_0 if biased => off[t] = _mm256_fmadd_ps(d, _mm256_set1_ps(-128.0 * sum), off[t]),
                     // w = d q + m

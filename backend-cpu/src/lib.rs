@@ -171,6 +171,15 @@ impl Backend for FastCpuBackend {
             let r = repack::Repacked::new(g, m.rows(), m.cols(), self.ctx.isa == Isa::Avx512);
             return Ok(Tensor::from_buffer(shape, DType::Quant(m.format()), Arc::new(r)));
         }
+        // MXFP4 in Q4_0's layout, for the same kernels
+        if let QuantizedMatrix::Mxfp4(x) = m
+            && cfg!(target_arch = "x86_64")
+            && self.ctx.isa != Isa::Portable
+            && repack::fits_mxfp4(x)
+        {
+            let r = repack::Repacked::from_mxfp4(x);
+            return Ok(Tensor::from_buffer(shape, DType::Quant(m.format()), Arc::new(r)));
+        }
         // other blocks stay where the loader has them: the file's mmap
         Ok(quantized_tensor(m))
     }

@@ -16,10 +16,18 @@
 //!             plus 128 when `biased` (u8 codes for `vpdpbusd`, whose other
 //!             operand is signed; the kernel subtracts 128 d sum(x))
 //! ```
+//!
+//! MXFP4 (gpt-oss's experts, from safetensors or GGUF) takes Q4_0's layout:
+//! its E2M1 codes in GGUF's nibble order and, for `d`, its E8M0 scale halved
+//! as an f16 (exact for exponents 2^-24..2^15; a matrix with another stays
+//! on the generic path). The kernel maps each code through a table to twice
+//! its E2M1 value plus 12, an integer 0..24, so `w = d (t[code] - 12)` exactly.
 
 use ferrum_engine::Result;
 use ferrum_engine::quant::ggml::{GgmlBlocks, GgmlType, dequantize_into};
+use ferrum_engine::quant::{Mxfp4, QuantMatrix, e2m1};
 use ferrum_engine::tensor::Buffer;
+use half::f16;
 
 /// A weight repacked as the module doc says.
 #[derive(Debug)]
@@ -52,9 +60,20 @@ fn second_field(ty: GgmlType) -> usize {
     }
 }
 
-/// Bytes of one group-block: 8 original blocks.
+/// Bytes of one group-block: 8 original blocks (MXFP4's as Q4_0's).
 pub fn group_block_bytes(ty: GgmlType) -> usize {
-    8 * ty.type_size()
+    match ty {
+        GgmlType::MXFP4 => group_block_bytes(GgmlType::Q4_0),
+        _ => 8 * ty.type_size(),
+    }
+}
+
+/// E8M0 exponents whose half is an f16 (subnormals included): 2^-24..2^15.
+const MXFP4_EXPONENTS: std::ops::RangeInclusive<u8> = 104..=143;
+
+/// Whether an MXFP4 matrix can be repacked: whole groups, every scale an f16.
+pub fn fits_mxfp4(m: &Mxfp4) -> bool {
+    m.rows().is_multiple_of(8) && m.scales().iter().all(|e| MXFP4_EXPONENTS.contains(e))
 }
 
 /// Whether `m` can be repacked: a 32-element type we have kernels for, whole groups.
@@ -92,10 +111,40 @@ impl Repacked {
         Repacked { ty, cols, biased, data }
     }
 
+    /// An MXFP4 matrix in Q4_0's layout (see the module doc); `fits_mxfp4` first.
+    pub fn from_mxfp4(m: &Mxfp4) -> Self {
+        let (rows, cols) = (m.rows(), m.cols());
+        let (blocks, gb) = (cols / 32, group_block_bytes(GgmlType::MXFP4));
+        let mut data = vec![0u8; rows / 8 * blocks * gb];
+        for g in 0..rows / 8 {
+            for b in 0..blocks {
+                let out = &mut data[(g * blocks + b) * gb..][..gb];
+                for lane in 0..8 {
+                    let r = g * 8 + lane;
+                    let e = m.scales()[r * blocks + b];
+                    let d = f16::from_f32(ferrum_engine::quant::mxfp4::e8m0_to_f32(e) * 0.5);
+                    out[2 * lane..2 * lane + 2].copy_from_slice(&d.to_le_bytes());
+                    // element i's code: nibble i % 2 of byte i / 2 (OCP order)
+                    let packed = &m.packed()[(r * cols + b * 32) / 2..][..16];
+                    let code = |i: usize| (packed[i / 2] >> (4 * (i % 2))) & 0x0F;
+                    for i in 0..16 {
+                        // GGUF order: byte i holds element i (low) and i + 16 (high)
+                        out[16 + (i / 4) * 32 + 4 * lane + i % 4] = code(i) | (code(i + 16) << 4);
+                    }
+                }
+            }
+        }
+        Repacked { ty: GgmlType::MXFP4, cols, biased: false, data }
+    }
+
     /// Row `r` dequantized into `out` (cols values), bit-exact with the
     /// original blocks' reference dequantizer.
     pub fn row_into(&self, r: usize, out: &mut [f32]) -> Result<()> {
         let ty = self.ty;
+        if ty == GgmlType::MXFP4 {
+            self.mxfp4_row_into(r, out);
+            return Ok(());
+        }
         let (blocks, ts) = (self.cols / 32, ty.type_size());
         let (head, code_bytes) = (head_bytes(ty), ts - head_bytes(ty) / 8);
         let gb = group_block_bytes(ty);
@@ -116,11 +165,48 @@ impl Repacked {
         }
         Ok(())
     }
+
+    /// `row_into` for MXFP4: E2M1 value x (d = 2^(e - 127) / 2) x 2, exactly.
+    fn mxfp4_row_into(&self, r: usize, out: &mut [f32]) {
+        let (blocks, gb) = (self.cols / 32, group_block_bytes(GgmlType::MXFP4));
+        let (g, lane) = (r / 8, r % 8);
+        for b in 0..blocks {
+            let src = &self.data[(g * blocks + b) * gb..][..gb];
+            let d = f16::from_le_bytes([src[2 * lane], src[2 * lane + 1]]).to_f32() * 2.0;
+            let o = &mut out[b * 32..(b + 1) * 32];
+            for i in 0..16 {
+                let byte = src[16 + (i / 4) * 32 + 4 * lane + i % 4];
+                o[i] = e2m1::E2M1_VALUES[(byte & 0x0F) as usize] * d;
+                o[i + 16] = e2m1::E2M1_VALUES[(byte >> 4) as usize] * d;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repacked_mxfp4_rows_dequantize_as_the_original() {
+        let (rows, cols) = (16, 96);
+        let w: Vec<f32> =
+            (0..rows * cols).map(|i| ((i * 7919 % 211) as f32 / 50.0 - 2.0) * (1 + i / 300) as f32).collect();
+        let m = Mxfp4::quantize(ferrum_engine::quant::MxScaleRule::Ocp, &w, rows, cols).unwrap();
+        assert!(fits_mxfp4(&m));
+        let p = Repacked::from_mxfp4(&m);
+        assert_eq!(p.data.len(), rows * cols / 32 * 18, "Q4_0's bytes: f16 d and 16 code bytes per 32");
+        let want = m.dequantize();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for r in 0..rows {
+            let mut got = vec![0f32; cols];
+            p.row_into(r, &mut got).unwrap();
+            assert_eq!(bits(&got), bits(&want[r * cols..(r + 1) * cols]), "row {r}");
+        }
+        // a scale no f16 holds: not repacked
+        let tiny = Mxfp4::from_parts(8, 32, vec![0x11; 128], vec![100; 8]).unwrap();
+        assert!(!fits_mxfp4(&tiny));
+    }
 
     #[test]
     fn repacked_rows_dequantize_as_the_original_blocks() {
