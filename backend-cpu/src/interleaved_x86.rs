@@ -11,7 +11,7 @@ use ferrum_engine::quant::ggml::GgmlType;
 use crate::acts::QuantActs;
 use crate::matmul::SharedOut;
 use crate::pool::Chunks;
-use crate::repack::{Repacked, group_block_bytes, head_bytes};
+use crate::repack::{Kind, Repacked};
 
 pub struct Job<'a> {
     pub w: &'a Repacked,
@@ -29,11 +29,13 @@ const Q4_0: u8 = 0;
 const Q4_1: u8 = 1;
 const Q8_0: u8 = 2;
 const Q5_0: u8 = 3;
-/// MXFP4 in Q4_0's layout, its codes through `MX4_TABLE` (`repack.rs`)
+/// MXFP4 in Q4_0's layout, its codes through `FP4_TABLE` (`repack.rs`)
 const MX4: u8 = 4;
+/// NVFP4: the same codes, a `d` for each half of the block
+const NV4: u8 = 5;
 
 /// E2M1 code -> twice its value plus 12 (0..24): `w = d (t[code] - 12)`.
-const MX4_TABLE: [i8; 16] = [12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0];
+const FP4_TABLE: [i8; 16] = [12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0];
 
 /// One thread's share of `job`.
 ///
@@ -47,13 +49,14 @@ pub unsafe fn run(vnni: bool, job: &Job) {
             unsafe { if vnni { part_avx512::<{ $t }>(job) } else { part_avx2::<{ $t }>(job) } }
         };
     }
-    match job.w.ty {
-        GgmlType::Q4_0 => go!(Q4_0),
-        GgmlType::Q4_1 => go!(Q4_1),
-        GgmlType::Q8_0 => go!(Q8_0),
-        GgmlType::Q5_0 => go!(Q5_0),
-        GgmlType::MXFP4 => go!(MX4),
-        _ => {}
+    match job.w.kind {
+        Kind::Ggml(GgmlType::Q4_0) => go!(Q4_0),
+        Kind::Ggml(GgmlType::Q4_1) => go!(Q4_1),
+        Kind::Ggml(GgmlType::Q8_0) => go!(Q8_0),
+        Kind::Ggml(GgmlType::Q5_0) => go!(Q5_0),
+        Kind::Mxfp4 => go!(MX4),
+        Kind::Nvfp4(_) => go!(NV4),
+        Kind::Ggml(_) => {}
     }
 }
 
@@ -72,7 +75,7 @@ unsafe fn part_avx512<const T: u8>(job: &Job) {
 #[inline(always)]
 unsafe fn part<const T: u8, const VNNI: bool>(job: &Job) {
     let [m, k, _] = job.dims;
-    let gb = group_block_bytes(job.w.ty) * (k / 32);
+    let gb = job.w.kind.group_block_bytes() * (k / 32);
     // groups a tile pass covers: their bytes stay in cache while every tile
     // of 4 activation rows goes over them
     let sub = (48 * 1024 / gb).max(1);
@@ -135,8 +138,8 @@ unsafe fn bcast(p: *const i8) -> __m256i {
 unsafe fn tile<const T: u8, const VNNI: bool, const MT: usize>(job: &Job, g: usize, m0: usize) {
     let [_, k, n] = job.dims;
     let blocks = k / 32;
-    let (ty, acts) = (job.w.ty, job.acts);
-    let (gbb, head) = (group_block_bytes(ty), head_bytes(ty));
+    let acts = job.acts;
+    let (gbb, head) = (job.w.kind.group_block_bytes(), job.w.kind.head_bytes());
     // only the VNNI path repacks Q8_0 biased (`vpmaddubsw` would saturate on u8 codes)
     let biased = job.w.biased;
     // SAFETY: group g's blocks and the activation rows are inside their
@@ -144,13 +147,15 @@ unsafe fn tile<const T: u8, const VNNI: bool, const MT: usize>(job: &Job, g: usi
     unsafe {
         let base = job.w.data.as_ptr().add((job.group0 + g) * blocks * gbb);
         let nib = _mm256_set1_epi8(0x0F);
-        let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(MX4_TABLE.as_ptr() as *const __m128i));
+        let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(FP4_TABLE.as_ptr() as *const __m128i));
         let mut acc = [_mm256_setzero_ps(); MT];
         let mut off = [_mm256_setzero_ps(); MT];
         for b in 0..blocks {
             let p = base.add(b * gbb);
             _mm_prefetch::<_MM_HINT_T0>(p.add(32 * gbb) as *const i8);
             let d = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+            // NVFP4: the second half's scales (the first's are `d`)
+            let d_hi = if T == NV4 { _mm256_cvtph_ps(_mm_loadu_si128(p.add(16) as *const __m128i)) } else { d };
             let codes = p.add(head);
             // the block's codes decoded once for every activation row of the tile:
             // Q4: 4 registers of low nibbles and 4 of high; Q8: |q| and q
@@ -168,7 +173,7 @@ unsafe fn tile<const T: u8, const VNNI: bool, const MT: usize>(job: &Job, g: usi
                     let q = _mm256_loadu_si256(codes.add(32 * j) as *const __m256i);
                     u[j] = _mm256_and_si256(q, nib);
                     u[4 + j] = _mm256_and_si256(_mm256_srli_epi16::<4>(q), nib);
-                    if T == MX4 {
+                    if T == MX4 || T == NV4 {
                         u[j] = _mm256_shuffle_epi8(table, u[j]);
                         u[4 + j] = _mm256_shuffle_epi8(table, u[4 + j]);
                     }
@@ -202,8 +207,18 @@ unsafe fn tile<const T: u8, const VNNI: bool, const MT: usize>(job: &Job, g: usi
                         s[1] = dp::<VNNI>(s[1], u[4 + j], bcast(xq.add(16 + 4 * j)));
                     }
                 }
-                let dots = _mm256_add_epi32(s[0], s[1]);
                 let dx = *acts.d.get_unchecked(r * blocks + b);
+                if T == NV4 {
+                    // each half by its own scale; w = d t[code] - 12 d per half
+                    let dxv = _mm256_set1_ps(dx);
+                    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[0]), _mm256_mul_ps(d, dxv), acc[t]);
+                    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[1]), _mm256_mul_ps(d_hi, dxv), acc[t]);
+                    let sums = acts.sums.get_unchecked(2 * (r * blocks + b)..);
+                    off[t] = _mm256_fmadd_ps(d, _mm256_set1_ps(-12.0 * sums[0]), off[t]);
+                    off[t] = _mm256_fmadd_ps(d_hi, _mm256_set1_ps(-12.0 * sums[1]), off[t]);
+                    continue;
+                }
+                let dots = _mm256_add_epi32(s[0], s[1]);
                 acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), _mm256_mul_ps(d, _mm256_set1_ps(dx)), acc[t]);
                 let sum = *acts.sums32.get_unchecked(r * blocks + b);
                 match T {
@@ -224,8 +239,12 @@ unsafe fn tile<const T: u8, const VNNI: bool, const MT: usize>(job: &Job, g: usi
                 }
             }
         }
+        let factor = _mm256_set1_ps(job.w.output_factor());
         for t in 0..MT {
             let mut v = _mm256_add_ps(acc[t], off[t]);
+            if T == NV4 {
+                v = _mm256_mul_ps(v, factor);
+            }
             if let Some(bias) = job.bias {
                 v = _mm256_add_ps(v, _mm256_loadu_ps(bias.as_ptr().add(8 * g)));
             }

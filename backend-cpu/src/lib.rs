@@ -171,13 +171,14 @@ impl Backend for FastCpuBackend {
             let r = repack::Repacked::new(g, m.rows(), m.cols(), self.ctx.isa == Isa::Avx512);
             return Ok(Tensor::from_buffer(shape, DType::Quant(m.format()), Arc::new(r)));
         }
-        // MXFP4 in Q4_0's layout, for the same kernels
-        if let QuantizedMatrix::Mxfp4(x) = m
-            && cfg!(target_arch = "x86_64")
-            && self.ctx.isa != Isa::Portable
-            && repack::fits_mxfp4(x)
-        {
-            let r = repack::Repacked::from_mxfp4(x);
+        // MXFP4 and NVFP4 in Q4_0's layout, for the same kernels
+        let fp4 = match m {
+            _ if !cfg!(target_arch = "x86_64") || self.ctx.isa == Isa::Portable => None,
+            QuantizedMatrix::Mxfp4(x) if repack::fits_mxfp4(x) => Some(repack::Repacked::from_mxfp4(x)),
+            QuantizedMatrix::Nvfp4(x) if repack::fits_nvfp4(x) => Some(repack::Repacked::from_nvfp4(x)),
+            _ => None,
+        };
+        if let Some(r) = fp4 {
             return Ok(Tensor::from_buffer(shape, DType::Quant(m.format()), Arc::new(r)));
         }
         // other blocks stay where the loader has them: the file's mmap

@@ -22,20 +22,58 @@
 //! as an f16 (exact for exponents 2^-24..2^15; a matrix with another stays
 //! on the generic path). The kernel maps each code through a table to twice
 //! its E2M1 value plus 12, an integer 0..24, so `w = d (t[code] - 12)` exactly.
+//! NVFP4 has a scale per 16: its group-block holds 8 f16 `d` for the first
+//! 16 elements of the 8 rows, then 8 for the second 16 (each E4M3 scale
+//! halved, exact in f16), then the codes as MXFP4's; its tensor scale
+//! multiplies every output (`Repacked::scale`).
 
 use ferrum_engine::Result;
 use ferrum_engine::quant::ggml::{GgmlBlocks, GgmlType, dequantize_into};
-use ferrum_engine::quant::{Mxfp4, QuantMatrix, e2m1};
+use ferrum_engine::quant::{Mxfp4, Nvfp4, Nvfp4Convention, QuantMatrix, e2m1, fp8};
 use ferrum_engine::tensor::Buffer;
 use half::f16;
+
+/// What a repacked weight holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// GGUF's blocks of 32 (Q4_0, Q4_1, Q5_0, Q8_0)
+    Ggml(GgmlType),
+    /// E2M1 codes in Q4_0's layout, a scale per 32
+    Mxfp4,
+    /// E2M1 codes in Q4_0's layout, a scale per 16 and one per tensor
+    Nvfp4(Nvfp4Convention),
+}
+
+impl Kind {
+    /// Bytes of the f16 fields ahead of the codes in one group-block.
+    pub fn head_bytes(self) -> usize {
+        match self {
+            Kind::Ggml(ty) => 16 + 8 * second_field(ty),
+            Kind::Mxfp4 => 16,
+            Kind::Nvfp4(_) => 32,
+        }
+    }
+
+    /// Bytes of one group-block: 8 rows' fields, then their 128 code bytes
+    /// (256 for Q8_0).
+    pub fn group_block_bytes(self) -> usize {
+        match self {
+            Kind::Ggml(ty) => 8 * ty.type_size(),
+            Kind::Mxfp4 | Kind::Nvfp4(_) => self.head_bytes() + 128,
+        }
+    }
+}
 
 /// A weight repacked as the module doc says.
 #[derive(Debug)]
 pub struct Repacked {
-    pub ty: GgmlType,
+    pub kind: Kind,
     pub cols: usize,
     /// Q8_0 codes stored plus 128
     pub biased: bool,
+    /// NVFP4's tensor scale (ModelOpt's multiplies, compressed-tensors'
+    /// divides: see `output_factor`), else 1
+    pub scale: f32,
     pub data: Vec<u8>,
 }
 
@@ -43,11 +81,6 @@ impl Buffer for Repacked {
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }
-}
-
-/// Bytes of the f16 fields ahead of the codes in one group-block.
-pub fn head_bytes(ty: GgmlType) -> usize {
-    16 + 8 * second_field(ty)
 }
 
 /// Bytes of the per-block field after `d`, kept per row after the 8 `d`s:
@@ -60,20 +93,32 @@ fn second_field(ty: GgmlType) -> usize {
     }
 }
 
-/// Bytes of one group-block: 8 original blocks (MXFP4's as Q4_0's).
-pub fn group_block_bytes(ty: GgmlType) -> usize {
-    match ty {
-        GgmlType::MXFP4 => group_block_bytes(GgmlType::Q4_0),
-        _ => 8 * ty.type_size(),
-    }
-}
-
 /// E8M0 exponents whose half is an f16 (subnormals included): 2^-24..2^15.
 const MXFP4_EXPONENTS: std::ops::RangeInclusive<u8> = 104..=143;
 
 /// Whether an MXFP4 matrix can be repacked: whole groups, every scale an f16.
 pub fn fits_mxfp4(m: &Mxfp4) -> bool {
     m.rows().is_multiple_of(8) && m.scales().iter().all(|e| MXFP4_EXPONENTS.contains(e))
+}
+
+/// Whether an NVFP4 matrix can be repacked: whole groups of rows and of 32 columns.
+pub fn fits_nvfp4(m: &Nvfp4) -> bool {
+    m.rows().is_multiple_of(8) && m.cols().is_multiple_of(32)
+}
+
+/// Row `r`'s 16 code bytes of block `b` in GGUF's order (byte i: element i
+/// low, i + 16 high) from E2M1 codes packed two per byte in element order.
+fn ggml_order(packed: &[u8], cols: usize, r: usize, b: usize) -> [u8; 16] {
+    let packed = &packed[(r * cols + b * 32) / 2..][..16];
+    let code = |i: usize| (packed[i / 2] >> (4 * (i % 2))) & 0x0F;
+    std::array::from_fn(|i| code(i) | (code(i + 16) << 4))
+}
+
+/// Lane `lane`'s 16 code bytes into a group-block's codes (after `head`).
+fn put_codes(out: &mut [u8], head: usize, lane: usize, qs: &[u8; 16]) {
+    for (i, &q) in qs.iter().enumerate() {
+        out[head + (i / 4) * 32 + 4 * lane + i % 4] = q;
+    }
 }
 
 /// Whether `m` can be repacked: a 32-element type we have kernels for, whole groups.
@@ -84,10 +129,10 @@ pub fn fits(m: &GgmlBlocks, rows: usize) -> bool {
 impl Repacked {
     /// `bias_q8`: store Q8_0 codes plus 128 (for the VNNI kernel).
     pub fn new(m: &GgmlBlocks, rows: usize, cols: usize, bias_q8: bool) -> Self {
-        let ty = m.ty();
+        let (ty, kind) = (m.ty(), Kind::Ggml(m.ty()));
         let (blocks, ts) = (cols / 32, ty.type_size());
-        let (head, code_bytes) = (head_bytes(ty), ts - head_bytes(ty) / 8);
-        let gb = group_block_bytes(ty);
+        let (head, code_bytes) = (kind.head_bytes(), ts - kind.head_bytes() / 8);
+        let gb = kind.group_block_bytes();
         let biased = bias_q8 && ty == GgmlType::Q8_0;
         let mut data = vec![0u8; rows * m.row_bytes()];
         for g in 0..rows / 8 {
@@ -108,13 +153,13 @@ impl Repacked {
                 }
             }
         }
-        Repacked { ty, cols, biased, data }
+        Repacked { kind, cols, biased, scale: 1.0, data }
     }
 
     /// An MXFP4 matrix in Q4_0's layout (see the module doc); `fits_mxfp4` first.
     pub fn from_mxfp4(m: &Mxfp4) -> Self {
-        let (rows, cols) = (m.rows(), m.cols());
-        let (blocks, gb) = (cols / 32, group_block_bytes(GgmlType::MXFP4));
+        let (rows, cols, kind) = (m.rows(), m.cols(), Kind::Mxfp4);
+        let (blocks, gb) = (cols / 32, kind.group_block_bytes());
         let mut data = vec![0u8; rows / 8 * blocks * gb];
         for g in 0..rows / 8 {
             for b in 0..blocks {
@@ -124,30 +169,58 @@ impl Repacked {
                     let e = m.scales()[r * blocks + b];
                     let d = f16::from_f32(ferrum_engine::quant::mxfp4::e8m0_to_f32(e) * 0.5);
                     out[2 * lane..2 * lane + 2].copy_from_slice(&d.to_le_bytes());
-                    // element i's code: nibble i % 2 of byte i / 2 (OCP order)
-                    let packed = &m.packed()[(r * cols + b * 32) / 2..][..16];
-                    let code = |i: usize| (packed[i / 2] >> (4 * (i % 2))) & 0x0F;
-                    for i in 0..16 {
-                        // GGUF order: byte i holds element i (low) and i + 16 (high)
-                        out[16 + (i / 4) * 32 + 4 * lane + i % 4] = code(i) | (code(i + 16) << 4);
-                    }
+                    put_codes(out, kind.head_bytes(), lane, &ggml_order(m.packed(), cols, r, b));
                 }
             }
         }
-        Repacked { ty: GgmlType::MXFP4, cols, biased: false, data }
+        Repacked { kind, cols, biased: false, scale: 1.0, data }
+    }
+
+    /// An NVFP4 matrix in its layout (see the module doc); `fits_nvfp4` first.
+    pub fn from_nvfp4(m: &Nvfp4) -> Self {
+        let (rows, cols, kind) = (m.rows(), m.cols(), Kind::Nvfp4(m.convention()));
+        let (blocks, gb) = (cols / 32, kind.group_block_bytes());
+        let mut data = vec![0u8; rows / 8 * blocks * gb];
+        for g in 0..rows / 8 {
+            for b in 0..blocks {
+                let out = &mut data[(g * blocks + b) * gb..][..gb];
+                for lane in 0..8 {
+                    let r = g * 8 + lane;
+                    for half in 0..2 {
+                        let s = m.scales()[r * cols / 16 + 2 * b + half];
+                        let d = f16::from_f32(fp8::decode(s) * 0.5);
+                        out[16 * half + 2 * lane..][..2].copy_from_slice(&d.to_le_bytes());
+                    }
+                    put_codes(out, kind.head_bytes(), lane, &ggml_order(m.packed(), cols, r, b));
+                }
+            }
+        }
+        Repacked { kind, cols, biased: false, scale: m.tensor_scale(), data }
+    }
+
+    /// What multiplies every output of the kernel: 1 / NVFP4's
+    /// compressed-tensors global scale, its ModelOpt tensor scale, else 1.
+    pub fn output_factor(&self) -> f32 {
+        match self.kind {
+            Kind::Nvfp4(Nvfp4Convention::CompressedTensors) => 1.0 / self.scale,
+            Kind::Nvfp4(Nvfp4Convention::ModelOpt) => self.scale,
+            _ => 1.0,
+        }
     }
 
     /// Row `r` dequantized into `out` (cols values), bit-exact with the
     /// original blocks' reference dequantizer.
     pub fn row_into(&self, r: usize, out: &mut [f32]) -> Result<()> {
-        let ty = self.ty;
-        if ty == GgmlType::MXFP4 {
-            self.mxfp4_row_into(r, out);
-            return Ok(());
-        }
+        let ty = match self.kind {
+            Kind::Ggml(ty) => ty,
+            Kind::Mxfp4 | Kind::Nvfp4(_) => {
+                self.fp4_row_into(r, out);
+                return Ok(());
+            }
+        };
         let (blocks, ts) = (self.cols / 32, ty.type_size());
-        let (head, code_bytes) = (head_bytes(ty), ts - head_bytes(ty) / 8);
-        let gb = group_block_bytes(ty);
+        let (head, code_bytes) = (self.kind.head_bytes(), ts - self.kind.head_bytes() / 8);
+        let gb = self.kind.group_block_bytes();
         let (g, lane) = (r / 8, r % 8);
         let mut blk = [0u8; 34];
         for b in 0..blocks {
@@ -166,18 +239,33 @@ impl Repacked {
         Ok(())
     }
 
-    /// `row_into` for MXFP4: E2M1 value x (d = 2^(e - 127) / 2) x 2, exactly.
-    fn mxfp4_row_into(&self, r: usize, out: &mut [f32]) {
-        let (blocks, gb) = (self.cols / 32, group_block_bytes(GgmlType::MXFP4));
+    /// `row_into` for MXFP4 (E2M1 value x 2^(e - 127), d being its half)
+    /// and NVFP4 (E2M1 value x (E4M3 scale x tensor scale)), exactly as the
+    /// reference decodes them.
+    fn fp4_row_into(&self, r: usize, out: &mut [f32]) {
+        let (blocks, gb, head) = (self.cols / 32, self.kind.group_block_bytes(), self.kind.head_bytes());
         let (g, lane) = (r / 8, r % 8);
+        let f16_at = |src: &[u8], at: usize| f16::from_le_bytes([src[at], src[at + 1]]).to_f32();
         for b in 0..blocks {
             let src = &self.data[(g * blocks + b) * gb..][..gb];
-            let d = f16::from_le_bytes([src[2 * lane], src[2 * lane + 1]]).to_f32() * 2.0;
+            // each half's factor: the stored half scale doubled (times the tensor scale)
+            let factor = |at: usize| {
+                let s = f16_at(src, at) * 2.0;
+                match self.kind {
+                    Kind::Nvfp4(Nvfp4Convention::ModelOpt) => s * self.scale,
+                    Kind::Nvfp4(Nvfp4Convention::CompressedTensors) => s / self.scale,
+                    _ => s,
+                }
+            };
+            let (lo, hi) = match self.kind {
+                Kind::Nvfp4(_) => (factor(2 * lane), factor(16 + 2 * lane)),
+                _ => (factor(2 * lane), factor(2 * lane)),
+            };
             let o = &mut out[b * 32..(b + 1) * 32];
             for i in 0..16 {
-                let byte = src[16 + (i / 4) * 32 + 4 * lane + i % 4];
-                o[i] = e2m1::E2M1_VALUES[(byte & 0x0F) as usize] * d;
-                o[i + 16] = e2m1::E2M1_VALUES[(byte >> 4) as usize] * d;
+                let byte = src[head + (i / 4) * 32 + 4 * lane + i % 4];
+                o[i] = e2m1::E2M1_VALUES[(byte & 0x0F) as usize] * lo;
+                o[i + 16] = e2m1::E2M1_VALUES[(byte >> 4) as usize] * hi;
             }
         }
     }
@@ -186,6 +274,26 @@ impl Repacked {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repacked_nvfp4_rows_dequantize_as_the_original() {
+        let (rows, cols) = (16, 96);
+        let w: Vec<f32> =
+            (0..rows * cols).map(|i| ((i * 7919 % 211) as f32 / 50.0 - 2.0) * (1 + i / 300) as f32).collect();
+        for convention in [Nvfp4Convention::ModelOpt, Nvfp4Convention::CompressedTensors] {
+            let m = Nvfp4::quantize(convention, &w, rows, cols).unwrap();
+            assert!(fits_nvfp4(&m));
+            let p = Repacked::from_nvfp4(&m);
+            assert_eq!(p.data.len(), rows * cols / 32 * 20, "two f16 scales and 16 code bytes per 32");
+            let want = m.dequantize();
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            for r in 0..rows {
+                let mut got = vec![0f32; cols];
+                p.row_into(r, &mut got).unwrap();
+                assert_eq!(bits(&got), bits(&want[r * cols..(r + 1) * cols]), "{convention:?} row {r}");
+            }
+        }
+    }
 
     #[test]
     fn repacked_mxfp4_rows_dequantize_as_the_original() {
