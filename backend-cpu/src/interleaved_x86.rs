@@ -3,6 +3,8 @@
 //! 8 (Q8) registers of 4 bytes per row; each is dotted with 4 activations
 //! broadcast to every lane, so the i32 lanes end up holding the 8 rows' dots.
 //! Scales come as 8 f16 converted at once; nothing is summed across lanes.
+//! MXFP4 and NVFP4 take Q4's path with their codes mapped through a table
+//! (NVFP4 scales each half of a block by its own scale).
 
 use std::arch::x86_64::*;
 
