@@ -114,6 +114,34 @@ fn ggml_order(packed: &[u8], cols: usize, r: usize, b: usize) -> [u8; 16] {
     std::array::from_fn(|i| code(i) | (code(i + 16) << 4))
 }
 
+/// E2M1 codes packed two per byte in element order, laid out as `kind`
+/// says: each row's block scales (`scales(row, block)`, for its two halves;
+/// MXFP4 writes the first) halved as f16 ahead of the codes in GGUF's order.
+fn fp4_groups(
+    kind: Kind,
+    rows: usize,
+    cols: usize,
+    packed: &[u8],
+    scales: impl Fn(usize, usize) -> [f32; 2],
+) -> Vec<u8> {
+    let (blocks, gb, head) = (cols / 32, kind.group_block_bytes(), kind.head_bytes());
+    let halves = head / 16; // 1: one scale per 32; 2: one per 16
+    let mut data = vec![0u8; rows / 8 * blocks * gb];
+    for g in 0..rows / 8 {
+        for b in 0..blocks {
+            let out = &mut data[(g * blocks + b) * gb..][..gb];
+            for lane in 0..8 {
+                let r = g * 8 + lane;
+                for (half, s) in scales(r, b).into_iter().take(halves).enumerate() {
+                    out[16 * half + 2 * lane..][..2].copy_from_slice(&f16::from_f32(s * 0.5).to_le_bytes());
+                }
+                put_codes(out, head, lane, &ggml_order(packed, cols, r, b));
+            }
+        }
+    }
+    data
+}
+
 /// Lane `lane`'s 16 code bytes into a group-block's codes (after `head`).
 fn put_codes(out: &mut [u8], head: usize, lane: usize, qs: &[u8; 16]) {
     for (i, &q) in qs.iter().enumerate() {
@@ -158,44 +186,21 @@ impl Repacked {
 
     /// An MXFP4 matrix in Q4_0's layout (see the module doc); `fits_mxfp4` first.
     pub fn from_mxfp4(m: &Mxfp4) -> Self {
-        let (rows, cols, kind) = (m.rows(), m.cols(), Kind::Mxfp4);
-        let (blocks, gb) = (cols / 32, kind.group_block_bytes());
-        let mut data = vec![0u8; rows / 8 * blocks * gb];
-        for g in 0..rows / 8 {
-            for b in 0..blocks {
-                let out = &mut data[(g * blocks + b) * gb..][..gb];
-                for lane in 0..8 {
-                    let r = g * 8 + lane;
-                    let e = m.scales()[r * blocks + b];
-                    let d = f16::from_f32(ferrum_engine::quant::mxfp4::e8m0_to_f32(e) * 0.5);
-                    out[2 * lane..2 * lane + 2].copy_from_slice(&d.to_le_bytes());
-                    put_codes(out, kind.head_bytes(), lane, &ggml_order(m.packed(), cols, r, b));
-                }
-            }
-        }
-        Repacked { kind, cols, biased: false, scale: 1.0, data }
+        let blocks = m.cols() / 32;
+        let data = fp4_groups(Kind::Mxfp4, m.rows(), m.cols(), m.packed(), |r, b| {
+            [ferrum_engine::quant::mxfp4::e8m0_to_f32(m.scales()[r * blocks + b]); 2]
+        });
+        Repacked { kind: Kind::Mxfp4, cols: m.cols(), biased: false, scale: 1.0, data }
     }
 
     /// An NVFP4 matrix in its layout (see the module doc); `fits_nvfp4` first.
     pub fn from_nvfp4(m: &Nvfp4) -> Self {
-        let (rows, cols, kind) = (m.rows(), m.cols(), Kind::Nvfp4(m.convention()));
-        let (blocks, gb) = (cols / 32, kind.group_block_bytes());
-        let mut data = vec![0u8; rows / 8 * blocks * gb];
-        for g in 0..rows / 8 {
-            for b in 0..blocks {
-                let out = &mut data[(g * blocks + b) * gb..][..gb];
-                for lane in 0..8 {
-                    let r = g * 8 + lane;
-                    for half in 0..2 {
-                        let s = m.scales()[r * cols / 16 + 2 * b + half];
-                        let d = f16::from_f32(fp8::decode(s) * 0.5);
-                        out[16 * half + 2 * lane..][..2].copy_from_slice(&d.to_le_bytes());
-                    }
-                    put_codes(out, kind.head_bytes(), lane, &ggml_order(m.packed(), cols, r, b));
-                }
-            }
-        }
-        Repacked { kind, cols, biased: false, scale: m.tensor_scale(), data }
+        let kind = Kind::Nvfp4(m.convention());
+        let per_row = m.cols() / 16;
+        let data = fp4_groups(kind, m.rows(), m.cols(), m.packed(), |r, b| {
+            [0, 1].map(|half| fp8::decode(m.scales()[r * per_row + 2 * b + half]))
+        });
+        Repacked { kind, cols: m.cols(), biased: false, scale: m.tensor_scale(), data }
     }
 
     /// What multiplies every output of the kernel: 1 / NVFP4's
@@ -257,10 +262,8 @@ impl Repacked {
                     _ => s,
                 }
             };
-            let (lo, hi) = match self.kind {
-                Kind::Nvfp4(_) => (factor(2 * lane), factor(16 + 2 * lane)),
-                _ => (factor(2 * lane), factor(2 * lane)),
-            };
+            // the second half's scale follows the 8 rows' first ones (NVFP4), or is the first (MXFP4)
+            let (lo, hi) = (factor(2 * lane), factor((head - 16) + 2 * lane));
             let o = &mut out[b * 32..(b + 1) * 32];
             for i in 0..16 {
                 let byte = src[head + (i / 4) * 32 + 4 * lane + i % 4];
@@ -275,42 +278,41 @@ impl Repacked {
 mod tests {
     use super::*;
 
+    /// Rows of growing size, in several blocks per row.
+    fn fp4_weights(rows: usize, cols: usize) -> Vec<f32> {
+        (0..rows * cols).map(|i| ((i * 7919 % 211) as f32 / 50.0 - 2.0) * (1 + i / 300) as f32).collect()
+    }
+
+    /// Every row of `p` bit for bit `want`'s.
+    fn assert_rows(p: &Repacked, want: &[f32], cols: usize, what: &str) {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for (r, want) in want.chunks_exact(cols).enumerate() {
+            let mut got = vec![0f32; cols];
+            p.row_into(r, &mut got).unwrap();
+            assert_eq!(bits(&got), bits(want), "{what} row {r}");
+        }
+    }
+
     #[test]
     fn repacked_nvfp4_rows_dequantize_as_the_original() {
         let (rows, cols) = (16, 96);
-        let w: Vec<f32> =
-            (0..rows * cols).map(|i| ((i * 7919 % 211) as f32 / 50.0 - 2.0) * (1 + i / 300) as f32).collect();
         for convention in [Nvfp4Convention::ModelOpt, Nvfp4Convention::CompressedTensors] {
-            let m = Nvfp4::quantize(convention, &w, rows, cols).unwrap();
+            let m = Nvfp4::quantize(convention, &fp4_weights(rows, cols), rows, cols).unwrap();
             assert!(fits_nvfp4(&m));
             let p = Repacked::from_nvfp4(&m);
             assert_eq!(p.data.len(), rows * cols / 32 * 20, "two f16 scales and 16 code bytes per 32");
-            let want = m.dequantize();
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            for r in 0..rows {
-                let mut got = vec![0f32; cols];
-                p.row_into(r, &mut got).unwrap();
-                assert_eq!(bits(&got), bits(&want[r * cols..(r + 1) * cols]), "{convention:?} row {r}");
-            }
+            assert_rows(&p, &m.dequantize(), cols, &format!("{convention:?}"));
         }
     }
 
     #[test]
     fn repacked_mxfp4_rows_dequantize_as_the_original() {
         let (rows, cols) = (16, 96);
-        let w: Vec<f32> =
-            (0..rows * cols).map(|i| ((i * 7919 % 211) as f32 / 50.0 - 2.0) * (1 + i / 300) as f32).collect();
-        let m = Mxfp4::quantize(ferrum_engine::quant::MxScaleRule::Ocp, &w, rows, cols).unwrap();
+        let m = Mxfp4::quantize(ferrum_engine::quant::MxScaleRule::Ocp, &fp4_weights(rows, cols), rows, cols).unwrap();
         assert!(fits_mxfp4(&m));
         let p = Repacked::from_mxfp4(&m);
         assert_eq!(p.data.len(), rows * cols / 32 * 18, "Q4_0's bytes: f16 d and 16 code bytes per 32");
-        let want = m.dequantize();
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        for r in 0..rows {
-            let mut got = vec![0f32; cols];
-            p.row_into(r, &mut got).unwrap();
-            assert_eq!(bits(&got), bits(&want[r * cols..(r + 1) * cols]), "row {r}");
-        }
+        assert_rows(&p, &m.dequantize(), cols, "mxfp4");
         // a scale no f16 holds: not repacked
         let tiny = Mxfp4::from_parts(8, 32, vec![0x11; 128], vec![100; 8]).unwrap();
         assert!(!fits_mxfp4(&tiny));
