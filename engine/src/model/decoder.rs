@@ -259,10 +259,14 @@ impl Decoder<'_> {
     /// `moe_matmul` of x by the stacked `w` (its bias and scales too), rows chosen by `route`.
     fn per_route(&self, experts: usize, x: &Tensor, w: &Linear, route: &Tensor) -> Result<Tensor> {
         let op = Op::MoeMatmul(MoeMatmul { experts, scaled: w.expert_scales.is_some() });
-        let mut inputs = vec![x, &w.weight, route];
-        inputs.extend(&w.bias);
-        inputs.extend(&w.expert_scales);
-        self.backend.run(&op, &inputs)
+        // on the stack: this runs three times per MoE layer and step
+        let mut inputs = [x, &w.weight, route, x, x];
+        let mut count = 3;
+        for t in w.bias.iter().chain(&w.expert_scales) {
+            inputs[count] = t;
+            count += 1;
+        }
+        self.backend.run(&op, &inputs[..count])
     }
 
     fn rope_table(&self, l: usize) -> &RopeTable {

@@ -86,6 +86,16 @@ pub struct Stored {
     pub expert_scales: Option<Vec<f32>>,
 }
 
+impl Stored {
+    /// The matrix of a linear that is not a stack of experts (`name` its weight).
+    pub fn single(self, name: &str) -> Result<QuantizedMatrix> {
+        match self.expert_scales {
+            Some(_) => Err(Error::Weight { name: name.into(), msg: "has a tensor scale per expert".into() }),
+            None => Ok(self.matrix),
+        }
+    }
+}
+
 /// Reads linear `prefix` [rows, cols] stored in `format`.
 pub fn load(store: &WeightStore, prefix: &str, format: QuantFormat, rows: usize, cols: usize) -> Result<Stored> {
     let name = |s: &str| format!("{prefix}.{s}");

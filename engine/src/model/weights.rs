@@ -409,12 +409,14 @@ impl WeightLoader<'_> {
             Held::Float(dtype) => dtype,
             _ => DType::F32,
         };
+        let [q_nope, q_rope] = self.weight_parts(&q, heads * qk, q_in, [&q_nope, &q_rope])?;
+        let [kv_latent, kv_rope] = self.weight_parts(&kv_a, r + m.rope, h, [&latent, &rope])?;
         Ok(MlaWeights {
             q_a,
-            q_nope: self.weight_rows(&q, heads * qk, q_in, &q_nope)?,
-            q_rope: self.weight_rows(&q, heads * qk, q_in, &q_rope)?,
-            kv_latent: self.weight_rows(&kv_a, r + m.rope, h, &latent)?,
-            kv_rope: self.weight_rows(&kv_a, r + m.rope, h, &rope)?,
+            q_nope,
+            q_rope,
+            kv_latent,
+            kv_rope,
             kv_norm: self.vector(&format!("{a}.kv_a_layernorm.weight"), r)?,
             k_absorb: self.float_linear(heads * r, m.nope, k_absorb, absorbed)?,
             v_absorb: self.float_linear(heads * m.v, r + m.rope, v_absorb, absorbed)?,
@@ -491,11 +493,7 @@ impl WeightLoader<'_> {
         }
         let prefix = name.strip_suffix(".weight").unwrap_or(name);
         if let Some(stored) = prequantized::stored_format(self.store, prefix)? {
-            let stored = prequantized::load(self.store, prefix, stored, rows, cols)?;
-            if stored.expert_scales.is_some() {
-                return Err(Error::Weight { name: name.into(), msg: "has a tensor scale per expert".into() });
-            }
-            return Ok(stored.matrix.dequantize());
+            return Ok(prequantized::load(self.store, prefix, stored, rows, cols)?.single(name)?.dequantize());
         }
         let mut values = widen_to_f32(name, &self.raw(name, &[rows, cols])?)?;
         self.store.release(name);
@@ -525,58 +523,62 @@ impl WeightLoader<'_> {
         Ok(Linear { weight_bytes: weight.size_bytes(), weight, bias: None, expert_scales: None })
     }
 
-    /// Rows `rows` of linear `prefix`'s matrix [out, inp], held as the whole
-    /// would be (a float as stored, a quantized one still packed: see
-    /// `QuantizedMatrix::select_rows`), so a projection is cut into parts
-    /// without being widened.
-    fn weight_rows(&self, prefix: &str, out: usize, inp: usize, rows: &[usize]) -> Result<Linear> {
-        let (name, n) = (format!("{prefix}.weight"), rows.len());
+    /// Two parts of linear `prefix`'s matrix [out, inp], each some of its
+    /// rows, held as the whole would be (a float as stored, a quantized one
+    /// still packed: see `QuantizedMatrix::select_rows`), so a projection is
+    /// cut into parts without being widened, and read (or quantized) once.
+    fn weight_parts(&self, prefix: &str, out: usize, inp: usize, parts: [&[usize]; 2]) -> Result<[Linear; 2]> {
+        let name = format!("{prefix}.weight");
         let linear =
             |weight: Tensor, weight_bytes: usize| Linear { weight, weight_bytes, bias: None, expert_scales: None };
-        if self.dry {
+        let [a, b] = if self.dry {
             // the whole's dry run checks the shapes and says the format
             let dtype = match self.weight(prefix, out, inp, &[OpKind::Matmul], 1)?.weight.dtype() {
                 DType::Quant(f) => DType::Quant(f.of_selected_rows()),
                 d => d,
             };
-            let bytes = match dtype {
-                DType::Quant(f) => f.storage_bytes(n, inp),
-                d => n * inp * d.size_bytes(),
-            };
-            return Ok(linear(self.backend.alloc(&[n, inp], dtype)?, bytes));
-        }
-        let whole = match Held::of(self.store, self.policy, self.holder, prefix, true, &[OpKind::Matmul])? {
-            Held::Float(dtype) => {
-                let raw = self.raw(&name, &[out, inp])?;
-                let row = inp * dtype.size_bytes();
-                let bytes: Vec<u8> = rows.iter().flat_map(|&r| &raw.bytes[r * row..(r + 1) * row]).copied().collect();
-                let weight = self.backend.upload(&[n, inp], dtype, &bytes)?;
-                self.store.release(&name);
-                return Ok(linear(weight, n * row));
-            }
-            Held::Prequantized(f) => {
-                let stored = prequantized::load(self.store, prefix, f, out, inp)?;
-                if stored.expert_scales.is_some() {
-                    return Err(Error::Weight { name, msg: "has a tensor scale per expert".into() });
+            parts.map(|rows| {
+                let bytes = match dtype {
+                    DType::Quant(f) => f.storage_bytes(rows.len(), inp),
+                    d => rows.len() * inp * d.size_bytes(),
+                };
+                Ok(linear(self.backend.alloc(&[rows.len(), inp], dtype)?, bytes))
+            })
+        } else {
+            let whole = match Held::of(self.store, self.policy, self.holder, prefix, true, &[OpKind::Matmul])? {
+                Held::Float(dtype) => {
+                    let raw = self.raw(&name, &[out, inp])?;
+                    let row = inp * dtype.size_bytes();
+                    let cut = parts.map(|rows| {
+                        let bytes: Vec<u8> =
+                            rows.iter().flat_map(|&r| &raw.bytes[r * row..(r + 1) * row]).copied().collect();
+                        Ok(linear(self.backend.upload(&[rows.len(), inp], dtype, &bytes)?, rows.len() * row))
+                    });
+                    self.store.release(&name);
+                    let [a, b] = cut;
+                    return Ok([a?, b?]);
                 }
-                stored.matrix
+                Held::Prequantized(f) => prequantized::load(self.store, prefix, f, out, inp)?.single(&name)?,
+                Held::Packed(_) => self.store.quantized(&name)?,
+                Held::Quantized(format) => {
+                    let values = widen_to_f32(&name, &self.raw(&name, &[out, inp])?)?;
+                    QuantizedMatrix::quantize(format, &values, out, inp).map_err(|e| Error::Weight {
+                        name: name.clone(),
+                        msg: format!("cannot quantize to {format}: {e}"),
+                    })?
+                }
+            };
+            if [whole.rows(), whole.cols()] != [out, inp] {
+                let msg = format!("shape [{}, {}], the config implies [{out}, {inp}]", whole.rows(), whole.cols());
+                return Err(Error::Weight { name, msg });
             }
-            Held::Packed(_) => self.store.quantized(&name)?,
-            Held::Quantized(format) => {
-                let values = widen_to_f32(&name, &self.raw(&name, &[out, inp])?)?;
-                QuantizedMatrix::quantize(format, &values, out, inp).map_err(|e| Error::Weight {
-                    name: name.clone(),
-                    msg: format!("cannot quantize to {format}: {e}"),
-                })?
-            }
+            self.store.release(&name);
+            parts.map(|rows| {
+                let part = whole.select_rows(rows)?;
+                Ok(linear(self.backend.upload_quantized(&part)?, part.storage_bytes()))
+            })
         };
-        if [whole.rows(), whole.cols()] != [out, inp] {
-            let msg = format!("shape [{}, {}], the config implies [{out}, {inp}]", whole.rows(), whole.cols());
-            return Err(Error::Weight { name, msg });
-        }
-        let part = whole.select_rows(rows)?;
-        self.store.release(&name);
-        Ok(linear(self.backend.upload_quantized(&part)?, part.storage_bytes()))
+        Ok([a?, b?])
     }
 
     fn raw(&self, name: &str, shape: &[usize]) -> Result<RawTensor<'_>> {
