@@ -121,9 +121,9 @@ pub fn load(store: &WeightStore, prefix: &str, format: QuantFormat, rows: usize,
             };
             let packed = get(packed_name, StDtype::U8, &[&[rows, cols / 2]])?;
             let scales = get("weight_scale", StDtype::F8E4M3, &[&[rows, cols / 16]])?;
-            // one value, or a vector [experts] for a stack (see the module doc)
-            let stacked = store.shape_of(&name(global)).map(|s| s.to_vec()).unwrap_or_default();
-            let tensor = f32s(&get(global, StDtype::F32, &[&[], &[1], &stacked[..stacked.len().min(1)]])?);
+            // one value ([] or [1]), or a vector [experts] for a stack (see the module doc)
+            let n = store.shape_of(&name(global)).ok().and_then(|s| s.first().copied()).unwrap_or(1);
+            let tensor = f32s(&get(global, StDtype::F32, &[&[], &[n]])?);
             let tensor_scale = match tensor[..] {
                 [] => return Err(bad(global, "is empty".into())),
                 [s, ..] if tensor.iter().all(|&t| t == s) => s,
